@@ -1,0 +1,1 @@
+"""gridshift scheduler: API, store, planner, forecasts and dispatch."""

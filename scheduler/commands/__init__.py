@@ -1,0 +1,1 @@
+"""Command modules mounted by ``scheduler.cli`` (one per area)."""

@@ -1,0 +1,88 @@
+"""Typed settings (environment variables with the ``GRIDSHIFT_`` prefix)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DB_SCHEMES = ("sqlite", "postgresql")
+
+# OpenAI's documented Batch API limits.
+OPENAI_MAX_REQUESTS_PER_BATCH = 50_000
+OPENAI_MAX_FILE_BYTES = 200 * 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Everything gridshift reads from its environment; defaults suit one machine.
+
+    Construct explicitly (``Settings()`` reads the environment) and pass to factories such as
+    ``create_app(settings)``; nothing reads settings at import time.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="GRIDSHIFT_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    data_dir: Path = Field(
+        default=Path(".gridshift"), description="Uploaded and produced files, SQLite database."
+    )
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL; empty means an SQLite file `gridshift.db` in data_dir.",
+    )
+    broker_url: str = Field(
+        default="",
+        description="Celery broker; empty means embedded (SQLAlchemy transport on the database).",
+    )
+    fleet: Path | None = Field(
+        default=None, description="Path to fleet.yaml; empty means the bundled sample fleet."
+    )
+    shared_dir: Path = Field(default=Path("../shared"), description="Shared traces for tests.")
+    api_url: str = Field(default="http://127.0.0.1:8080", description="Where the CLI finds the API.")
+    api_key: str = Field(default="", description="Bearer key the CLI sends.")
+    admin_key: str = Field(
+        default="", description="Bootstrap admin key accepted by the API in addition to stored keys."
+    )
+
+    max_requests_per_batch: int = Field(default=OPENAI_MAX_REQUESTS_PER_BATCH, ge=1)
+    max_file_bytes: int = Field(default=OPENAI_MAX_FILE_BYTES, ge=1)
+    max_shard_requests: int = Field(default=1_000, ge=1)
+    max_shard_gpu_minutes: float = Field(default=30.0, gt=0)
+    lease_s: float = Field(default=120.0, gt=0, description="Shard lease length in seconds.")
+    heartbeat_s: float = Field(default=20.0, gt=0)
+    tick_s: float = Field(default=15.0, gt=0, description="Dispatch tick period in seconds.")
+    plan_time_limit_s: float = Field(default=60.0, gt=0)
+    horizon_hours: int = Field(default=72, ge=1)
+
+    electricitymaps_token: str = ""
+    watttime_username: str = ""
+    watttime_password: str = ""
+    http_timeout_s: float = Field(default=10.0, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_scheme(cls, v: str) -> str:
+        if v and not v.split(":", 1)[0].split("+", 1)[0] in _DB_SCHEMES:
+            raise ValueError(
+                f"GRIDSHIFT_DATABASE_URL must start with sqlite:// or postgresql://, got {v!r}"
+            )
+        return v
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to an SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'gridshift.db').resolve()}"
+
+    @property
+    def files_dir(self) -> Path:
+        """Directory holding uploaded and produced files."""
+        return self.data_dir / "files"
+
+
+def get_settings() -> Settings:
+    """Read settings from the environment (call at the edges: CLI, app factory)."""
+    return Settings()

@@ -1,0 +1,65 @@
+"""``PlanningProblem``: everything the pure planner needs, already parsed and checked."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from scheduler.domain import Fleet, Objective, PlanningBatch, SlotSignal
+
+
+@dataclass(frozen=True, slots=True)
+class FixedLoad:
+    """Work already leased or running at (site, pool, slot): it uses capacity and energy.
+
+    The re-planner passes these so that a new plan never moves or double-books leased work.
+    """
+
+    site: str
+    pool: str
+    slot: datetime
+    gpu_hours: float
+    facility_kwh: float
+
+
+@dataclass(frozen=True, slots=True)
+class PlanningProblem:
+    """A planning instance: fleet, per-(site, slot) signals, batches and the objective order.
+
+    Attributes:
+        fleet: sites, pools and models.
+        slots: slot start times of the horizon, ascending, ``fleet.slot_minutes`` apart.
+        signals: ``signals[(site, slot)]`` for every site and slot of the horizon.
+        batches: the work to place.
+        objectives: lexicographic order.
+        tolerances: relative slack per stage, same length as ``objectives``.
+        carbon_cap_g: optional cap on ``co2_g`` of this plan (the budget left for its horizon).
+        carbon_price_per_g: pacing price added to the carbon stage (primal-dual pacer); 0 = off.
+        fixed: work already committed, which consumes capacity and caps.
+        slot_available: optional fraction (0..1] of a slot still usable (the slot in progress
+            when the service re-plans); missing slots are fully available.
+        time_limit_s: wall-clock limit per solver call.
+    """
+
+    fleet: Fleet
+    slots: tuple[datetime, ...]
+    signals: Mapping[tuple[str, datetime], SlotSignal]
+    batches: tuple[PlanningBatch, ...]
+    objectives: tuple[Objective, ...] = (Objective.CARBON, Objective.COST, Objective.DELAY)
+    tolerances: tuple[float, ...] = (0.0, 0.0, 0.0)
+    carbon_cap_g: float | None = None
+    carbon_price_per_g: float = 0.0
+    fixed: tuple[FixedLoad, ...] = ()
+    slot_available: Mapping[datetime, float] = field(default_factory=dict)
+    time_limit_s: float = 60.0
+
+    @property
+    def slot_delta(self) -> timedelta:
+        """Length of one slot."""
+        return timedelta(minutes=self.fleet.slot_minutes)
+
+    @property
+    def horizon_end(self) -> datetime:
+        """End of the last slot."""
+        return self.slots[-1] + self.slot_delta

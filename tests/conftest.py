@@ -1,0 +1,118 @@
+"""Shared fixtures: settings on a temporary data dir, migrated SQLite and PostgreSQL, Redis.
+
+Real servers: unreachable means skip locally and FAIL under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from scheduler.config import Settings
+from scheduler.store.db import make_engine, session_factory
+from scheduler.store.migrate import upgrade
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PG_ADMIN_URL = os.environ.get("GRIDSHIFT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("GRIDSHIFT_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def unavailable(what: str) -> None:
+    """Skip locally, fail under CI, when a real server or shared data is missing."""
+    msg = f"{what} is unavailable"
+    if IN_CI:
+        pytest.fail(f"{msg} (CI=true: integration tests must not skip; start it, see .ci/run)")
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The shared traces and examples (``GRIDSHIFT_SHARED_DIR`` or ``../shared``)."""
+    path = Path(os.environ.get("GRIDSHIFT_SHARED_DIR", REPO_ROOT.parent / "shared"))
+    if not (path / "examples" / "planning").is_dir():
+        unavailable(f"shared data at {path} (set GRIDSHIFT_SHARED_DIR)")
+    return path
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings on a fresh data directory with an SQLite database inside it."""
+    return Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'gs.db'}")
+
+
+@pytest.fixture
+def sqlite_engine(settings: Settings) -> Iterator[Engine]:
+    """A migrated SQLite database (fresh per test)."""
+    engine = make_engine(settings.resolved_database_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sessions(sqlite_engine: Engine) -> sessionmaker[Session]:
+    """A session factory on the migrated SQLite database."""
+    return session_factory(sqlite_engine)
+
+
+def _create_pg_database() -> str:
+    import psycopg
+
+    name = f"gridshift_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as e:
+        unavailable(f"PostgreSQL at {PG_ADMIN_URL} ({e})")
+    return name
+
+
+def _drop_pg_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """URL of a fresh, migrated PostgreSQL database for this test session (dropped after)."""
+    name = _create_pg_database()
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    yield url
+    _drop_pg_database(name)
+
+
+@pytest.fixture
+def fresh_pg_url() -> Iterator[str]:
+    """URL of an empty (unmigrated) PostgreSQL database, dropped after the test."""
+    name = _create_pg_database()
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    _drop_pg_database(name)
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis URL on a DB number of its own, flushed before and after the test."""
+    import redis
+
+    db = 1 + (os.getpid() + uuid.uuid4().int) % 14
+    url = f"{REDIS_URL}/{db}"
+    client = redis.Redis.from_url(url, socket_connect_timeout=3)
+    try:
+        client.flushdb()
+    except redis.exceptions.ConnectionError as e:
+        unavailable(f"Redis at {REDIS_URL} ({e})")
+    yield url
+    client.flushdb()
+    client.close()

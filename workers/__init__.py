@@ -1,0 +1,1 @@
+"""gridshift workers: Celery tasks, inference engines and energy meters."""
