@@ -11,9 +11,7 @@ import importlib
 
 import typer
 
-COMMAND_MODULES = (
-    "scheduler.commands.service",
-)
+COMMAND_MODULES = ("scheduler.commands.service",)
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the operation ran and failed (batch failed, plan infeasible)

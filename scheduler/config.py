@@ -40,10 +40,13 @@ class Settings(BaseSettings):
         default=None, description="Path to fleet.yaml; empty means the bundled sample fleet."
     )
     shared_dir: Path = Field(default=Path("../shared"), description="Shared traces for tests.")
-    api_url: str = Field(default="http://127.0.0.1:8080", description="Where the CLI finds the API.")
+    api_url: str = Field(
+        default="http://127.0.0.1:8080", description="Where the CLI finds the API."
+    )
     api_key: str = Field(default="", description="Bearer key the CLI sends.")
     admin_key: str = Field(
-        default="", description="Bootstrap admin key accepted by the API in addition to stored keys."
+        default="",
+        description="Bootstrap admin key accepted by the API in addition to stored keys.",
     )
 
     max_requests_per_batch: int = Field(default=OPENAI_MAX_REQUESTS_PER_BATCH, ge=1)
@@ -64,7 +67,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _check_scheme(cls, v: str) -> str:
-        if v and not v.split(":", 1)[0].split("+", 1)[0] in _DB_SCHEMES:
+        if v and v.split(":", 1)[0].split("+", 1)[0] not in _DB_SCHEMES:
             raise ValueError(
                 f"GRIDSHIFT_DATABASE_URL must start with sqlite:// or postgresql://, got {v!r}"
             )

@@ -54,9 +54,15 @@ def parse_fleet(raw: Any, *, where: str = "fleet") -> Fleet:
         raise ConfigError(f"{where}: expected a mapping with 'sites' and 'models'")
     slot_minutes = _num(raw.get("slot_minutes", 60), f"{where}: slot_minutes", positive=True)
     if int(slot_minutes) != slot_minutes or 1440 % int(slot_minutes):
-        raise ConfigError(f"{where}: slot_minutes must be a whole divisor of 1440, got {slot_minutes}")
-    models = tuple(_model(m, f"{where}: models[{i}]") for i, m in enumerate(_list(raw, "models", where)))
-    sites = tuple(_site(s, f"{where}: sites[{i}]") for i, s in enumerate(_list(raw, "sites", where)))
+        raise ConfigError(
+            f"{where}: slot_minutes must be a whole divisor of 1440, got {slot_minutes}"
+        )
+    models = tuple(
+        _model(m, f"{where}: models[{i}]") for i, m in enumerate(_list(raw, "models", where))
+    )
+    sites = tuple(
+        _site(s, f"{where}: sites[{i}]") for i, s in enumerate(_list(raw, "sites", where))
+    )
     _unique([s.name for s in sites], f"{where}: site names")
     _unique([m.name for m in models], f"{where}: model names")
     gpus = {p.gpu for s in sites for p in s.pools}
@@ -126,7 +132,9 @@ def _site(raw: Any, where: str) -> Site:
         raise ConfigError(f"{where}: expected a mapping")
     name = _name(raw, where)
     where = f"{where} ({name})"
-    pools = tuple(_pool(p, f"{where}: pools[{i}]") for i, p in enumerate(_list(raw, "pools", where)))
+    pools = tuple(
+        _pool(p, f"{where}: pools[{i}]") for i, p in enumerate(_list(raw, "pools", where))
+    )
     _unique([p.name for p in pools], f"{where}: pool names")
     signals_raw = raw.get("signals") or {}
     signals = {
@@ -141,7 +149,9 @@ def _site(raw: Any, where: str) -> Site:
         name=name,
         pue=_num(raw.get("pue", 1.0), f"{where}: pue", positive=True),
         wue_l_per_kwh=_num(raw.get("wue_l_per_kwh", 0.0), f"{where}: wue_l_per_kwh", nonneg=True),
-        ewif_l_per_kwh=_num(raw.get("ewif_l_per_kwh", 0.0), f"{where}: ewif_l_per_kwh", nonneg=True),
+        ewif_l_per_kwh=_num(
+            raw.get("ewif_l_per_kwh", 0.0), f"{where}: ewif_l_per_kwh", nonneg=True
+        ),
         pools=pools,
         water_cap_l_per_day=_opt(raw, "water_cap_l_per_day", where),
         grid_cap_kw=_opt(raw, "grid_cap_kw", where),
@@ -163,13 +173,17 @@ def _pool(raw: Any, where: str) -> Pool:
     engine_raw = raw.get("engine") or {"kind": "vllm"}
     kind = engine_raw.get("kind", "vllm") if isinstance(engine_raw, Mapping) else None
     if kind not in ENGINE_KINDS:
-        raise ConfigError(f"{where} ({name}): engine.kind must be one of {ENGINE_KINDS}, got {kind!r}")
+        raise ConfigError(
+            f"{where} ({name}): engine.kind must be one of {ENGINE_KINDS}, got {kind!r}"
+        )
     return Pool(
         name=name,
         gpu=gpu,
         count=count,
         embodied_g_per_gpu_hour=_num(
-            raw.get("embodied_g_per_gpu_hour", 0.0), f"{where}: embodied_g_per_gpu_hour", nonneg=True
+            raw.get("embodied_g_per_gpu_hour", 0.0),
+            f"{where}: embodied_g_per_gpu_hour",
+            nonneg=True,
         ),
         engine=EngineSpec(kind=kind, options={k: v for k, v in engine_raw.items() if k != "kind"}),
     )
@@ -206,13 +220,17 @@ def _model(raw: Any, where: str) -> ModelSpec:
         profiles=profiles,
         weights=raw.get("weights"),
         expected_output_fraction=_num(
-            raw.get("expected_output_fraction", 0.6), f"{where}: expected_output_fraction", nonneg=True
+            raw.get("expected_output_fraction", 0.6),
+            f"{where}: expected_output_fraction",
+            nonneg=True,
         ),
         extra={k: v for k, v in raw.items() if k not in known},
     )
 
 
-def _defaults(raw: Mapping[str, Any], where: str) -> tuple[tuple[Objective, ...], tuple[float, ...]]:
+def _defaults(
+    raw: Mapping[str, Any], where: str
+) -> tuple[tuple[Objective, ...], tuple[float, ...]]:
     objectives = tuple(parse_objectives(raw.get("objectives", ["carbon", "cost", "delay"]), where))
     tol_raw = raw.get("tolerances", [0.01] + [0.0] * (len(objectives) - 1))
     tolerances = tuple(_num(t, f"{where}: defaults.tolerances", nonneg=True) for t in tol_raw)
@@ -248,4 +266,6 @@ def _budget(raw: Any, where: str) -> CarbonBudget | None:
         return None
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected a mapping with g_per_day and/or g_per_month")
-    return CarbonBudget(g_per_day=_opt(raw, "g_per_day", where), g_per_month=_opt(raw, "g_per_month", where))
+    return CarbonBudget(
+        g_per_day=_opt(raw, "g_per_day", where), g_per_month=_opt(raw, "g_per_month", where)
+    )

@@ -19,7 +19,9 @@ from scheduler.store.db import make_engine, session_factory
 from scheduler.store.migrate import upgrade
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PG_ADMIN_URL = os.environ.get("GRIDSHIFT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "GRIDSHIFT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 REDIS_URL = os.environ.get("GRIDSHIFT_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

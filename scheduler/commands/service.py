@@ -20,7 +20,9 @@ def register(app: typer.Typer) -> None:
         settings = get_settings()
         engine = engine_from_settings(settings)
         upgrade(engine, revision)
-        typer.echo(f"database at {engine.url.render_as_string(hide_password=True)} is at {revision}")
+        typer.echo(
+            f"database at {engine.url.render_as_string(hide_password=True)} is at {revision}"
+        )
 
     app.add_typer(db, name="db")
 

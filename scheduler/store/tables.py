@@ -348,4 +348,3 @@ class CarbonPacing(Base):
     spent_g: Mapped[float] = mapped_column(Float, default=0.0)
     price_per_g: Mapped[float] = mapped_column(Float, default=0.0)
     updated_at: Mapped[datetime]
-
