@@ -11,7 +11,13 @@ import importlib
 
 import typer
 
-COMMAND_MODULES = ("scheduler.commands.service",)
+COMMAND_MODULES = (
+    "scheduler.commands.service",
+    "scheduler.commands.planning",
+    "scheduler.commands.intake",
+    "scheduler.commands.batches",
+    "scheduler.commands.forecasts",
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the operation ran and failed (batch failed, plan infeasible)

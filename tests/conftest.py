@@ -118,3 +118,12 @@ def redis_url() -> Iterator[str]:
     yield url
     client.flushdb()
     client.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight Llama with its tokenizer, built once per session (no download)."""
+    pytest.importorskip("torch", reason="the tiny model needs the cpu extra (torch)")
+    from workers.engines.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))

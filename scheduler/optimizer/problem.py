@@ -40,6 +40,9 @@ class PlanningProblem:
         slot_available: optional fraction (0..1] of a slot still usable (the slot in progress
             when the service re-plans); missing slots are fully available.
         time_limit_s: wall-clock limit per solver call.
+        max_quality: optional ceiling on the quality of models chosen for ``min_quality``
+            batches (carbon-budget tiers forbid larger models); never below the batch's floor.
+        max_quality_by_batch: per-batch ceilings (by batch id), overriding ``max_quality``.
     """
 
     fleet: Fleet
@@ -53,6 +56,8 @@ class PlanningProblem:
     fixed: tuple[FixedLoad, ...] = ()
     slot_available: Mapping[datetime, float] = field(default_factory=dict)
     time_limit_s: float = 60.0
+    max_quality: float | None = None
+    max_quality_by_batch: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def slot_delta(self) -> timedelta:

@@ -1,0 +1,375 @@
+// gridshift dashboard: vanilla JS + SVG, no framework, no network beyond this API.
+"use strict";
+
+const KEY_STORE = "gridshift.apiKey";
+const SVGNS = "http://www.w3.org/2000/svg";
+const BATCH_COLOURS = ["#2f6fb0", "#e07b24", "#2e9d6a", "#8e5cc2", "#c9443f", "#1f9bb0",
+  "#b08a1f", "#d15b9c", "#5a7d2a", "#6b6ff0", "#8c5a3c", "#3f8f8f"];
+const SITE_COLOURS = ["#c0392b", "#2f6fb0", "#0f8a5f", "#8e5cc2", "#e07b24", "#1f9bb0"];
+const SIGNALS = [
+  { field: "carbon_g_per_kwh", cls: "signal-carbon", label: "Carbon intensity", unit: "gCO₂/kWh" },
+  { field: "price_per_kwh", cls: "signal-price", label: "Electricity price", unit: "per kWh" },
+  { field: "renewable_kw", cls: "signal-renewable", label: "On-site renewable", unit: "kW" },
+];
+
+const state = { key: null, view: "schedule", schedule: null, selected: null };
+
+// ------------------------------------------------------------------ helpers
+function $(id) { return document.getElementById(id); }
+function el(tag, attrs, text) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+function svg(tag, attrs, text) {
+  const e = document.createElementNS(SVGNS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+function fmt(x, digits = 1) {
+  if (x === null || x === undefined || Number.isNaN(x)) return "–";
+  const a = Math.abs(x);
+  if (a !== 0 && a < 0.001) return x.toExponential(1);
+  if (a < 1 && digits < 3) digits = 3;
+  return x.toLocaleString("en-GB", { maximumFractionDigits: digits, minimumFractionDigits: 0 });
+}
+function hhmm(t) { return new Date(t).toISOString().slice(11, 16); }
+function dayLabel(t) { return new Date(t).toISOString().slice(0, 10); }
+function when(t) { return t ? new Date(t).toISOString().slice(5, 16).replace("T", " ") : "–"; }
+
+async function api(path) {
+  const res = await fetch(path, { headers: { Authorization: "Bearer " + state.key } });
+  if (res.status === 401) { signOut("That key was not accepted: " + (await res.text())); throw new Error("unauthenticated"); }
+  if (!res.ok) throw new Error(path + ": HTTP " + res.status + " " + (await res.text()));
+  return res.json();
+}
+
+// ------------------------------------------------------------------ key handling
+function signOut(message) {
+  localStorage.removeItem(KEY_STORE);
+  state.key = null;
+  $("app").hidden = true; $("login").hidden = false; $("signout").hidden = true;
+  const err = $("keyerror");
+  err.hidden = !message; err.textContent = message || "";
+}
+function signIn(key) {
+  state.key = key;
+  localStorage.setItem(KEY_STORE, key);
+  $("login").hidden = true; $("app").hidden = false; $("signout").hidden = false;
+  $("who").textContent = "key " + key.slice(0, 10) + "…";
+  show(state.view);
+}
+
+// ------------------------------------------------------------------ views
+function show(view) {
+  state.view = view;
+  for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("active", b.dataset.view === view);
+  for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== "view-" + view;
+  const load = { schedule: loadSchedule, savings: loadSavings, budget: loadBudget, forecasts: loadForecasts }[view];
+  load().catch((e) => console.error(e));
+}
+
+async function loadSchedule() {
+  const hours = Number($("window").value);
+  const now = Date.now();
+  const from = new Date(now - hours * 0.45 * 3600e3);
+  from.setUTCMinutes(0, 0, 0);
+  const to = new Date(from.getTime() + hours * 3600e3);
+  const q = "?from=" + encodeURIComponent(from.toISOString()) + "&to=" + encodeURIComponent(to.toISOString());
+  const data = await api("/v1/schedule" + q);
+  state.schedule = data;
+  $("plan-label").textContent = data.plan_id ? "plan #" + data.plan_id + " · " + data.bars.length + " bars · " + data.slot_minutes + "-min slots" : "no current plan";
+  drawGantt(data);
+}
+
+function batchColours(bars) {
+  const ids = [...new Set(bars.map((b) => b.batch_id))].sort();
+  const map = {};
+  ids.forEach((id, i) => { map[id] = BATCH_COLOURS[i % BATCH_COLOURS.length]; });
+  return map;
+}
+
+function packRows(bars) {
+  // Greedy interval packing per lane so that overlapping bars get their own row.
+  const rows = {};
+  const ends = {};
+  for (const b of bars) {
+    const lane = b.site + "/" + b.pool;
+    ends[lane] = ends[lane] || [];
+    const s = Date.parse(b.start), e = Date.parse(b.end);
+    let r = ends[lane].findIndex((end) => end <= s);
+    if (r < 0) { r = ends[lane].length; ends[lane].push(e); } else ends[lane][r] = e;
+    rows[b.id] = r;
+  }
+  const depth = {};
+  for (const [lane, list] of Object.entries(ends)) depth[lane] = Math.max(1, list.length);
+  return { rows, depth };
+}
+
+function drawGantt(data) {
+  const box = $("gantt");
+  box.textContent = "";
+  const width = Math.max(900, box.clientWidth - 12);
+  const left = 150, right = 70, top = 30, rowH = 22, laneGap = 10, panelH = 78, panelGap = 16;
+  const t0 = Date.parse(data.start), t1 = Date.parse(data.end);
+  const x = (t) => left + ((Date.parse(t) - t0) / (t1 - t0)) * (width - left - right);
+  const colours = batchColours(data.bars);
+  const { rows, depth } = packRows(data.bars);
+  const laneY = {};
+  let y = top;
+  for (const lane of data.lanes) { laneY[lane] = y; y += depth[lane] * rowH + laneGap; }
+  const ganttBottom = y;
+  const sites = data.signals.map((s) => s.site);
+  const height = ganttBottom + 20 + SIGNALS.length * (panelH + panelGap) + 10;
+  const root = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, id: "gantt-svg", role: "img" });
+
+  // time grid and axis
+  const grid = svg("g", { class: "grid" });
+  const axis = svg("g", { class: "axis" });
+  const step = (t1 - t0) / 3600e3 > 60 ? 12 : (t1 - t0) / 3600e3 > 30 ? 6 : 3;
+  const first = new Date(t0); first.setUTCMinutes(0, 0, 0);
+  for (let t = first.getTime(); t <= t1; t += 3600e3) {
+    const d = new Date(t);
+    if (d.getUTCHours() % step !== 0) continue;
+    const xx = x(d.toISOString());
+    if (xx < left) continue;
+    const day = d.getUTCHours() === 0;
+    grid.appendChild(svg("line", { x1: xx, x2: xx, y1: top - 6, y2: height - 6, class: day ? "day" : "" }));
+    axis.appendChild(svg("text", { x: xx + 3, y: top - 10 }, day ? dayLabel(t) : hhmm(t)));
+  }
+  // lanes
+  data.lanes.forEach((lane, i) => {
+    const h = depth[lane] * rowH;
+    root.appendChild(svg("rect", { x: left, y: laneY[lane] - 2, width: width - left - right, height: h + 4, class: "lane-bg" + (i % 2 ? " alt" : "") }));
+    root.appendChild(svg("text", { x: 10, y: laneY[lane] + h / 2 + 4, class: "lane-label" }, lane));
+  });
+  root.appendChild(grid);
+  root.appendChild(axis);
+  // bars
+  const barsG = svg("g", { id: "bars" });
+  for (const b of data.bars) {
+    const lane = b.site + "/" + b.pool;
+    const x0 = Math.max(left, x(b.start)), x1 = Math.min(width - right, x(b.end));
+    const attrs = {
+      x: x0, y: laneY[lane] + rows[b.id] * rowH + 2, width: Math.max(3, x1 - x0 - 1), height: rowH - 4, rx: 3,
+      class: "bar status-" + b.status, fill: colours[b.batch_id], stroke: colours[b.batch_id],
+      "data-batch-id": b.batch_id, "data-status": b.status, "data-model": b.model,
+    };
+    attrs[b.kind === "shard" ? "data-shard-id" : "data-assignment-id"] = b.id;
+    const r = svg("rect", attrs);
+    r.appendChild(svg("title", {}, `${b.batch_id} · ${b.kind} ${b.id}\n${b.model} at ${lane}\n${b.status}: ${hhmm(b.start)}–${hhmm(b.end)} UTC · ${b.requests} requests`));
+    r.addEventListener("click", () => openBatch(b.batch_id, b.id));
+    barsG.appendChild(r);
+  }
+  root.appendChild(barsG);
+
+  // signal panels: one per signal kind, one path per site
+  let py = ganttBottom + 20;
+  for (const sig of SIGNALS) {
+    root.appendChild(svg("rect", { x: left, y: py, width: width - left - right, height: panelH, class: "panel-bg" }));
+    root.appendChild(svg("text", { x: 10, y: py + 16, class: "panel-label", "font-weight": "600" }, sig.label));
+    root.appendChild(svg("text", { x: 10, y: py + 32, class: "panel-label" }, sig.unit));
+    const vals = data.signals.flatMap((s) => s.points.map((p) => p[sig.field]).filter((v) => v !== null && v !== undefined));
+    const lo = Math.min(0, ...vals), hi = Math.max(1e-9, ...vals);
+    const yv = (v) => py + panelH - 6 - ((v - lo) / (hi - lo || 1)) * (panelH - 14);
+    root.appendChild(svg("text", { x: width - right + 6, y: py + 12, class: "panel-label" }, fmt(hi, hi < 1 ? 3 : 0)));
+    root.appendChild(svg("text", { x: width - right + 6, y: py + panelH - 4, class: "panel-label" }, fmt(lo, 0)));
+    data.signals.forEach((s, i) => {
+      let d = "";
+      for (const p of s.points) {
+        const v = p[sig.field];
+        if (v === null || v === undefined) continue;
+        const xx = x(p.time);
+        const xe = x(new Date(Date.parse(p.time) + data.slot_minutes * 60e3).toISOString());
+        d += (d ? "L" : "M") + xx.toFixed(1) + "," + yv(v).toFixed(1) + "L" + Math.min(xe, width - right).toFixed(1) + "," + yv(v).toFixed(1);
+      }
+      if (d) root.appendChild(svg("path", { d, class: sig.cls, stroke: SITE_COLOURS[i % SITE_COLOURS.length], "data-site": s.site }));
+    });
+    py += panelH + panelGap;
+  }
+  // now marker
+  const nx = x(data.now);
+  if (nx >= left && nx <= width - right) {
+    root.appendChild(svg("line", { x1: nx, x2: nx, y1: top - 4, y2: height - 8, class: "now-marker", id: "now-marker" }));
+    root.appendChild(svg("text", { x: nx + 4, y: height - 10, class: "now-label" }, "now " + hhmm(data.now)));
+  }
+  box.appendChild(root);
+  drawLegend(colours, sites, data.bars);
+}
+
+function drawLegend(colours, sites, bars) {
+  const lg = $("legend");
+  lg.textContent = "";
+  const models = {};
+  for (const b of bars) models[b.batch_id] = b.model;
+  for (const [id, c] of Object.entries(colours)) {
+    const s = el("span", { title: models[id] });
+    const i = el("i"); i.style.background = c; s.appendChild(i); s.appendChild(document.createTextNode(id));
+    lg.appendChild(s);
+  }
+  lg.appendChild(el("span", { class: "muted" }, "│ status: dashed = planned, light = queued, outlined = running, solid = done, red = failed"));
+  sites.forEach((site, i) => {
+    const s = el("span");
+    const sw = el("i"); sw.style.background = SITE_COLOURS[i % SITE_COLOURS.length]; sw.style.height = "3px"; sw.style.verticalAlign = "3px";
+    s.appendChild(sw); s.appendChild(document.createTextNode(site));
+    lg.appendChild(s);
+  });
+}
+
+// ------------------------------------------------------------------ batch
+async function openBatch(batchId, barId) {
+  for (const r of document.querySelectorAll("#bars rect")) r.classList.toggle("selected", r.dataset.batchId === batchId);
+  const r = await api("/v1/batches/" + encodeURIComponent(batchId) + "/review");
+  const box = $("batch");
+  box.hidden = false; box.textContent = "";
+  box.dataset.batchId = batchId;
+  const head = el("div", { class: "batch-head" });
+  head.appendChild(el("h3", {}, "Batch " + r.batch_id));
+  head.appendChild(el("span", { class: "badge" }, r.status));
+  head.appendChild(el("span", { class: "muted" }, "submitted " + when(r.submitted_at) + " · deadline " + when(r.deadline) + " UTC"));
+  for (const m of r.energy_methods) head.appendChild(el("span", { class: "badge " + (m.startsWith("measured") ? "measured" : "estimate") }, m.startsWith("measured") ? m : "ESTIMATED energy"));
+  box.appendChild(head);
+  box.appendChild(el("p", { class: "reason" }, r.reason));
+  const est = r.estimated ? " (incl. estimates)" : "";
+  const kpis = el("div", { class: "kpis" });
+  const kpi = (label, value, sub) => { const k = el("div", { class: "kpi" }); k.appendChild(el("small", {}, label)); k.appendChild(el("b", {}, value)); if (sub) k.appendChild(el("small", {}, sub)); kpis.appendChild(k); };
+  kpi("CO₂ booked" + est, fmt(r.actual.co2_g) + " g", "planned " + fmt(r.planned.co2_g) + " g");
+  kpi("CO₂ had it run at once", fmt(r.asap_counterfactual.co2_g) + " g", "saved " + fmt(r.asap_counterfactual.co2_g - r.actual.co2_g) + " g (location-based)");
+  kpi("Energy" + est, fmt(r.actual.energy_kwh, 3) + " kWh", "planned " + fmt(r.planned.energy_kwh, 3) + " kWh");
+  kpi("Water", fmt(r.actual.water_l, 2) + " L", "planned " + fmt(r.planned.water_l, 2) + " L");
+  kpi("Cost", fmt(r.actual.cost, 3), "planned " + fmt(r.planned.cost, 3));
+  kpi("Embodied CO₂", fmt(r.embodied_co2_g) + " g", r.co2_market_g === null ? "market-based: n/a" : "market-based " + fmt(r.co2_market_g) + " g");
+  box.appendChild(kpis);
+  const t = el("table", { id: "batch-shards" });
+  const hdr = ["shard", "site / pool", "model", "status", "slot", "ran", "g/kWh got", "g/kWh at once", "energy kWh", "CO₂ g", "water L", "cost", "plan kWh", "plan CO₂ g"];
+  const tr = el("tr"); hdr.forEach((h, i) => tr.appendChild(el("th", i < 4 ? { class: "l" } : {}, h))); t.appendChild(tr);
+  for (const s of r.shards) {
+    const row = el("tr", { "data-shard-id": s.shard_id });
+    if (s.shard_id === barId) row.style.background = "#eef6ff";
+    const ran = s.started_at ? hhmm(s.started_at) + "–" + (s.finished_at ? hhmm(s.finished_at) : "…") : "–";
+    const better = s.carbon_g_per_kwh !== null && s.asap_carbon_g_per_kwh !== null && s.carbon_g_per_kwh < s.asap_carbon_g_per_kwh;
+    const energy = s.energy_kwh === null ? "–" : fmt(s.energy_kwh, 3) + (s.estimated ? " est." : "");
+    const cells = [[s.shard_id, "l"], [s.site + "/" + s.pool, "l"], [s.model, "l"], [s.status, "l"], [when(s.slot_start), ""], [ran, ""],
+      [fmt(s.carbon_g_per_kwh, 0), better ? "good" : ""], [fmt(s.asap_carbon_g_per_kwh, 0), ""], [energy, s.estimated ? "est" : ""],
+      [fmt(s.co2_g), ""], [fmt(s.water_l, 2), ""], [fmt(s.cost, 3), ""], [fmt(s.planned_energy_kwh, 3), ""], [fmt(s.planned_co2_g), ""]];
+    for (const [v, c] of cells) row.appendChild(el("td", c ? { class: c } : {}, v));
+    t.appendChild(row);
+  }
+  box.appendChild(t);
+  if (r.estimated) box.appendChild(el("p", { class: "muted" }, "“est.” marks energy estimated from the model profile (no meter): an estimate, not a measurement."));
+  box.scrollIntoView({ behavior: "instant", block: "nearest" });
+}
+
+// ------------------------------------------------------------------ savings
+function table(headers, rows, id) {
+  const t = el("table", id ? { id } : {});
+  const tr = el("tr"); headers.forEach((h, i) => tr.appendChild(el("th", i === 0 ? { class: "l" } : {}, h))); t.appendChild(tr);
+  for (const r of rows) {
+    const row = el("tr");
+    r.forEach((c, i) => {
+      const cell = Array.isArray(c) ? c : [c, ""];
+      row.appendChild(el("td", cell[1] ? { class: cell[1] } : (i === 0 ? { class: "l" } : {}), cell[0]));
+    });
+    t.appendChild(row);
+  }
+  return t;
+}
+function saved(v) { return [fmt(v), v > 0 ? "good" : v < 0 ? "bad" : ""]; }
+
+async function loadSavings() {
+  const d = await api("/v1/savings");
+  $("caveat").textContent = d.caveat;
+  const box = $("savings"); box.textContent = "";
+  const c1 = el("div", { class: "card" }); c1.appendChild(el("h3", {}, "Per day (ledger vs running each batch at its submission hour)"));
+  c1.appendChild(table(["day", "CO₂ g", "at once g", "saved g", "energy kWh", "cost", "water L", ""],
+    d.per_day.map((r) => [r.key, fmt(r.actual.co2_g), fmt(r.asap_counterfactual.co2_g), saved(r.saved_co2_g_vs_asap), fmt(r.actual.energy_kwh, 3), fmt(r.actual.cost, 3), fmt(r.actual.water_l, 2), r.estimated ? ["incl. estimates", "est"] : ""]), "savings-days"));
+  const c2 = el("div", { class: "card" }); c2.appendChild(el("h3", {}, "Per batch"));
+  c2.appendChild(table(["batch", "CO₂ g", "at once g", "saved g", "asap baseline g", "carbon-greedy g", "delay h", ""],
+    d.per_batch.map((r) => [r.key, fmt(r.actual.co2_g), fmt(r.asap_counterfactual.co2_g), saved(r.saved_co2_g_vs_asap), r.asap ? fmt(r.asap.co2_g) : "–", r.carbon_greedy ? fmt(r.carbon_greedy.co2_g) : "–", fmt(r.actual.delay_h), r.estimated ? ["incl. estimates", "est"] : ""])));
+  const c3 = el("div", { class: "card" }); c3.appendChild(el("h3", {}, "Per plan (planner's totals against the contract's baselines)"));
+  c3.appendChild(d.plans.length ? table(["plan", "created", "planned CO₂ g", "asap g", "saved vs asap", "carbon-greedy g", "saved vs greedy", "planned cost", "asap cost"],
+    d.plans.map((p) => ["#" + p.plan_id, when(p.created_at), fmt(p.planned.co2_g), p.asap ? fmt(p.asap.co2_g) : "–", saved(p.saved_co2_g_vs_asap), p.carbon_greedy ? fmt(p.carbon_greedy.co2_g) : "–", saved(p.saved_co2_g_vs_carbon_greedy), fmt(p.planned.cost, 3), p.asap ? fmt(p.asap.cost, 3) : "–"]))
+    : el("p", { class: "muted" }, "Plan totals are fleet-wide: shown to admin keys only."));
+  box.append(c1, c2, c3);
+}
+
+// ------------------------------------------------------------------ budget
+async function loadBudget() {
+  const b = await api("/v1/budget");
+  const box = $("budget"); box.textContent = "";
+  const head = el("div", { class: "card" });
+  head.appendChild(el("span", {}, "Scope " + b.scope + " · state "));
+  head.appendChild(el("span", { class: "badge state-" + b.state, id: "budget-state" }, b.state.toUpperCase()));
+  head.appendChild(el("span", { class: "muted" }, " · pacing price " + (b.pacing_price_per_g === null ? "–" : fmt(b.pacing_price_per_g, 6) + " per g (" + b.pacing_day + ")")));
+  box.appendChild(head);
+  const grid = el("div", { class: "grid2" });
+  for (const p of [b.today, b.month]) {
+    const c = el("div", { class: "card" });
+    c.appendChild(el("h3", {}, p.period === "today" ? "Today (UTC)" : "This month"));
+    if (p.budget_g === null) {
+      c.appendChild(el("p", {}, "Used " + fmt(p.used_g) + " g CO₂ · no budget configured"));
+    } else {
+      const m = el("div", { class: "meter" }); const f = el("div");
+      f.style.width = Math.min(100, (100 * p.used_g) / p.budget_g).toFixed(1) + "%";
+      if (p.state !== "normal") f.style.background = p.state === "critical" ? "#c0392b" : "#c77c02";
+      m.appendChild(f); c.appendChild(m);
+      c.appendChild(el("p", {}, "Used " + fmt(p.used_g) + " g of " + fmt(p.budget_g) + " g · left " + fmt(p.left_g) + " g (" + fmt(100 * p.left_fraction, 0) + " %) · " + p.state.toUpperCase()));
+    }
+    grid.appendChild(c);
+  }
+  box.appendChild(grid);
+  box.appendChild(el("p", { class: "muted" }, "States by budget left: NORMAL > 50 %, TIGHTENING > 25 %, RESTRICTED > 10 %, else CRITICAL. Used = location-based operational + embodied CO₂ from the ledger."));
+}
+
+// ------------------------------------------------------------------ forecasts
+async function loadForecasts() {
+  const d = await api("/v1/forecasts/accuracy");
+  const box = $("forecasts"); box.textContent = "";
+  if (!d.sites.length) { box.appendChild(el("p", { class: "muted" }, "No slots with both a forecast and an actual yet.")); return; }
+  const grid = el("div", { class: "grid2" });
+  for (const s of d.sites) {
+    const c = el("div", { class: "card", "data-site": s.site });
+    c.appendChild(el("h3", {}, s.site));
+    c.appendChild(el("p", {}, "MAE " + fmt(s.mae_g_per_kwh) + " gCO₂/kWh · MAPE " + fmt(s.mape_pct) + " % · " + s.points.length + " slots"));
+    const w = 460, h = 140, l = 40;
+    const g = svg("svg", { width: w, height: h, viewBox: `0 0 ${w} ${h}` });
+    const ts = s.points.map((p) => Date.parse(p.time));
+    const vs = s.points.flatMap((p) => [p.forecast, p.actual]);
+    const t0 = Math.min(...ts), t1 = Math.max(...ts) || t0 + 1, lo = Math.min(...vs), hi = Math.max(...vs);
+    const x = (t) => l + ((t - t0) / (t1 - t0 || 1)) * (w - l - 10);
+    const y = (v) => h - 20 - ((v - lo) / (hi - lo || 1)) * (h - 35);
+    for (const [k, cls] of [["forecast", "fc-forecast"], ["actual", "fc-actual"]]) {
+      g.appendChild(svg("path", { class: cls, d: s.points.map((p, i) => (i ? "L" : "M") + x(ts[i]).toFixed(1) + "," + y(p[k]).toFixed(1)).join("") }));
+    }
+    g.appendChild(svg("text", { x: 2, y: 14, class: "panel-label" }, fmt(hi, 0)));
+    g.appendChild(svg("text", { x: 2, y: h - 20, class: "panel-label" }, fmt(lo, 0)));
+    g.appendChild(svg("text", { x: l, y: h - 4, class: "panel-label" }, when(s.points[0].time)));
+    g.appendChild(svg("text", { x: w - 90, y: h - 4, class: "panel-label" }, when(s.points[s.points.length - 1].time)));
+    c.appendChild(g);
+    c.appendChild(el("p", { class: "muted" }, "dashed: forecast · green: actual"));
+    grid.appendChild(c);
+  }
+  box.appendChild(grid);
+}
+
+// ------------------------------------------------------------------ start
+function start() {
+  for (const b of document.querySelectorAll("#tabs button")) b.addEventListener("click", () => show(b.dataset.view));
+  $("refresh").addEventListener("click", () => loadSchedule());
+  $("window").addEventListener("change", () => loadSchedule());
+  $("signout").addEventListener("click", () => signOut());
+  $("keyform").addEventListener("submit", (e) => { e.preventDefault(); signIn($("keyinput").value.trim()); });
+  window.addEventListener("resize", () => { if (state.schedule && state.view === "schedule") drawGantt(state.schedule); });
+  const params = new URLSearchParams(location.search);
+  const fromUrl = params.get("key");
+  if (fromUrl) {
+    params.delete("key");
+    const rest = params.toString();
+    history.replaceState(null, "", location.pathname + (rest ? "?" + rest : ""));  // keep the key out of history
+  }
+  const key = fromUrl || localStorage.getItem(KEY_STORE);
+  if (key) signIn(key); else signOut();
+}
+start();

@@ -1,0 +1,83 @@
+"""OpenAI ``/v1/batches``: create (validated synchronously), retrieve, list, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy.orm import Session
+
+from scheduler.api.deps import FleetDep, SessionDep, SettingsDep, TenantDep
+from scheduler.api.schemas import Batch, BatchCreate, BatchList
+from scheduler.intake.submit import BatchOptions, create_batch
+from scheduler.store import batches as repo
+from scheduler.store.summaries import batch_summary
+from scheduler.store.tables import Batch as BatchRow
+
+router = APIRouter(prefix="/v1", tags=["batches"])
+
+
+def _public(session: Session, row: BatchRow) -> Batch:
+    return Batch.from_row(row, batch_summary(session, row.id))
+
+
+@router.post("/batches")
+def post_batch(
+    body: BatchCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    caller: TenantDep,
+    fleet: FleetDep,
+) -> Batch:
+    """Create a batch; its input file is validated before the answer (``in_progress`` or ``failed``)."""
+    options = BatchOptions(
+        input_file_id=body.input_file_id,
+        endpoint=body.endpoint,
+        completion_window=body.completion_window,
+        deadline=body.deadline,
+        min_quality=body.min_quality,
+        sites=tuple(body.sites) if body.sites is not None else None,
+        priority=body.priority,
+        metadata=body.metadata,
+    )
+    row = create_batch(
+        session,
+        fleet,
+        caller.tenant_id,
+        options,
+        max_requests=settings.max_requests_per_batch,
+    )
+    session.commit()
+    return _public(session, row)
+
+
+@router.get("/batches/{batch_id}")
+def retrieve_batch(session: SessionDep, caller: TenantDep, batch_id: str) -> Batch:
+    """One of the caller's batches, with its plan and outcome in ``gridshift``."""
+    return _public(session, repo.get_batch(session, caller.tenant_id, batch_id))
+
+
+@router.get("/batches")
+def list_batches(
+    session: SessionDep,
+    caller: TenantDep,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> BatchList:
+    """The caller's batches, newest first, with OpenAI cursor pagination."""
+    rows, has_more = repo.list_batches(session, caller.tenant_id, after=after, limit=limit)
+    data = [_public(session, r) for r in rows]
+    return BatchList(
+        data=data,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+        has_more=has_more,
+    )
+
+
+@router.post("/batches/{batch_id}/cancel")
+def cancel_batch(session: SessionDep, caller: TenantDep, batch_id: str) -> Batch:
+    """Cancel one of the caller's batches (``cancelling``, ``cancelled`` once nothing runs)."""
+    row = repo.cancel_batch(session, caller.tenant_id, batch_id)
+    session.commit()
+    return _public(session, row)

@@ -1,0 +1,92 @@
+"""OpenAI ``/v1/files``: upload (streamed to disk), list, retrieve, content, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Form, Query, UploadFile
+from fastapi.responses import FileResponse
+
+from scheduler.api.deps import SessionDep, SettingsDep, TenantDep
+from scheduler.api.schemas import FileDeleted, FileList, FileObject
+from scheduler.errors import InvalidInput, LineError
+from scheduler.store import files as repo
+
+router = APIRouter(prefix="/v1", tags=["files"])
+
+UPLOAD_PURPOSES = ("batch",)
+
+
+@router.post("/files")
+def create_file(
+    session: SessionDep,
+    settings: SettingsDep,
+    caller: TenantDep,
+    file: UploadFile,
+    purpose: Annotated[str, Form()],
+) -> FileObject:
+    """Store an uploaded file (copied from Starlette's spool in 1 MiB chunks, hashed on the way)."""
+    if purpose not in UPLOAD_PURPOSES:
+        msg = f"purpose must be one of {list(UPLOAD_PURPOSES)}, got {purpose!r}"
+        raise InvalidInput(msg, [LineError(None, "invalid_value", msg, "purpose")])
+    row = repo.save_file(
+        session,
+        settings.files_dir,
+        file.file,
+        tenant_id=caller.tenant_id,
+        filename=file.filename or "upload.jsonl",
+        purpose=purpose,
+        max_bytes=settings.max_file_bytes,
+    )
+    return FileObject.from_row(row)
+
+
+@router.get("/files")
+def list_files(
+    session: SessionDep,
+    caller: TenantDep,
+    purpose: str | None = None,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
+    order: Literal["asc", "desc"] = "desc",
+) -> FileList:
+    """List the caller's files, newest first by default, with OpenAI cursor pagination."""
+    rows, has_more = repo.list_files(
+        session,
+        caller.tenant_id,
+        purpose=purpose,
+        after=after,
+        limit=limit,
+        newest_first=order == "desc",
+    )
+    data = [FileObject.from_row(r) for r in rows]
+    return FileList(
+        data=data,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+        has_more=has_more,
+    )
+
+
+@router.get("/files/{file_id}")
+def retrieve_file(session: SessionDep, caller: TenantDep, file_id: str) -> FileObject:
+    """One of the caller's files."""
+    return FileObject.from_row(repo.get_file(session, caller.tenant_id, file_id))
+
+
+@router.get("/files/{file_id}/content")
+def file_content(session: SessionDep, caller: TenantDep, file_id: str) -> FileResponse:
+    """The bytes of one of the caller's files, streamed from disk."""
+    row = repo.get_file(session, caller.tenant_id, file_id)
+    return FileResponse(
+        repo.content_path(row), media_type="application/octet-stream", filename=row.filename
+    )
+
+
+@router.delete("/files/{file_id}")
+def delete_file(session: SessionDep, caller: TenantDep, file_id: str) -> FileDeleted:
+    """Delete one of the caller's files (content kept while a running batch still reads it)."""
+    row = repo.delete_file(session, caller.tenant_id, file_id)
+    session.commit()
+    repo.purge_content(session, row)
+    return FileDeleted(id=row.id)

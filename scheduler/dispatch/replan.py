@@ -1,0 +1,362 @@
+"""Service re-planning: the store's unleased work -> ``PlanningProblem`` -> a new current plan."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from scheduler.config import Settings
+from scheduler.dispatch.shards import (
+    create_shards,
+    release_planned_shards,
+    unleased_request_ids,
+)
+from scheduler.dispatch.signals import HorizonSignals
+from scheduler.dispatch.slots import slot_floor, slot_fraction_left, slots_between
+from scheduler.domain import BatchStatus, Fleet, Plan, PlanningBatch, ShardStatus, SlotSignal
+from scheduler.optimizer.problem import FixedLoad, PlanningProblem
+from scheduler.store.db import transaction
+from scheduler.store.tables import (
+    AssignmentRecord,
+    Batch,
+    BatchPart,
+    CarbonPacing,
+    LedgerEntry,
+    PlanRecord,
+    Shard,
+)
+
+log = logging.getLogger(__name__)
+
+Planner = Callable[[PlanningProblem], Plan]
+
+
+def default_planner(problem: PlanningProblem) -> Plan:
+    """``scheduler.optimizer.planner.plan_problem`` with baselines (imported lazily)."""
+    from scheduler.optimizer.planner import plan_problem
+
+    plan: Plan = plan_problem(problem, baselines=True)
+    return plan
+
+
+def default_horizon_signals(settings: Settings, factory: sessionmaker[Session]) -> HorizonSignals:
+    """Signals from the forecasts service (cached in ``forecast_points``, with its fallbacks)."""
+
+    def collect(
+        fleet: Fleet, slots: tuple[datetime, ...], now: datetime
+    ) -> Mapping[tuple[str, datetime], SlotSignal]:
+        from scheduler.forecasts.cache import SqlForecastCache
+        from scheduler.forecasts.service import collect_signals
+
+        result = collect_signals(
+            fleet, slots, cache=SqlForecastCache(factory), settings=settings, now=now
+        )
+        return result.signals
+
+    return collect
+
+
+def _part_batches(
+    s: Session, fleet: Fleet, now: datetime
+) -> tuple[list[PlanningBatch], dict[str, list[int]]]:
+    """Planning batches of unleased requests of in-progress batches, tokens pro rata."""
+    rows = s.execute(
+        select(BatchPart, Batch)
+        .join(Batch, Batch.id == BatchPart.batch_id)
+        .where(Batch.status == BatchStatus.IN_PROGRESS.value, Batch.deadline > now)
+        .order_by(Batch.created_at, BatchPart.id)
+    ).all()
+    out: list[PlanningBatch] = []
+    free: dict[str, list[int]] = {}
+    for part, batch in rows:
+        ids = unleased_request_ids(s, part.id)
+        if not ids:
+            continue
+        free[part.id] = ids
+        share = len(ids) / part.requests if part.requests else 1.0
+        submitted = min(datetime.fromtimestamp(batch.created_at, UTC), now)
+        out.append(
+            PlanningBatch(
+                id=part.id,
+                requests=len(ids),
+                input_tokens=part.input_tokens * share,
+                output_tokens=part.output_tokens * share,
+                submitted_at=submitted,
+                deadline=batch.deadline,
+                model=part.model,
+                min_quality=part.min_quality if part.model is None else None,
+                sites=tuple(batch.sites) if batch.sites else None,
+                priority=batch.priority,
+                tenant=batch.tenant_id,
+                tokens_estimated=part.tokens_estimated,
+            )
+        )
+    return out, free
+
+
+def _fixed_loads(s: Session, fleet: Fleet, now: datetime) -> tuple[FixedLoad, ...]:
+    """Queued and running shards, at their slot (or the current slot if it is past)."""
+    current = slot_floor(now, fleet.slot_minutes)
+    rows = s.execute(
+        select(Shard.site, Shard.pool, Shard.slot_start, Shard.request_count, AssignmentRecord)
+        .join(AssignmentRecord, AssignmentRecord.id == Shard.assignment_id)
+        .where(Shard.status.in_([ShardStatus.QUEUED.value, ShardStatus.RUNNING.value]))
+    ).all()
+    acc: dict[tuple[str, str, datetime], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for site, pool, slot, n, a in rows:
+        share = n / a.requests if a.requests else 0.0
+        key = (site, pool, max(slot, current))
+        acc[key][0] += a.gpu_hours * share
+        acc[key][1] += a.energy_kwh * share
+    return tuple(
+        FixedLoad(site=k[0], pool=k[1], slot=k[2], gpu_hours=v[0], facility_kwh=v[1])
+        for k, v in acc.items()
+    )
+
+
+def _carbon_budget(
+    s: Session, fleet: Fleet, now: datetime, horizon_end: datetime
+) -> tuple[float | None, float]:
+    """(carbon cap for the horizon in g, pacer price per g) from the fleet budget."""
+    day = now.strftime("%Y-%m-%d")
+    pacing = s.scalars(
+        select(CarbonPacing).where(CarbonPacing.scope == "fleet", CarbonPacing.day == day)
+    ).first()
+    price = pacing.price_per_g if pacing else 0.0
+    budget = fleet.carbon_budget
+    if budget is None or budget.g_per_day is None:
+        return None, price
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    spent = s.execute(
+        select(
+            func.coalesce(func.sum(LedgerEntry.co2_location_g + LedgerEntry.embodied_co2_g), 0.0)
+        ).where(LedgerEntry.started_at >= midnight)
+    ).scalar_one()
+    days_after_today = max(0, (horizon_end - midnight - timedelta(seconds=1)).days)
+    cap = max(0.0, budget.g_per_day - float(spent)) + budget.g_per_day * days_after_today
+    return cap, price
+
+
+def price_assignments(problem: PlanningProblem, plan: Plan) -> list[dict[str, float | None]]:
+    """Per-assignment planned co2_g, cost, water_l and carbon intensity (section 4 rules).
+
+    Grid energy is shared out within a (site, slot) in proportion to facility energy,
+    counting fixed loads, so the figures add up to the site-and-slot totals.
+    """
+    fleet = problem.fleet
+    total_fac: dict[tuple[str, datetime], float] = defaultdict(float)
+    for a in plan.assignments:
+        total_fac[(a.site, a.slot)] += a.energy_kwh
+    for f in problem.fixed:
+        total_fac[(f.site, f.slot)] += f.facility_kwh
+    out = []
+    for a in plan.assignments:
+        site = fleet.site(a.site)
+        sig = problem.signals.get((a.site, a.slot))
+        if sig is None:
+            out.append({"co2_g": 0.0, "cost": 0.0, "water_l": 0.0, "carbon_g_per_kwh": None})
+            continue
+        avail = problem.slot_available.get(a.slot, 1.0)
+        fac = total_fac[(a.site, a.slot)]
+        grid = max(0.0, fac - sig.renewable_kw * fleet.slot_hours * avail)
+        a_grid = grid * a.energy_kwh / fac if fac > 0 else 0.0
+        it_kwh = a.energy_kwh / site.pue
+        wue = sig.wue_l_per_kwh if sig.wue_l_per_kwh is not None else site.wue_l_per_kwh
+        embodied = a.gpu_hours * site.pool(a.pool).embodied_g_per_gpu_hour
+        out.append(
+            {
+                "co2_g": a_grid * sig.carbon_g_per_kwh + embodied,
+                "cost": a_grid * sig.price_per_kwh,
+                "water_l": it_kwh * wue + a_grid * site.ewif_l_per_kwh,
+                "carbon_g_per_kwh": sig.carbon_g_per_kwh,
+            }
+        )
+    return out
+
+
+def build_problem(
+    s: Session,
+    settings: Settings,
+    fleet: Fleet,
+    now: datetime,
+    signals_for: HorizonSignals,
+) -> tuple[PlanningProblem | None, dict[str, list[int]]]:
+    """The planning problem of everything not yet leased, or None when there is nothing.
+
+    Returns:
+        ``(problem, free)`` where ``free[part_id]`` lists the unleased request ids in order.
+    """
+    batches, free = _part_batches(s, fleet, now)
+    if not batches:
+        return None, free
+    slots = slots_between(now, now + timedelta(hours=settings.horizon_hours), fleet.slot_minutes)
+    signals = signals_for(fleet, slots, now)
+    cap, price = _carbon_budget(s, fleet, now, slots[-1] + timedelta(minutes=fleet.slot_minutes))
+    problem = PlanningProblem(
+        fleet=fleet,
+        slots=slots,
+        signals=signals,
+        batches=tuple(batches),
+        objectives=fleet.default_objectives,
+        tolerances=fleet.default_tolerances,
+        carbon_cap_g=cap,
+        carbon_price_per_g=price,
+        fixed=_fixed_loads(s, fleet, now),
+        slot_available={slots[0]: slot_fraction_left(now, fleet.slot_minutes)},
+        time_limit_s=settings.plan_time_limit_s,
+    )
+    return problem, free
+
+
+def replan(
+    factory: sessionmaker[Session],
+    settings: Settings,
+    fleet: Fleet,
+    now: datetime,
+    *,
+    trigger: str,
+    signals_for: HorizonSignals | None = None,
+    planner: Planner | None = None,
+) -> int | None:
+    """Plan all unleased work again and make the result the current plan.
+
+    Builds the problem from the store (see ``build_problem``), solves it, stores a new
+    ``plans`` row (``is_current``; the previous one is retired) with its assignments and their
+    planned figures, and replaces the PLANNED shards of the batches concerned with shards cut
+    from the new assignments. Queued, running and done shards are fixed loads: never moved.
+
+    Args:
+        factory: session factory.
+        settings: horizon, shard bounds, solver time limit.
+        fleet: the fleet.
+        now: the dispatcher's clock.
+        trigger: why (``new_batch``, ``slot_boundary``, ``manual``...), stored on the plan.
+        signals_for: horizon signals (default: forecasts service, synthetic fallback).
+        planner: the solver (default ``plan_problem``).
+
+    Returns:
+        The new plan's id, or None when nothing needed planning.
+
+    Raises:
+        PlanningError: the planner failed.
+    """
+    signals_for = signals_for or default_horizon_signals(settings, factory)
+    planner = planner or default_planner
+    with factory() as s:
+        problem, free = build_problem(s, settings, fleet, now, signals_for)
+    if problem is None:
+        return None
+    plan = planner(problem)
+    priced = price_assignments(problem, plan)
+    part_batch = {p.id: p.id.split("~", 1)[0] for p in problem.batches}
+    with transaction(factory) as s:
+        s.execute(
+            update(PlanRecord).where(PlanRecord.is_current.is_(True)).values(is_current=False)
+        )
+        record = PlanRecord(
+            created_at=now,
+            trigger=trigger,
+            status=str(plan.status),
+            objectives=[str(o) for o in plan.objectives],
+            tolerances=list(plan.tolerances),
+            totals={k: getattr(plan.totals, k) for k in plan.totals.__dataclass_fields__},
+            baselines={
+                name: {k: getattr(b, k) for k in b.__dataclass_fields__}
+                for name, b in plan.baselines.items()
+            },
+            unplaced=[{"batch": u.batch, "reason": u.reason} for u in plan.unplaced],
+            stage_optima=dict(plan.stage_optima),
+            notes=list(plan.notes),
+            solve_s=plan.solve_s,
+            fallback_signals=plan.fallback_signals
+            or any(sig.fallback for sig in problem.signals.values()),
+            horizon_start=problem.slots[0],
+            horizon_end=problem.horizon_end,
+            is_current=True,
+        )
+        s.add(record)
+        s.flush()
+        release_planned_shards(s, sorted(set(part_batch.values())))
+        ordered = sorted(
+            zip(plan.assignments, priced, strict=True),
+            key=lambda x: (x[0].slot, x[0].site, x[0].pool),
+        )
+        cursor: dict[str, int] = defaultdict(int)
+        for a, price in ordered:
+            ids = unleased_request_ids(s, a.batch) if a.batch not in free else free[a.batch]
+            take = ids[cursor[a.batch] : cursor[a.batch] + a.requests]
+            cursor[a.batch] += a.requests
+            row = AssignmentRecord(
+                plan_id=record.id,
+                batch_id=part_batch.get(a.batch, a.batch.split("~", 1)[0]),
+                part_id=a.batch,
+                site=a.site,
+                pool=a.pool,
+                model=a.model,
+                slot_start=a.slot,
+                requests=a.requests,
+                input_tokens=a.input_tokens,
+                output_tokens=a.output_tokens,
+                gpu_hours=a.gpu_hours,
+                energy_kwh=a.energy_kwh,
+                co2_g=float(price["co2_g"] or 0.0),
+                cost=float(price["cost"] or 0.0),
+                water_l=float(price["water_l"] or 0.0),
+                carbon_g_per_kwh=price["carbon_g_per_kwh"],
+            )
+            s.add(row)
+            s.flush()
+            create_shards(
+                s,
+                row,
+                take,
+                max_requests=settings.max_shard_requests,
+                max_gpu_minutes=settings.max_shard_gpu_minutes,
+                now=now,
+            )
+        plan_id = record.id
+    log.info(
+        "plan %d (%s): %d assignments, %d unplaced, status %s",
+        plan_id,
+        trigger,
+        len(plan.assignments),
+        len(plan.unplaced),
+        plan.status,
+    )
+    return plan_id
+
+
+def replan_trigger(s: Session, fleet: Fleet, now: datetime) -> str | None:
+    """Why the tick should re-plan now, or None.
+
+    ``new_batch``: an in-progress batch has a part that no shard and no current plan knows.
+    ``slot_boundary``: the current slot differs from the one the current plan started in and
+    some work is still unleased.
+    """
+    current = s.scalars(select(PlanRecord).where(PlanRecord.is_current.is_(True))).first()
+    known: set[str] = set()
+    if current is not None:
+        known |= set(
+            s.scalars(
+                select(AssignmentRecord.part_id).where(AssignmentRecord.plan_id == current.id)
+            )
+        )
+        known |= {u.get("batch") for u in (current.unplaced or [])}
+    known |= set(s.scalars(select(Shard.part_id).distinct()))
+    parts = s.scalars(
+        select(BatchPart.id)
+        .join(Batch, Batch.id == BatchPart.batch_id)
+        .where(Batch.status == BatchStatus.IN_PROGRESS.value, Batch.deadline > now)
+    ).all()
+    if any(p not in known for p in parts):
+        return "new_batch"
+    if current is not None and current.horizon_start != slot_floor(now, fleet.slot_minutes):
+        for p in parts:
+            if unleased_request_ids(s, p):
+                return "slot_boundary"
+    return None

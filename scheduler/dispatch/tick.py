@@ -1,0 +1,196 @@
+"""The dispatch tick: re-plan when needed, queue due shards by name, reconcile lost work."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from scheduler.config import Settings
+from scheduler.dispatch.reconcile import (
+    close_batches,
+    expire_leases,
+    last_model_per_pool,
+    stale_queued,
+)
+from scheduler.dispatch.replan import Planner, replan, replan_trigger
+from scheduler.dispatch.signals import HorizonSignals
+from scheduler.domain import BatchStatus, Fleet, ShardStatus
+from scheduler.store.db import transaction
+from scheduler.store.tables import Batch, Shard
+
+log = logging.getLogger(__name__)
+
+RUN_SHARD_TASK = "gridshift.run_shard"
+TICK_TASK = "gridshift.tick"
+
+
+class Send(Protocol):
+    """Sends a task by name to a queue: ``send("gridshift.run_shard", shard_id, queue="s.p")``."""
+
+    def __call__(self, name: str, *args: Any, queue: str) -> None:
+        """Enqueue ``name(*args)`` on ``queue`` (no ETA, no countdown)."""
+
+
+@dataclass
+class TickReport:
+    """What one tick did (for logs and tests)."""
+
+    plan_id: int | None = None
+    trigger: str | None = None
+    queued: list[str] = field(default_factory=list)
+    requeued_expired: list[str] = field(default_factory=list)
+    resent_stale: list[str] = field(default_factory=list)
+    closed: dict[str, list[str]] = field(default_factory=dict)
+
+
+def queue_name(site: str, pool: str) -> str:
+    """The Celery queue of a pool: ``<site>.<pool>``."""
+    return f"{site}.{pool}"
+
+
+def order_for_pool(shards: list[Shard], loaded_model: str | None) -> list[Shard]:
+    """Order one pool's due shards to minimise model swaps.
+
+    Shards are grouped by model; the model the pool has loaded goes first, the other groups
+    follow by their earliest slot; within a group, by slot then creation. A pool thus swaps at
+    most once per model present, instead of once per change of model in slot order.
+    """
+    groups: dict[str, list[Shard]] = defaultdict(list)
+    for sh in shards:
+        groups[sh.model].append(sh)
+    for g in groups.values():
+        g.sort(key=lambda x: (x.slot_start, x.created_at, x.id))
+    order = sorted(
+        groups, key=lambda m: (m != loaded_model, groups[m][0].slot_start, groups[m][0].created_at)
+    )
+    return [sh for m in order for sh in groups[m]]
+
+
+def promote_due(factory: sessionmaker[Session], *, now: datetime) -> list[Shard]:
+    """Move due PLANNED shards (slot started) of in-progress batches to QUEUED, in send order."""
+    with transaction(factory) as s:
+        due = list(
+            s.scalars(
+                select(Shard)
+                .join(Batch, Batch.id == Shard.batch_id)
+                .where(
+                    Shard.status == ShardStatus.PLANNED.value,
+                    Shard.slot_start <= now,
+                    Batch.status == BatchStatus.IN_PROGRESS.value,
+                )
+            )
+        )
+        if not due:
+            return []
+        loaded = last_model_per_pool(s)
+        per_pool: dict[tuple[str, str], list[Shard]] = defaultdict(list)
+        for sh in due:
+            per_pool[(sh.site, sh.pool)].append(sh)
+        ordered = [
+            sh for key in sorted(per_pool) for sh in order_for_pool(per_pool[key], loaded.get(key))
+        ]
+        for sh in ordered:
+            s.execute(
+                update(Shard)
+                .where(Shard.id == sh.id, Shard.status == ShardStatus.PLANNED.value)
+                .values(status=ShardStatus.QUEUED.value, queued_at=now)
+            )
+        return ordered
+
+
+def tick(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    now: datetime,
+    send: Send | Callable[..., None],
+    *,
+    fleet: Fleet,
+    signals_for: HorizonSignals | None = None,
+    planner: Planner | None = None,
+    allow_replan: bool = True,
+    requeue_after_s: float | None = None,
+) -> TickReport:
+    """One dispatcher step; safe to call at any period (one dispatcher instance at a time).
+
+    1. Expired leases: running shards whose lease ran out go back to ``queued`` and are re-sent.
+    2. Cancelling and past-deadline batches stop their unstarted shards and are finalized once
+       nothing of theirs runs; batches stuck in ``finalizing`` are finalized again.
+    3. Re-planning on a new batch or a slot boundary (see ``replan_trigger``).
+    4. Due shards (``slot_start <= now``) go ``planned`` -> ``queued`` and are sent by name to
+       ``<site>.<pool>``, ordered per pool to minimise model swaps. Sending happens after the
+       commit, so a worker always finds its shard queued; a lost message is re-sent by step 5.
+    5. Queued shards not started after ``requeue_after_s`` on an idle pool are re-sent.
+
+    Args:
+        session_factory: session factory.
+        settings: lease and shard settings.
+        now: the dispatcher's clock (tests and the demo pass simulated times).
+        send: the task sender (Celery ``send_task`` by name, or an in-process queue).
+        fleet: the fleet.
+        signals_for: horizon signals for re-planning (default: forecasts service).
+        planner: the solver (default ``plan_problem``).
+        allow_replan: False skips step 3 (the demo runs one plan as made).
+        requeue_after_s: default ``max(2 x lease_s, 10 x tick_s)``.
+
+    Returns:
+        A report of what was done.
+    """
+    report = TickReport()
+    report.requeued_expired = expire_leases(session_factory, now=now)
+    for shard_id, queue in _queues(session_factory, report.requeued_expired):
+        send(RUN_SHARD_TASK, shard_id, queue=queue)
+    report.closed = close_batches(session_factory, settings, now=now)
+    if allow_replan:
+        with session_factory() as s:
+            report.trigger = replan_trigger(s, fleet, now)
+        if report.trigger:
+            report.plan_id = replan(
+                session_factory,
+                settings,
+                fleet,
+                now,
+                trigger=report.trigger,
+                signals_for=signals_for,
+                planner=planner,
+            )
+    for sh in promote_due(session_factory, now=now):
+        send(RUN_SHARD_TASK, sh.id, queue=queue_name(sh.site, sh.pool))
+        report.queued.append(sh.id)
+    after = (
+        requeue_after_s
+        if requeue_after_s is not None
+        else max(2 * settings.lease_s, 10 * settings.tick_s)
+    )
+    with transaction(session_factory) as s:
+        stale = stale_queued(s, now=now, requeue_after_s=after)
+        for sh in stale:
+            s.execute(update(Shard).where(Shard.id == sh.id).values(queued_at=now))
+    for sh in stale:
+        send(RUN_SHARD_TASK, sh.id, queue=queue_name(sh.site, sh.pool))
+        report.resent_stale.append(sh.id)
+    if report.queued or report.requeued_expired or report.resent_stale or report.plan_id:
+        log.info(
+            "tick %s: plan=%s queued=%d requeued=%d resent=%d closed=%s",
+            now.isoformat(),
+            report.plan_id,
+            len(report.queued),
+            len(report.requeued_expired),
+            len(report.resent_stale),
+            {k: len(v) for k, v in report.closed.items() if v},
+        )
+    return report
+
+
+def _queues(factory: sessionmaker[Session], shard_ids: list[str]) -> list[tuple[str, str]]:
+    if not shard_ids:
+        return []
+    with factory() as s:
+        rows = s.execute(select(Shard.id, Shard.site, Shard.pool).where(Shard.id.in_(shard_ids)))
+        return [(sid, queue_name(site, pool)) for sid, site, pool in rows]

@@ -1,0 +1,281 @@
+"""Creating a batch: check the create options, validate the input file, store requests and parts."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from scheduler.domain import BatchStatus, Fleet
+from scheduler.errors import ConfigError, InvalidInput, LineError
+from scheduler.intake.validate import (
+    AUTO_MODEL,
+    DEFAULT_MAX_TOKENS,
+    ENDPOINTS,
+    ScanResult,
+    scan_file,
+)
+from scheduler.store.batches import (
+    insert_parts,
+    insert_requests,
+    new_batch,
+    now_s,
+    transition_batch,
+)
+from scheduler.store.files import content_path, get_file
+from scheduler.store.tables import Batch
+
+_WINDOW = re.compile(r"^\s*(\d+)\s*([hd])\s*$")
+MAX_METADATA_PAIRS = 16
+MAX_METADATA_KEY_CHARS = 64
+MAX_METADATA_VALUE_CHARS = 512
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOptions:
+    """What a client asked for in ``POST /v1/batches`` (OpenAI fields plus gridshift's extras)."""
+
+    input_file_id: str
+    endpoint: str
+    completion_window: str = "24h"
+    deadline: datetime | int | float | str | None = None
+    min_quality: float | None = None
+    sites: tuple[str, ...] | None = None
+    priority: float = 1.0
+    metadata: Mapping[str, str] | None = None
+
+
+def _bad(message: str, param: str, code: str = "invalid_value") -> InvalidInput:
+    return InvalidInput(message, [LineError(line=None, code=code, message=message, param=param)])
+
+
+def parse_window(window: str) -> timedelta:
+    """Parse a completion window such as ``24h``, ``6h``, ``72h`` or ``2d``.
+
+    Raises:
+        InvalidInput: anything else, or a zero window.
+    """
+    m = _WINDOW.match(window or "")
+    if not m or int(m.group(1)) == 0:
+        raise _bad(
+            f"completion_window must be a whole number of hours or days such as '24h' or '3d', "
+            f"got {window!r}",
+            "completion_window",
+        )
+    n = int(m.group(1))
+    return timedelta(hours=n) if m.group(2) == "h" else timedelta(days=n)
+
+
+def resolve_deadline(
+    created_at: int, window: str, deadline: datetime | int | float | str | None
+) -> datetime:
+    """The batch's deadline: ``deadline`` if given (Unix seconds or ISO 8601), else created + window.
+
+    Raises:
+        InvalidInput: unreadable deadline, or one not after ``created_at``.
+    """
+    span = parse_window(window)
+    if deadline is None:
+        return datetime.fromtimestamp(created_at, UTC) + span
+    if isinstance(deadline, bool):
+        raise _bad("deadline must be Unix seconds or an ISO 8601 time", "deadline")
+    if isinstance(deadline, int | float):
+        when = datetime.fromtimestamp(float(deadline), UTC)
+    elif isinstance(deadline, str):
+        try:
+            when = datetime.fromisoformat(deadline.replace("Z", "+00:00"))
+        except ValueError:
+            raise _bad(
+                f"deadline must be Unix seconds or ISO 8601 like '2026-01-31T06:00:00Z', got {deadline!r}",
+                "deadline",
+            ) from None
+    else:
+        when = deadline
+    if when.tzinfo is None:
+        raise _bad("deadline needs a time zone (e.g. a trailing 'Z' for UTC)", "deadline")
+    when = when.astimezone(UTC)
+    if when.timestamp() <= created_at:
+        raise _bad(f"deadline {when.isoformat()} is not in the future", "deadline")
+    return when
+
+
+def check_options(options: BatchOptions, fleet: Fleet | None) -> Fleet:
+    """Check the create options that do not depend on the file.
+
+    Raises:
+        InvalidInput: unsupported endpoint, unknown site, unreachable min_quality, bad metadata.
+        ConfigError: no fleet is configured.
+    """
+    if options.endpoint not in ENDPOINTS:
+        raise _bad(
+            f"endpoint must be one of {list(ENDPOINTS)}, got {options.endpoint!r}", "endpoint"
+        )
+    parse_window(options.completion_window)
+    if fleet is None:
+        raise ConfigError(
+            "no fleet is configured: set GRIDSHIFT_FLEET to a fleet.yaml (see planning-formats.md)"
+        )
+    if options.sites is not None:
+        names = {s.name for s in fleet.sites}
+        unknown = sorted(set(options.sites) - names)
+        if unknown or not options.sites:
+            raise _bad(f"sites must name fleet sites {sorted(names)}; unknown: {unknown}", "sites")
+    if options.min_quality is not None and not any(
+        m.quality >= options.min_quality for m in fleet.models
+    ):
+        best = max(m.quality for m in fleet.models)
+        raise _bad(
+            f"min_quality {options.min_quality} is above every fleet model (best {best})",
+            "min_quality",
+        )
+    if not options.priority > 0:
+        raise _bad(f"priority must be > 0, got {options.priority}", "priority")
+    meta = options.metadata or {}
+    if len(meta) > MAX_METADATA_PAIRS or any(
+        not isinstance(v, str)
+        or len(k) > MAX_METADATA_KEY_CHARS
+        or len(v) > MAX_METADATA_VALUE_CHARS
+        for k, v in meta.items()
+    ):
+        raise _bad(
+            f"metadata takes at most {MAX_METADATA_PAIRS} string pairs, keys up to "
+            f"{MAX_METADATA_KEY_CHARS} and values up to {MAX_METADATA_VALUE_CHARS} characters",
+            "metadata",
+        )
+    return fleet
+
+
+def create_batch(
+    session: Session,
+    fleet: Fleet | None,
+    tenant_id: str,
+    options: BatchOptions,
+    *,
+    max_requests: int,
+    default_max_tokens: int = DEFAULT_MAX_TOKENS,
+    now: int | None = None,
+) -> Batch:
+    """Create a batch and validate its input file synchronously (flushed, the caller commits).
+
+    A good file leaves the batch ``in_progress`` with its ``batch_requests`` and one
+    ``batch_parts`` row per model; a bad one leaves it ``failed`` with every bad line in
+    ``errors``. Nothing is written if this raises.
+
+    Raises:
+        InvalidInput: create options are wrong, or the input file is not a ``batch`` file.
+        NotFound: the input file does not exist for this tenant.
+        ConfigError: no fleet is configured.
+    """
+    fleet = check_options(options, fleet)
+    created_at = now_s() if now is None else now
+    deadline = resolve_deadline(created_at, options.completion_window, options.deadline)
+    file = get_file(session, tenant_id, options.input_file_id)
+    if file.purpose != "batch":
+        raise _bad(
+            f"file {file.id} has purpose {file.purpose!r}; upload the input with purpose 'batch'",
+            "input_file_id",
+        )
+    scan = scan_file(
+        content_path(file),
+        endpoint=options.endpoint,
+        models=frozenset(fleet.model_names),
+        min_quality=options.min_quality,
+        max_requests=max_requests,
+    )
+    batch = new_batch(
+        session,
+        tenant_id=tenant_id,
+        endpoint=options.endpoint,
+        input_file_id=file.id,
+        completion_window=options.completion_window,
+        deadline=deadline,
+        created_at=created_at,
+        min_quality=options.min_quality,
+        sites=list(options.sites) if options.sites is not None else None,
+        priority=options.priority,
+        metadata=options.metadata,
+    )
+    if not scan.ok:
+        batch.errors = {
+            "object": "list",
+            "data": [
+                {"code": e.code, "message": e.message, "param": e.param, "line": e.line}
+                for e in scan.listed_errors()
+            ],
+        }
+        transition_batch(batch, BatchStatus.FAILED, at=created_at)
+        session.flush()
+        return batch
+    insert_parts(session, part_rows(batch, scan, fleet, default_max_tokens))
+    insert_requests(session, request_rows(batch.id, scan))
+    batch.request_total = scan.requests
+    batch.model = scan.models[0] if len(scan.models) == 1 else None
+    transition_batch(batch, BatchStatus.IN_PROGRESS, at=created_at)
+    session.flush()
+    return batch
+
+
+def part_id(batch_id: str, model: str) -> str:
+    """Id of the planning part of ``batch_id`` whose lines name ``model``."""
+    return f"{batch_id}~{model}"
+
+
+def part_rows(
+    batch: Batch, scan: ScanResult, fleet: Fleet, default_max_tokens: int
+) -> list[dict[str, Any]]:
+    """One ``batch_parts`` row per model named in the file, with estimated token totals.
+
+    Input tokens are prompt characters / 4; output tokens are max_tokens (or
+    ``default_max_tokens``) times the model's ``expected_output_fraction`` (for ``auto``: the
+    largest fraction among models meeting ``min_quality``, a conservative estimate).
+    """
+    n = len(scan.models)
+    requests = [0] * n
+    input_tokens = [0] * n
+    budget = [0] * n
+    for idx, tok, mt in zip(scan.model_index, scan.input_tokens, scan.max_tokens, strict=True):
+        requests[idx] += 1
+        input_tokens[idx] += tok
+        budget[idx] += mt or default_max_tokens
+    rows = []
+    for idx, model in enumerate(scan.models):
+        if model == AUTO_MODEL:
+            q = batch.min_quality if batch.min_quality is not None else 0.0
+            fraction = max(m.expected_output_fraction for m in fleet.models if m.quality >= q)
+        else:
+            fraction = fleet.model(model).expected_output_fraction
+        rows.append(
+            {
+                "id": part_id(batch.id, model),
+                "batch_id": batch.id,
+                "model": None if model == AUTO_MODEL else model,
+                "min_quality": batch.min_quality if model == AUTO_MODEL else None,
+                "requests": requests[idx],
+                "input_tokens": float(input_tokens[idx]),
+                "output_tokens": budget[idx] * fraction,
+                "tokens_estimated": True,
+            }
+        )
+    return rows
+
+
+def request_rows(batch_id: str, scan: ScanResult) -> Iterator[dict[str, Any]]:
+    """``batch_requests`` rows of a scanned file (generated lazily, in line order)."""
+    part_ids = [part_id(batch_id, m) for m in scan.models]
+    for i, cid in enumerate(scan.custom_ids):
+        mt = scan.max_tokens[i]
+        yield {
+            "batch_id": batch_id,
+            "part_id": part_ids[scan.model_index[i]],
+            "line_no": scan.line_no[i],
+            "custom_id": cid,
+            "byte_offset": scan.byte_offset[i],
+            "byte_len": scan.byte_len[i],
+            "input_tokens_est": scan.input_tokens[i],
+            "max_tokens": mt or None,
+            "shard_id": None,
+        }

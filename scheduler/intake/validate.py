@@ -1,0 +1,356 @@
+"""Streaming validation of a batch input file (JSONL), line by line, keeping only ints per line.
+
+Every bad line is reported with its 1-based line number, an error code and a message (OpenAI's
+``errors.data[]`` shape). Blank lines are skipped but counted in line numbers. ``byte_len``
+excludes the line terminator, so ``file[offset:offset + len]`` is exactly the JSON of a request.
+"""
+
+from __future__ import annotations
+
+import json
+from array import array
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scheduler.errors import LineError
+
+CHAT = "/v1/chat/completions"
+COMPLETIONS = "/v1/completions"
+ENDPOINTS = (CHAT, COMPLETIONS)
+AUTO_MODEL = "auto"
+DEFAULT_MAX_TOKENS = 256
+MAX_LISTED_ERRORS = 1_000
+MAX_CUSTOM_ID_CHARS = 500
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+_BOM = b"\xef\xbb\xbf"
+
+# Error codes (documented in docs/api.md).
+INVALID_JSON_LINE = "invalid_json_line"
+INVALID_REQUEST_LINE = "invalid_request_line"
+MISSING_CUSTOM_ID = "missing_custom_id"
+INVALID_CUSTOM_ID = "invalid_custom_id"
+DUPLICATE_CUSTOM_ID = "duplicate_custom_id"
+INVALID_METHOD = "invalid_method"
+INVALID_URL = "invalid_url"
+INVALID_BODY = "invalid_body"
+MISSING_PARAMETER = "missing_required_parameter"
+INVALID_TYPE = "invalid_type"
+INVALID_VALUE = "invalid_value"
+MODEL_NOT_FOUND = "model_not_found"
+MIN_QUALITY_REQUIRED = "min_quality_required"
+EMPTY_FILE = "empty_file"
+TOO_MANY_REQUESTS = "too_many_requests"
+TOO_MANY_ERRORS = "too_many_errors"
+
+_Err = tuple[str, str, str | None]  # (code, message, param)
+
+
+@dataclass
+class ScanResult:
+    """Outcome of scanning a file: per-request ints (parallel arrays) and the errors found.
+
+    ``max_tokens`` is 0 where a request does not set it; ``model_index`` points into ``models``.
+    """
+
+    line_no: array[int] = field(default_factory=lambda: array("q"))
+    byte_offset: array[int] = field(default_factory=lambda: array("q"))
+    byte_len: array[int] = field(default_factory=lambda: array("q"))
+    input_tokens: array[int] = field(default_factory=lambda: array("q"))
+    max_tokens: array[int] = field(default_factory=lambda: array("q"))
+    model_index: array[int] = field(default_factory=lambda: array("q"))
+    custom_ids: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    errors: list[LineError] = field(default_factory=list)
+    error_count: int = 0
+
+    @property
+    def requests(self) -> int:
+        """Number of valid request lines."""
+        return len(self.custom_ids)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the file can become a batch."""
+        return self.error_count == 0
+
+    def add_error(self, line: int | None, code: str, message: str, param: str | None) -> None:
+        """Record an error; only the first ``MAX_LISTED_ERRORS`` are kept, all are counted."""
+        self.error_count += 1
+        if len(self.errors) < MAX_LISTED_ERRORS:
+            self.errors.append(LineError(line=line, code=code, message=message, param=param))
+
+    def listed_errors(self) -> list[LineError]:
+        """The kept errors, plus one entry saying how many more were not listed."""
+        more = self.error_count - len(self.errors)
+        if more <= 0:
+            return list(self.errors)
+        note = LineError(
+            line=None,
+            code=TOO_MANY_ERRORS,
+            message=f"{more} more errors not listed (only the first {len(self.errors)} are shown)",
+        )
+        return [*self.errors, note]
+
+
+def _positive_int(value: Any) -> bool:
+    return type(value) is int and value > 0
+
+
+def _number_in(value: Any, lo: float, hi: float) -> bool:
+    return type(value) in (int, float) and lo <= value <= hi
+
+
+def _common(body: dict[str, Any], max_key: str) -> _Err | int:
+    """Check sampling parameters; return max_tokens (0 if unset) or an error."""
+    mt = body.get(max_key)
+    if mt is None:
+        mt = body.get("max_tokens")
+        max_key = "max_tokens"
+    if mt is not None and not _positive_int(mt):
+        return INVALID_VALUE, f"{max_key} must be a positive integer, got {mt!r}", f"body.{max_key}"
+    t = body.get("temperature")
+    if t is not None and not _number_in(t, 0, 2):
+        return (
+            INVALID_VALUE,
+            f"temperature must be a number in [0, 2], got {t!r}",
+            "body.temperature",
+        )
+    p = body.get("top_p")
+    if p is not None and not _number_in(p, 0, 1):
+        return INVALID_VALUE, f"top_p must be a number in [0, 1], got {p!r}", "body.top_p"
+    for key in ("presence_penalty", "frequency_penalty"):
+        v = body.get(key)
+        if v is not None and not _number_in(v, -2, 2):
+            return INVALID_VALUE, f"{key} must be a number in [-2, 2], got {v!r}", f"body.{key}"
+    n = body.get("n")
+    if n is not None and n != 1:
+        return INVALID_VALUE, f"n must be 1 (send separate requests for more), got {n!r}", "body.n"
+    if body.get("stream"):
+        return INVALID_VALUE, "stream must be false or absent in a batch", "body.stream"
+    return mt or 0
+
+
+def _chat_chars(body: dict[str, Any]) -> _Err | int:
+    msgs = body.get("messages")
+    if msgs is None:
+        return (
+            MISSING_PARAMETER,
+            "body.messages is required for /v1/chat/completions",
+            "body.messages",
+        )
+    if type(msgs) is not list or not msgs:
+        return (
+            INVALID_TYPE,
+            "messages must be a non-empty array of message objects",
+            "body.messages",
+        )
+    chars = 0
+    for i, m in enumerate(msgs):
+        if type(m) is not dict:
+            return INVALID_TYPE, f"messages[{i}] must be an object", f"body.messages[{i}]"
+        role = m.get("role")
+        if role not in _ROLES:
+            return (
+                INVALID_VALUE,
+                f"messages[{i}].role must be one of {sorted(_ROLES)}, got {role!r}",
+                f"body.messages[{i}].role",
+            )
+        c = m.get("content")
+        if type(c) is str:
+            chars += len(c)
+        elif type(c) is list:
+            for part in c:
+                text = part.get("text") if type(part) is dict else None
+                if type(text) is str:
+                    chars += len(text)
+                elif type(part) is not dict:
+                    return (
+                        INVALID_TYPE,
+                        f"messages[{i}].content parts must be objects",
+                        f"body.messages[{i}].content",
+                    )
+        elif c is None:
+            if role != "assistant":
+                return (
+                    MISSING_PARAMETER,
+                    f"messages[{i}].content is required for role {role!r}",
+                    f"body.messages[{i}].content",
+                )
+        else:
+            return (
+                INVALID_TYPE,
+                f"messages[{i}].content must be a string or an array of parts",
+                f"body.messages[{i}].content",
+            )
+    return chars
+
+
+def _completion_chars(body: dict[str, Any]) -> _Err | int:
+    prompt = body.get("prompt")
+    if prompt is None:
+        return MISSING_PARAMETER, "body.prompt is required for /v1/completions", "body.prompt"
+    if type(prompt) is str:
+        return len(prompt)
+    if type(prompt) is list and prompt:
+        if all(type(x) is str for x in prompt):
+            return sum(len(x) for x in prompt)
+        if all(type(x) is int for x in prompt):
+            return 4 * len(prompt)  # token ids: 4 characters per token, the same ratio as below
+    return (
+        INVALID_TYPE,
+        "prompt must be a string, an array of strings or of token ids",
+        "body.prompt",
+    )
+
+
+def _check_line(
+    obj: Any, endpoint: str, models: Collection[str], min_quality: float | None
+) -> _Err | tuple[str, str, int, int]:
+    """Validate one parsed line; return ``(custom_id, model, prompt_chars, max_tokens)``."""
+    if type(obj) is not dict:
+        return INVALID_REQUEST_LINE, "each line must be a JSON object", None
+    cid = obj.get("custom_id")
+    if cid is None:
+        return MISSING_CUSTOM_ID, "custom_id is required", "custom_id"
+    if type(cid) is not str or not cid or len(cid) > MAX_CUSTOM_ID_CHARS:
+        return (
+            INVALID_CUSTOM_ID,
+            f"custom_id must be a string of 1-{MAX_CUSTOM_ID_CHARS} characters",
+            "custom_id",
+        )
+    method = obj.get("method")
+    if method != "POST":
+        return INVALID_METHOD, f"method must be 'POST', got {method!r}", "method"
+    url = obj.get("url")
+    if url != endpoint:
+        return INVALID_URL, f"url must be the batch's endpoint {endpoint!r}, got {url!r}", "url"
+    body = obj.get("body")
+    if type(body) is not dict:
+        return INVALID_BODY, "body must be a JSON object with the request parameters", "body"
+    model = body.get("model")
+    if model is None:
+        return MISSING_PARAMETER, "body.model is required (a fleet model or 'auto')", "body.model"
+    if type(model) is not str:
+        return INVALID_TYPE, "body.model must be a string", "body.model"
+    if model == AUTO_MODEL:
+        if min_quality is None:
+            return (
+                MIN_QUALITY_REQUIRED,
+                "model 'auto' needs min_quality on the batch (extra_body={'min_quality': ...})",
+                "body.model",
+            )
+    elif model not in models:
+        return (
+            MODEL_NOT_FOUND,
+            f"model {model!r} is not in the fleet; use one of {sorted(models)} or 'auto'",
+            "body.model",
+        )
+    chars = _chat_chars(body) if endpoint == CHAT else _completion_chars(body)
+    if type(chars) is tuple:
+        return chars
+    mt = _common(body, "max_completion_tokens" if endpoint == CHAT else "max_tokens")
+    if type(mt) is tuple:
+        return mt
+    return cid, model, chars, mt  # type: ignore[return-value]
+
+
+def scan_lines(
+    lines: Iterable[bytes],
+    *,
+    endpoint: str,
+    models: Collection[str],
+    min_quality: float | None,
+    max_requests: int,
+) -> ScanResult:
+    """Validate raw JSONL lines (each with its terminator, as a binary file yields them).
+
+    Args:
+        lines: Raw lines in file order.
+        endpoint: The batch's endpoint (``/v1/chat/completions`` or ``/v1/completions``).
+        models: Model names of the fleet (``auto`` is always allowed with ``min_quality``).
+        min_quality: The batch's minimum quality, or None.
+        max_requests: Stop with ``too_many_requests`` beyond this many requests.
+
+    Returns:
+        The per-request integers and every error found (see ``ScanResult``).
+    """
+    res = ScanResult()
+    model_idx: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    offset = 0
+    line_no = 0
+    loads = json.loads
+    for raw in lines:
+        line_no += 1
+        start = offset
+        offset += len(raw)
+        if line_no == 1 and raw.startswith(_BOM):
+            raw = raw[3:]
+            start += 3
+        if not raw or raw.isspace():
+            continue
+        length = len(raw)
+        if raw[-1] == 10:  # "\n"
+            length -= 2 if length > 1 and raw[-2] == 13 else 1  # "\r\n"
+        try:
+            obj = loads(raw)
+        except (ValueError, RecursionError) as e:
+            res.add_error(line_no, INVALID_JSON_LINE, f"line is not valid JSON: {e}", None)
+            continue
+        out = _check_line(obj, endpoint, models, min_quality)
+        if len(out) == 3:
+            res.add_error(line_no, out[0], out[1], out[2])
+            continue
+        cid, model, chars, mt = out
+        first = seen.get(cid)
+        if first is not None:
+            res.add_error(
+                line_no,
+                DUPLICATE_CUSTOM_ID,
+                f"custom_id {cid!r} already used on line {first}; custom_ids must be unique",
+                "custom_id",
+            )
+            continue
+        if len(seen) >= max_requests:
+            res.add_error(
+                None,
+                TOO_MANY_REQUESTS,
+                f"the file has more than {max_requests} requests "
+                "(GRIDSHIFT_MAX_REQUESTS_PER_BATCH); split it into several batches",
+                None,
+            )
+            return res
+        seen[cid] = line_no
+        idx = model_idx.get(model)
+        if idx is None:
+            idx = model_idx[model] = len(res.models)
+            res.models.append(model)
+        res.line_no.append(line_no)
+        res.byte_offset.append(start)
+        res.byte_len.append(length)
+        res.input_tokens.append(max(1, chars // 4))
+        res.max_tokens.append(mt)
+        res.model_index.append(idx)
+        res.custom_ids.append(cid)
+    if res.error_count == 0 and not seen:
+        res.add_error(
+            None, EMPTY_FILE, "the file has no requests: add one JSON object per line", None
+        )
+    return res
+
+
+def scan_file(
+    path: Path,
+    *,
+    endpoint: str,
+    models: Collection[str],
+    min_quality: float | None,
+    max_requests: int,
+) -> ScanResult:
+    """Validate the JSONL file at ``path`` (streamed; see ``scan_lines`` for the arguments)."""
+    with path.open("rb", buffering=1 << 20) as f:
+        return scan_lines(
+            f, endpoint=endpoint, models=models, min_quality=min_quality, max_requests=max_requests
+        )

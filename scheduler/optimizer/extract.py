@@ -1,0 +1,310 @@
+"""Read an LP solution back as whole-request assignments, repair rounding, price the totals."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from scheduler.domain import Assignment, PlanningBatch, PlanTotals
+from scheduler.optimizer.aggregate import Option
+from scheduler.optimizer.model import FloatArray, LinearModel, Signals
+from scheduler.optimizer.problem import PlanningProblem
+
+_SHARE_EPS = 1e-9
+_CAP_REL = 1e-9
+
+
+@dataclass(slots=True)
+class Piece:
+    """Whole requests of one batch on one option and slot (mutable during repair)."""
+
+    batch: PlanningBatch
+    group: int
+    option: Option
+    slot: int
+    requests: int
+    gpu_h_per_req: float
+    it_kwh_per_req: float
+    fac_kwh_per_req: float
+
+
+@dataclass(frozen=True, slots=True)
+class Extraction:
+    """Assignments of a solution, their exact totals, and notes on rounding repairs."""
+
+    assignments: tuple[Assignment, ...]
+    totals: PlanTotals
+    notes: tuple[str, ...]
+
+
+def extract(model: LinearModel, values: FloatArray, first_objective: str) -> Extraction:
+    """Turn LP shares into whole requests (largest remainder per batch), then repair overflows.
+
+    Rounding can push a pool, a grid cap or a water cap over its limit by a few requests; those
+    requests are moved one at a time to other allowed cells of the same batch with room, the
+    cheapest by ``first_objective`` first. What cannot be moved is reported in the notes.
+    """
+    pieces = _round(model, values)
+    usage = _Usage(model)
+    for p in pieces:
+        usage.add(p, p.requests)
+    notes = _repair(model, pieces, usage, first_objective)
+    kept = [p for p in pieces if p.requests > 0]
+    assignments = tuple(_assignment(model.problem, p) for p in kept)
+    totals = price_pieces(model.problem, model.signals, kept)
+    return Extraction(assignments, totals, tuple(notes))
+
+
+def _per_request(model: LinearModel, b: PlanningBatch, o: Option) -> tuple[float, float, float]:
+    fleet = model.problem.fleet
+    site = fleet.sites[o.site]
+    pool = site.pools[o.pool]
+    prof = fleet.models[o.model].profiles[pool.gpu]
+    n = max(b.requests, 1)
+    gpu_h = prof.gpus * (b.input_tokens / prof.prefill_tok_s + b.output_tokens / prof.decode_tok_s) / 3600.0 / n
+    it = gpu_h * prof.power_w / 1000.0
+    return gpu_h, it, it * site.pue
+
+
+def _round(model: LinearModel, values: FloatArray) -> list[Piece]:
+    x = values[: model.n_x]
+    used = np.flatnonzero(x > _SHARE_EPS)
+    by_group: dict[int, list[int]] = defaultdict(list)
+    for c in used:
+        by_group[int(model.col_group[c])].append(int(c))
+    pieces: list[Piece] = []
+    for k, cols in by_group.items():
+        shares = x[cols] / x[cols].sum()
+        for b in model.groups[k].members:
+            exact = shares * b.requests
+            whole = np.floor(exact).astype(np.int64)
+            left = int(b.requests - whole.sum())
+            if left > 0:
+                whole[np.argsort(-(exact - whole), kind="stable")[:left]] += 1
+            for c, r in zip(cols, whole, strict=True):
+                if r > 0:
+                    o = model.col_option[model.col_gopt[c]]
+                    pieces.append(Piece(b, k, o, int(model.col_slot[c]), int(r), *_per_request(model, b, o)))
+    return pieces
+
+
+class _Usage:
+    """Capacity, facility energy and water use per pool/site and slot, with the model's limits."""
+
+    def __init__(self, model: LinearModel) -> None:
+        fleet = model.problem.fleet
+        self.sig = model.signals
+        self.pool_of = {sp: i for i, sp in enumerate(model.pools)}
+        n_t = len(model.problem.slots)
+        self.cap = np.maximum(self.sig.capacity_gpu_h - self.sig.fixed_gpu_h, 0.0)
+        self.gpu = np.zeros_like(self.cap)
+        self.fac = self.sig.fixed_fac_kwh.copy()
+        self.it_water = np.array(
+            [[self.sig.fixed_fac_kwh[s, t] / site.pue * self.sig.wue[s, t] for t in range(n_t)] for s, site in enumerate(fleet.sites)]
+        ).reshape(len(fleet.sites), n_t)
+        self.grid_cap = [None if s.grid_cap_kw is None else s.grid_cap_kw * fleet.slot_hours for s in fleet.sites]
+        self.water_cap = [s.water_cap_l_per_day for s in fleet.sites]
+        self.ewif = [s.ewif_l_per_kwh for s in fleet.sites]
+        self.day_slots: dict[object, list[int]] = defaultdict(list)
+        for t, d in enumerate(self.sig.days):
+            self.day_slots[d].append(t)
+        # Limits already broken by fixed load alone are not the plan's to repair.
+        self.grid_floor = np.maximum(self.sig.fixed_fac_kwh - self.sig.renewable_kwh, 0.0)
+
+    def add(self, p: Piece, n: int) -> None:
+        s, t = p.option.site, p.slot
+        self.gpu[self.pool_of[(s, p.option.pool)], t] += n * p.gpu_h_per_req
+        self.fac[s, t] += n * p.fac_kwh_per_req
+        self.it_water[s, t] += n * p.it_kwh_per_req * self.sig.wue[s, t]
+
+    def grid(self, s: int, t: int) -> float:
+        return max(0.0, float(self.fac[s, t] - self.sig.renewable_kwh[s, t]))
+
+    def pool_ok(self, pool: int, t: int) -> bool:
+        cap = self.cap[pool, t]
+        return bool(self.gpu[pool, t] <= cap * (1 + _CAP_REL) + 1e-12)
+
+    def grid_ok(self, s: int, t: int) -> bool:
+        cap = self.grid_cap[s]
+        return cap is None or self.grid(s, t) <= max(cap, self.grid_floor[s, t]) * (1 + _CAP_REL) + 1e-12
+
+    def water(self, s: int, t: int) -> float:
+        day = self.day_slots[self.sig.days[t]]
+        return float(sum(self.it_water[s, u] + self.grid(s, u) * self.ewif[s] for u in day))
+
+    def water_ok(self, s: int, t: int) -> bool:
+        cap = self.water_cap[s]
+        return cap is None or self.water(s, t) <= cap * (1 + _CAP_REL) + 1e-9
+
+    def piece_ok(self, p: Piece) -> bool:
+        s, t = p.option.site, p.slot
+        return self.pool_ok(self.pool_of[(s, p.option.pool)], t) and self.grid_ok(s, t) and self.water_ok(s, t)
+
+    def excess(self, pieces: Iterable[Piece]) -> dict[tuple[object, ...], float]:
+        """Relative overshoot of every limit the pieces touch (0 where within the limit)."""
+        out: dict[tuple[object, ...], float] = {}
+        for p in pieces:
+            s, t = p.option.site, p.slot
+            pool = self.pool_of[(s, p.option.pool)]
+            cap = self.cap[pool, t]
+            out[("pool", pool, t)] = max(0.0, self.gpu[pool, t] - cap) / max(cap, 1e-9)
+            gcap = self.grid_cap[s]
+            if gcap is not None:
+                lim = max(gcap, self.grid_floor[s, t])
+                out[("grid", s, t)] = max(0.0, self.grid(s, t) - lim) / max(lim, 1e-9)
+            wcap = self.water_cap[s]
+            if wcap is not None:
+                out[("water", s, self.sig.days[t])] = max(0.0, self.water(s, t) - wcap) / max(wcap, 1e-9)
+        return out
+
+
+def _score(model: LinearModel, objective: str, p: Piece, o: Option, t: int) -> float:
+    sig: Signals = model.signals
+    fleet = model.problem.fleet
+    s = o.site
+    if objective == "cost":
+        return p.fac_kwh_per_req * sig.price[s, t]
+    if objective == "water":
+        return p.it_kwh_per_req * sig.wue[s, t] + p.fac_kwh_per_req * fleet.sites[s].ewif_l_per_kwh
+    if objective == "delay":
+        return float(t)
+    emb = fleet.sites[s].pools[o.pool].embodied_g_per_gpu_hour
+    return p.gpu_h_per_req * emb + p.fac_kwh_per_req * sig.carbon[s, t]
+
+
+def _repair(model: LinearModel, pieces: list[Piece], usage: _Usage, objective: str) -> list[str]:
+    notes: list[str] = []
+    by_cell = {(id(p.batch), p.option, p.slot): p for p in pieces}
+    for _ in range(4):
+        bad = [p for p in pieces if p.requests > 0 and not usage.piece_ok(p)]
+        if not bad:
+            return notes
+        for src in bad:
+            while src.requests > 0 and not usage.piece_ok(src):
+                if not _move_one(model, src, pieces, by_cell, usage, objective):
+                    break
+    left = [p for p in pieces if p.requests > 0 and not usage.piece_ok(p)]
+    if left:
+        fleet = model.problem.fleet
+        p = left[0]
+        notes.append(
+            f"rounding to whole requests leaves {fleet.sites[p.option.site].name} over a limit in "
+            f"slot {model.problem.slots[p.slot].isoformat()} and no allowed cell has room for one "
+            "more request; the overshoot is below one request per batch there"
+        )
+    return notes
+
+
+def _move_one(
+    model: LinearModel,
+    src: Piece,
+    pieces: list[Piece],
+    by_cell: dict[tuple[int, Option, int], Piece],
+    usage: _Usage,
+    objective: str,
+) -> bool:
+    g = model.groups[src.group]
+    targets = sorted(
+        ((o, t) for o in g.options for t in range(g.slot_lo, g.slot_hi) if (o, t) != (src.option, src.slot)),
+        key=lambda ot: _score(model, objective, src, ot[0], ot[1]),
+    )
+    for o, t in targets:
+        key = (id(src.batch), o, t)
+        dst = by_cell.get(key)
+        if dst is None:
+            dst = Piece(src.batch, src.group, o, t, 0, *_per_request(model, src.batch, o))
+        before = usage.excess((src, dst))
+        usage.add(src, -1)
+        usage.add(dst, 1)
+        after = usage.excess((src, dst))
+        # Accept a move that shrinks the total overshoot and breaks no limit that held before.
+        if sum(after.values()) < sum(before.values()) - 1e-12 and all(
+            after[r] <= _CAP_REL or before[r] > 0.0 for r in after
+        ):
+            src.requests -= 1
+            dst.requests += 1
+            if key not in by_cell:
+                by_cell[key] = dst
+                pieces.append(dst)
+            return True
+        usage.add(dst, -1)
+        usage.add(src, 1)
+    return False
+
+
+def _assignment(problem: PlanningProblem, p: Piece) -> Assignment:
+    fleet = problem.fleet
+    site = fleet.sites[p.option.site]
+    b = p.batch
+    share = p.requests / b.requests if b.requests else 0.0
+    return Assignment(
+        batch=b.id,
+        site=site.name,
+        pool=site.pools[p.option.pool].name,
+        model=fleet.models[p.option.model].name,
+        slot=problem.slots[p.slot],
+        requests=p.requests,
+        input_tokens=b.input_tokens * share,
+        output_tokens=b.output_tokens * share,
+        gpu_hours=p.gpu_h_per_req * p.requests,
+        energy_kwh=p.fac_kwh_per_req * p.requests,
+    )
+
+
+def price_pieces(problem: PlanningProblem, sig: Signals, pieces: Iterable[Piece]) -> PlanTotals:
+    """Totals of planning-formats.md section 4 for whole-request pieces.
+
+    Grid energy per site and slot is the plan's increment over committed (fixed) load:
+    ``max(0, F_fixed + F_plan - R h) - max(0, F_fixed - R h)``.
+    """
+    fleet = problem.fleet
+    fac = np.zeros_like(sig.carbon)
+    water_it = embodied = 0.0
+    delay_num: dict[str, float] = defaultdict(float)
+    tokens: dict[str, float] = defaultdict(float)
+    batches: dict[str, PlanningBatch] = {}
+    slot_end_h = fleet.slot_hours
+    for p in pieces:
+        s, t = p.option.site, p.slot
+        fac[s, t] += p.fac_kwh_per_req * p.requests
+        water_it += p.it_kwh_per_req * p.requests * sig.wue[s, t]
+        embodied += p.gpu_h_per_req * p.requests * fleet.sites[s].pools[p.option.pool].embodied_g_per_gpu_hour
+        b = p.batch
+        batches[b.id] = b
+        share = p.requests / b.requests if b.requests else 0.0
+        tok = (b.input_tokens + b.output_tokens) * share
+        end = problem.slots[t]
+        hours = (end - b.submitted_at).total_seconds() / 3600.0 + slot_end_h
+        delay_num[b.id] += tok * hours
+        tokens[b.id] += tok
+    base = np.maximum(sig.fixed_fac_kwh - sig.renewable_kwh, 0.0)
+    grid = np.maximum(sig.fixed_fac_kwh + fac - sig.renewable_kwh, 0.0) - base
+    operational = float((grid * sig.carbon).sum())
+    ewif = np.array([s.ewif_l_per_kwh for s in fleet.sites])
+    delay = sum(
+        batches[k].priority * delay_num[k] / tokens[k] for k in delay_num if tokens[k] > 0
+    )
+    return PlanTotals(
+        co2_g=operational + float(embodied),
+        operational_co2_g=operational,
+        embodied_co2_g=float(embodied),
+        cost=float((grid * sig.price).sum()),
+        water_l=float(water_it) + float((grid * ewif[:, None]).sum()),
+        energy_kwh=float(fac.sum()),
+        grid_kwh=float(grid.sum()),
+        delay_h=float(delay),
+    )
+
+
+def objective_value(totals: PlanTotals, objective: str) -> float:
+    """The value of ``objective`` (carbon, cost, water, delay) in ``totals``."""
+    return {
+        "carbon": totals.co2_g,
+        "cost": totals.cost,
+        "water": totals.water_l,
+        "delay": totals.delay_h,
+    }.get(objective, math.nan)

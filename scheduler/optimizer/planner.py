@@ -1,0 +1,245 @@
+"""``plan_problem``: placement first, then lexicographic stages, then whole-request extraction."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from scheduler.domain import Objective, Plan, PlanStatus, PlanTotals, Unplaced
+from scheduler.errors import PlanningError
+from scheduler.optimizer.aggregate import Candidate, candidates, group_candidates
+from scheduler.optimizer.extract import extract
+from scheduler.optimizer.model import FloatArray, LinearModel, build_model
+from scheduler.optimizer.problem import PlanningProblem
+from scheduler.optimizer.solve import (
+    Backend,
+    LexResult,
+    make_backend,
+    solve_lexicographic,
+    solve_placement,
+)
+
+#: ``aggregate=None`` groups interchangeable batches once the exact LP would exceed this many
+#: placement columns (below it every batch keeps its own columns: the exact relaxation).
+AGGREGATE_ABOVE_COLUMNS = 150_000
+_MAX_DROP_ROUNDS = 6
+_MAX_ADD_BACK = 8
+_FULL = 1.0 - 1e-6
+
+
+def plan_problem(
+    problem: PlanningProblem,
+    *,
+    baselines: bool = True,
+    aggregate: bool | None = None,
+    backend: str = "auto",
+) -> Plan:
+    """Plan ``problem``: place as much work as possible, then optimise the objectives in order.
+
+    Args:
+        problem: the planning instance (pure data; not modified).
+        baselines: also compute the contract's ``asap`` and ``carbon_greedy`` baselines.
+        aggregate: group interchangeable batches in the LP (``None``: only for large problems).
+        backend: ``auto``, ``highs`` (highspy direct), ``pulp-highs`` or ``pulp-cbc``.
+
+    Returns:
+        The plan; ``status`` is ``optimal``, ``feasible`` (a time limit stopped a stage) or
+        ``infeasible`` (batches were given and none could be placed). Batches that cannot be
+        placed are listed in ``unplaced`` with a reason; the rest is still planned.
+
+    Raises:
+        PlanningError: objectives and tolerances do not match, a signal is missing, or the
+            solver failed without a usable answer (e.g. the time limit hit before any solution).
+    """
+    started = time.perf_counter()
+    objectives = _check_objectives(problem)
+    cands, unplaced = candidates(problem)
+    if aggregate is None:
+        columns = sum(len(c.options) * (c.slot_hi - c.slot_lo) for c in cands)
+        aggregate = columns > AGGREGATE_ABOVE_COLUMNS
+    notes: list[str] = []
+    active, dropped, lex, model = _place(problem, cands, aggregate, backend, notes)
+    unplaced += [Unplaced(c.batch.id, reason) for c, reason in dropped]
+    order = {b.id: i for i, b in enumerate(problem.batches)}
+    unplaced.sort(key=lambda u: order[u.batch])
+    if lex is None or lex.values is None or model is None:
+        status = PlanStatus.OPTIMAL if not problem.batches else PlanStatus.INFEASIBLE
+        plan = Plan(
+            status=status,
+            objectives=problem.objectives,
+            tolerances=problem.tolerances,
+            totals=PlanTotals(),
+            assignments=(),
+            unplaced=tuple(unplaced),
+            notes=tuple(notes),
+        )
+    else:
+        ext = extract(model, lex.values, objectives[0])
+        notes += lex.notes + list(ext.notes)
+        if aggregate and len(model.groups) < len(active):
+            notes.append(
+                f"{len(active)} batches were planned as {len(model.groups)} groups of "
+                "interchangeable batches (same window, sites and models)"
+            )
+        plan = Plan(
+            status=PlanStatus.OPTIMAL if lex.status == "optimal" else PlanStatus.FEASIBLE,
+            objectives=problem.objectives,
+            tolerances=problem.tolerances,
+            totals=ext.totals,
+            assignments=tuple(sorted(ext.assignments, key=lambda a: (order[a.batch], a.slot, a.site, a.pool, a.model))),
+            unplaced=tuple(unplaced),
+            stage_optima={s.objective: s.value for s in lex.stages},
+            notes=tuple(notes),
+        )
+    if baselines:
+        from scheduler.optimizer.baselines import compute_baselines
+
+        plan = dataclasses.replace(plan, baselines=compute_baselines(problem))
+    return dataclasses.replace(plan, solve_s=time.perf_counter() - started)
+
+
+def _check_objectives(problem: PlanningProblem) -> list[str]:
+    names = [Objective(o).value if not isinstance(o, Objective) else o.value for o in problem.objectives]
+    if not names:
+        raise PlanningError("no objectives given; use e.g. carbon,cost,delay")
+    if len(problem.tolerances) != len(names):
+        raise PlanningError(
+            f"{len(problem.tolerances)} tolerances for {len(names)} objectives; give one per objective"
+        )
+    if len(set(names)) != len(names):
+        raise PlanningError(f"objective order {','.join(names)} repeats an objective; list each once")
+    if any(t < 0 or not math.isfinite(t) for t in problem.tolerances):
+        raise PlanningError(f"tolerances must be finite and >= 0, got {list(problem.tolerances)}")
+    return names
+
+
+def _load(
+    problem: PlanningProblem, active: Sequence[Candidate], aggregate: bool, backend: str
+) -> tuple[LinearModel, Backend]:
+    model = build_model(problem, group_candidates(problem, active, aggregate=aggregate))
+    return model, make_backend(model, backend)
+
+
+def _feasible(problem: PlanningProblem, active: Sequence[Candidate], aggregate: bool, backend: str) -> bool:
+    if not active:
+        return True
+    model, solver = _load(problem, active, aggregate, backend)
+    solver.set_objective(np.zeros(model.n_cols))
+    return solver.run(problem.time_limit_s).status != "infeasible"
+
+
+def _place(
+    problem: PlanningProblem,
+    cands: list[Candidate],
+    aggregate: bool,
+    backend: str,
+    notes: list[str],
+) -> tuple[list[Candidate], list[tuple[Candidate, str]], LexResult | None, LinearModel | None]:
+    """Solve with every candidate; when that is infeasible, drop the least work that makes it fit."""
+    objectives = [Objective(o).value for o in problem.objectives]
+    active = list(cands)
+    dropped: list[Candidate] = []
+    for _ in range(_MAX_DROP_ROUNDS):
+        if not active:
+            break
+        model, solver = _load(problem, active, aggregate, backend)
+        lex = solve_lexicographic(solver, model, objectives, problem.tolerances, time_limit_s=problem.time_limit_s)
+        if lex.status != "infeasible":
+            return active, _reasons(problem, dropped, active, aggregate, backend), lex, model
+        placed = solve_placement(solver, model, time_limit_s=problem.time_limit_s)
+        if placed.values is None:
+            raise PlanningError("the placement stage found no solution; raise time_limit_s")
+        drop = _drops(model, placed.values)
+        drop_ids = {id(b) for b in drop}
+        dropped += [c for c in active if id(c.batch) in drop_ids]
+        active = [c for c in active if id(c.batch) not in drop_ids]
+        if _feasible(problem, active, aggregate, backend):
+            active, dropped = _add_back(problem, active, dropped, aggregate, backend)
+    else:
+        notes.append("placement did not settle; the batches still in conflict are listed as unplaced")
+        dropped += active
+        active = []
+    return active, _reasons(problem, dropped, active, aggregate, backend), None, None
+
+
+def _drops(model: LinearModel, values: FloatArray) -> list[object]:
+    """Members of partly placed groups that do not fit in the group's placed share."""
+    share = np.bincount(model.col_group, weights=values[: model.n_x], minlength=len(model.groups))
+    out: list[object] = []
+    worst, worst_share = None, 2.0
+    for k, g in enumerate(model.groups):
+        if share[k] >= _FULL:
+            continue
+        room = share[k] * g.tokens
+        for b in sorted(g.members, key=lambda b: -(b.input_tokens + b.output_tokens)):
+            tok = b.input_tokens + b.output_tokens
+            if tok <= room:
+                room -= tok
+            else:
+                out.append(b)
+        if share[k] < worst_share:
+            worst, worst_share = g, share[k]
+    if not out and worst is not None:
+        out = list(worst.members)
+    return out
+
+
+def _add_back(
+    problem: PlanningProblem,
+    active: list[Candidate],
+    dropped: list[Candidate],
+    aggregate: bool,
+    backend: str,
+) -> tuple[list[Candidate], list[Candidate]]:
+    """Re-admit dropped batches (smallest first) that still fit with everything else placed."""
+    still: list[Candidate] = []
+    by_size = sorted(dropped, key=lambda c: c.batch.input_tokens + c.batch.output_tokens)
+    for i, c in enumerate(by_size):
+        if i < _MAX_ADD_BACK and _feasible(problem, [*active, c], aggregate, backend):
+            active = [*active, c]
+        else:
+            still.append(c)
+    return active, still
+
+
+def _reasons(
+    problem: PlanningProblem,
+    dropped: list[Candidate],
+    active: list[Candidate],
+    aggregate: bool,
+    backend: str,
+) -> list[tuple[Candidate, str]]:
+    if not dropped:
+        return []
+    if problem.carbon_cap_g is not None:
+        uncapped = dataclasses.replace(problem, carbon_cap_g=None)
+        if _feasible(uncapped, [*active, *dropped], aggregate, backend):
+            reason = (
+                f"carbon budget: placing it would push the plan over its carbon cap of "
+                f"{problem.carbon_cap_g:,.0f} g CO2 even on the smallest allowed models and cleanest "
+                "slots; raise the budget, lower min_quality or move the deadline later"
+            )
+            return [(c, reason) for c in dropped]
+    out = []
+    for c in dropped:
+        b = c.batch
+        window = f"{problem.slots[c.slot_lo]:%Y-%m-%dT%H:%MZ} .. {problem.slots[c.slot_hi - 1] + problem.slot_delta:%Y-%m-%dT%H:%MZ}"
+        sites = ", ".join(sorted({problem.fleet.sites[o.site].name for o in c.options}))
+        if _feasible(problem, [c], aggregate, backend):
+            reason = (
+                f"not enough capacity in its window ({window}) at its allowed sites ({sites}) "
+                "with the other work placed; move the deadline later, allow more sites or "
+                "resubmit it after the current work"
+            )
+        else:
+            reason = (
+                f"does not fit in its window ({window}) at its allowed sites ({sites}) even "
+                f"alone ({b.input_tokens + b.output_tokens:,.0f} tokens, within the pools' GPU-hours and the "
+                "sites' water and grid caps); move the deadline later, allow more sites or split it"
+            )
+        out.append((c, reason))
+    return out

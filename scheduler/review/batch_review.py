@@ -1,0 +1,228 @@
+"""Review of one batch: where and when its shards ran, what they cost, and why there and then."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from scheduler.domain import MeasurementMethod
+from scheduler.errors import NotFound
+from scheduler.review.schedule import current_plan_record
+from scheduler.review.signals import signal_at
+from scheduler.review.views import BatchReview, ShardRun, Totals
+from scheduler.store.tables import AssignmentRecord, Batch, LedgerEntry, Shard
+
+
+def is_estimate(method: str) -> bool:
+    """Return whether an ``energy_method`` label denotes an estimate rather than a measurement."""
+    return method == MeasurementMethod.ESTIMATED or not method.startswith("measured")
+
+
+def load_batch(session: Session, batch_id: str, tenant_id: str | None) -> Batch:
+    """Return the batch, checking that the caller may see it.
+
+    Raises:
+        NotFound: no batch ``batch_id``, or it belongs to another tenant.
+    """
+    batch = session.get(Batch, batch_id)
+    if batch is None or (tenant_id is not None and batch.tenant_id != tenant_id):
+        raise NotFound(f"no batch {batch_id!r}; list yours with GET /v1/batches")
+    return batch
+
+
+def actual_totals(rows: list[LedgerEntry], submitted: datetime) -> Totals:
+    """Booked totals of ledger rows: CO2 (location-based + embodied), cost, water, energy, delay."""
+    if not rows:
+        return Totals()
+    return Totals(
+        co2_g=sum(r.co2_location_g + r.embodied_co2_g for r in rows),
+        cost=sum(r.cost for r in rows),
+        water_l=sum(r.water_onsite_l + r.water_offsite_l for r in rows),
+        energy_kwh=sum(r.facility_energy_kwh for r in rows),
+        delay_h=max((r.ended_at - submitted).total_seconds() for r in rows) / 3600.0,
+    )
+
+
+def asap_counterfactual(
+    session: Session, rows: list[LedgerEntry], submitted: datetime
+) -> tuple[Totals, dict[str, float | None]]:
+    """Price the booked energy at the signals of the submission slot (same site, run at once).
+
+    Grid energy, embodied carbon and water stay as booked; only the hour changes, so this is a
+    location-based counterfactual. Sites with no cached intensity at submission keep their
+    booked intensity (no saving is claimed for them).
+
+    Returns:
+        The counterfactual totals and the submission-slot intensity per site (``None`` if unknown).
+    """
+    intensity: dict[str, float | None] = {}
+    price: dict[str, float | None] = {}
+    for site in sorted({r.site for r in rows}):
+        intensity[site] = signal_at(session, site, "carbon_g_per_kwh", submitted)
+        price[site] = signal_at(session, site, "price_per_kwh", submitted)
+    co2 = cost = 0.0
+    longest_h = 0.0
+    for r in rows:
+        ci, pr = intensity[r.site], price[r.site]
+        co2 += (r.grid_kwh * ci if ci is not None else r.co2_location_g) + r.embodied_co2_g
+        cost += r.grid_kwh * pr if pr is not None else r.cost
+        longest_h = max(longest_h, (r.ended_at - r.started_at).total_seconds() / 3600.0)
+    totals = Totals(
+        co2_g=co2,
+        cost=cost,
+        water_l=sum(r.water_onsite_l + r.water_offsite_l for r in rows),
+        energy_kwh=sum(r.facility_energy_kwh for r in rows),
+        delay_h=longest_h,
+    )
+    return totals, intensity
+
+
+def _reason(
+    batch: Batch, runs: list[ShardRun], actual: Totals, asap: Totals, submitted: datetime
+) -> str:
+    if not runs:
+        return "No shards yet: the batch is waiting for a plan."
+    places = sorted({f"{r.site}/{r.pool}" for r in runs})
+    starts = [r.started_at or r.slot_start for r in runs]
+    got = [r.carbon_g_per_kwh for r in runs if r.carbon_g_per_kwh is not None]
+    at_once = [r.asap_carbon_g_per_kwh for r in runs if r.asap_carbon_g_per_kwh is not None]
+    slack_h = (batch.deadline - submitted).total_seconds() / 3600.0
+    text = (
+        f"{len(runs)} shard(s) at {', '.join(places)} from {min(starts):%Y-%m-%d %H:%M} UTC; "
+        f"the deadline left {slack_h:.1f} h of slack."
+    )
+    if got and at_once:
+        mean_got, mean_asap = sum(got) / len(got), sum(at_once) / len(at_once)
+        text += (
+            f" Intensity {mean_got:.0f} gCO2/kWh against {mean_asap:.0f} gCO2/kWh had it run"
+            " at submission"
+        )
+        if mean_asap > 0:
+            text += f" ({100.0 * (mean_got - mean_asap) / mean_asap:+.0f} %)"
+        text += "."
+    if actual.energy_kwh > 0 and asap.co2_g > 0:
+        text += (
+            f" Booked {actual.co2_g:.1f} g CO2 against {asap.co2_g:.1f} g running at once"
+            " (location-based)."
+        )
+    return text
+
+
+def batch_review(session: Session, batch_id: str, *, tenant_id: str | None = None) -> BatchReview:
+    """Return where, when and why a batch's shards ran, with plan against actual.
+
+    Args:
+        session: an open session.
+        batch_id: the batch.
+        tenant_id: the caller's tenant (``None``: admin, any batch).
+
+    Raises:
+        NotFound: the batch does not exist or belongs to another tenant.
+    """
+    batch = load_batch(session, batch_id, tenant_id)
+    submitted = datetime.fromtimestamp(batch.created_at, UTC)
+    shards = session.scalars(
+        select(Shard).where(Shard.batch_id == batch_id).order_by(Shard.slot_start, Shard.id)
+    ).all()
+    rows = session.scalars(
+        select(LedgerEntry).where(LedgerEntry.batch_id == batch_id).order_by(LedgerEntry.id)
+    ).all()
+    by_shard: dict[str, list[LedgerEntry]] = defaultdict(list)
+    for r in rows:
+        by_shard[r.shard_id].append(r)
+    asap, asap_ci = asap_counterfactual(session, list(rows), submitted)
+    runs: list[ShardRun] = []
+    planned = Totals()
+    for s in shards:
+        led = by_shard.get(s.id, [])
+        energy = sum(r.facility_energy_kwh for r in led) if led else None
+        grid = sum(r.grid_kwh for r in led)
+        runs.append(
+            ShardRun(
+                shard_id=s.id,
+                site=s.site,
+                pool=s.pool,
+                model=s.model,
+                status=s.status,
+                slot_start=s.slot_start,
+                started_at=s.started_at,
+                finished_at=s.finished_at,
+                requests=s.request_count,
+                attempts=s.attempts,
+                carbon_g_per_kwh=(
+                    sum(r.co2_location_g for r in led) / grid
+                    if led and grid > 0
+                    else (led[-1].carbon_g_per_kwh if led else _planned_ci(session, s))
+                ),
+                asap_carbon_g_per_kwh=asap_ci.get(s.site)
+                if s.site in asap_ci
+                else signal_at(session, s.site, "carbon_g_per_kwh", submitted),
+                energy_kwh=energy,
+                co2_g=sum(r.co2_location_g + r.embodied_co2_g for r in led) if led else None,
+                water_l=sum(r.water_onsite_l + r.water_offsite_l for r in led) if led else None,
+                cost=sum(r.cost for r in led) if led else None,
+                energy_method=led[-1].energy_method if led else None,
+                estimated=any(is_estimate(r.energy_method) for r in led),
+                planned_energy_kwh=s.planned_energy_kwh,
+                planned_co2_g=s.planned_co2_g,
+            )
+        )
+        planned.energy_kwh += s.planned_energy_kwh
+        planned.co2_g += s.planned_co2_g
+        planned.cost += sum(r.planned_cost or 0.0 for r in led)
+        planned.water_l += sum(r.planned_water_l or 0.0 for r in led)
+    _add_uncut_assignments(session, batch_id, planned)
+    actual = actual_totals(list(rows), submitted)
+    market = [r.co2_market_g for r in rows if r.co2_market_g is not None]
+    methods = sorted({r.energy_method for r in rows})
+    return BatchReview(
+        batch_id=batch.id,
+        tenant_id=batch.tenant_id,
+        status=batch.status,
+        submitted_at=submitted,
+        deadline=batch.deadline,
+        shards=runs,
+        planned=planned,
+        actual=actual,
+        asap_counterfactual=asap,
+        embodied_co2_g=sum(r.embodied_co2_g for r in rows),
+        co2_market_g=sum(market) if market and len(market) == len(rows) else None,
+        energy_methods=methods,
+        estimated=any(is_estimate(m) for m in methods),
+        reason=_reason(batch, runs, actual, asap, submitted),
+    )
+
+
+def _planned_ci(session: Session, shard: Shard) -> float | None:
+    if shard.assignment_id is not None:
+        a = session.get(AssignmentRecord, shard.assignment_id)
+        if a is not None and a.carbon_g_per_kwh is not None:
+            return a.carbon_g_per_kwh
+    return signal_at(session, shard.site, "carbon_g_per_kwh", shard.slot_start)
+
+
+def _add_uncut_assignments(session: Session, batch_id: str, planned: Totals) -> None:
+    """Add the current plan's assignments of the batch that are not cut into shards yet."""
+    plan = current_plan_record(session)
+    if plan is None:
+        return
+    cut = set(
+        session.scalars(
+            select(Shard.assignment_id).where(
+                Shard.batch_id == batch_id, Shard.assignment_id.is_not(None)
+            )
+        ).all()
+    )
+    for a in session.scalars(
+        select(AssignmentRecord).where(
+            AssignmentRecord.plan_id == plan.id, AssignmentRecord.batch_id == batch_id
+        )
+    ).all():
+        if a.id not in cut:
+            planned.energy_kwh += a.energy_kwh
+            planned.co2_g += a.co2_g
+            planned.cost += a.cost
+            planned.water_l += a.water_l

@@ -1,0 +1,126 @@
+"""Carbon budget used and left (today, this month), its state and the pacing price."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from scheduler.domain import BudgetState, CarbonBudget, Fleet
+from scheduler.review.views import BudgetPeriod, BudgetView
+from scheduler.store.tables import CarbonPacing, LedgerEntry, Tenant, now_utc
+
+FLEET_SCOPES = ("fleet", "global", "*")
+
+
+def budget_state(left_fraction: float | None) -> BudgetState:
+    """Map the fraction of budget left to a state: >50 % NORMAL, >25 % TIGHTENING, >10 % RESTRICTED."""
+    if left_fraction is None or left_fraction > 0.5:
+        return BudgetState.NORMAL
+    if left_fraction > 0.25:
+        return BudgetState.TIGHTENING
+    if left_fraction > 0.10:
+        return BudgetState.RESTRICTED
+    return BudgetState.CRITICAL
+
+
+def _used_g(session: Session, start: datetime, end: datetime, tenant_id: str | None) -> float:
+    q = select(LedgerEntry.co2_location_g, LedgerEntry.embodied_co2_g).where(
+        LedgerEntry.started_at >= start, LedgerEntry.started_at < end
+    )
+    if tenant_id is not None:
+        q = q.where(LedgerEntry.tenant_id == tenant_id)
+    return math.fsum(a + b for a, b in session.execute(q).all())
+
+
+def _period(name: str, start: datetime, budget_g: float | None, used_g: float) -> BudgetPeriod:
+    if budget_g is None or budget_g <= 0:
+        return BudgetPeriod(
+            period=name,
+            start=start,
+            budget_g=budget_g,
+            used_g=used_g,
+            left_g=None,
+            left_fraction=None,
+            state=None,
+        )
+    left = budget_g - used_g
+    frac = max(0.0, left / budget_g)
+    return BudgetPeriod(
+        period=name,
+        start=start,
+        budget_g=budget_g,
+        used_g=used_g,
+        left_g=left,
+        left_fraction=frac,
+        state=budget_state(frac).value,
+    )
+
+
+def _configured(session: Session, fleet: Fleet | None, tenant_id: str | None) -> CarbonBudget:
+    if fleet is None:
+        return CarbonBudget()
+    if tenant_id is None:
+        return fleet.carbon_budget or CarbonBudget()
+    tenant = session.get(Tenant, tenant_id)
+    for key in (tenant_id, tenant.name if tenant else None):
+        if key is not None and key in fleet.tenant_budgets:
+            return fleet.tenant_budgets[key]
+    return CarbonBudget()
+
+
+def budget_view(
+    session: Session,
+    *,
+    fleet: Fleet | None = None,
+    tenant_id: str | None = None,
+    now: datetime | None = None,
+) -> BudgetView:
+    """Return the carbon budget used and left today and this month (UTC), and its state.
+
+    Used carbon is booked location-based operational plus embodied CO2 (the planner's
+    ``carbon``). Budgets come from ``fleet.yaml`` (``carbon_budget``, or the tenant's own);
+    a day without a configured budget falls back to the pacer's ``budget_g`` for the day.
+    The state follows the tighter of the two periods.
+
+    Args:
+        session: an open session.
+        fleet: the fleet (for configured budgets); ``None`` uses the pacer rows only.
+        tenant_id: a tenant's budget (``None``: the fleet's).
+        now: the clock (default: now).
+    """
+    now = now or now_utc()
+    day0 = datetime(now.year, now.month, now.day, tzinfo=UTC)
+    month0 = datetime(now.year, now.month, 1, tzinfo=UTC)
+    next_month = (month0 + timedelta(days=32)).replace(day=1)
+    scopes: tuple[str, ...] = FLEET_SCOPES if tenant_id is None else (tenant_id,)
+    if tenant_id is not None:
+        tenant = session.get(Tenant, tenant_id)
+        if tenant is not None:
+            scopes += (tenant.name, f"tenant:{tenant_id}")
+    pacing = session.scalars(
+        select(CarbonPacing)
+        .where(CarbonPacing.scope.in_(scopes), CarbonPacing.day <= day0.date().isoformat())
+        .order_by(CarbonPacing.day.desc(), CarbonPacing.updated_at.desc())
+    ).first()
+    cfg = _configured(session, fleet, tenant_id)
+    day_budget = cfg.g_per_day
+    if day_budget is None and pacing is not None and pacing.day == day0.date().isoformat():
+        day_budget = pacing.budget_g
+    today = _period(
+        "today", day0, day_budget, _used_g(session, day0, day0 + timedelta(days=1), tenant_id)
+    )
+    month = _period(
+        "month", month0, cfg.g_per_month, _used_g(session, month0, next_month, tenant_id)
+    )
+    fracs = [p.left_fraction for p in (today, month) if p.left_fraction is not None]
+    return BudgetView(
+        scope=tenant_id or "fleet",
+        today=today,
+        month=month,
+        state=budget_state(min(fracs) if fracs else None).value,
+        pacing_price_per_g=pacing.price_per_g if pacing else None,
+        pacing_day=pacing.day if pacing else None,
+    )

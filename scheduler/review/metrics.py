@@ -1,0 +1,137 @@
+"""Prometheus metrics read from the store at scrape time (a custom collector, no global state)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from scheduler.domain import ShardStatus
+from scheduler.store.tables import Batch, LedgerEntry, Shard, now_utc
+
+TOKENS_WINDOW = timedelta(minutes=5)
+
+
+class StoreCollector(Collector):
+    """Collects queue depth, shard and batch states, throughput and ledger totals per scrape."""
+
+    def __init__(self, sessions: sessionmaker[Session], *, window: timedelta = TOKENS_WINDOW):
+        """Read through ``sessions``; tokens/s is averaged over ``window``."""
+        self.sessions = sessions
+        self.window = window
+
+    def describe(self) -> list[Metric]:
+        """No up-front description (the collector reads the store only when scraped)."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield every metric from one read-only session."""
+        with self.sessions() as s:
+            yield from self._collect(s)
+
+    def _collect(self, s: Session) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            "gridshift_queue_depth", "Shards queued and not yet running, per pool.", labels=["site", "pool"]
+        )
+        for site, pool, n in s.execute(
+            select(Shard.site, Shard.pool, func.count())
+            .where(Shard.status == ShardStatus.QUEUED.value)
+            .group_by(Shard.site, Shard.pool)
+        ):
+            depth.add_metric([site, pool], n)
+        yield depth
+
+        shards = GaugeMetricFamily("gridshift_shards", "Shards by status.", labels=["status"])
+        counts = dict(s.execute(select(Shard.status, func.count()).group_by(Shard.status)).all())
+        for status in ShardStatus:
+            shards.add_metric([status.value], counts.get(status.value, 0))
+        yield shards
+
+        batches = GaugeMetricFamily("gridshift_batches", "Batches by status.", labels=["status"])
+        for status, n in s.execute(select(Batch.status, func.count()).group_by(Batch.status)):
+            batches.add_metric([status], n)
+        yield batches
+
+        since = now_utc() - self.window
+        tok = s.execute(
+            select(
+                func.coalesce(func.sum(LedgerEntry.input_tokens), 0),
+                func.coalesce(func.sum(LedgerEntry.output_tokens), 0),
+            ).where(LedgerEntry.ended_at >= since)
+        ).one()
+        rate = GaugeMetricFamily(
+            "gridshift_tokens_per_second",
+            f"Tokens processed per second over the last {int(self.window.total_seconds())} s "
+            "(ledger rows that ended in the window).",
+            labels=["kind"],
+        )
+        seconds = self.window.total_seconds()
+        rate.add_metric(["input"], float(tok[0]) / seconds)
+        rate.add_metric(["output"], float(tok[1]) / seconds)
+        yield rate
+
+        energy = CounterMetricFamily(
+            "gridshift_energy_kwh",
+            "Facility energy booked in the ledger, kWh (method: measured-* or estimated).",
+            labels=["site", "method"],
+        )
+        co2 = CounterMetricFamily(
+            "gridshift_co2_grams",
+            "CO2 booked in the ledger, g (kind: location, market, embodied).",
+            labels=["site", "kind"],
+        )
+        requests = CounterMetricFamily(
+            "gridshift_requests", "Requests finished, by outcome.", labels=["outcome"]
+        )
+        done = failed = 0
+        for site, method, kwh, loc, market, emb, ok, bad in s.execute(
+            select(
+                LedgerEntry.site,
+                LedgerEntry.energy_method,
+                func.sum(LedgerEntry.facility_energy_kwh),
+                func.sum(LedgerEntry.co2_location_g),
+                func.coalesce(
+                    func.sum(func.coalesce(LedgerEntry.co2_market_g, LedgerEntry.co2_location_g)),
+                    0.0,
+                ),
+                func.sum(LedgerEntry.embodied_co2_g),
+                func.sum(LedgerEntry.requests_done),
+                func.sum(LedgerEntry.requests_failed),
+            ).group_by(LedgerEntry.site, LedgerEntry.energy_method)
+        ):
+            energy.add_metric([site, method], float(kwh or 0.0))
+            co2.add_metric([site, "location"], float(loc or 0.0))
+            co2.add_metric([site, "market"], float(market or 0.0))
+            co2.add_metric([site, "embodied"], float(emb or 0.0))
+            done += int(ok or 0)
+            failed += int(bad or 0)
+        requests.add_metric(["done"], done)
+        requests.add_metric(["failed"], failed)
+        yield energy
+        yield _merge(co2)
+        yield requests
+
+
+def _merge(family: CounterMetricFamily) -> CounterMetricFamily:
+    """Sum samples with equal labels (one site may have several energy methods)."""
+    merged: dict[tuple[str, ...], float] = {}
+    for sample in family.samples:
+        if sample.name.endswith("_total"):
+            key = tuple(sample.labels[k] for k in ("site", "kind"))
+            merged[key] = merged.get(key, 0.0) + sample.value
+    out = CounterMetricFamily(family.name, family.documentation, labels=["site", "kind"])
+    for key, value in sorted(merged.items()):
+        out.add_metric(list(key), value)
+    return out
+
+
+def make_registry(sessions: sessionmaker[Session]) -> CollectorRegistry:
+    """A fresh registry holding only the store collector (one per app, never the global one)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StoreCollector(sessions))
+    return registry

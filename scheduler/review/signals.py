@@ -1,0 +1,111 @@
+"""Reading cached site signals (``forecast_points``) for the review: actuals first, then forecasts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy.orm import Session
+
+from scheduler.review.views import SignalPoint, SiteSignals
+from scheduler.store.tables import ForecastPoint
+
+# forecast_points.signal names accepted for each field. The cache key is the site name, or
+# "site|{options}" as scheduler.forecasts.base.cache_key writes it.
+SIGNAL_NAMES: dict[str, tuple[str, ...]] = {
+    "carbon_g_per_kwh": ("carbon", "carbon_g_per_kwh", "carbon_intensity"),
+    "price_per_kwh": ("price", "price_per_kwh"),
+    "renewable_kw": ("solar", "renewable", "renewable_kw", "solar_kw"),
+}
+_FIELD_OF = {name: field for field, names in SIGNAL_NAMES.items() for name in names}
+_KIND_RANK = {"actual": 2, "forecast": 1}
+LOOKBACK = timedelta(hours=6)
+
+
+def site_of(key: str) -> str:
+    """The site name of a ``forecast_points.key`` (``site`` or ``site|{options}``)."""
+    return key.split("|", 1)[0]
+
+
+def keys_of(sites: Iterable[str]) -> ColumnElement[bool]:
+    """A filter on ``forecast_points.key`` matching the cache keys of ``sites``."""
+    clauses: list[ColumnElement[bool]] = []
+    for s in sites:
+        clauses += [ForecastPoint.key == s, ForecastPoint.key.like(f"{s}|%")]
+    return or_(*clauses)
+
+
+def _best(rows: Iterable[ForecastPoint]) -> dict[tuple[str, str, datetime], float]:
+    """Pick one value per (site, field, time): an actual beats a forecast, newer beats older."""
+    chosen: dict[tuple[str, str, datetime], tuple[int, datetime, float]] = {}
+    for r in rows:
+        field = _FIELD_OF.get(r.signal)
+        if field is None:
+            continue
+        k = (site_of(r.key), field, r.time)
+        rank = (_KIND_RANK.get(r.kind, 0), r.fetched_at, r.value)
+        if k not in chosen or rank[:2] > chosen[k][:2]:
+            chosen[k] = rank
+    return {k: v[2] for k, v in chosen.items()}
+
+
+def site_signals(
+    session: Session, sites: Iterable[str], start: datetime, end: datetime
+) -> list[SiteSignals]:
+    """Return each site's carbon, price and renewable series over ``[start, end)``.
+
+    Args:
+        session: an open session.
+        sites: site names.
+        start: first time (aware UTC).
+        end: end of the axis (exclusive).
+
+    Returns:
+        One ``SiteSignals`` per site, points in time order (sites without data get no points).
+    """
+    names = sorted(set(sites))
+    if not names:
+        return []
+    rows = session.scalars(
+        select(ForecastPoint).where(
+            keys_of(names),
+            ForecastPoint.signal.in_(list(_FIELD_OF)),
+            ForecastPoint.time >= start,
+            ForecastPoint.time < end,
+        )
+    ).all()
+    best = _best(rows)
+    by_site: dict[str, dict[datetime, SignalPoint]] = {s: {} for s in names}
+    for (site, field, time), value in best.items():
+        point = by_site[site].setdefault(time, SignalPoint(time=time))
+        setattr(point, field, value)
+    return [
+        SiteSignals(site=s, points=[by_site[s][t] for t in sorted(by_site[s])]) for s in names
+    ]
+
+
+def signal_at(session: Session, site: str, field: str, when: datetime) -> float | None:
+    """Return the value of ``field`` for the slot holding ``when`` at ``site`` (``None`` if unknown).
+
+    The slot is the latest cached point at or before ``when`` (within six hours).
+
+    Args:
+        session: an open session.
+        site: site name.
+        field: ``carbon_g_per_kwh``, ``price_per_kwh`` or ``renewable_kw``.
+        when: aware UTC time.
+    """
+    rows = session.scalars(
+        select(ForecastPoint).where(
+            keys_of([site]),
+            ForecastPoint.signal.in_(SIGNAL_NAMES[field]),
+            ForecastPoint.time <= when,
+            ForecastPoint.time > when - LOOKBACK,
+        )
+    ).all()
+    best = _best(rows)
+    if not best:
+        return None
+    latest = max(k[2] for k in best)
+    return best[(site, field, latest)]

@@ -1,0 +1,124 @@
+"""Energy estimates from the model profile (busy time or tokens), always labelled ``estimated``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from scheduler.domain import MeasurementMethod, Profile
+from scheduler.errors import EnergyMeterError
+from workers.energy.base import Measurement
+
+J_PER_KWH = 3.6e6
+
+
+def estimate_from_duration(
+    *, gpus: int, power_w: float, duration_s: float, reason: str = ""
+) -> Measurement:
+    """Estimate IT energy as ``gpus x power_w x duration_s``.
+
+    Args:
+        gpus: GPUs busy during the window.
+        power_w: Mean draw of ONE GPU under batch load (the profile's ``power_w``).
+        duration_s: Busy time in seconds.
+        reason: Why nothing was measured (goes into the detail).
+
+    Raises:
+        EnergyMeterError: a figure is negative.
+    """
+    if gpus < 0 or power_w < 0 or duration_s < 0:
+        raise EnergyMeterError(
+            f"estimate needs gpus, power_w and duration_s >= 0, got {gpus}, {power_w}, {duration_s}"
+        )
+    detail = f"estimated: {gpus} GPU x {power_w:g} W (profile) x {duration_s:.1f} s busy time"
+    return Measurement(
+        energy_kwh=gpus * power_w * duration_s / J_PER_KWH,
+        duration_s=duration_s,
+        method=MeasurementMethod.ESTIMATED,
+        detail=f"{detail}; {reason}" if reason else detail,
+    )
+
+
+def estimate_from_tokens(
+    profile: Profile,
+    *,
+    input_tokens: int,
+    output_tokens: int,
+    duration_s: float | None = None,
+) -> Measurement:
+    """Estimate IT energy from tokens with the planning contract's formula.
+
+    ``gpu_hours = gpus * (I / prefill_tok_s + O / decode_tok_s) / 3600`` and
+    ``it_kwh = gpu_hours * power_w / 1000`` (planning-formats.md section 4), so the ledger and
+    the planner price the same work the same way.
+
+    Args:
+        profile: The model's profile on this pool's GPU type.
+        input_tokens: Prompt tokens processed.
+        output_tokens: Completion tokens generated.
+        duration_s: Wall time of the window if known (default: the replica time the formula
+            implies, ``gpu_hours * 3600 / gpus``).
+
+    Raises:
+        EnergyMeterError: token counts are negative or the profile has no throughput.
+    """
+    if input_tokens < 0 or output_tokens < 0:
+        raise EnergyMeterError("token counts must be >= 0")
+    if profile.prefill_tok_s <= 0 or profile.decode_tok_s <= 0 or profile.gpus < 1:
+        raise EnergyMeterError(
+            "the profile needs gpus >= 1 and positive prefill_tok_s and decode_tok_s; fix fleet.yaml"
+        )
+    gpu_hours = (
+        profile.gpus
+        * (input_tokens / profile.prefill_tok_s + output_tokens / profile.decode_tok_s)
+        / 3600.0
+    )
+    return Measurement(
+        energy_kwh=gpu_hours * profile.power_w / 1000.0,
+        duration_s=gpu_hours * 3600.0 / profile.gpus if duration_s is None else duration_s,
+        method=MeasurementMethod.ESTIMATED,
+        detail=(
+            f"estimated from tokens: {input_tokens} in / {output_tokens} out at "
+            f"{profile.prefill_tok_s:g}/{profile.decode_tok_s:g} tok/s on {profile.gpus} GPU "
+            f"x {profile.power_w:g} W = {gpu_hours:.6f} GPU-h"
+        ),
+    )
+
+
+class EstimateMeter:
+    """An ``EnergyMeter`` that times the window and estimates ``gpus x power_w x duration``."""
+
+    method = MeasurementMethod.ESTIMATED
+
+    def __init__(
+        self,
+        *,
+        gpus: int,
+        power_w: float,
+        reason: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Estimate for ``gpus`` GPUs at ``power_w`` each; ``reason`` says why not measured."""
+        self.gpus = gpus
+        self.power_w = power_w
+        self.reason = reason
+        self._clock = clock
+        self._t0_s: float | None = None
+
+    def begin(self) -> None:
+        """Start timing the window."""
+        self._t0_s = self._clock()
+
+    def end(self) -> Measurement:
+        """Return the estimate for the time since ``begin``.
+
+        Raises:
+            EnergyMeterError: ``begin`` was not called.
+        """
+        if self._t0_s is None:
+            raise EnergyMeterError("end() without begin(): open a window first")
+        duration_s = max(0.0, self._clock() - self._t0_s)
+        self._t0_s = None
+        return estimate_from_duration(
+            gpus=self.gpus, power_w=self.power_w, duration_s=duration_s, reason=self.reason
+        )

@@ -1,0 +1,82 @@
+"""One inference engine per worker process: built once, model swapped only between shards."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+
+from scheduler.domain import EngineSpec, ModelSpec
+from workers.engines.base import EngineConfig, InferenceEngine
+
+log = logging.getLogger(__name__)
+
+EngineFactory = Callable[[EngineConfig], InferenceEngine]
+
+
+def default_engine_factory(config: EngineConfig) -> InferenceEngine:
+    """Build an engine with ``workers.engines.build_engine`` (imported lazily: vLLM is heavy)."""
+    from workers.engines import build_engine
+
+    engine: InferenceEngine = build_engine(config)
+    return engine
+
+
+class EngineCache:
+    """Holds the worker process's engine and the model it has loaded.
+
+    vLLM keeps GPU memory for its process's life, so a worker holds one engine; a shard for
+    another model swaps the model (counted in ``swaps``), a shard for the same model reuses it.
+    """
+
+    def __init__(
+        self,
+        factory: EngineFactory | None = None,
+        *,
+        weights_override: Mapping[str, str] | None = None,
+    ) -> None:
+        """Create an empty cache.
+
+        Args:
+            factory: builds an engine from a pool's engine spec (default ``build_engine``).
+            weights_override: model name -> weights path, replacing fleet.yaml ``weights``
+                (the demo and tests point ``tiny-chat`` at a model built at runtime).
+        """
+        self._factory = factory or default_engine_factory
+        self._weights = dict(weights_override or {})
+        self._engine: InferenceEngine | None = None
+        self._engine_key: str | None = None
+        self._model: str | None = None
+        self.swaps = 0
+
+    @property
+    def loaded_model(self) -> str | None:
+        """Name of the model currently loaded, if any."""
+        return self._model
+
+    def get(self, spec: EngineSpec, model: ModelSpec) -> InferenceEngine:
+        """Return the engine for ``spec`` with ``model`` loaded (loading or swapping if needed).
+
+        Raises:
+            EngineError: the engine cannot be built or the model cannot be loaded.
+        """
+        key = json.dumps([spec.kind, dict(spec.options)], sort_keys=True, default=str)
+        if self._engine is None or key != self._engine_key:
+            self.close()
+            self._engine = self._factory(EngineConfig(kind=spec.kind, options=spec.options))
+            self._engine_key = key
+        if self._model != model.name:
+            if self._model is not None:
+                self.swaps += 1
+                log.info("swapping model %s -> %s", self._model, model.name)
+            self._engine.load(model.name, self._weights.get(model.name, model.weights))
+            self._model = model.name
+        return self._engine
+
+    def close(self) -> None:
+        """Release the engine and its model."""
+        if self._engine is not None:
+            self._engine.close()
+        self._engine = None
+        self._engine_key = None
+        self._model = None

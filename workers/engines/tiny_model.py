@@ -1,0 +1,105 @@
+"""Builds a tiny random-weight Llama with a byte-level BPE tokenizer, offline, for tests and the demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TINY_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "<|{{ message['role'] }}|>{{ message['content'] }}{{ eos_token }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+_CORPUS = (
+    "The grid is cleaner at night when the wind blows over the North Sea.",
+    "Batch inference can wait for the hour with the lowest carbon intensity.",
+    "A scheduler places shards of requests on edge sites and time slots.",
+    "Summarise the following document in three sentences.",
+    "Translate the sentence into French, then into German.",
+    "The quick brown fox jumps over the lazy dog, 0123456789 times.",
+    "Energy is measured in kilowatt hours; carbon in grams of CO2.",
+    "<|system|> <|user|> <|assistant|> You are a helpful assistant.",
+)
+
+
+def build_tiny_model(path: str | Path, *, vocab_size: int = 512, seed: int = 0) -> Path:
+    """Build a ~40k-parameter Llama and its tokenizer into ``path`` (no download).
+
+    The tokenizer is a byte-level BPE trained on a few sentences (special tokens ``<unk>``,
+    ``<s>``, ``</s>``) with a simple chat template; the weights are random but seeded, so the
+    same ``seed`` gives the same model. Outputs are gibberish; token counts and timings are real.
+    Building takes about a second; an existing model in ``path`` is reused.
+
+    Args:
+        path: Directory to write ``config.json``, the weights and the tokenizer files into.
+        vocab_size: Target BPE vocabulary size (the byte alphabet alone is 256).
+        seed: Seed for the random weights.
+
+    Returns:
+        The model directory, loadable with ``AutoModelForCausalLM.from_pretrained``.
+
+    Raises:
+        EngineError: torch, transformers or tokenizers are not installed (the ``cpu`` extra).
+    """
+    from scheduler.errors import EngineError
+
+    target = Path(path)
+    if (target / "config.json").is_file() and (target / "tokenizer.json").is_file():
+        return target
+    try:
+        import torch
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+        from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    except ImportError as e:
+        raise EngineError(
+            f"building the tiny model needs torch, transformers and tokenizers ({e}); "
+            "install the cpu extra: pip install 'gridshift[cpu]'"
+        ) from e
+
+    specials = ["<unk>", "<s>", "</s>"]
+    raw = Tokenizer(models.BPE(unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    raw.train_from_iterator(list(_CORPUS) * 4, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=raw,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="</s>",
+        padding_side="left",
+        model_max_length=256,
+    )
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+
+    target.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(target)
+    model.save_pretrained(target)
+    return target

@@ -1,0 +1,419 @@
+"""``run_shard``: claim a shard, run its requests, write outputs, book the ledger (no Celery)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from scheduler.config import Settings
+from scheduler.dispatch.finalize import begin_finalizing, finalize_batch
+from scheduler.dispatch.leases import Claim, claim_shard, extend_lease, mark_done, release_shard
+from scheduler.dispatch.outputs import failure_line, success_line, write_jsonl_atomic
+from scheduler.dispatch.signals import SignalLookup, ledger_signal
+from scheduler.domain import BatchStatus, Fleet, ModelSpec, Pool, Site
+from scheduler.errors import EngineError, LeaseLost, NotFound, TransientEngineError
+from scheduler.store.db import transaction
+from scheduler.store.tables import (
+    AssignmentRecord,
+    Batch,
+    BatchRequest,
+    File,
+    LedgerEntry,
+    Shard,
+    now_utc,
+)
+from workers.energy.base import EnergyMeter
+from workers.engine_cache import EngineCache
+from workers.engines.base import EngineRequest, EngineResult, InferenceEngine
+from workers.ledger import compute_ledger_values, planned_share, renewable_allowance_kwh
+
+log = logging.getLogger(__name__)
+
+MeterFactory = Callable[[Site, Pool, ModelSpec], EnergyMeter]
+Clock = Callable[[], datetime]
+
+MAX_ATTEMPTS = 5
+CHUNK_REQUESTS = 16
+TRANSIENT_RETRIES = 2
+
+
+@dataclass(frozen=True, slots=True)
+class ShardOutcome:
+    """What one ``run_shard`` call did.
+
+    ``status``: ``done`` (ran and booked), ``skipped`` (already done, cancelled or leased by a
+    live worker), ``lost`` (lease lost mid-run; results discarded), ``released`` (engine failure;
+    re-queued or failed after ``MAX_ATTEMPTS``).
+    """
+
+    shard_id: str
+    status: str
+    attempt: int = 0
+    requests_done: int = 0
+    requests_failed: int = 0
+    batch_finished: bool = False
+    engine_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    shard: Shard
+    batch_id: str
+    tenant_id: str
+    input_path: Path
+    requests: list[tuple[str, int, int]]  # custom_id, byte_offset, byte_len
+    assignment: AssignmentRecord | None
+
+
+class _Heartbeat(threading.Thread):
+    """Extends the lease every ``heartbeat_s`` until stopped; records a lost lease."""
+
+    def __init__(
+        self, factory: sessionmaker[Session], claim: Claim, settings: Settings, clock: Clock
+    ) -> None:
+        super().__init__(name=f"heartbeat-{claim.shard_id}", daemon=True)
+        self._factory, self._claim, self._settings, self._clock = factory, claim, settings, clock
+        self._stop_event = threading.Event()
+        self.lost = False
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self._settings.heartbeat_s):
+            try:
+                ok = extend_lease(
+                    self._factory, self._claim, now=self._clock(), lease_s=self._settings.lease_s
+                )
+            except Exception:  # a transient DB error: try again at the next beat
+                log.exception("heartbeat of shard %s failed", self._claim.shard_id)
+                continue
+            if not ok:
+                self.lost = True
+                return
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=5)
+
+
+def _load(factory: sessionmaker[Session], shard_id: str) -> _Work:
+    with factory() as s:
+        shard = s.get(Shard, shard_id)
+        if shard is None:
+            raise NotFound(f"no shard {shard_id!r}")
+        batch = s.get(Batch, shard.batch_id)
+        assert batch is not None  # foreign key
+        file = s.get(File, batch.input_file_id)
+        if file is None:
+            raise NotFound(f"input file {batch.input_file_id!r} of batch {batch.id} is missing")
+        reqs = s.execute(
+            select(BatchRequest.custom_id, BatchRequest.byte_offset, BatchRequest.byte_len)
+            .where(BatchRequest.shard_id == shard_id)
+            .order_by(BatchRequest.line_no)
+        ).all()
+        assignment = s.get(AssignmentRecord, shard.assignment_id) if shard.assignment_id else None
+        return _Work(
+            shard=shard,
+            batch_id=batch.id,
+            tenant_id=batch.tenant_id,
+            input_path=Path(file.path),
+            requests=[(c, int(o), int(n)) for c, o, n in reqs],
+            assignment=assignment,
+        )
+
+
+def read_requests(path: Path, index: Sequence[tuple[str, int, int]]) -> list[EngineRequest]:
+    """Read request lines from the input file by byte offset (no full scan of the file)."""
+    out = []
+    with path.open("rb") as fh:
+        for custom_id, offset, length in index:
+            fh.seek(offset)
+            line = json.loads(fh.read(length))
+            out.append(EngineRequest(custom_id=custom_id, url=line["url"], body=line["body"]))
+    return out
+
+
+def _run_chunk(engine: InferenceEngine, chunk: Sequence[EngineRequest]) -> list[EngineResult]:
+    for retry in range(TRANSIENT_RETRIES + 1):
+        try:
+            return engine.run(chunk)
+        except TransientEngineError:
+            if retry == TRANSIENT_RETRIES:
+                raise
+            time.sleep(0.5 * 2**retry)
+        except EngineError as e:
+            if len(chunk) > 1:  # isolate the request the engine refuses
+                return [r for req in chunk for r in _run_chunk(engine, [req])]
+            return [
+                EngineResult(
+                    custom_id=chunk[0].custom_id,
+                    status_code=500,
+                    error={"code": "engine_error", "message": str(e)},
+                )
+            ]
+    raise AssertionError("unreachable")
+
+
+def run_requests(
+    engine: InferenceEngine,
+    requests: Sequence[EngineRequest],
+    *,
+    lease_lost: Callable[[], bool] = lambda: False,
+) -> list[EngineResult]:
+    """Run ``requests`` in chunks, checking between chunks that the lease is still held.
+
+    Raises:
+        LeaseLost: the heartbeat found the lease taken.
+        TransientEngineError: the engine kept failing transiently.
+    """
+    results: list[EngineResult] = []
+    for i in range(0, len(requests), CHUNK_REQUESTS):
+        if lease_lost():
+            raise LeaseLost("the lease was lost while running; stopping this attempt")
+        results.extend(_run_chunk(engine, requests[i : i + CHUNK_REQUESTS]))
+    return results
+
+
+def shard_paths(settings: Settings, shard_id: str, attempt: int) -> tuple[Path, Path]:
+    """Per-attempt output and error paths of a shard (the ``done`` row names the winner's)."""
+    base = settings.data_dir / "shards"
+    return base / f"{shard_id}.a{attempt}.out.jsonl", base / f"{shard_id}.a{attempt}.err.jsonl"
+
+
+def _renewable_booked_kwh(s: Session, site: str, slot: datetime, slot_end: datetime) -> float:
+    booked = s.execute(
+        select(func.coalesce(func.sum(LedgerEntry.facility_energy_kwh - LedgerEntry.grid_kwh), 0.0))
+        .where(LedgerEntry.site == site)
+        .where(LedgerEntry.started_at >= slot, LedgerEntry.started_at < slot_end)
+    ).scalar_one()
+    return float(booked)
+
+
+def run_shard(
+    shard_id: str,
+    *,
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    fleet: Fleet,
+    engine_cache: EngineCache,
+    meter_factory: MeterFactory,
+    worker_id: str,
+    clock: Clock = now_utc,
+    signal_lookup: SignalLookup | None = None,
+) -> ShardOutcome:
+    """Run one shard exactly once in effect, whatever crashes or duplicate messages happen.
+
+    Steps: claim with a lease (compare-and-set; a shard already done or held returns at once),
+    read its requests by byte offset, run them (model loaded once per process, swapped only
+    between shards), measure IT energy, write per-attempt output and error files atomically,
+    then in ONE transaction guarded by the lease: shard ``done`` + counts + one ledger row for
+    (shard, attempt) + batch counters (+ ``finalizing`` when it was the last shard). An attempt
+    that dies before that transaction books nothing: its energy is lost to the ledger (stated
+    in docs/execution.md), and it is never counted twice.
+
+    Args:
+        shard_id: the shard to run.
+        session_factory: database sessions.
+        settings: lease, heartbeat and data directory settings.
+        fleet: sites, pools and models.
+        engine_cache: the worker process's engine (keeps the loaded model across shards).
+        meter_factory: builds the energy meter for a (site, pool, model).
+        worker_id: lease owner name (host, pid).
+        clock: the time source (tests and the demo pass a simulated clock).
+        signal_lookup: signals of the slot the attempt ran in (default: forecast cache).
+
+    Returns:
+        What happened (see ``ShardOutcome``).
+
+    Raises:
+        NotFound: the shard, its batch or its input file does not exist.
+    """
+    claim = claim_shard(
+        session_factory, shard_id, worker_id=worker_id, now=clock(), lease_s=settings.lease_s
+    )
+    if claim is None:
+        return ShardOutcome(shard_id, "skipped")
+    heartbeat = _Heartbeat(session_factory, claim, settings, clock)
+    heartbeat.start()
+    t0 = time.perf_counter()
+    try:
+        work = _load(session_factory, shard_id)
+        shard = work.shard
+        site = fleet.site(shard.site)
+        pool = site.pool(shard.pool)
+        model = fleet.model(shard.model)
+        requests = read_requests(work.input_path, work.requests)
+        engine = engine_cache.get(pool.engine, model)
+        meter = meter_factory(site, pool, model)
+        meter.begin()
+        engine_t0 = time.perf_counter()
+        results = run_requests(engine, requests, lease_lost=lambda: heartbeat.lost)
+        engine_s = time.perf_counter() - engine_t0
+        measurement = meter.end()
+    except LeaseLost:
+        heartbeat.stop()
+        return ShardOutcome(shard_id, "lost", claim.attempt)
+    except Exception as e:
+        heartbeat.stop()
+        give_up = claim.attempt >= MAX_ATTEMPTS or isinstance(e, NotFound | KeyError)
+        release_shard(session_factory, claim, now=clock(), error=repr(e), give_up=give_up)
+        log.exception("shard %s attempt %d failed", shard_id, claim.attempt)
+        if give_up:
+            _maybe_finalize_after_failure(session_factory, settings, shard_id, clock)
+        if isinstance(e, NotFound):
+            raise
+        return ShardOutcome(shard_id, "released", claim.attempt)
+    heartbeat.stop()
+    if heartbeat.lost:
+        return ShardOutcome(shard_id, "lost", claim.attempt)
+    out_path, err_path = shard_paths(settings, shard_id, claim.attempt)
+    done = [r for r in results if r.status_code == 200 and r.body is not None]
+    failed = [r for r in results if not (r.status_code == 200 and r.body is not None)]
+    write_jsonl_atomic(
+        out_path, (success_line(work.batch_id, r.custom_id, r.body or {}) for r in done)
+    )
+    write_jsonl_atomic(
+        err_path, (failure_line(work.batch_id, r.custom_id, r.status_code, r.error) for r in failed)
+    )
+    ended = clock()
+    started = ended - timedelta(seconds=measurement.duration_s)
+    slot = _slot_of(started, fleet.slot_minutes)
+    try:
+        with transaction(session_factory) as s:
+            mark_done(
+                s,
+                claim,
+                now=ended,
+                requests_done=len(done),
+                requests_failed=len(failed),
+                output_path=str(out_path),
+                error_path=str(err_path),
+            )
+            signal, source = ledger_signal(
+                s, fleet, site.name, slot, work.assignment, lookup=signal_lookup
+            )
+            allowance = renewable_allowance_kwh(
+                signal,
+                duration_s=measurement.duration_s,
+                slot_hours=fleet.slot_hours,
+                already_booked_kwh=_renewable_booked_kwh(
+                    s, site.name, slot, slot + timedelta(minutes=fleet.slot_minutes)
+                ),
+            )
+            profile = model.profiles.get(pool.gpu)
+            values = compute_ledger_values(
+                measurement,
+                site=site,
+                pool=pool,
+                gpus_per_replica=profile.gpus if profile else 1,
+                signal=signal,
+                carbon_source=source,
+                renewable_allowance_kwh=allowance,
+            )
+            a = work.assignment
+            planned = planned_share(
+                shard_requests=shard.request_count,
+                assignment_requests=a.requests if a else 0,
+                energy_kwh=a.energy_kwh if a else 0.0,
+                co2_g=a.co2_g if a else 0.0,
+                water_l=a.water_l if a else 0.0,
+                cost=a.cost if a else 0.0,
+            )
+            s.add(
+                LedgerEntry(
+                    batch_id=work.batch_id,
+                    shard_id=shard_id,
+                    attempt=claim.attempt,
+                    tenant_id=work.tenant_id,
+                    site=site.name,
+                    pool=pool.name,
+                    model=model.name,
+                    started_at=started,
+                    ended_at=ended,
+                    requests_done=len(done),
+                    requests_failed=len(failed),
+                    input_tokens=sum(r.input_tokens for r in results),
+                    output_tokens=sum(r.output_tokens for r in results),
+                    gpu_hours=values.gpu_hours,
+                    it_energy_kwh=values.it_energy_kwh,
+                    facility_energy_kwh=values.facility_energy_kwh,
+                    energy_method=values.energy_method,
+                    renewable_share=values.renewable_share,
+                    grid_kwh=values.grid_kwh,
+                    carbon_g_per_kwh=values.carbon_g_per_kwh,
+                    carbon_source=values.carbon_source,
+                    co2_location_g=values.co2_location_g,
+                    co2_market_g=values.co2_market_g,
+                    embodied_co2_g=values.embodied_co2_g,
+                    water_onsite_l=values.water_onsite_l,
+                    water_offsite_l=values.water_offsite_l,
+                    cost=values.cost,
+                    planned_energy_kwh=planned.energy_kwh,
+                    planned_co2_g=planned.co2_g,
+                    planned_water_l=planned.water_l,
+                    planned_cost=planned.cost,
+                    created_at=now_utc(),
+                )
+            )
+            s.execute(
+                update(Batch)
+                .where(Batch.id == work.batch_id)
+                .values(
+                    request_completed=Batch.request_completed + len(done),
+                    request_failed=Batch.request_failed + len(failed),
+                )
+            )
+            finishing = begin_finalizing(s, work.batch_id)
+    except LeaseLost:
+        out_path.unlink(missing_ok=True)
+        err_path.unlink(missing_ok=True)
+        return ShardOutcome(shard_id, "lost", claim.attempt)
+    if finishing:
+        finalize_batch(session_factory, settings, work.batch_id, BatchStatus.COMPLETED, now=clock())
+    log.info(
+        "shard %s attempt %d: %d done, %d failed in %.2fs",
+        shard_id,
+        claim.attempt,
+        len(done),
+        len(failed),
+        time.perf_counter() - t0,
+    )
+    return ShardOutcome(
+        shard_id, "done", claim.attempt, len(done), len(failed), finishing, engine_s
+    )
+
+
+def _slot_of(t: datetime, slot_minutes: int) -> datetime:
+    from scheduler.dispatch.slots import slot_floor
+
+    return slot_floor(t, slot_minutes)
+
+
+def _maybe_finalize_after_failure(
+    factory: sessionmaker[Session], settings: Settings, shard_id: str, clock: Clock
+) -> None:
+    with transaction(factory) as s:
+        batch_id = s.execute(select(Shard.batch_id).where(Shard.id == shard_id)).scalar_one()
+        finishing = begin_finalizing(s, batch_id)
+    if finishing:
+        finalize_batch(factory, settings, batch_id, BatchStatus.COMPLETED, now=clock())
+
+
+def describe(outcome: ShardOutcome) -> dict[str, Any]:
+    """The outcome as a JSON-friendly dict (Celery task results, logs)."""
+    return {
+        "shard_id": outcome.shard_id,
+        "status": outcome.status,
+        "attempt": outcome.attempt,
+        "requests_done": outcome.requests_done,
+        "requests_failed": outcome.requests_failed,
+        "batch_finished": outcome.batch_finished,
+    }

@@ -1,0 +1,96 @@
+"""A worker process's long-lived state: settings, fleet, database, engine cache, meters."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from scheduler.config import Settings
+from scheduler.dispatch.signals import SignalLookup
+from scheduler.domain import Fleet, ModelSpec, Pool, Site
+from scheduler.fleet import load_fleet
+from scheduler.store.db import engine_from_settings, session_factory
+from scheduler.store.tables import now_utc
+from workers.energy.base import EnergyMeter
+from workers.engine_cache import EngineCache
+from workers.execute import Clock, MeterFactory, ShardOutcome, run_shard
+
+
+def gpu_indices(pool: Pool, gpus: int) -> list[int]:
+    """NVML indices this worker owns: none for a CPU pool, else ``CUDA_VISIBLE_DEVICES`` or 0..n-1."""
+    if pool.gpu.upper() == "CPU":
+        return []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    ids = [int(x) for x in visible.split(",") if x.strip().isdigit()]
+    return ids or list(range(gpus))
+
+
+def default_meter_factory(site: Site, pool: Pool, model: ModelSpec) -> EnergyMeter:
+    """The best meter of this machine (NVML, RAPL, else a labelled profile estimate)."""
+    from workers.energy import build_meter
+
+    profile = model.profiles.get(pool.gpu)
+    gpus = profile.gpus if profile else 1
+    return build_meter(
+        gpu_indices(pool, gpus), profile_power_w=profile.power_w if profile else 0.0, gpus=gpus
+    )
+
+
+def worker_name() -> str:
+    """Lease owner id of this process: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def resolve_fleet(settings: Settings) -> Fleet:
+    """The fleet named by ``GRIDSHIFT_FLEET``, or the bundled sample fleet."""
+    if settings.fleet:
+        return load_fleet(settings.fleet)
+    from scheduler.samples import load_sample_fleet
+
+    return load_sample_fleet()
+
+
+@dataclass
+class WorkerRuntime:
+    """Everything ``run_shard`` needs, built once per worker process."""
+
+    settings: Settings
+    fleet: Fleet
+    sessions: sessionmaker[Session]
+    engine_cache: EngineCache
+    meter_factory: MeterFactory = default_meter_factory
+    worker_id: str = field(default_factory=worker_name)
+    signal_lookup: SignalLookup | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, weights_override: dict[str, str] | None = None
+    ) -> WorkerRuntime:
+        """Build the runtime from settings (database, fleet, engine cache).
+
+        ``weights_override`` maps model names to local weights, replacing fleet.yaml ``weights``
+        (the demo points ``tiny-chat`` at the model it builds).
+        """
+        return cls(
+            settings=settings,
+            fleet=resolve_fleet(settings),
+            sessions=session_factory(engine_from_settings(settings)),
+            engine_cache=EngineCache(weights_override=weights_override),
+        )
+
+    def run(self, shard_id: str, *, clock: Clock = now_utc) -> ShardOutcome:
+        """Run one shard with this runtime (see ``workers.execute.run_shard``)."""
+        return run_shard(
+            shard_id,
+            session_factory=self.sessions,
+            settings=self.settings,
+            fleet=self.fleet,
+            engine_cache=self.engine_cache,
+            meter_factory=self.meter_factory,
+            worker_id=self.worker_id,
+            clock=clock,
+            signal_lookup=self.signal_lookup,
+        )

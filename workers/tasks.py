@@ -1,0 +1,49 @@
+"""Thin Celery tasks, named explicitly; the logic lives in ``workers.execute`` and dispatch."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery import Celery
+
+from scheduler.config import Settings
+from workers.execute import describe
+from workers.runtime import WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+_runtime: WorkerRuntime | None = None
+_lock = threading.Lock()
+
+
+def runtime_for(settings: Settings) -> WorkerRuntime:
+    """The process-wide runtime (engine loaded once per worker process, reused across shards)."""
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = WorkerRuntime.from_settings(settings)
+        return _runtime
+
+
+def register_tasks(app: Celery) -> None:
+    """Register ``gridshift.run_shard`` and ``gridshift.tick`` on ``app``."""
+    settings: Settings = app.gridshift_settings
+
+    @app.task(name="gridshift.run_shard", acks_late=True, reject_on_worker_lost=True)
+    def run_shard_task(shard_id: str) -> dict[str, Any]:
+        """Run one shard (idempotent: a duplicate message finds it claimed or done)."""
+        outcome = runtime_for(settings).run(shard_id)
+        return describe(outcome)
+
+    @app.task(name="gridshift.tick")
+    def tick_task() -> dict[str, Any]:
+        """One dispatcher tick (for deployments that drive it with Celery beat)."""
+        from scheduler.dispatch.send import celery_sender
+        from scheduler.dispatch.tick import tick
+        from scheduler.store.tables import now_utc
+
+        rt = runtime_for(settings)
+        report = tick(rt.sessions, settings, now_utc(), celery_sender(app), fleet=rt.fleet)
+        return {"queued": len(report.queued), "plan_id": report.plan_id}
