@@ -17,6 +17,9 @@ COMMAND_MODULES = (
     "scheduler.commands.intake",
     "scheduler.commands.batches",
     "scheduler.commands.forecasts",
+    "scheduler.commands.review",
+    "scheduler.commands.ops",
+    "workers.commands",
 )
 
 EXIT_OK = 0

@@ -68,7 +68,14 @@ def seed_fleet() -> Fleet:
         slot_minutes=60,
         sites=(
             Site("de-frankfurt", 1.15, 0.4, 1.9, (Pool("h100", "H100", 2, 25.0),)),
-            Site("gb-london", 1.2, 0.3, 1.6, (Pool("a100", "A100", 2, 18.0),), market_factor_g_per_kwh=35.0),
+            Site(
+                "gb-london",
+                1.2,
+                0.3,
+                1.6,
+                (Pool("a100", "A100", 2, 18.0),),
+                market_factor_g_per_kwh=35.0,
+            ),
             Site("se-lulea", 1.08, 0.2, 2.1, (Pool("h100", "H100", 1, 25.0),)),
         ),
         models=(
@@ -84,7 +91,8 @@ def _signal(site: str, t: datetime) -> tuple[float, float, float]:
     day = max(0.0, math.sin(math.pi * (h - 6.0) / 12.0)) if 6 <= h <= 18 else 0.0
     base = {"de-frankfurt": 380.0, "gb-london": 210.0, "se-lulea": 45.0}[site]
     swing = {"de-frankfurt": 160.0, "gb-london": 90.0, "se-lulea": 15.0}[site]
-    carbon = base - swing * day + 0.15 * swing * math.sin(h / 3.0)
+    evening_peak = math.exp(-((h - 19.0) ** 2) / 6.0)  # gas peakers after sunset
+    carbon = base - swing * day + 0.45 * swing * evening_peak + 0.1 * swing * math.sin(h / 3.0)
     price = {"de-frankfurt": 0.14, "gb-london": 0.19, "se-lulea": 0.06}[site] * (
         1.0 + 0.35 * math.sin(math.pi * (h - 8.0) / 12.0)
     )
@@ -100,9 +108,7 @@ def _plan(problem: PlanningProblem) -> tuple[Plan | None, bool]:
     return plan_problem(problem), True
 
 
-def seed_review_store(
-    sessions: sessionmaker[Session], *, now: datetime | None = None
-) -> Seeded:
+def seed_review_store(sessions: sessionmaker[Session], *, now: datetime | None = None) -> Seeded:
     """Write a coherent review scenario into a migrated store and return its handles."""
     now = now or datetime.now(UTC)
     slot_now = now.replace(minute=0, second=0, microsecond=0)
@@ -126,29 +132,134 @@ def seed_review_store(
                 noise = 1.0 + 0.06 * math.sin(t.hour * 1.7 + len(site))
                 s.add_all(
                     [
-                        ForecastPoint(provider="synthetic", key=key, signal="carbon", kind="forecast", time=t, value=c * noise, fetched_at=fetched),
-                        ForecastPoint(provider="synthetic", key=key, signal="price", kind="forecast", time=t, value=p, fetched_at=fetched),
-                        ForecastPoint(provider="synthetic", key=key, signal="solar", kind="forecast", time=t, value=r, fetched_at=fetched),
+                        ForecastPoint(
+                            provider="synthetic",
+                            key=key,
+                            signal="carbon",
+                            kind="forecast",
+                            time=t,
+                            value=c * noise,
+                            fetched_at=fetched,
+                        ),
+                        ForecastPoint(
+                            provider="synthetic",
+                            key=key,
+                            signal="price",
+                            kind="forecast",
+                            time=t,
+                            value=p,
+                            fetched_at=fetched,
+                        ),
+                        ForecastPoint(
+                            provider="synthetic",
+                            key=key,
+                            signal="solar",
+                            kind="forecast",
+                            time=t,
+                            value=r,
+                            fetched_at=fetched,
+                        ),
                     ]
                 )
                 if t < slot_now:
-                    s.add(ForecastPoint(provider="synthetic", key=key, signal="carbon", kind="actual", time=t, value=c, fetched_at=t + SLOT))
+                    s.add(
+                        ForecastPoint(
+                            provider="synthetic",
+                            key=key,
+                            signal="carbon",
+                            kind="actual",
+                            time=t,
+                            value=c,
+                            fetched_at=t + SLOT,
+                        )
+                    )
         specs = [
             # id, tenant, model, requests, input tokens, output tokens, sites, submitted h, deadline h
-            ("batch_nightly_summaries", "acme", "llama-3.1-8b-instruct", 1200, 9.0e6, 2.6e7, None, 0, 10),
-            ("batch_embed_backfill", "acme", "llama-3.1-8b-instruct", 800, 6.0e6, 1.4e7, ("de-frankfurt", "gb-london"), 1, 9),
+            (
+                "batch_nightly_summaries",
+                "acme",
+                "llama-3.1-8b-instruct",
+                1200,
+                9.0e6,
+                2.6e7,
+                None,
+                2,
+                12,
+            ),
+            (
+                "batch_embed_backfill",
+                "acme",
+                "llama-3.1-8b-instruct",
+                800,
+                6.0e6,
+                1.4e7,
+                ("de-frankfurt", "gb-london"),
+                1,
+                9,
+            ),
             ("batch_eval_70b", "globex", "llama-3.1-70b-instruct", 300, 1.5e6, 2.5e6, None, 2, 12),
-            ("batch_translate", "globex", "llama-3.1-8b-instruct", 600, 4.0e6, 1.1e7, ("gb-london",), 4, 16),
+            (
+                "batch_translate",
+                "globex",
+                "llama-3.1-8b-instruct",
+                600,
+                4.0e6,
+                1.1e7,
+                ("gb-london",),
+                4,
+                16,
+            ),
             ("batch_support_tags", "acme", "llama-3.1-8b-instruct", 900, 5.0e6, 1.6e7, None, 9, 20),
-            ("batch_contracts_70b", "globex", "llama-3.1-70b-instruct", 250, 1.2e6, 2.0e6, ("de-frankfurt",), 11, 24),
-            ("batch_weekly_digest", "acme", "llama-3.1-8b-instruct", 1500, 1.0e7, 3.0e7, None, 13, 34),
-            ("batch_urgent_alerts", "globex", "llama-3.1-8b-instruct", 200, 1.0e6, 3.0e6, None, 13, 15),
+            (
+                "batch_contracts_70b",
+                "globex",
+                "llama-3.1-70b-instruct",
+                250,
+                1.2e6,
+                2.0e6,
+                ("de-frankfurt",),
+                11,
+                24,
+            ),
+            (
+                "batch_weekly_digest",
+                "acme",
+                "llama-3.1-8b-instruct",
+                1500,
+                1.0e7,
+                3.0e7,
+                None,
+                13,
+                34,
+            ),
+            (
+                "batch_urgent_alerts",
+                "globex",
+                "llama-3.1-8b-instruct",
+                200,
+                1.0e6,
+                3.0e6,
+                None,
+                13,
+                15,
+            ),
         ]
         batches: list[PlanningBatch] = []
         for i, (bid, tenant, model, n, inp, out, sites, sub_h, due_h) in enumerate(specs):
             submitted = start + timedelta(hours=sub_h, minutes=5 + 7 * i)
             deadline = start + timedelta(hours=due_h)
-            s.add(File(id=f"file_{bid}", tenant_id=tenant_ids[tenant], filename=f"{bid}.jsonl", purpose="batch", bytes=1, sha256="0" * 64, path="/dev/null", created_at=int(submitted.timestamp())))
+            s.add(
+                File(
+                    id=f"file_{bid}",
+                    tenant_id=tenant_ids[tenant],
+                    filename=f"{bid}.jsonl",
+                    purpose="batch",
+                    bytes=1,
+                    sha256="0" * 64,
+                    path="/dev/null",
+                    created_at=int(submitted.timestamp()),
+                )
+            )
             s.flush()
             s.add(
                 Batch(
@@ -166,7 +277,11 @@ def seed_review_store(
                     sites=list(sites) if sites else None,
                 )
             )
-            batches.append(PlanningBatch(bid, n, inp, out, submitted, deadline, model=model, sites=sites, tenant=tenant))
+            batches.append(
+                PlanningBatch(
+                    bid, n, inp, out, submitted, deadline, model=model, sites=sites, tenant=tenant
+                )
+            )
         s.flush()
         problem = PlanningProblem(fleet=fleet, slots=slots, signals=signals, batches=tuple(batches))
         plan, used_planner = _plan(problem)
@@ -180,7 +295,10 @@ def seed_review_store(
         else:
             assignments = list(plan.assignments)
             baselines = {k: _baseline_dict(v) for k, v in plan.baselines.items()}
-            totals = {k: getattr(plan.totals, k) for k in ("co2_g", "cost", "water_l", "energy_kwh", "delay_h")}
+            totals = {
+                k: getattr(plan.totals, k)
+                for k in ("co2_g", "cost", "water_l", "energy_kwh", "delay_h")
+            }
             status = plan.status.value
         records = []
         for a in assignments:
@@ -190,32 +308,62 @@ def seed_review_store(
             it = a.energy_kwh / site.pue
             records.append(
                 AssignmentRecord(
-                    batch_id=a.batch, part_id=f"{a.batch}:0", site=a.site, pool=a.pool, model=a.model,
-                    slot_start=a.slot, requests=a.requests, input_tokens=a.input_tokens,
-                    output_tokens=a.output_tokens, gpu_hours=a.gpu_hours, energy_kwh=a.energy_kwh,
+                    batch_id=a.batch,
+                    part_id=f"{a.batch}:0",
+                    site=a.site,
+                    pool=a.pool,
+                    model=a.model,
+                    slot_start=a.slot,
+                    requests=a.requests,
+                    input_tokens=a.input_tokens,
+                    output_tokens=a.output_tokens,
+                    gpu_hours=a.gpu_hours,
+                    energy_kwh=a.energy_kwh,
                     co2_g=grid * c + a.gpu_hours * site.pool(a.pool).embodied_g_per_gpu_hour,
-                    cost=grid * p, water_l=it * site.wue_l_per_kwh + grid * site.ewif_l_per_kwh,
+                    cost=grid * p,
+                    water_l=it * site.wue_l_per_kwh + grid * site.ewif_l_per_kwh,
                     carbon_g_per_kwh=c,
                 )
             )
         if not totals:
             totals = {
-                "co2_g": sum(x.co2_g for x in records), "cost": sum(x.cost for x in records),
-                "water_l": sum(x.water_l for x in records), "energy_kwh": sum(x.energy_kwh for x in records),
+                "co2_g": sum(x.co2_g for x in records),
+                "cost": sum(x.cost for x in records),
+                "water_l": sum(x.water_l for x in records),
+                "energy_kwh": sum(x.energy_kwh for x in records),
                 "delay_h": 0.0,
             }
         plan_row = PlanRecord(
-            created_at=start + timedelta(minutes=40), trigger="new_batches", status=status,
-            objectives=["carbon", "cost", "delay"], tolerances=[0.01, 0.0, 0.0], totals=totals,
-            baselines=baselines, unplaced=[], stage_optima=None, notes=None, solve_s=0.2,
-            horizon_start=slots[0], horizon_end=slots[-1] + SLOT, is_current=True,
+            created_at=start + timedelta(minutes=40),
+            trigger="new_batches",
+            status=status,
+            objectives=["carbon", "cost", "delay"],
+            tolerances=[0.01, 0.0, 0.0],
+            totals=totals,
+            baselines=baselines,
+            unplaced=[],
+            stage_optima=None,
+            notes=None,
+            solve_s=0.2,
+            horizon_start=slots[0],
+            horizon_end=slots[-1] + SLOT,
+            is_current=True,
         )
         older = PlanRecord(
-            created_at=start + timedelta(minutes=10), trigger="new_batches", status="optimal",
-            objectives=["carbon", "cost", "delay"], tolerances=[0.01, 0.0, 0.0],
-            totals={**totals, "co2_g": totals["co2_g"] * 1.04}, baselines=baselines, unplaced=[],
-            stage_optima=None, notes=None, solve_s=0.1, horizon_start=slots[0],
-            horizon_end=slots[-1] + SLOT, is_current=False,
+            created_at=start + timedelta(minutes=10),
+            trigger="new_batches",
+            status="optimal",
+            objectives=["carbon", "cost", "delay"],
+            tolerances=[0.01, 0.0, 0.0],
+            totals={**totals, "co2_g": totals["co2_g"] * 1.04},
+            baselines=baselines,
+            unplaced=[],
+            stage_optima=None,
+            notes=None,
+            solve_s=0.1,
+            horizon_start=slots[0],
+            horizon_end=slots[-1] + SLOT,
+            is_current=False,
         )
         s.add_all([older, plan_row])
         s.flush()
@@ -223,21 +371,42 @@ def seed_review_store(
             rec.plan_id = plan_row.id
         s.add_all(records)
         s.flush()
-        seeded = Seeded(now=now, admin_key=admin_key, keys=keys, tenant_ids=tenant_ids,
-                        batch_tenant={b[0]: b[1] for b in specs}, plan_id=plan_row.id,
-                        used_planner=used_planner)
+        seeded = Seeded(
+            now=now,
+            admin_key=admin_key,
+            keys=keys,
+            tenant_ids=tenant_ids,
+            batch_tenant={b[0]: b[1] for b in specs},
+            plan_id=plan_row.id,
+            used_planner=used_planner,
+        )
         _cut_and_run(s, fleet, records, slot_now, seeded, tenant_ids)
         day = slot_now.date().isoformat()
-        s.add(CarbonPacing(scope="fleet", day=day, budget_g=6000.0, spent_g=0.0, price_per_g=0.0004, updated_at=now))
+        s.add(
+            CarbonPacing(
+                scope="fleet",
+                day=day,
+                budget_g=6000.0,
+                spent_g=0.0,
+                price_per_g=0.0004,
+                updated_at=now,
+            )
+        )
     return seeded
 
 
 def _baseline_dict(b: Any) -> dict[str, Any]:
-    return {k: getattr(b, k) for k in ("co2_g", "cost", "water_l", "delay_h", "unplaced", "caps_broken")}
+    return {
+        k: getattr(b, k) for k in ("co2_g", "cost", "water_l", "delay_h", "unplaced", "caps_broken")
+    }
 
 
 def _cut_and_run(
-    s: Session, fleet: Fleet, records: list[AssignmentRecord], slot_now: datetime, seeded: Seeded,
+    s: Session,
+    fleet: Fleet,
+    records: list[AssignmentRecord],
+    slot_now: datetime,
+    seeded: Seeded,
     tenant_ids: dict[str, str],
 ) -> None:
     later = [r for r in records if r.slot_start > slot_now + SLOT]
@@ -263,29 +432,54 @@ def _cut_and_run(
             if status == "done" and not failed_once and k == 1:
                 status, failed_once = "failed", True
             run_min = min(27.0, max(8.0, 60.0 * rec.gpu_hours * frac))
-            started = rec.slot_start + timedelta(minutes=2 + 29 * k) if status in ("done", "failed", "running") else None
+            started = (
+                rec.slot_start + timedelta(minutes=2 + 29 * k)
+                if status in ("done", "failed", "running")
+                else None
+            )
             dur = timedelta(minutes=run_min)
             finished = started + dur if started and status in ("done", "failed") else None
             shard = Shard(
-                id=sid, batch_id=rec.batch_id, part_id=rec.part_id, plan_id=rec.plan_id,
-                assignment_id=rec.id, site=rec.site, pool=rec.pool, model=rec.model,
-                slot_start=rec.slot_start, status=status, request_count=req, attempts=1 if started else 0,
-                created_at=rec.slot_start - timedelta(hours=2), queued_at=started, started_at=started,
-                finished_at=finished, requests_done=req if status == "done" else 0,
+                id=sid,
+                batch_id=rec.batch_id,
+                part_id=rec.part_id,
+                plan_id=rec.plan_id,
+                assignment_id=rec.id,
+                site=rec.site,
+                pool=rec.pool,
+                model=rec.model,
+                slot_start=rec.slot_start,
+                status=status,
+                request_count=req,
+                attempts=1 if started else 0,
+                created_at=rec.slot_start - timedelta(hours=2),
+                queued_at=started,
+                started_at=started,
+                finished_at=finished,
+                requests_done=req if status == "done" else 0,
                 requests_failed=req if status == "failed" else 0,
-                planned_energy_kwh=rec.energy_kwh * frac, planned_co2_g=rec.co2_g * frac,
+                planned_energy_kwh=rec.energy_kwh * frac,
+                planned_co2_g=rec.co2_g * frac,
                 last_error="engine exited (seeded failure)" if status == "failed" else None,
             )
             s.add(shard)
             seeded.shard_ids.append(sid)
             if status in ("done", "failed") and started and finished:
                 s.flush()
-                seeded.ledger_ids.append(_ledger(s, fleet, rec, shard, frac, n, tenant_ids, seeded).id)
+                seeded.ledger_ids.append(
+                    _ledger(s, fleet, rec, shard, frac, n, tenant_ids, seeded).id
+                )
 
 
 def _ledger(
-    s: Session, fleet: Fleet, rec: AssignmentRecord, shard: Shard, frac: float, n: int,
-    tenant_ids: dict[str, str], seeded: Seeded,
+    s: Session,
+    fleet: Fleet,
+    rec: AssignmentRecord,
+    shard: Shard,
+    frac: float,
+    n: int,
+    tenant_ids: dict[str, str],
+    seeded: Seeded,
 ) -> LedgerEntry:
     site = fleet.site(rec.site)
     measured = rec.site != "gb-london"
@@ -297,20 +491,38 @@ def _ledger(
     gpu_h = rec.gpu_hours * frac
     assert shard.started_at and shard.finished_at
     row = LedgerEntry(
-        batch_id=rec.batch_id, shard_id=shard.id, attempt=1,
-        tenant_id=tenant_ids[seeded.batch_tenant[rec.batch_id]], site=rec.site, pool=rec.pool,
-        model=rec.model, started_at=shard.started_at, ended_at=shard.finished_at,
-        requests_done=shard.requests_done, requests_failed=shard.requests_failed,
-        input_tokens=int(rec.input_tokens * frac), output_tokens=int(rec.output_tokens * frac),
-        gpu_hours=gpu_h, it_energy_kwh=it, facility_energy_kwh=facility,
+        batch_id=rec.batch_id,
+        shard_id=shard.id,
+        attempt=1,
+        tenant_id=tenant_ids[seeded.batch_tenant[rec.batch_id]],
+        site=rec.site,
+        pool=rec.pool,
+        model=rec.model,
+        started_at=shard.started_at,
+        ended_at=shard.finished_at,
+        requests_done=shard.requests_done,
+        requests_failed=shard.requests_failed,
+        input_tokens=int(rec.input_tokens * frac),
+        output_tokens=int(rec.output_tokens * frac),
+        gpu_hours=gpu_h,
+        it_energy_kwh=it,
+        facility_energy_kwh=facility,
         energy_method="measured-nvml" if measured else "estimated",
-        renewable_share=renewable / facility if facility else 0.0, grid_kwh=grid,
-        carbon_g_per_kwh=c, carbon_source="actual", co2_location_g=grid * c,
+        renewable_share=renewable / facility if facility else 0.0,
+        grid_kwh=grid,
+        carbon_g_per_kwh=c,
+        carbon_source="actual",
+        co2_location_g=grid * c,
         co2_market_g=grid * site.market_factor_g_per_kwh if site.market_factor_g_per_kwh else None,
         embodied_co2_g=gpu_h * site.pool(rec.pool).embodied_g_per_gpu_hour,
-        water_onsite_l=it * site.wue_l_per_kwh, water_offsite_l=grid * site.ewif_l_per_kwh,
-        cost=grid * p, planned_energy_kwh=rec.energy_kwh * frac, planned_co2_g=rec.co2_g * frac,
-        planned_water_l=rec.water_l * frac, planned_cost=rec.cost * frac, created_at=shard.finished_at,
+        water_onsite_l=it * site.wue_l_per_kwh,
+        water_offsite_l=grid * site.ewif_l_per_kwh,
+        cost=grid * p,
+        planned_energy_kwh=rec.energy_kwh * frac,
+        planned_co2_g=rec.co2_g * frac,
+        planned_water_l=rec.water_l * frac,
+        planned_cost=rec.cost * frac,
+        created_at=shard.finished_at,
     )
     s.add(row)
     s.flush()

@@ -212,9 +212,9 @@ def register(app: typer.Typer) -> None:
             plan = plan_problem(problem, baselines=baselines)
             elapsed = time.perf_counter() - started
         except (InvalidInput, ConfigError) as e:
-            details = "".join(
-                f"\n  line {x.line}: {x.message}" for x in getattr(e, "errors", [])[:20] if x.line
-            )
+            errors = getattr(e, "errors", [])
+            # The message already quotes the first three; list the rest of a long report.
+            details = "".join(f"\n  line {x.line}: {x.message}" for x in errors[3:20] if x.line)
             typer.echo(f"error: {e}{details}", err=True)
             raise typer.Exit(EXIT_USAGE) from None
         except GridshiftError as e:

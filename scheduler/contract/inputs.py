@@ -73,7 +73,7 @@ def read_forecasts(
     """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")
     except OSError as e:
         raise InvalidInput(f"cannot read forecasts file {p}: {e.strerror}") from e
     reader = csv.DictReader(text.splitlines())
@@ -171,7 +171,7 @@ def read_batches(path: str | Path) -> list[PlanningBatch]:
     """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")
     except OSError as e:
         raise InvalidInput(f"cannot read batches file {p}: {e.strerror}") from e
     return parse_batches(text.splitlines(), where=str(p))

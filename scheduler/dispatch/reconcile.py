@@ -82,8 +82,7 @@ def close_batches(
         # Cancelled at once by the API while some shards had already finished: files missing.
         unfiled = list(
             s.scalars(
-                select(Batch.id)
-                .where(
+                select(Batch.id).where(
                     Batch.status == BatchStatus.CANCELLED.value,
                     Batch.output_file_id.is_(None),
                     Batch.error_file_id.is_(None),

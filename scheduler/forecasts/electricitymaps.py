@@ -19,13 +19,14 @@ from scheduler.forecasts.base import (
 )
 from scheduler.forecasts.http import HttpClient
 
-DEFAULT_BASE_URL = "https://api.electricitymap.org"
+DEFAULT_BASE_URL = "https://api.electricitymaps.com"
 
 
 class ElectricityMapsProvider:
     """Grid carbon intensity in gCO2eq/kWh from ``/v3/carbon-intensity/forecast?zone=``.
 
-    Options: ``zone`` (e.g. ``DE``, ``FR``, ``US-CAL-CISO``), ``base_url``. The token comes from
+    Options: ``zone`` (e.g. ``DE``, ``FR``, ``US-CAL-CISO``), ``horizon_hours`` (sent as
+    ``horizonHours``, e.g. 24, 48 or 72; default: the API's), ``base_url``. The token comes from
     ``GRIDSHIFT_ELECTRICITYMAPS_TOKEN`` and travels in the ``auth-token`` header.
     """
 
@@ -54,12 +55,17 @@ class ElectricityMapsProvider:
         base = str(options.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
         payload = self.http.get_json(
             f"{base}/v3/carbon-intensity/forecast",
-            params={"zone": zone},
+            params={"zone": zone, **_horizon(options)},
             headers={"auth-token": self.token},
             what=f"{self.name} (site {site.name})",
         )
         values = parse_forecast(payload)
         return FetchResult(forecast=Series(values, infer_step(values), "g/kWh"))
+
+
+def _horizon(options: Mapping[str, Any]) -> dict[str, Any]:
+    hours = options.get("horizon_hours")
+    return {} if hours in (None, "") else {"horizonHours": int(hours)}
 
 
 def parse_forecast(payload: Any) -> dict[datetime, float]:

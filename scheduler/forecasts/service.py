@@ -224,6 +224,12 @@ class _Collector:
         except ProviderError as e:
             error = str(e)
             log.warning("site %s %s: provider %s failed: %s", site.name, kind, name, e)
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            # a payload shape no parser foresaw: treat like any provider failure, keep the trace
+            error = f"{name}: unexpected answer ({type(e).__name__}: {e})"
+            log.exception(
+                "site %s %s: provider %s returned something unexpected", site.name, kind, name
+            )
         missing = len(self.slots) - len(filled.values)
         if missing:
             self._from_cache(site, kind, source, filled)
@@ -287,7 +293,7 @@ def collect_signals(
         slots: slot starts (aware UTC, ascending, ``fleet.slot_minutes`` apart).
         registry: providers by name (default: ``build_registry(settings)``).
         cache: where fetched points are kept (default: a fresh in-memory cache).
-        settings: used to build the default registry.
+        settings: used to build the registry when none is given.
         now: the time stamped on fetched points (``fetched_at``).
         defaults: sources for signals a site does not configure, e.g. a ``csv`` source on a
             ``forecasts.csv`` covering every site.
@@ -300,6 +306,7 @@ def collect_signals(
         ``carbon=uk-carbon-intensity;price=csv;solar=persistence:open-meteo``.
 
     Raises:
+        ValueError: neither ``registry`` nor ``settings`` was given.
         ForecastUnavailable: a site has no carbon or price source, or a signal cannot be had
             for some slot even from a fallback (the message names the site, the signal and
             how to fix it).
@@ -307,7 +314,9 @@ def collect_signals(
     if not slots:
         raise ForecastUnavailable("no slots to collect signals for; give a horizon of >= 1 slot")
     if registry is None:
-        registry = build_registry(settings or Settings())
+        if settings is None:
+            raise ValueError("collect_signals needs registry= or settings= (to build one)")
+        registry = build_registry(settings)
     collector = _Collector(
         registry, cache or MemoryForecastCache(), now, slots, fleet.slot_minutes, reuse_within
     )

@@ -85,6 +85,8 @@ def resolve_deadline(
         raise _bad("deadline must be Unix seconds or an ISO 8601 time", "deadline")
     if isinstance(deadline, int | float):
         when = datetime.fromtimestamp(float(deadline), UTC)
+    elif isinstance(deadline, str) and deadline.strip().isdigit():
+        when = datetime.fromtimestamp(int(deadline), UTC)
     elif isinstance(deadline, str):
         try:
             when = datetime.fromisoformat(deadline.replace("Z", "+00:00"))
@@ -266,16 +268,25 @@ def part_rows(
 def request_rows(batch_id: str, scan: ScanResult) -> Iterator[dict[str, Any]]:
     """``batch_requests`` rows of a scanned file (generated lazily, in line order)."""
     part_ids = [part_id(batch_id, m) for m in scan.models]
-    for i, cid in enumerate(scan.custom_ids):
-        mt = scan.max_tokens[i]
+    columns = zip(
+        scan.custom_ids,
+        scan.line_no,
+        scan.byte_offset,
+        scan.byte_len,
+        scan.input_tokens,
+        scan.max_tokens,
+        scan.model_index,
+        strict=True,
+    )
+    for cid, line_no, offset, length, tokens, mt, idx in columns:
         yield {
             "batch_id": batch_id,
-            "part_id": part_ids[scan.model_index[i]],
-            "line_no": scan.line_no[i],
+            "part_id": part_ids[idx],
+            "line_no": line_no,
             "custom_id": cid,
-            "byte_offset": scan.byte_offset[i],
-            "byte_len": scan.byte_len[i],
-            "input_tokens_est": scan.input_tokens[i],
+            "byte_offset": offset,
+            "byte_len": length,
+            "input_tokens_est": tokens,
             "max_tokens": mt or None,
             "shard_id": None,
         }

@@ -49,21 +49,54 @@ _Err = tuple[str, str, str | None]  # (code, message, param)
 
 @dataclass
 class ScanResult:
-    """Outcome of scanning a file: per-request ints (parallel arrays) and the errors found.
+    """Outcome of scanning a file: ``FIELDS`` ints per request (one flat array) and the errors.
 
     ``max_tokens`` is 0 where a request does not set it; ``model_index`` points into ``models``.
+    The per-field properties return a new array each call: take them once, not per request.
     """
 
-    line_no: array[int] = field(default_factory=lambda: array("q"))
-    byte_offset: array[int] = field(default_factory=lambda: array("q"))
-    byte_len: array[int] = field(default_factory=lambda: array("q"))
-    input_tokens: array[int] = field(default_factory=lambda: array("q"))
-    max_tokens: array[int] = field(default_factory=lambda: array("q"))
-    model_index: array[int] = field(default_factory=lambda: array("q"))
+    FIELDS = ("line_no", "byte_offset", "byte_len", "input_tokens", "max_tokens", "model_index")
+
+    ints: array[int] = field(default_factory=lambda: array("q"))
     custom_ids: list[str] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
     errors: list[LineError] = field(default_factory=list)
     error_count: int = 0
+
+    def column(self, name: str) -> array[int]:
+        """One field of every request, in line order (``name`` from ``FIELDS``)."""
+        k = len(self.FIELDS)
+        return self.ints[self.FIELDS.index(name) :: k]
+
+    @property
+    def line_no(self) -> array[int]:
+        """1-based line number of each request."""
+        return self.column("line_no")
+
+    @property
+    def byte_offset(self) -> array[int]:
+        """Offset in bytes of each request's JSON in the file."""
+        return self.column("byte_offset")
+
+    @property
+    def byte_len(self) -> array[int]:
+        """Length in bytes of each request's JSON (line terminator excluded)."""
+        return self.column("byte_len")
+
+    @property
+    def input_tokens(self) -> array[int]:
+        """Estimated input tokens of each request (prompt characters / 4, at least 1)."""
+        return self.column("input_tokens")
+
+    @property
+    def max_tokens(self) -> array[int]:
+        """``max_tokens`` of each request, 0 where unset."""
+        return self.column("max_tokens")
+
+    @property
+    def model_index(self) -> array[int]:
+        """Index into ``models`` of each request's model."""
+        return self.column("model_index")
 
     @property
     def requests(self) -> int:
@@ -102,33 +135,41 @@ def _number_in(value: Any, lo: float, hi: float) -> bool:
     return type(value) in (int, float) and lo <= value <= hi
 
 
+# Sampling parameters with a range, checked only when present: (low, high).
+_RANGES = {
+    "temperature": (0.0, 2.0),
+    "top_p": (0.0, 1.0),
+    "presence_penalty": (-2.0, 2.0),
+    "frequency_penalty": (-2.0, 2.0),
+}
+_CHECKED = frozenset({*_RANGES, "max_tokens", "max_completion_tokens", "n", "stream"})
+
+
 def _common(body: dict[str, Any], max_key: str) -> _Err | int:
     """Check sampling parameters; return max_tokens (0 if unset) or an error."""
+    present = _CHECKED.intersection(body)  # one C-level pass; most bodies set two or three
+    if not present:
+        return 0
+    for key, rng in _RANGES.items():  # fixed order: the same line always gives the same error
+        if key in present:
+            v = body[key]
+            if v is not None and not _number_in(v, rng[0], rng[1]):
+                return (
+                    INVALID_VALUE,
+                    f"{key} must be a number in [{rng[0]:g}, {rng[1]:g}], got {v!r}",
+                    f"body.{key}",
+                )
+    n = body.get("n")
+    if n is not None and n != 1:
+        return INVALID_VALUE, f"n must be 1 (send separate requests for more), got {n!r}", "body.n"
+    if body.get("stream"):
+        return INVALID_VALUE, "stream must be false or absent in a batch", "body.stream"
     mt = body.get(max_key)
     if mt is None:
         mt = body.get("max_tokens")
         max_key = "max_tokens"
     if mt is not None and not _positive_int(mt):
         return INVALID_VALUE, f"{max_key} must be a positive integer, got {mt!r}", f"body.{max_key}"
-    t = body.get("temperature")
-    if t is not None and not _number_in(t, 0, 2):
-        return (
-            INVALID_VALUE,
-            f"temperature must be a number in [0, 2], got {t!r}",
-            "body.temperature",
-        )
-    p = body.get("top_p")
-    if p is not None and not _number_in(p, 0, 1):
-        return INVALID_VALUE, f"top_p must be a number in [0, 1], got {p!r}", "body.top_p"
-    for key in ("presence_penalty", "frequency_penalty"):
-        v = body.get(key)
-        if v is not None and not _number_in(v, -2, 2):
-            return INVALID_VALUE, f"{key} must be a number in [-2, 2], got {v!r}", f"body.{key}"
-    n = body.get("n")
-    if n is not None and n != 1:
-        return INVALID_VALUE, f"n must be 1 (send separate requests for more), got {n!r}", "body.n"
-    if body.get("stream"):
-        return INVALID_VALUE, "stream must be false or absent in a batch", "body.stream"
     return mt or 0
 
 
@@ -278,10 +319,11 @@ def scan_lines(
     """
     res = ScanResult()
     model_idx: dict[str, int] = {}
-    seen: dict[str, int] = {}
+    seen: dict[str, int] = {}  # custom_id -> line; insertion order is request order
     offset = 0
     line_no = 0
     loads = json.loads
+    extend = res.ints.extend
     for raw in lines:
         line_no += 1
         start = offset
@@ -321,19 +363,15 @@ def scan_lines(
                 "(GRIDSHIFT_MAX_REQUESTS_PER_BATCH); split it into several batches",
                 None,
             )
+            res.custom_ids = list(seen)
             return res
         seen[cid] = line_no
         idx = model_idx.get(model)
         if idx is None:
             idx = model_idx[model] = len(res.models)
             res.models.append(model)
-        res.line_no.append(line_no)
-        res.byte_offset.append(start)
-        res.byte_len.append(length)
-        res.input_tokens.append(max(1, chars // 4))
-        res.max_tokens.append(mt)
-        res.model_index.append(idx)
-        res.custom_ids.append(cid)
+        extend((line_no, start, length, chars // 4 or 1, mt, idx))
+    res.custom_ids = list(seen)
     if res.error_count == 0 and not seen:
         res.add_error(
             None, EMPTY_FILE, "the file has no requests: add one JSON object per line", None

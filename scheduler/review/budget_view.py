@@ -81,8 +81,9 @@ def budget_view(
     """Return the carbon budget used and left today and this month (UTC), and its state.
 
     Used carbon is booked location-based operational plus embodied CO2 (the planner's
-    ``carbon``). Budgets come from ``fleet.yaml`` (``carbon_budget``, or the tenant's own);
-    a day without a configured budget falls back to the pacer's ``budget_g`` for the day.
+    ``carbon``). Today's budget is the pacer's ``budget_g`` for today when it has a row (the
+    target planning obeys), else ``carbon_budget.g_per_day`` of ``fleet.yaml`` (or the
+    tenant's own); the month's is ``g_per_month``.
     The state follows the tighter of the two periods.
 
     Args:
@@ -107,8 +108,8 @@ def budget_view(
     ).first()
     cfg = _configured(session, fleet, tenant_id)
     day_budget = cfg.g_per_day
-    if day_budget is None and pacing is not None and pacing.day == day0.date().isoformat():
-        day_budget = pacing.budget_g
+    if pacing is not None and pacing.day == day0.date().isoformat():
+        day_budget = pacing.budget_g  # the pacer's target for today is what planning obeys
     today = _period(
         "today", day0, day_budget, _used_g(session, day0, day0 + timedelta(days=1), tenant_id)
     )

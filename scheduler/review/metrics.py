@@ -36,7 +36,9 @@ class StoreCollector(Collector):
 
     def _collect(self, s: Session) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
-            "gridshift_queue_depth", "Shards queued and not yet running, per pool.", labels=["site", "pool"]
+            "gridshift_queue_depth",
+            "Shards queued and not yet running, per pool.",
+            labels=["site", "pool"],
         )
         for site, pool, n in s.execute(
             select(Shard.site, Shard.pool, func.count())
@@ -53,8 +55,8 @@ class StoreCollector(Collector):
         yield shards
 
         batches = GaugeMetricFamily("gridshift_batches", "Batches by status.", labels=["status"])
-        for status, n in s.execute(select(Batch.status, func.count()).group_by(Batch.status)):
-            batches.add_metric([status], n)
+        for batch_status, n in s.execute(select(Batch.status, func.count()).group_by(Batch.status)):
+            batches.add_metric([batch_status], n)
         yield batches
 
         since = now_utc() - self.window

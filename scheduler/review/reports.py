@@ -158,9 +158,7 @@ def emissions_totals(rows: Sequence[LedgerEntry]) -> EmissionsTotals:
         facility_energy_kwh=math.fsum(r.facility_energy_kwh for r in rows),
         estimated_facility_energy_kwh=math.fsum(r.facility_energy_kwh for r in est),
         grid_kwh=math.fsum(r.grid_kwh for r in rows),
-        onsite_renewable_kwh=math.fsum(
-            max(0.0, r.facility_energy_kwh - r.grid_kwh) for r in rows
-        ),
+        onsite_renewable_kwh=math.fsum(max(0.0, r.facility_energy_kwh - r.grid_kwh) for r in rows),
         scope2_location_g=math.fsum(r.co2_location_g for r in rows),
         scope2_market_g=math.fsum(_market_g(r) for r in rows),
         market_fallback_rows=sum(1 for r in rows if r.co2_market_g is None),

@@ -133,8 +133,9 @@ def savings_view(
             .order_by(PlanRecord.id)
         ).all():
             planned = _baseline(p.totals) or Totals()
-            asap, greedy = _baseline(p.baselines.get("asap")), _baseline(
-                p.baselines.get("carbon_greedy")
+            asap, greedy = (
+                _baseline(p.baselines.get("asap")),
+                _baseline(p.baselines.get("carbon_greedy")),
             )
             plans.append(
                 PlanSavings(

@@ -221,11 +221,18 @@ def schedule_view(
     if tenant_id is not None:
         sq = sq.where(Batch.tenant_id == tenant_id)
     shards = [(s, t) for s, t in session.execute(sq).all()]
-    cut = {s.assignment_id for s, _ in shards if s.assignment_id is not None}
-    cut |= set(
-        session.scalars(select(Shard.assignment_id).where(Shard.assignment_id.is_not(None))).all()
-    )
     assigned = [] if plan is None else _assignments(session, plan.id, tenant_id)
+    cut: set[int] = set()
+    if plan is not None:
+        cut = {
+            i
+            for i in session.scalars(
+                select(Shard.assignment_id)
+                .join(AssignmentRecord, AssignmentRecord.id == Shard.assignment_id)
+                .where(AssignmentRecord.plan_id == plan.id)
+            ).all()
+            if i is not None
+        }
     uncut = [(a, t) for a, t in assigned if a.id not in cut and start <= a.slot_start < end]
     slot_min = slot_minutes or infer_slot_minutes(
         [s.slot_start for s, _ in shards] + [a.slot_start for a, _ in assigned]

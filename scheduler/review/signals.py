@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
 from scheduler.review.views import SignalPoint, SiteSignals
-from scheduler.store.tables import ForecastPoint
+from scheduler.store.tables import AssignmentRecord, ForecastPoint, LedgerEntry
 
 # forecast_points.signal names accepted for each field. The cache key is the site name, or
 # "site|{options}" as scheduler.forecasts.base.cache_key writes it.
@@ -80,9 +80,50 @@ def site_signals(
     for (site, field, time), value in best.items():
         point = by_site[site].setdefault(time, SignalPoint(time=time))
         setattr(point, field, value)
-    return [
-        SiteSignals(site=s, points=[by_site[s][t] for t in sorted(by_site[s])]) for s in names
-    ]
+    out = []
+    for s in names:
+        if by_site[s]:
+            out.append(SiteSignals(site=s, points=[by_site[s][t] for t in sorted(by_site[s])]))
+        else:
+            out.append(booked_signals(session, s, start, end))
+    return out
+
+
+def booked_signals(session: Session, site: str, start: datetime, end: datetime) -> SiteSignals:
+    """A site's signals from what was planned and booked there, for sites with nothing cached.
+
+    Planned slots give the plan's carbon intensity and its cost per kWh; ledger rows (which win)
+    their booked intensity and cost per grid kWh. Renewables are unknown (``None``).
+    """
+    points: dict[datetime, SignalPoint] = {}
+    for a in session.scalars(
+        select(AssignmentRecord)
+        .where(
+            AssignmentRecord.site == site,
+            AssignmentRecord.slot_start >= start,
+            AssignmentRecord.slot_start < end,
+        )
+        .order_by(AssignmentRecord.plan_id)
+    ).all():
+        points[a.slot_start] = SignalPoint(
+            time=a.slot_start,
+            carbon_g_per_kwh=a.carbon_g_per_kwh,
+            price_per_kwh=a.cost / a.energy_kwh if a.energy_kwh > 0 else None,
+        )
+    for r in session.scalars(
+        select(LedgerEntry).where(
+            LedgerEntry.site == site, LedgerEntry.started_at >= start, LedgerEntry.started_at < end
+        )
+    ).all():
+        # Book the row on the planned slot it started in (the latest one before it, same day).
+        earlier = [t for t in points if t <= r.started_at < t + timedelta(days=1)]
+        time = max(earlier) if earlier else r.started_at
+        points[time] = SignalPoint(
+            time=time,
+            carbon_g_per_kwh=r.carbon_g_per_kwh,
+            price_per_kwh=r.cost / r.grid_kwh if r.grid_kwh > 0 else None,
+        )
+    return SiteSignals(site=site, points=[points[t] for t in sorted(points)], source="booked")
 
 
 def signal_at(session: Session, site: str, field: str, when: datetime) -> float | None:

@@ -65,6 +65,11 @@ class SiteSignals(BaseModel):
 
     site: str
     points: list[SignalPoint]
+    source: str = Field(
+        default="cache",
+        description="'cache' (forecast_points) or 'booked' (no cached signals: the plans' and "
+        "ledger's carbon intensity and price where work was placed; gaps elsewhere).",
+    )
 
 
 class AssignmentView(BaseModel):

@@ -99,13 +99,20 @@ def _reachable(src: BatchStatus) -> bool:
     return any(can_transition_batch(src, d) for d in BatchStatus)
 
 
-def get_batch(session: Session, tenant_id: str | None, batch_id: str) -> Batch:
+def get_batch(
+    session: Session, tenant_id: str | None, batch_id: str, *, for_update: bool = False
+) -> Batch:
     """Return the batch ``batch_id`` of ``tenant_id`` (None: any tenant, for internal callers).
+
+    With ``for_update`` the row is locked until the transaction ends (PostgreSQL), so a status
+    change is not lost to a concurrent one.
 
     Raises:
         NotFound: no such batch, or another tenant's.
     """
-    batch = session.get(Batch, batch_id)
+    batch = session.get(
+        Batch, batch_id, with_for_update=for_update or None, populate_existing=for_update
+    )
     if batch is None or (tenant_id is not None and batch.tenant_id != tenant_id):
         raise NotFound(f"no batch {batch_id!r}: list yours with GET /v1/batches")
     return batch
@@ -153,7 +160,7 @@ def cancel_batch(session: Session, tenant_id: str | None, batch_id: str) -> Batc
         NotFound: no such batch of this tenant.
         InvalidTransition: the batch has already finished (completed, failed, expired, cancelled).
     """
-    batch = get_batch(session, tenant_id, batch_id)
+    batch = get_batch(session, tenant_id, batch_id, for_update=True)
     if batch.status != BatchStatus.CANCELLING.value:
         transition_batch(batch, BatchStatus.CANCELLING)
     session.execute(

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import uvicorn
 
@@ -39,7 +39,7 @@ models:
     expected_output_fraction: 0.6
     profiles: {CPU: {gpus: 1, prefill_tok_s: 100, decode_tok_s: 10, power_w: 60}}
 """
-CHAT = "/v1/chat/completions"
+CHAT: Final = "/v1/chat/completions"
 
 
 def write_fleet(directory: Path) -> Path:

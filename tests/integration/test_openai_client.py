@@ -158,7 +158,7 @@ def test_batches_list_newest_first_with_cursor_pagination(api: Api) -> None:
     client = api.client()
     fid = api.upload(client, "in.jsonl", [chat_line("a"), chat_line("b")])
     ids = [
-        client.batches.create(input_file_id=fid, endpoint=CHAT, completion_window="6h").id
+        client.batches.create(input_file_id=fid, endpoint=CHAT, completion_window="6h").id  # type: ignore[arg-type]
         for _ in range(4)
     ]
     # When listed two at a time
@@ -223,7 +223,7 @@ def test_bad_create_options_and_oversized_uploads_get_openai_errors(api: Api) ->
     with pytest.raises(openai.BadRequestError) as e:
         client.batches.create(
             input_file_id=fid, endpoint="/v1/images/generations", completion_window="24h"
-        )  # type: ignore[arg-type]
+        )
     assert e.value.code == "invalid_value" and e.value.param == "endpoint"
     with pytest.raises(openai.BadRequestError) as e:
         client.batches.create(input_file_id=fid, endpoint=CHAT, completion_window="soon")  # type: ignore[arg-type]

@@ -25,7 +25,9 @@ from workers.runtime import WorkerRuntime
 T0 = datetime(2026, 11, 22, 1, 30, tzinfo=UTC)
 
 
-def chat_line(custom_id: str, content: str = "Summarise: the grid is clean at night.", **kw: Any) -> dict[str, Any]:
+def chat_line(
+    custom_id: str, content: str = "Summarise: the grid is clean at night.", **kw: Any
+) -> dict[str, Any]:
     """One chat request line for ``tiny-chat``."""
     body: dict[str, Any] = {
         "model": kw.pop("model", "tiny-chat"),
@@ -36,7 +38,9 @@ def chat_line(custom_id: str, content: str = "Summarise: the grid is clean at ni
     return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
 
 
-def fixed_signals(fleet: Fleet, start: datetime, hours: int = 96) -> dict[tuple[str, datetime], SlotSignal]:
+def fixed_signals(
+    fleet: Fleet, start: datetime, hours: int = 96
+) -> dict[tuple[str, datetime], SlotSignal]:
     """SYNTHETIC signals for the sample fleet, fixed for the test."""
     from scheduler.forecasts.synthetic import synthetic_signals
 
@@ -63,7 +67,9 @@ class Harness:
     def send(self, name: str, *args: Any, queue: str) -> None:
         self.sent.append((name, str(args[0]), queue))
 
-    def submit(self, lines: list[dict[str, Any]], *, now: datetime = T0, window: str = "24h", tmp: Path) -> str:
+    def submit(
+        self, lines: list[dict[str, Any]], *, now: datetime = T0, window: str = "24h", tmp: Path
+    ) -> str:
         path = tmp / f"in-{len(lines)}-{now.timestamp():.0f}.jsonl"
         path.write_text("".join(json.dumps(x) + "\n" for x in lines))
         with self.sessions() as s:
@@ -71,14 +77,21 @@ class Harness:
             s.commit()
         with self.sessions() as s:
             f = save_file(
-                s, self.settings.files_dir, path, tenant_id=self.tenant_id, filename=path.name, purpose="batch"
+                s,
+                self.settings.files_dir,
+                path,
+                tenant_id=self.tenant_id,
+                filename=path.name,
+                purpose="batch",
             )
         with self.sessions() as s, s.begin():
             b = create_batch(
                 s,
                 self.fleet,
                 self.tenant_id,
-                BatchOptions(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window=window),
+                BatchOptions(
+                    input_file_id=f.id, endpoint="/v1/chat/completions", completion_window=window
+                ),
                 max_requests=self.settings.max_requests_per_batch,
                 now=int(now.timestamp()),
             )
@@ -86,7 +99,15 @@ class Harness:
             return b.id
 
     def tick(self, now: datetime, **kw: Any) -> TickReport:
-        return tick(self.sessions, self.settings, now, self.send, fleet=self.fleet, signals_for=self.signals_for, **kw)
+        return tick(
+            self.sessions,
+            self.settings,
+            now,
+            self.send,
+            fleet=self.fleet,
+            signals_for=self.signals_for,
+            **kw,
+        )
 
     def drain(self, clock_at: datetime) -> list[ShardOutcome]:
         """Run every sent shard in send order with a clock frozen at ``clock_at``."""
@@ -97,11 +118,21 @@ class Harness:
         return outcomes
 
 
-def make_harness(settings: Settings, sessions: sessionmaker[Session], weights: Path, *, engine_factory: Any = None) -> Harness:
+def make_harness(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    weights: Path,
+    *,
+    engine_factory: Any = None,
+) -> Harness:
     """A harness on the sample fleet with ``tiny-chat`` (and ``tiny-chat-mini``) at ``weights``."""
     fleet = load_sample_fleet()
-    cache = EngineCache(engine_factory, weights_override={m.name: str(weights) for m in fleet.models})
-    runtime = WorkerRuntime(settings=settings, fleet=fleet, sessions=sessions, engine_cache=cache, worker_id="w1")
+    cache = EngineCache(
+        engine_factory, weights_override={m.name: str(weights) for m in fleet.models}
+    )
+    runtime = WorkerRuntime(
+        settings=settings, fleet=fleet, sessions=sessions, engine_cache=cache, worker_id="w1"
+    )
     signals = fixed_signals(fleet, T0)
     runtime.signal_lookup = lambda site, slot: (
         (signals[(site, slot)], "synthetic") if (site, slot) in signals else None

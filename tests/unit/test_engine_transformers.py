@@ -34,7 +34,9 @@ def tokenizer(tiny_model_dir: Path) -> Any:
 
 def chat(custom_id: str, content: str, **options: Any) -> EngineRequest:
     return EngineRequest(
-        custom_id, CHAT, {"model": "tiny", "messages": [{"role": "user", "content": content}], **options}
+        custom_id,
+        CHAT,
+        {"model": "tiny", "messages": [{"role": "user", "content": content}], **options},
     )
 
 
@@ -157,7 +159,9 @@ def test_n_choices_are_returned_and_counted(engine: TransformersEngine) -> None:
 
 def test_stop_sequence_cuts_the_text_and_the_token_count(engine: TransformersEngine) -> None:
     # Given a greedy completion and the same one stopped at a string from its own output
-    [free] = engine.run([completion("free", "Translate the sentence", max_tokens=12, temperature=0)])
+    [free] = engine.run(
+        [completion("free", "Translate the sentence", max_tokens=12, temperature=0)]
+    )
     assert free.body is not None
     text = free.body["choices"][0]["text"]
     if len(text.strip()) < 2:

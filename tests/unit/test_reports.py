@@ -28,7 +28,9 @@ T0 = datetime(2026, 11, 22, 0, 0, tzinfo=UTC)
 T1 = T0 + timedelta(days=1)
 
 
-def _row(i: int, *, method: str = "measured-nvml", market: float | None = 0.1, tenant: str = "t1") -> LedgerEntry:
+def _row(
+    i: int, *, method: str = "measured-nvml", market: float | None = 0.1, tenant: str = "t1"
+) -> LedgerEntry:
     # Irregular values so that float sums depend on getting every row right.
     it = 0.1 + 0.0137 * i + 1e-9 * i * i
     facility = it * 1.17
@@ -73,12 +75,16 @@ def _row(i: int, *, method: str = "measured-nvml", market: float | None = 0.1, t
 @pytest.fixture
 def rows() -> list[LedgerEntry]:
     return [
-        _row(i, method="estimated" if i % 4 == 0 else "measured-nvml", market=None if i == 5 else 0.1)
+        _row(
+            i, method="estimated" if i % 4 == 0 else "measured-nvml", market=None if i == 5 else 0.1
+        )
         for i in range(12)
     ]
 
 
-def test_codecarbon_csv_opens_with_pandas_with_codecarbon_columns_first(rows: list[LedgerEntry]) -> None:
+def test_codecarbon_csv_opens_with_pandas_with_codecarbon_columns_first(
+    rows: list[LedgerEntry],
+) -> None:
     # Given ledger rows
     # When they are rendered as emissions.csv and read back with pandas
     df = pd.read_csv(io.StringIO(codecarbon_csv(rows)))
@@ -113,12 +119,16 @@ def test_report_totals_equal_the_ledger_sums_exactly(rows: list[LedgerEntry]) ->
     assert [r["id"] for r in body["rows"]] == [r.id for r in rows]
 
 
-def test_market_based_scope2_falls_back_to_location_based_where_no_contract(rows: list[LedgerEntry]) -> None:
+def test_market_based_scope2_falls_back_to_location_based_where_no_contract(
+    rows: list[LedgerEntry],
+) -> None:
     # Given one row without a market-based figure
     # When the scope 2 totals are computed
     totals = emissions_totals(rows)
     # Then that row counts at its location-based figure, and is counted as a fallback
-    expected = math.fsum(r.co2_market_g if r.co2_market_g is not None else r.co2_location_g for r in rows)
+    expected = math.fsum(
+        r.co2_market_g if r.co2_market_g is not None else r.co2_location_g for r in rows
+    )
     assert totals.scope2_market_g == expected
     assert totals.market_fallback_rows == 1
     assert totals.scope2_market_g < totals.scope2_location_g
@@ -135,8 +145,14 @@ def test_esrs_summary_reports_energy_in_mwh_and_scope2_in_tco2e(rows: list[Ledge
     assert body["E1-5"]["renewable_share"] == pytest.approx(renewable / mwh, rel=1e-12)
     assert 0 < body["E1-5"]["renewable_share"] < 1
     # and E1-6 is gross scope 2 in tCO2e, location- and market-based
-    assert body["E1-6"]["gross_scope_2_location_based_tco2e"] == math.fsum(r.co2_location_g for r in rows) / 1e6
-    assert body["E1-6"]["gross_scope_2_market_based_tco2e"] == emissions_totals(rows).scope2_market_g / 1e6
+    assert (
+        body["E1-6"]["gross_scope_2_location_based_tco2e"]
+        == math.fsum(r.co2_location_g for r in rows) / 1e6
+    )
+    assert (
+        body["E1-6"]["gross_scope_2_market_based_tco2e"]
+        == emissions_totals(rows).scope2_market_g / 1e6
+    )
     assert body["ghg_scope_2"]["location_based_g"] == math.fsum(r.co2_location_g for r in rows)
 
 
@@ -150,7 +166,10 @@ def test_estimated_energy_is_labelled_in_every_format(rows: list[LedgerEntry]) -
     assert df["energy_estimated"].sum() == len(estimated)
     assert set(df.loc[df["energy_estimated"], "energy_method"]) == {"estimated"}
     assert esrs["estimated_rows"] == len(estimated)
-    assert esrs["E1-5"]["estimated_energy_mwh"] == math.fsum(r.facility_energy_kwh for r in estimated) / 1000.0
+    assert (
+        esrs["E1-5"]["estimated_energy_mwh"]
+        == math.fsum(r.facility_energy_kwh for r in estimated) / 1000.0
+    )
 
 
 def test_unknown_report_format_is_refused_with_the_valid_choices(rows: list[LedgerEntry]) -> None:
@@ -160,7 +179,15 @@ def test_unknown_report_format_is_refused_with_the_valid_choices(rows: list[Ledg
 
 def test_budget_state_follows_the_budget_left() -> None:
     assert [budget_state(f).value for f in (0.9, 0.51, 0.5, 0.3, 0.25, 0.11, 0.10, 0.0, None)] == [
-        "normal", "normal", "tightening", "tightening", "restricted", "restricted", "critical", "critical", "normal",
+        "normal",
+        "normal",
+        "tightening",
+        "tightening",
+        "restricted",
+        "restricted",
+        "critical",
+        "critical",
+        "normal",
     ]
 
 

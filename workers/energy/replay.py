@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from workers.energy.base import Measurement
@@ -112,7 +112,7 @@ class ReplayNvml:
     NVMLError = ReplayNvmlError
     NVML_ERROR_NOT_SUPPORTED = NVML_ERROR_NOT_SUPPORTED
 
-    def __init__(self, traces: Sequence[GpuTrace], clock: ManualClock) -> None:
+    def __init__(self, traces: Sequence[GpuTrace], clock: Callable[[], float]) -> None:
         """Serve ``traces`` (GPU index = position) at the times ``clock`` shows."""
         self.traces = list(traces)
         self.clock = clock
@@ -141,7 +141,10 @@ class ReplayNvml:
         trace = self.traces[handle]
         if not trace.counter_supported:
             raise ReplayNvmlError(NVML_ERROR_NOT_SUPPORTED, "Not Supported")
-        return int(trace.counter_offset_mj + trace.energy_mj(self.clock())) % COUNTER_MODULUS_MJ
+        raw = trace.counter_offset_mj + round(
+            trace.energy_mj(self.clock())
+        )  # exact ints near 2**64
+        return raw % COUNTER_MODULUS_MJ
 
     def nvmlDeviceGetPowerUsage(self, handle: int) -> int:
         """Current power in mW."""

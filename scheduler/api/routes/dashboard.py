@@ -10,7 +10,12 @@ from fastapi.responses import FileResponse, RedirectResponse
 from scheduler.errors import NotFound
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "dashboard" / "static"
-_MEDIA = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+_MEDIA = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
+}
 
 router = APIRouter(tags=["dashboard"], include_in_schema=False)
 

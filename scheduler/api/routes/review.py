@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
@@ -14,7 +14,6 @@ from scheduler.review.budget_view import budget_view
 from scheduler.review.reports import ReportFormat, ledger_entries, ledger_row, render_report
 from scheduler.review.savings import savings_view
 from scheduler.review.schedule import check_range, current_plan, plan_versions, schedule_view
-from scheduler.store.tenants import Caller
 from scheduler.review.views import (
     AccuracyView,
     BatchReview,
@@ -25,6 +24,7 @@ from scheduler.review.views import (
     SavingsView,
     ScheduleView,
 )
+from scheduler.store.tenants import Caller
 
 router = APIRouter(prefix="/v1", tags=["review"])
 # Savings, ledger and reports look back a week by default; the schedule 12 h back, 36 h ahead.

@@ -171,6 +171,9 @@ function drawGantt(data) {
     root.appendChild(svg("rect", { x: left, y: py, width: width - left - right, height: panelH, class: "panel-bg" }));
     root.appendChild(svg("text", { x: 10, y: py + 16, class: "panel-label", "font-weight": "600" }, sig.label));
     root.appendChild(svg("text", { x: 10, y: py + 32, class: "panel-label" }, sig.unit));
+    if (data.signals.some((s) => s.source === "booked")) {
+      root.appendChild(svg("text", { x: 10, y: py + 48, class: "panel-label" }, "booked slots only"));
+    }
     const vals = data.signals.flatMap((s) => s.points.map((p) => p[sig.field]).filter((v) => v !== null && v !== undefined));
     const lo = Math.min(0, ...vals), hi = Math.max(1e-9, ...vals);
     const yv = (v) => py + panelH - 6 - ((v - lo) / (hi - lo || 1)) * (panelH - 14);
@@ -209,7 +212,15 @@ function drawLegend(colours, sites, bars) {
     const i = el("i"); i.style.background = c; s.appendChild(i); s.appendChild(document.createTextNode(id));
     lg.appendChild(s);
   }
-  lg.appendChild(el("span", { class: "muted" }, "│ status: dashed = planned, light = queued, outlined = running, solid = done, red = failed"));
+  lg.appendChild(el("span", { class: "muted" }, "│ status:"));
+  for (const st of ["planned", "queued", "running", "done", "failed"]) {
+    const s = el("span");
+    const sw = svg("svg", { width: 22, height: 12 });
+    sw.appendChild(svg("rect", { x: 1, y: 1, width: 20, height: 10, rx: 2, class: "bar status-" + st, fill: "#5b7186", stroke: "#5b7186" }));
+    s.appendChild(sw); s.appendChild(document.createTextNode(" " + st));
+    lg.appendChild(s);
+  }
+  lg.appendChild(el("span", { class: "muted" }, "│ signals:"));
   sites.forEach((site, i) => {
     const s = el("span");
     const sw = el("i"); sw.style.background = SITE_COLOURS[i % SITE_COLOURS.length]; sw.style.height = "3px"; sw.style.verticalAlign = "3px";
@@ -334,7 +345,7 @@ async function loadForecasts() {
     c.appendChild(el("h3", {}, s.site));
     c.appendChild(el("p", {}, "MAE " + fmt(s.mae_g_per_kwh) + " gCO₂/kWh · MAPE " + fmt(s.mape_pct) + " % · " + s.points.length + " slots"));
     const w = 460, h = 140, l = 40;
-    const g = svg("svg", { width: w, height: h, viewBox: `0 0 ${w} ${h}` });
+    const g = svg("svg", { width: "100%", viewBox: `0 0 ${w} ${h}`, preserveAspectRatio: "xMinYMin meet" });
     const ts = s.points.map((p) => Date.parse(p.time));
     const vs = s.points.flatMap((p) => [p.forecast, p.actual]);
     const t0 = Math.min(...ts), t1 = Math.max(...ts) || t0 + 1, lo = Math.min(...vs), hi = Math.max(...vs);

@@ -1,0 +1,1 @@
+"""Operations review: schedule, batch review, savings, budget, forecast accuracy, reports, metrics."""

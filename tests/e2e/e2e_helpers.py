@@ -1,0 +1,158 @@
+"""Helpers for the Celery end-to-end tests: fleet file, API thread, worker subprocess, waits."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scheduler.config import Settings
+
+SITE, POOL = "e2e-site", "cpu"
+
+
+def write_fleet(path: Path, weights: Path) -> Path:
+    """A one-site fleet with a CPU pool running ``tiny-chat`` from ``weights``; synthetic signals."""
+    fleet = {
+        "slot_minutes": 60,
+        "sites": [
+            {
+                "name": SITE,
+                "pue": 1.25,
+                "wue_l_per_kwh": 0.3,
+                "ewif_l_per_kwh": 1.5,
+                "market_factor_g_per_kwh": 40,
+                "signals": {"carbon": {"provider": "synthetic"}, "price": {"provider": "synthetic"}},
+                "pools": [
+                    {
+                        "name": POOL,
+                        "gpu": "CPU",
+                        "count": 1,
+                        "embodied_g_per_gpu_hour": 2.0,
+                        "engine": {"kind": "transformers", "device": "cpu", "max_batch_size": 8},
+                    }
+                ],
+            }
+        ],
+        "models": [
+            {
+                "name": "tiny-chat",
+                "quality": 0.6,
+                "weights": str(weights),
+                "profiles": {"CPU": {"gpus": 1, "prefill_tok_s": 2000, "decode_tok_s": 120, "power_w": 35}},
+            }
+        ],
+    }
+    path.write_text(yaml.safe_dump(fleet))
+    return path
+
+
+@contextmanager
+def api_server(settings: Settings) -> Iterator[str]:
+    """The real API under uvicorn on a free 127.0.0.1 port (thread), stopped after."""
+    import uvicorn
+
+    from scheduler.api.app import create_app
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 20, "the API to start")
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """Environment for a ``gridshift worker`` subprocess sharing the test's settings."""
+    env = dict(os.environ)
+    env.update(
+        GRIDSHIFT_DATABASE_URL=settings.database_url,
+        GRIDSHIFT_BROKER_URL=settings.broker_url,
+        GRIDSHIFT_FLEET=str(settings.fleet),
+        GRIDSHIFT_DATA_DIR=str(settings.data_dir),
+        GRIDSHIFT_LEASE_S=str(settings.lease_s),
+        GRIDSHIFT_HEARTBEAT_S=str(settings.heartbeat_s),
+        HF_HUB_OFFLINE="1",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+    )
+    return env
+
+
+def start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``gridshift worker --site e2e-site --pool cpu`` and wait until Celery says ready."""
+    exe = Path(sys.executable).parent / "gridshift"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [str(exe), "worker", "--site", SITE, "--pool", POOL, "--loglevel", "INFO"],
+        env=worker_env(settings),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    wait_for(
+        lambda: b" ready." in log_path.read_bytes() or proc.poll() is not None,
+        60,
+        f"the worker to start (log: {log_path})",
+    )
+    if proc.poll() is not None:
+        raise RuntimeError(f"worker exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+    return proc
+
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a worker we started (by its pid): SIGTERM, then SIGKILL after 10 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, *, every_s: float = 0.2) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail with ``what`` after the timeout."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def chat_line(custom_id: str, content: str = "Summarise: the grid is clean at night.", max_tokens: int = 8) -> dict[str, Any]:
+    """One chat request line for ``tiny-chat``."""
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "tiny-chat", "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens},
+    }
+
+
+def tiny_weights_dir(request: Any, tmp_path_factory: Any) -> Path:
+    """The shared ``tiny_model_dir`` fixture if present, else a tiny model built once here."""
+    import pytest
+
+    try:
+        return Path(request.getfixturevalue("tiny_model_dir"))
+    except pytest.FixtureLookupError:
+        from workers.engines.tiny_model import build_tiny_model
+
+        return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-chat")

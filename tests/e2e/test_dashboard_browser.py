@@ -1,0 +1,198 @@
+"""The dashboard in headless Chromium against a real ``gridshift serve`` on a seeded store."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import REPO_ROOT, unavailable
+from review_seed import Seeded, seed_review_store
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from scheduler.config import Settings
+from scheduler.store.tables import Shard
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+SCREENSHOT = REPO_ROOT / "docs" / "img" / "dashboard.png"
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1440,1320",
+    "--hide-scrollbars",
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(settings: Settings, sessions: sessionmaker[Session]) -> Iterator[tuple[str, Seeded]]:
+    """``gridshift serve`` in a subprocess on a store seeded with a real plan and ledger."""
+    seeded = seed_review_store(sessions)
+    port = _free_port()
+    exe = shutil.which("gridshift") or str(Path(sys.executable).with_name("gridshift"))
+    env = {
+        **os.environ,
+        "GRIDSHIFT_DATABASE_URL": settings.resolved_database_url,
+        "GRIDSHIFT_DATA_DIR": str(settings.data_dir),
+    }
+    proc = subprocess.Popen(
+        [exe, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                pytest.fail(f"gridshift serve did not come up on {url}: {err[-2000:]}")
+            time.sleep(0.2)
+        yield url, seeded
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    """Headless Debian Chromium driven by Selenium and the system chromedriver (no downloads)."""
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        unavailable("chromium and chromium-driver (apt-get install -y chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in FLAGS:
+        options.add_argument(flag)
+    profile = tempfile.mkdtemp(prefix="gridshift-chromium-")
+    options.add_argument(f"--user-data-dir={profile}")
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _wait(driver: object, css: str, timeout_s: float = 15.0) -> list[object]:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout_s).until(  # type: ignore[arg-type]
+        lambda d: d.find_elements(By.CSS_SELECTOR, css) or False
+    )
+
+
+def test_dashboard_draws_one_bar_per_shard_with_signals_and_opens_a_batch(
+    server: tuple[str, Seeded], browser: object, sessions: sessionmaker[Session]
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    url, seeded = server
+    driver = browser
+    # Given an admin opening the dashboard with its key in the URL
+    driver.get(f"{url}/dashboard?key={seeded.admin_key}")  # type: ignore[attr-defined]
+    _wait(driver, "rect[data-shard-id]")
+    # Then the key left the address bar (kept in localStorage instead)
+    assert "key=" not in driver.current_url  # type: ignore[attr-defined]
+    # and there is exactly one bar per shard, plus one planned bar per uncut assignment
+    shard_bars = driver.find_elements(By.CSS_SELECTOR, "rect[data-shard-id]")  # type: ignore[attr-defined]
+    assert sorted(b.get_attribute("data-shard-id") for b in shard_bars) == sorted(seeded.shard_ids)
+    planned = driver.find_elements(By.CSS_SELECTOR, "rect[data-assignment-id]")  # type: ignore[attr-defined]
+    assert len(planned) == len(seeded.uncut_assignment_ids)
+    with sessions() as s:
+        status = dict(s.execute(select(Shard.id, Shard.status)).all())
+    for bar in shard_bars:
+        assert f"status-{status[bar.get_attribute('data-shard-id')]}" in bar.get_attribute("class")
+    # and each site's carbon intensity, price and renewable output are drawn, with "now"
+    for cls in ("signal-carbon", "signal-price", "signal-renewable"):
+        paths = driver.find_elements(By.CSS_SELECTOR, f"path.{cls}")  # type: ignore[attr-defined]
+        assert {p.get_attribute("data-site") for p in paths} == {
+            "de-frankfurt",
+            "gb-london",
+            "se-lulea",
+        }
+        assert all(p.get_attribute("d").count("L") > 20 for p in paths)
+    assert driver.find_elements(By.ID, "now-marker")  # type: ignore[attr-defined]
+
+    # When a done shard's bar is clicked
+    done_bars = [b for b in shard_bars if "status-done" in b.get_attribute("class")]
+    per_batch = [b.get_attribute("data-batch-id") for b in shard_bars]
+    done = max(done_bars, key=lambda b: per_batch.count(b.get_attribute("data-batch-id")))
+    batch_id = done.get_attribute("data-batch-id")
+    done.click()
+    rows = _wait(driver, "#batch-shards tr[data-shard-id]")
+    # Then the batch view lists where and when each of its shards ran, and labels estimates
+    with sessions() as s:
+        expected = set(s.scalars(select(Shard.id).where(Shard.batch_id == batch_id)).all())
+    assert {r.get_attribute("data-shard-id") for r in rows} == expected  # type: ignore[attr-defined]
+    panel = driver.find_element(By.ID, "batch").text  # type: ignore[attr-defined]
+    assert batch_id in panel and "gCO2/kWh" in panel and "at once" in panel
+    if "est." in panel:
+        assert "ESTIMATED energy" in panel
+    driver.execute_script("window.scrollTo(0, 0)")  # type: ignore[attr-defined]
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    assert driver.save_screenshot(str(SCREENSHOT))  # type: ignore[attr-defined]
+
+    # When the other views are opened, they render from the API
+    for view, css in (
+        ("savings", "#savings-days tr"),
+        ("budget", "#budget-state"),
+        ("forecasts", "#forecasts .card"),
+    ):
+        driver.find_element(By.CSS_SELECTOR, f'#tabs button[data-view="{view}"]').click()  # type: ignore[attr-defined]
+        assert _wait(driver, css)
+    assert "location-based" in driver.find_element(By.ID, "caveat").get_attribute("textContent")  # type: ignore[attr-defined]
+
+
+def test_a_tenant_key_sees_only_its_own_bars(server: tuple[str, Seeded], browser: object) -> None:
+    from selenium.webdriver.common.by import By
+
+    url, seeded = server
+    driver = browser
+    # Given acme's key
+    driver.get(f"{url}/dashboard?key={seeded.keys['acme']}")  # type: ignore[attr-defined]
+    bars = _wait(driver, "rect.bar")
+    # Then only acme's batches are drawn
+    mine = {b for b, t in seeded.batch_tenant.items() if t == "acme"}
+    assert {b.get_attribute("data-batch-id") for b in bars} <= mine  # type: ignore[attr-defined]
+    # and a wrong key brings the key form back with the reason
+    driver.execute_script("localStorage.setItem('gridshift.apiKey', 'gs-wrong')")  # type: ignore[attr-defined]
+    driver.get(f"{url}/dashboard")  # type: ignore[attr-defined]
+    _wait(driver, "#keyerror:not([hidden])")
+    assert driver.find_element(By.ID, "keyform").is_displayed()  # type: ignore[attr-defined]

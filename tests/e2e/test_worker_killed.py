@@ -1,0 +1,121 @@
+"""Fault test: a worker process killed (SIGKILL) mid-shard; the lease expires, the work is redone once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2e_helpers import api_server, chat_line, start_worker, stop_worker, tiny_weights_dir, wait_for, write_fleet
+from sqlalchemy import func, select
+
+from scheduler.config import Settings
+from scheduler.dispatch.send import celery_client, celery_sender
+from scheduler.dispatch.tick import tick
+from scheduler.fleet import load_fleet
+from scheduler.store.db import make_engine, session_factory
+from scheduler.store.ledger import ledger_totals
+from scheduler.store.migrate import upgrade
+from scheduler.store.tables import Batch, Execution, LedgerEntry, Shard, now_utc
+from scheduler.store.tenants import create_api_key
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
+
+N = 48
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_weights_dir(request, tmp_path_factory)
+
+
+@pytest.fixture
+def e2e_settings(tmp_path: Path, fresh_pg_url: str, redis_url: str, tiny_weights: Path) -> Iterator[Settings]:
+    engine = make_engine(fresh_pg_url)
+    upgrade(engine)
+    engine.dispose()
+    yield Settings(
+        data_dir=tmp_path / "data",
+        database_url=fresh_pg_url,
+        broker_url=redis_url,
+        fleet=write_fleet(tmp_path / "fleet.yaml", tiny_weights),
+        max_shard_requests=N // 2,
+        lease_s=4,
+        heartbeat_s=1,
+    )
+
+
+def test_killed_worker_shard_is_rerun_and_every_request_and_joule_is_counted_once(
+    e2e_settings: Settings, tmp_path: Path
+) -> None:
+    from openai import OpenAI
+
+    settings = e2e_settings
+    sessions = session_factory(make_engine(settings.database_url))
+    with sessions() as s, s.begin():
+        key = create_api_key(s, "e2e")
+    fleet = load_fleet(settings.fleet)  # type: ignore[arg-type]
+    send = celery_sender(celery_client(settings))
+    first = start_worker(settings, tmp_path / "worker1.log")
+    second = None
+    try:
+        with api_server(settings) as url:
+            # Given two slow shards (long generations) sent to a real worker process
+            client = OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=30)
+            ids = [f"k{i}" for i in range(N)]
+            content = "".join(json.dumps(chat_line(c, max_tokens=160)) + "\n" for c in ids).encode()
+            uploaded = client.files.create(file=("in.jsonl", content), purpose="batch")
+            batch = client.batches.create(
+                input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+            )
+            now = now_utc()
+            tick(sessions, settings, now, send, fleet=fleet)
+            with sessions() as s:
+                due = s.scalar(select(func.max(Shard.slot_start)).where(Shard.batch_id == batch.id))
+            assert due is not None
+            tick(sessions, settings, max(now, due), send, fleet=fleet, allow_replan=False)
+
+            def running_with_heartbeat() -> str | None:
+                with sessions() as s:
+                    sh = s.scalars(select(Shard).where(Shard.status == "running")).first()
+                    ok = sh is not None and sh.heartbeat_at and sh.started_at and sh.heartbeat_at > sh.started_at
+                    return sh.id if ok else None
+
+            victim = wait_for(running_with_heartbeat, 60, "a shard to be running with a heartbeat", every_s=0.1)
+            # When the worker is killed with SIGKILL in the middle of it, and another one starts
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait(10)
+            with sessions() as s:
+                assert s.get(Shard, victim).status == "running"  # type: ignore[union-attr]
+            second = start_worker(settings, tmp_path / "worker2.log")
+
+            # and the dispatcher keeps ticking on the real clock until the lease is found expired
+            def tick_until_done() -> bool:
+                tick(sessions, settings, now_utc(), send, fleet=fleet, allow_replan=False)
+                with sessions() as s:
+                    return s.get(Batch, batch.id).status == "completed"  # type: ignore[union-attr]
+
+            wait_for(tick_until_done, 90, "the batch to complete after the kill", every_s=1.0)
+            # Then every custom_id is in the output exactly once
+            done = client.batches.retrieve(batch.id)
+            out = [json.loads(x) for x in client.files.content(done.output_file_id).text.splitlines()]
+            assert Counter(x["custom_id"] for x in out) == Counter(ids)
+            assert done.request_counts.completed == N
+            with sessions() as s:
+                attempts = {e.attempt: e.status for e in s.scalars(select(Execution).where(Execution.shard_id == victim))}
+                booked = list(s.scalars(select(LedgerEntry).where(LedgerEntry.shard_id == victim)))
+                shards = s.scalar(select(func.count(Shard.id)).where(Shard.batch_id == batch.id))
+                totals = ledger_totals(s, batch_id=batch.id)
+            # and the killed attempt is recorded as lost with no energy; only the finishing one books
+            assert attempts[1] == "lost" and attempts[max(attempts)] == "done"
+            assert [le.attempt for le in booked] == [max(attempts)]
+            assert totals.executions == shards and totals.requests_done == N
+            assert done.model_extra["gridshift"]["actual"]["energy_kwh"] == pytest.approx(totals.facility_energy_kwh)
+    finally:
+        stop_worker(first)
+        if second is not None:
+            stop_worker(second)

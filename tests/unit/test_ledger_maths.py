@@ -1,0 +1,158 @@
+"""Ledger maths and shard cutting: pure functions, hand-checkable numbers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from scheduler.dispatch.shards import shard_sizes
+from scheduler.dispatch.tick import order_for_pool
+from scheduler.domain import MeasurementMethod, Pool, Site, SlotSignal
+from workers.energy.base import Measurement
+from workers.ledger import compute_ledger_values, planned_share, renewable_allowance_kwh
+
+T = datetime(2026, 11, 22, 3, tzinfo=UTC)
+
+
+def _site(**kw: Any) -> Site:
+    pool = Pool(name="h100", gpu="H100", count=4, embodied_g_per_gpu_hour=25.0)
+    base: dict[str, Any] = dict(
+        name="de", pue=1.2, wue_l_per_kwh=0.5, ewif_l_per_kwh=2.0, pools=(pool,)
+    )
+    base.update(kw)
+    return Site(**base)
+
+
+def _signal(renewable_kw: float = 0.0, wue: float | None = None) -> SlotSignal:
+    return SlotSignal(
+        time=T,
+        site="de",
+        carbon_g_per_kwh=300.0,
+        price_per_kwh=0.1,
+        renewable_kw=renewable_kw,
+        wue_l_per_kwh=wue,
+    )
+
+
+def _m(kwh: float, seconds: float) -> Measurement:
+    return Measurement(energy_kwh=kwh, duration_s=seconds, method=MeasurementMethod.MEASURED_NVML)
+
+
+def test_grid_energy_carries_carbon_cost_and_offsite_water_while_it_energy_carries_onsite_water() -> (
+    None
+):
+    # Given 1 kWh of IT energy over half an hour on one GPU, no renewables, no contract factor
+    site = _site()
+    v = compute_ledger_values(
+        _m(1.0, 1800),
+        site=site,
+        pool=site.pools[0],
+        gpus_per_replica=1,
+        signal=_signal(),
+        carbon_source="actual",
+        renewable_allowance_kwh=0.0,
+    )
+    # Then facility = IT x PUE is all grid, and each figure follows from it
+    assert v.facility_energy_kwh == pytest.approx(1.2)
+    assert v.grid_kwh == pytest.approx(v.facility_energy_kwh)
+    assert v.co2_location_g == pytest.approx(v.grid_kwh * 300.0)
+    assert v.cost == pytest.approx(v.grid_kwh * 0.1)
+    assert v.water_onsite_l == pytest.approx(1.0 * 0.5)
+    assert v.water_offsite_l == pytest.approx(v.grid_kwh * 2.0)
+    assert v.embodied_co2_g == pytest.approx(0.5 * 25.0)
+    assert v.co2_market_g is None and v.renewable_share == 0.0
+    assert v.energy_method == "measured-nvml" and v.carbon_source == "actual"
+
+
+def test_market_based_carbon_uses_the_contract_factor_and_slot_wue_overrides_the_site() -> None:
+    site = _site(market_factor_g_per_kwh=35.0)
+    v = compute_ledger_values(
+        _m(2.0, 3600),
+        site=site,
+        pool=site.pools[0],
+        gpus_per_replica=2,
+        signal=_signal(wue=0.1),
+        carbon_source="forecast",
+        renewable_allowance_kwh=0.0,
+    )
+    assert v.co2_market_g == pytest.approx(v.grid_kwh * 35.0)
+    assert v.co2_market_g < v.co2_location_g
+    assert v.water_onsite_l == pytest.approx(2.0 * 0.1)
+    assert v.gpu_hours == pytest.approx(2.0)
+
+
+def test_renewables_reduce_grid_energy_and_are_never_attributed_beyond_the_slot() -> None:
+    # Given 2 kW of solar over a one-hour slot, and 1.5 kWh already booked by earlier attempts
+    sig = _signal(renewable_kw=2.0)
+    # When a 45-minute attempt asks for its allowance
+    allowance = renewable_allowance_kwh(
+        sig, duration_s=2700, slot_hours=1.0, already_booked_kwh=1.5
+    )
+    # Then it gets what is left of the slot (0.5 kWh), not the 1.5 kWh its run length would allow
+    assert allowance == pytest.approx(0.5)
+    alone = renewable_allowance_kwh(sig, duration_s=2700, slot_hours=1.0, already_booked_kwh=0.0)
+    assert alone == pytest.approx(1.5)
+    site = _site()
+    v = compute_ledger_values(
+        _m(1.0, 2700),
+        site=site,
+        pool=site.pools[0],
+        gpus_per_replica=1,
+        signal=sig,
+        carbon_source="actual",
+        renewable_allowance_kwh=alone,
+    )
+    assert v.renewable_kwh == pytest.approx(1.2) and v.grid_kwh == pytest.approx(0.0)
+    assert v.renewable_share == pytest.approx(1.0) and v.co2_location_g == 0.0
+
+
+def test_planned_share_is_pro_rata_of_the_assignment() -> None:
+    p = planned_share(
+        shard_requests=25,
+        assignment_requests=100,
+        energy_kwh=4.0,
+        co2_g=800.0,
+        water_l=2.0,
+        cost=1.0,
+    )
+    assert (p.energy_kwh, p.co2_g, p.water_l, p.cost) == pytest.approx((1.0, 200.0, 0.5, 0.25))
+    assert (
+        planned_share(
+            shard_requests=1, assignment_requests=0, energy_kwh=1, co2_g=1, water_l=1, cost=1
+        ).co2_g
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("n", "gpu_h", "max_req", "max_min"),
+    [(10, 0.1, 3, 30.0), (2500, 1.0, 1000, 30.0), (7, 10.0, 100, 30.0), (1, 5.0, 10, 1.0)],
+)
+def test_shards_respect_request_and_gpu_minute_bounds_and_cover_every_request(
+    n: int, gpu_h: float, max_req: int, max_min: float
+) -> None:
+    sizes = shard_sizes(n, gpu_h, max_requests=max_req, max_gpu_minutes=max_min)
+    per_req_min = gpu_h * 60 / n
+    assert sum(sizes) == n
+    assert all(1 <= s <= max_req for s in sizes)
+    assert all(s == 1 or s * per_req_min <= max_min + 1e-9 for s in sizes)
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_pool_runs_its_loaded_model_first_and_swaps_once_per_other_model() -> None:
+    # Given due shards alternating between two models, with model B loaded on the pool
+    def sh(i: int, model: str) -> Any:
+        return SimpleNamespace(
+            id=f"s{i}", model=model, slot_start=T + timedelta(hours=i), created_at=T
+        )
+
+    shards = [sh(0, "a"), sh(1, "b"), sh(2, "a"), sh(3, "b"), sh(4, "a")]
+    # When they are ordered for sending
+    order = order_for_pool(shards, loaded_model="b")
+    models = [s.model for s in order]
+    # Then B's shards go first and there is a single change of model
+    assert models == ["b", "b", "a", "a", "a"]
+    assert sum(1 for x, y in zip(models, models[1:], strict=False) if x != y) == 1

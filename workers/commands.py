@@ -1,0 +1,81 @@
+"""Worker-side commands: ``worker`` (a Celery worker for one pool) and ``demo``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from scheduler.config import get_settings
+
+
+def register(app: typer.Typer) -> None:
+    """Mount ``worker`` and ``demo`` on ``app``."""
+
+    @app.command()
+    def worker(
+        site: Annotated[str, typer.Option("--site", help="Site name in fleet.yaml.")],
+        pool: Annotated[str, typer.Option("--pool", help="Pool name at that site.")],
+        concurrency: Annotated[
+            int, typer.Option("--concurrency", min=1, help="Shards at once (1 = solo pool).")
+        ] = 1,
+        loglevel: Annotated[str, typer.Option("--loglevel", help="Celery log level.")] = "INFO",
+    ) -> None:
+        """Run a Celery worker for one pool, consuming the queue ``<site>.<pool>``.
+
+        One worker per GPU pool, ``--pool=solo`` and prefetch 1 (the engine holds the GPU for
+        the process's life); ``--concurrency`` above 1 uses a thread pool, for engines that
+        call out over HTTP (``openai`` kind).
+        """
+        from workers.celery_app import create_celery
+        from workers.runtime import resolve_fleet
+
+        settings = get_settings()
+        fleet = resolve_fleet(settings)
+        try:
+            fleet.site(site).pool(pool)
+        except KeyError as e:
+            typer.echo(f"error: {e.args[0]}; check --site/--pool against GRIDSHIFT_FLEET", err=True)
+            raise typer.Exit(2) from None
+        celery = create_celery(settings)
+        argv = [
+            "worker",
+            f"--queues={site}.{pool}",
+            "--pool=solo" if concurrency == 1 else "--pool=threads",
+            f"--concurrency={concurrency}",
+            "--prefetch-multiplier=1",
+            f"--hostname={site}.{pool}.{os.getpid()}@%h",
+            f"--loglevel={loglevel}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+        celery.worker_main(argv)
+
+    @app.command()
+    def demo(
+        data_dir: Annotated[
+            Path | None,
+            typer.Option("--data-dir", help="Where the demo keeps its database, model and files."),
+        ] = None,
+        job: Annotated[
+            Path | None,
+            typer.Option("--job", help="Job spec to submit (default jobs/ticket-summaries.yaml)."),
+        ] = None,
+        online: Annotated[
+            bool, typer.Option(help="Try live UK carbon intensity (short timeout).")
+        ] = True,
+    ) -> None:
+        """Run the whole flow on this machine with no server: submit, plan, run, report.
+
+        SQLite in the data directory, the API in-process on 127.0.0.1, the ``transformers``
+        engine on a tiny model built locally, the sample 3-site fleet and SYNTHETIC signals
+        (live UK carbon intensity when reachable). Time is compressed: the plan's shards run
+        in planned-slot order without waiting for the hours, each booked with its slot's signals.
+        """
+        from workers.demo import run_demo
+
+        settings = get_settings()
+        code = run_demo(settings, data_dir=data_dir, job_path=job, online=online, echo=typer.echo)
+        raise typer.Exit(code)
