@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,12 +14,12 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.config import Settings
-from scheduler.dispatch.finalize import begin_finalizing, finalize_batch
-from scheduler.dispatch.leases import Claim, claim_shard, extend_lease, mark_done, release_shard
+from scheduler.dispatch.finalize import begin_finalizing, finalize_batch, has_running_shards
+from scheduler.dispatch.leases import claim_shard, mark_done, release_shard
 from scheduler.dispatch.outputs import failure_line, success_line, write_jsonl_atomic
 from scheduler.dispatch.signals import SignalLookup, ledger_signal
 from scheduler.domain import BatchStatus, Fleet, ModelSpec, Pool, Site
-from scheduler.errors import EngineError, LeaseLost, NotFound, TransientEngineError
+from scheduler.errors import LeaseLost, NotFound
 from scheduler.store.db import transaction
 from scheduler.store.tables import (
     AssignmentRecord,
@@ -34,8 +32,9 @@ from scheduler.store.tables import (
 )
 from workers.energy.base import EnergyMeter
 from workers.engine_cache import EngineCache
-from workers.engines.base import EngineRequest, EngineResult, InferenceEngine
+from workers.heartbeat import Heartbeat
 from workers.ledger import compute_ledger_values, planned_share, renewable_allowance_kwh
+from workers.requests_io import read_requests, run_requests
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +42,6 @@ MeterFactory = Callable[[Site, Pool, ModelSpec], EnergyMeter]
 Clock = Callable[[], datetime]
 
 MAX_ATTEMPTS = 5
-CHUNK_REQUESTS = 16
-TRANSIENT_RETRIES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,42 +72,14 @@ class _Work:
     assignment: AssignmentRecord | None
 
 
-class _Heartbeat(threading.Thread):
-    """Extends the lease every ``heartbeat_s`` until stopped; records a lost lease."""
-
-    def __init__(
-        self, factory: sessionmaker[Session], claim: Claim, settings: Settings, clock: Clock
-    ) -> None:
-        super().__init__(name=f"heartbeat-{claim.shard_id}", daemon=True)
-        self._factory, self._claim, self._settings, self._clock = factory, claim, settings, clock
-        self._stop_event = threading.Event()
-        self.lost = False
-
-    def run(self) -> None:
-        while not self._stop_event.wait(self._settings.heartbeat_s):
-            try:
-                ok = extend_lease(
-                    self._factory, self._claim, now=self._clock(), lease_s=self._settings.lease_s
-                )
-            except Exception:  # a transient DB error: try again at the next beat
-                log.exception("heartbeat of shard %s failed", self._claim.shard_id)
-                continue
-            if not ok:
-                self.lost = True
-                return
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(timeout=5)
-
-
 def _load(factory: sessionmaker[Session], shard_id: str) -> _Work:
     with factory() as s:
         shard = s.get(Shard, shard_id)
         if shard is None:
             raise NotFound(f"no shard {shard_id!r}")
         batch = s.get(Batch, shard.batch_id)
-        assert batch is not None  # foreign key
+        if batch is None:
+            raise NotFound(f"shard {shard_id} belongs to a batch that no longer exists")
         file = s.get(File, batch.input_file_id)
         if file is None:
             raise NotFound(f"input file {batch.input_file_id!r} of batch {batch.id} is missing")
@@ -128,58 +97,6 @@ def _load(factory: sessionmaker[Session], shard_id: str) -> _Work:
             requests=[(c, int(o), int(n)) for c, o, n in reqs],
             assignment=assignment,
         )
-
-
-def read_requests(path: Path, index: Sequence[tuple[str, int, int]]) -> list[EngineRequest]:
-    """Read request lines from the input file by byte offset (no full scan of the file)."""
-    out = []
-    with path.open("rb") as fh:
-        for custom_id, offset, length in index:
-            fh.seek(offset)
-            line = json.loads(fh.read(length))
-            out.append(EngineRequest(custom_id=custom_id, url=line["url"], body=line["body"]))
-    return out
-
-
-def _run_chunk(engine: InferenceEngine, chunk: Sequence[EngineRequest]) -> list[EngineResult]:
-    for retry in range(TRANSIENT_RETRIES + 1):
-        try:
-            return engine.run(chunk)
-        except TransientEngineError:
-            if retry == TRANSIENT_RETRIES:
-                raise
-            time.sleep(0.5 * 2**retry)
-        except EngineError as e:
-            if len(chunk) > 1:  # isolate the request the engine refuses
-                return [r for req in chunk for r in _run_chunk(engine, [req])]
-            return [
-                EngineResult(
-                    custom_id=chunk[0].custom_id,
-                    status_code=500,
-                    error={"code": "engine_error", "message": str(e)},
-                )
-            ]
-    raise AssertionError("unreachable")
-
-
-def run_requests(
-    engine: InferenceEngine,
-    requests: Sequence[EngineRequest],
-    *,
-    lease_lost: Callable[[], bool] = lambda: False,
-) -> list[EngineResult]:
-    """Run ``requests`` in chunks, checking between chunks that the lease is still held.
-
-    Raises:
-        LeaseLost: the heartbeat found the lease taken.
-        TransientEngineError: the engine kept failing transiently.
-    """
-    results: list[EngineResult] = []
-    for i in range(0, len(requests), CHUNK_REQUESTS):
-        if lease_lost():
-            raise LeaseLost("the lease was lost while running; stopping this attempt")
-        results.extend(_run_chunk(engine, requests[i : i + CHUNK_REQUESTS]))
-    return results
 
 
 def shard_paths(settings: Settings, shard_id: str, attempt: int) -> tuple[Path, Path]:
@@ -241,7 +158,7 @@ def run_shard(
     )
     if claim is None:
         return ShardOutcome(shard_id, "skipped")
-    heartbeat = _Heartbeat(session_factory, claim, settings, clock)
+    heartbeat = Heartbeat(session_factory, claim, settings, clock)
     heartbeat.start()
     t0 = time.perf_counter()
     try:
@@ -395,6 +312,21 @@ def _slot_of(t: datetime, slot_minutes: int) -> datetime:
     from scheduler.dispatch.slots import slot_floor
 
     return slot_floor(t, slot_minutes)
+
+
+def _finish_cancelling(
+    factory: sessionmaker[Session], settings: Settings, batch_id: str, clock: Clock
+) -> None:
+    """A cancelling batch becomes cancelled as soon as its last running shard ends."""
+    with factory() as s:
+        batch = s.get(Batch, batch_id)
+        ready = (
+            batch is not None
+            and batch.status == BatchStatus.CANCELLING.value
+            and not has_running_shards(s, batch_id)
+        )
+    if ready:
+        finalize_batch(factory, settings, batch_id, BatchStatus.CANCELLED, now=clock())
 
 
 def _maybe_finalize_after_failure(

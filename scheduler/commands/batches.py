@@ -10,10 +10,12 @@ from typing import Annotated, Any
 import typer
 
 from scheduler.cli import EXIT_FAILED
+from scheduler.client import GridshiftClient
 from scheduler.commands.common import (
     ApiKeyOption,
     ApiUrlOption,
     JsonOption,
+    batch_error_lines,
     batch_progress,
     exit_on_error,
     fail,
@@ -141,9 +143,7 @@ def describe_batch(batch: dict[str, Any]) -> str:
     if metadata:
         rows.append(("metadata", ", ".join(f"{k}={v}" for k, v in sorted(metadata.items()))))
     lines = [f"{name:<12} {value}" for name, value in rows]
-    for err in ((batch.get("errors") or {}).get("data") or [])[:10]:
-        line = f" line {err['line']}" if err.get("line") else ""
-        lines.append(f"error        {err.get('code', 'error')}{line}: {err.get('message')}")
+    lines += [f"error        {line}" for line in batch_error_lines(batch)]
     gridshift = batch.get("gridshift")
     if isinstance(gridshift, dict) and gridshift:
         lines.append("gridshift")
@@ -151,10 +151,10 @@ def describe_batch(batch: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _download(client: Any, file_id: str, target: str) -> int:
+def _download(client: GridshiftClient, file_id: str, target: str) -> int:
     if target == "-":
-        return int(client.download_file(file_id, sys.stdout.buffer))
-    return int(client.download_file_to(file_id, Path(target)))
+        return client.download_file(file_id, sys.stdout.buffer)
+    return client.download_file_to(file_id, Path(target))
 
 
 def register(app: typer.Typer) -> None:

@@ -103,6 +103,15 @@ def batch_progress(batch: dict[str, Any]) -> tuple[int, int]:
     return done, int(counts.get("total") or 0)
 
 
+def batch_error_lines(batch: dict[str, Any], *, limit: int = 10) -> list[str]:
+    """``code line N: message`` for the first ``limit`` entries of a batch's ``errors``."""
+    lines = []
+    for err in ((batch.get("errors") or {}).get("data") or [])[:limit]:
+        where = f" line {err['line']}" if err.get("line") else ""
+        lines.append(f"{err.get('code') or 'error'}{where}: {err.get('message')}")
+    return lines
+
+
 def wait_for_batch(
     client: GridshiftClient,
     batch: dict[str, Any],

@@ -15,6 +15,7 @@ from scheduler.commands.common import (
     ApiKeyOption,
     ApiUrlOption,
     JsonOption,
+    batch_error_lines,
     batch_progress,
     exit_on_error,
     fail,
@@ -131,10 +132,8 @@ def submit_content(
     else:
         typer.echo(f"{batch['id']} {batch.get('status')} {done}/{total}")
     if batch.get("status") in FAILED_END_STATUSES:
-        errors = (batch.get("errors") or {}).get("data") or []
-        for err in errors[:10]:
-            line = f" line {err['line']}" if err.get("line") else ""
-            typer.echo(f"  {err.get('code', 'error')}{line}: {err.get('message')}", err=True)
+        for line in batch_error_lines(batch):
+            typer.echo(f"  {line}", err=True)
         return EXIT_FAILED
     return EXIT_OK
 

@@ -83,7 +83,11 @@ def tenant_id_of(session: Session, name: str | None) -> str | None:
 
 
 def _num(x: float | None, digits: int = 1) -> str:
-    return "-" if x is None else f"{x:,.{digits}f}"
+    if x is None:
+        return "-"
+    if x != 0 and abs(x) < 10**-digits:
+        return f"{x:.2g}"  # tiny CPU demo figures stay visible instead of rounding to 0
+    return f"{x:,.{digits}f}"
 
 
 def schedule_tables(plan: CurrentPlan) -> list[Table]:

@@ -16,7 +16,7 @@ from scheduler.optimizer.model import PLACED, FloatArray, LinearModel, lp_name
 #: Above this many columns ``backend="auto"`` hands the arrays straight to highspy; below it the
 #: model goes through PuLP (readable, named variables; the cost is Python objects per term).
 PULP_MAX_COLUMNS = 20_000
-BACKENDS = ("auto", "highs", "pulp-highs", "pulp-cbc")
+BACKENDS = ("auto", "highs-colgen", "highs", "pulp-highs", "pulp-cbc")
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,8 +201,9 @@ class PulpBackend:
 def make_backend(model: LinearModel, backend: str = "auto") -> Backend:
     """Load ``model`` into a solver backend.
 
-    ``auto`` uses PuLP with HiGHS for models up to ``PULP_MAX_COLUMNS`` columns and highspy
-    directly above that; PuLP with CBC when HiGHS is not installed.
+    ``auto`` uses PuLP with HiGHS for models up to ``PULP_MAX_COLUMNS`` columns and column
+    generation on highspy above that (``colgen.py``); PuLP with CBC when HiGHS is not installed.
+    ``highs`` passes the whole LP to highspy at once (slower on large models; for comparison).
 
     Raises:
         PlanningError: an unknown backend name.
@@ -214,7 +215,11 @@ def make_backend(model: LinearModel, backend: str = "auto") -> Backend:
         if not highs_ok:
             backend = "pulp-cbc"
         else:
-            backend = "pulp-highs" if model.n_cols <= PULP_MAX_COLUMNS else "highs"
+            backend = "pulp-highs" if model.n_cols <= PULP_MAX_COLUMNS else "highs-colgen"
+    if backend == "highs-colgen":
+        from scheduler.optimizer.colgen import ColumnGenerationBackend
+
+        return ColumnGenerationBackend(model)
     if backend == "highs":
         return HighsBackend(model)
     return PulpBackend(model, "highs" if backend == "pulp-highs" else "cbc")

@@ -92,7 +92,7 @@ def _reason(
     slack_h = (batch.deadline - submitted).total_seconds() / 3600.0
     text = (
         f"{len(runs)} shard(s) at {', '.join(places)} from {min(starts):%Y-%m-%d %H:%M} UTC; "
-        f"the deadline left {slack_h:.1f} h of slack."
+        f"its deadline allowed a window of {slack_h:.1f} h after submission."
     )
     if got and at_once:
         mean_got, mean_asap = sum(got) / len(got), sum(at_once) / len(at_once)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from itertools import islice
+from itertools import chain, islice
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
@@ -129,9 +129,30 @@ def list_batches(
 def insert_rows(
     session: Session, table: Any, rows: Iterable[dict[str, Any]], *, chunk: int = INSERT_CHUNK_ROWS
 ) -> int:
-    """Bulk-insert ``rows`` into ``table`` (an ORM class) in chunks (executemany); returns count."""
+    """Bulk-insert ``rows`` into ``table`` (an ORM class) in the session's transaction.
+
+    PostgreSQL gets ``COPY ... FROM STDIN`` (several times faster than multi-row INSERTs for
+    50,000 rows); other databases an executemany in chunks of ``chunk`` rows. Every row must
+    have the same keys. Returns the number of rows.
+    """
     it = iter(rows)
     total = 0
+    if session.get_bind().dialect.name == "postgresql":
+        first = next(it, None)
+        if first is None:
+            return 0
+        columns = list(first)
+        names = ", ".join(f'"{c}"' for c in columns)
+        dbapi = session.connection().connection.driver_connection
+        assert dbapi is not None
+        with (
+            dbapi.cursor() as cur,
+            cur.copy(f'COPY "{table.__tablename__}" ({names}) FROM STDIN') as copy,
+        ):
+            for row in chain((first,), it):
+                copy.write_row([row[c] for c in columns])
+                total += 1
+        return total
     while block := list(islice(it, chunk)):
         session.execute(insert(table), block)
         total += len(block)

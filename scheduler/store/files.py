@@ -117,11 +117,12 @@ def add_file(
     """Move staged content into place and add its row to ``session`` (flushed, not committed).
 
     If the caller's transaction then fails, it must call ``discard_content(file)``; prefer
-    ``save_file``, which does both in its own transaction.
+    ``save_file``, which commits and cleans up itself.
     """
     fid = file_id or new_id(FILE_PREFIX)
     final = (files_dir / fid).resolve()
     os.replace(staged.tmp_path, final)
+    _fsync_dir(files_dir)  # the rename itself must survive a power cut before the row commits
     row = File(
         id=fid,
         tenant_id=tenant_id,
@@ -142,6 +143,14 @@ def add_file(
         final.unlink(missing_ok=True)
         raise
     return row
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def discard_content(file: File) -> None:

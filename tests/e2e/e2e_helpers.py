@@ -32,7 +32,10 @@ def write_fleet(path: Path, weights: Path) -> Path:
                 "wue_l_per_kwh": 0.3,
                 "ewif_l_per_kwh": 1.5,
                 "market_factor_g_per_kwh": 40,
-                "signals": {"carbon": {"provider": "synthetic"}, "price": {"provider": "synthetic"}},
+                "signals": {
+                    "carbon": {"provider": "synthetic"},
+                    "price": {"provider": "synthetic"},
+                },
                 "pools": [
                     {
                         "name": POOL,
@@ -49,7 +52,9 @@ def write_fleet(path: Path, weights: Path) -> Path:
                 "name": "tiny-chat",
                 "quality": 0.6,
                 "weights": str(weights),
-                "profiles": {"CPU": {"gpus": 1, "prefill_tok_s": 2000, "decode_tok_s": 120, "power_w": 35}},
+                "profiles": {
+                    "CPU": {"gpus": 1, "prefill_tok_s": 2000, "decode_tok_s": 120, "power_w": 35}
+                },
             }
         ],
     }
@@ -125,7 +130,9 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
-def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, *, every_s: float = 0.2) -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout_s: float, what: str, *, every_s: float = 0.2
+) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail with ``what`` after the timeout."""
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
@@ -136,13 +143,19 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, *, every
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
-def chat_line(custom_id: str, content: str = "Summarise: the grid is clean at night.", max_tokens: int = 8) -> dict[str, Any]:
+def chat_line(
+    custom_id: str, content: str = "Summarise: the grid is clean at night.", max_tokens: int = 8
+) -> dict[str, Any]:
     """One chat request line for ``tiny-chat``."""
     return {
         "custom_id": custom_id,
         "method": "POST",
         "url": "/v1/chat/completions",
-        "body": {"model": "tiny-chat", "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens},
+        "body": {
+            "model": "tiny-chat",
+            "messages": [{"role": "user", "content": content}],
+            "max_tokens": max_tokens,
+        },
     }
 
 

@@ -8,7 +8,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_helpers import api_server, chat_line, start_worker, stop_worker, tiny_weights_dir, wait_for, write_fleet
+from e2e_helpers import (
+    api_server,
+    chat_line,
+    start_worker,
+    stop_worker,
+    tiny_weights_dir,
+    wait_for,
+    write_fleet,
+)
 from sqlalchemy import func, select
 
 from scheduler.config import Settings
@@ -30,7 +38,9 @@ def tiny_weights(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 
 
 @pytest.fixture
-def e2e_settings(tmp_path: Path, fresh_pg_url: str, redis_url: str, tiny_weights: Path) -> Iterator[Settings]:
+def e2e_settings(
+    tmp_path: Path, fresh_pg_url: str, redis_url: str, tiny_weights: Path
+) -> Iterator[Settings]:
     engine = make_engine(fresh_pg_url)
     upgrade(engine)
     engine.dispose()
@@ -85,11 +95,15 @@ def test_openai_client_batch_completes_on_a_celery_worker_and_the_ledger_matches
                 every_s=0.5,
             )
             # Then the output file holds exactly one line per good custom_id
-            out = [json.loads(x) for x in client.files.content(done.output_file_id).text.splitlines()]
+            out = [
+                json.loads(x) for x in client.files.content(done.output_file_id).text.splitlines()
+            ]
             assert Counter(x["custom_id"] for x in out) == Counter(good)
             assert all(x["response"]["status_code"] == 200 for x in out)
             # and the error file holds the request the engine refused
-            err = [json.loads(x) for x in client.files.content(done.error_file_id).text.splitlines()]
+            err = [
+                json.loads(x) for x in client.files.content(done.error_file_id).text.splitlines()
+            ]
             assert [x["custom_id"] for x in err] == ["too-long"]
             assert err[0]["response"]["status_code"] == 400
             assert (done.request_counts.completed, done.request_counts.failed) == (12, 1)
@@ -98,7 +112,9 @@ def test_openai_client_batch_completes_on_a_celery_worker_and_the_ledger_matches
             with sessions() as s:
                 totals = ledger_totals(s, batch_id=batch.id)
                 shards = s.scalar(select(func.count(Shard.id)).where(Shard.batch_id == batch.id))
-                rows = s.scalar(select(func.count(LedgerEntry.id)).where(LedgerEntry.batch_id == batch.id))
+                rows = s.scalar(
+                    select(func.count(LedgerEntry.id)).where(LedgerEntry.batch_id == batch.id)
+                )
             assert rows == shards == totals.executions
             assert totals.requests_done == 12 and totals.requests_failed == 1
             assert actual["energy_kwh"] == pytest.approx(totals.facility_energy_kwh)

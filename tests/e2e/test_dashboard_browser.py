@@ -36,7 +36,7 @@ FLAGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--window-size=1440,1320",
+    "--window-size=1440,1180",
     "--hide-scrollbars",
 )
 
@@ -149,6 +149,11 @@ def test_dashboard_draws_one_bar_per_shard_with_signals_and_opens_a_batch(
         }
         assert all(p.get_attribute("d").count("L") > 20 for p in paths)
     assert driver.find_elements(By.ID, "now-marker")  # type: ignore[attr-defined]
+    # and nothing was fetched from anywhere but this server (works offline, no CDN)
+    resources = driver.execute_script(  # type: ignore[attr-defined]
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+    )
+    assert resources and all(r.startswith(url) for r in resources), resources
 
     # When a done shard's bar is clicked
     done_bars = [b for b in shard_bars if "status-done" in b.get_attribute("class")]
@@ -187,7 +192,7 @@ def test_a_tenant_key_sees_only_its_own_bars(server: tuple[str, Seeded], browser
     driver = browser
     # Given acme's key
     driver.get(f"{url}/dashboard?key={seeded.keys['acme']}")  # type: ignore[attr-defined]
-    bars = _wait(driver, "rect.bar")
+    bars = _wait(driver, "#bars rect")
     # Then only acme's batches are drawn
     mine = {b for b, t in seeded.batch_tenant.items() if t == "acme"}
     assert {b.get_attribute("data-batch-id") for b in bars} <= mine  # type: ignore[attr-defined]

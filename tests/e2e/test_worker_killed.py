@@ -10,7 +10,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_helpers import api_server, chat_line, start_worker, stop_worker, tiny_weights_dir, wait_for, write_fleet
+from e2e_helpers import (
+    api_server,
+    chat_line,
+    start_worker,
+    stop_worker,
+    tiny_weights_dir,
+    wait_for,
+    write_fleet,
+)
 from sqlalchemy import func, select
 
 from scheduler.config import Settings
@@ -25,7 +33,7 @@ from scheduler.store.tenants import create_api_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
-N = 48
+N = 24
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +42,9 @@ def tiny_weights(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 
 
 @pytest.fixture
-def e2e_settings(tmp_path: Path, fresh_pg_url: str, redis_url: str, tiny_weights: Path) -> Iterator[Settings]:
+def e2e_settings(
+    tmp_path: Path, fresh_pg_url: str, redis_url: str, tiny_weights: Path
+) -> Iterator[Settings]:
     engine = make_engine(fresh_pg_url)
     upgrade(engine)
     engine.dispose()
@@ -67,7 +77,7 @@ def test_killed_worker_shard_is_rerun_and_every_request_and_joule_is_counted_onc
             # Given two slow shards (long generations) sent to a real worker process
             client = OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=30)
             ids = [f"k{i}" for i in range(N)]
-            content = "".join(json.dumps(chat_line(c, max_tokens=160)) + "\n" for c in ids).encode()
+            content = "".join(json.dumps(chat_line(c, max_tokens=96)) + "\n" for c in ids).encode()
             uploaded = client.files.create(file=("in.jsonl", content), purpose="batch")
             batch = client.batches.create(
                 input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
@@ -82,10 +92,17 @@ def test_killed_worker_shard_is_rerun_and_every_request_and_joule_is_counted_onc
             def running_with_heartbeat() -> str | None:
                 with sessions() as s:
                     sh = s.scalars(select(Shard).where(Shard.status == "running")).first()
-                    ok = sh is not None and sh.heartbeat_at and sh.started_at and sh.heartbeat_at > sh.started_at
-                    return sh.id if ok else None
+                    ok = (
+                        sh is not None
+                        and sh.heartbeat_at
+                        and sh.started_at
+                        and sh.heartbeat_at > sh.started_at
+                    )
+                    return sh.id if ok and sh is not None else None
 
-            victim = wait_for(running_with_heartbeat, 60, "a shard to be running with a heartbeat", every_s=0.1)
+            victim = wait_for(
+                running_with_heartbeat, 60, "a shard to be running with a heartbeat", every_s=0.1
+            )
             # When the worker is killed with SIGKILL in the middle of it, and another one starts
             os.kill(first.pid, signal.SIGKILL)
             first.wait(10)
@@ -102,11 +119,17 @@ def test_killed_worker_shard_is_rerun_and_every_request_and_joule_is_counted_onc
             wait_for(tick_until_done, 90, "the batch to complete after the kill", every_s=1.0)
             # Then every custom_id is in the output exactly once
             done = client.batches.retrieve(batch.id)
-            out = [json.loads(x) for x in client.files.content(done.output_file_id).text.splitlines()]
+            assert done.output_file_id and done.request_counts and done.model_extra
+            out = [
+                json.loads(x) for x in client.files.content(done.output_file_id).text.splitlines()
+            ]
             assert Counter(x["custom_id"] for x in out) == Counter(ids)
             assert done.request_counts.completed == N
             with sessions() as s:
-                attempts = {e.attempt: e.status for e in s.scalars(select(Execution).where(Execution.shard_id == victim))}
+                attempts = {
+                    e.attempt: e.status
+                    for e in s.scalars(select(Execution).where(Execution.shard_id == victim))
+                }
                 booked = list(s.scalars(select(LedgerEntry).where(LedgerEntry.shard_id == victim)))
                 shards = s.scalar(select(func.count(Shard.id)).where(Shard.batch_id == batch.id))
                 totals = ledger_totals(s, batch_id=batch.id)
@@ -114,7 +137,9 @@ def test_killed_worker_shard_is_rerun_and_every_request_and_joule_is_counted_onc
             assert attempts[1] == "lost" and attempts[max(attempts)] == "done"
             assert [le.attempt for le in booked] == [max(attempts)]
             assert totals.executions == shards and totals.requests_done == N
-            assert done.model_extra["gridshift"]["actual"]["energy_kwh"] == pytest.approx(totals.facility_energy_kwh)
+            assert done.model_extra["gridshift"]["actual"]["energy_kwh"] == pytest.approx(
+                totals.facility_energy_kwh
+            )
     finally:
         stop_worker(first)
         if second is not None:

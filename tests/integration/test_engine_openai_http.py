@@ -172,13 +172,16 @@ def flaky() -> Iterator[tuple[str, Script]]:
             else:
                 payload = {"error": {"message": f"status {status}", "code": f"e{status}"}}
             data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for k, v in script.headers.items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in script.headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client timed out and left (the read-timeout test)
 
         def log_message(self, *args: Any) -> None:
             pass

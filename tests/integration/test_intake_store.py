@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from scheduler.store.tables import (
     Shard,
 )
 from scheduler.store.tenants import create_api_key, create_tenant, resolve_key, revoke_key
-from tests.integration.api_harness import CHAT, chat_line, write_fleet
+from tests.integration.api_harness import CHAT, chat_line, running_server, write_fleet
 
 pytestmark = pytest.mark.integration
 NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
@@ -348,3 +349,21 @@ def test_batch_summary_reports_the_current_plan_and_the_ledger(
     assert actual["energy_kwh"] == pytest.approx(0.44) and actual["co2_g"] == pytest.approx(46.0)
     assert actual["water_l"] == pytest.approx(0.8) and actual["co2_market_g"] is None
     assert [p["requests"] for p in summary["parts"]] == [2]
+
+
+def test_the_app_sweeps_crash_leftovers_when_it_starts(
+    sqlite_engine: object, settings: Settings, tmp_path: Path
+) -> None:
+    # Given a day-old temporary upload and a day-old content file without a row
+    tmp_dir = settings.files_dir / repo.TMP_DIR
+    tmp_dir.mkdir(parents=True)
+    leftovers = [tmp_dir / "dead.part", settings.files_dir / "file-0000deadbeef"]
+    day_ago = time.time() - 86_400
+    for p in leftovers:
+        p.write_bytes(b"partial")
+        os.utime(p, (day_ago, day_ago))
+    # When the server starts
+    with running_server(settings.model_copy(update={"fleet": write_fleet(tmp_path)})):
+        pass
+    # Then both are gone
+    assert [p.exists() for p in leftovers] == [False, False]

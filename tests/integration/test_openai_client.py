@@ -12,10 +12,12 @@ import httpx
 import openai
 import pytest
 from openai import OpenAI
+from sqlalchemy import select
 
 from scheduler.config import Settings
 from scheduler.store.db import make_engine, session_factory
 from scheduler.store.migrate import upgrade
+from scheduler.store.tables import BatchRequest
 from scheduler.store.tenants import create_api_key
 from tests.integration.api_harness import CHAT, chat_line, running_server, write_fleet
 
@@ -31,6 +33,7 @@ class Api:
     key_a: str
     key_b: str
     tmp: Path
+    database_url: str
 
     def client(self, key: str | None = None) -> OpenAI:
         return OpenAI(
@@ -67,7 +70,7 @@ def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Api]:
         s.commit()
     engine.dispose()
     with running_server(settings) as base_url:
-        yield Api(base_url=base_url, key_a=key_a, key_b=key_b, tmp=tmp_path)
+        yield Api(base_url=base_url, key_a=key_a, key_b=key_b, tmp=tmp_path, database_url=url)
 
 
 def test_official_client_uploads_creates_retrieves_cancels_and_deletes(api: Api) -> None:
@@ -215,6 +218,24 @@ def test_malformed_file_fails_listing_every_bad_line_while_a_good_file_succeeds(
     assert good_batch.status == "in_progress" and good_batch.request_counts is not None
     assert good_batch.request_counts.total == 2
     assert client.batches.retrieve(bad_batch.id).status == "failed"
+    # And the good file's requests are indexed (line, custom_id, part), the bad file's are not
+    engine = make_engine(api.database_url)
+    with session_factory(engine)() as s:
+        rows = s.execute(
+            select(
+                BatchRequest.batch_id,
+                BatchRequest.line_no,
+                BatchRequest.custom_id,
+                BatchRequest.part_id,
+            )
+            .where(BatchRequest.batch_id.in_([good_batch.id, bad_batch.id]))
+            .order_by(BatchRequest.line_no)
+        ).all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [
+        (good_batch.id, 1, "g1", f"{good_batch.id}~tiny-chat"),
+        (good_batch.id, 2, "g2", f"{good_batch.id}~llama-3.1-8b-instruct"),
+    ]
 
 
 def test_bad_create_options_and_oversized_uploads_get_openai_errors(api: Api) -> None:

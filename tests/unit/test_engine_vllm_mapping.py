@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -114,7 +115,7 @@ def test_a_rejected_request_is_isolated_from_its_batch() -> None:
     # Given a batch call that rejects the whole batch when any prompt is too long
     calls: list[list[str]] = []
 
-    def call(items: list[str]) -> list[EngineResult]:
+    def call(items: Sequence[str]) -> list[EngineResult]:
         calls.append(list(items))
         if any(len(p) > 10 for p in items):
             raise ValueError("prompt longer than max_model_len")

@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scheduler.intake import validate as v
 from scheduler.intake.validate import scan_lines
@@ -203,3 +205,55 @@ def test_completions_endpoint_checks_prompt() -> None:
         (3, v.INVALID_TYPE, "body.prompt"),
     ]
     assert list(res.input_tokens) == [10, 1]
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.floats(-3, 3) | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_lines = st.one_of(
+    st.binary(max_size=30),
+    _json_values.map(lambda x: json.dumps(x).encode()),
+    st.builds(
+        lambda cid, model, mt, t: json.dumps(
+            chat(cid, model=model, max_tokens=mt, temperature=t)
+        ).encode(),
+        st.sampled_from(["a", "b", "c", "d"]),
+        st.sampled_from(["tiny-chat", "auto", "nope"]),
+        st.integers(-1, 3),
+        st.floats(-1, 3),
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_lines, max_size=12), st.sampled_from([b"\n", b"\r\n"]))
+def test_scanning_any_bytes_never_raises_and_accounts_for_every_line(
+    lines: list[bytes], eol: bytes
+) -> None:
+    # Given arbitrary lines (junk, random JSON, and near-valid requests)
+    raw = [line.replace(b"\n", b" ").replace(b"\r", b" ") + eol for line in lines]
+    # When scanned
+    res = scan(raw)
+    # Then every line is either a request or an error (or blank), never both, never lost
+    errors = {e.line for e in res.errors if e.line is not None}
+    requests = set(res.line_no)
+    blank = {
+        i + 1
+        for i, line in enumerate(raw)
+        if not line.removeprefix(b"\xef\xbb\xbf" if i == 0 else b"").strip()
+    }
+    if res.ok:
+        assert requests | blank == set(range(1, len(raw) + 1))
+    else:
+        assert not errors & requests and errors.isdisjoint(blank)
+        assert errors | requests | blank == set(range(1, len(raw) + 1)) or any(
+            e.line is None for e in res.errors
+        )
+    # And each request's bytes are exactly its JSON with the reported custom_id
+    data = b"".join(raw)
+    for cid, off, n in zip(res.custom_ids, res.byte_offset, res.byte_len, strict=True):
+        assert json.loads(data[off : off + n])["custom_id"] == cid

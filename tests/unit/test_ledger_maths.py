@@ -79,7 +79,7 @@ def test_market_based_carbon_uses_the_contract_factor_and_slot_wue_overrides_the
         renewable_allowance_kwh=0.0,
     )
     assert v.co2_market_g == pytest.approx(v.grid_kwh * 35.0)
-    assert v.co2_market_g < v.co2_location_g
+    assert v.co2_market_g is not None and v.co2_market_g < v.co2_location_g
     assert v.water_onsite_l == pytest.approx(2.0 * 0.1)
     assert v.gpu_hours == pytest.approx(2.0)
 

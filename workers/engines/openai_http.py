@@ -118,7 +118,7 @@ class OpenAIHTTPEngine:
         """Send ``requests_`` concurrently and return one result per request, in order.
 
         Raises:
-            EngineError: no model is loaded.
+            EngineError: no model is loaded, or a request cannot be sent at all (bad URL).
             TransientEngineError: a request still failed transiently after the last retry.
         """
         if self._model_field is None:
@@ -149,10 +149,16 @@ class OpenAIHTTPEngine:
                 self._sleep(self._backoff(attempt, retry_after))
             try:
                 response = self._session.post(url, json=body, timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as e:
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,  # the server died mid-answer
+            ) as e:
                 problem, retry_after = f"{type(e).__name__}: {e}", None
                 log.warning("%s (try %d): %s", url, attempt + 1, problem)
                 continue
+            except requests.RequestException as e:
+                raise EngineError(f"cannot send to {url}: {e}; check engine.base_url") from e
             if response.status_code in RETRY_STATUS:
                 problem = f"HTTP {response.status_code}"
                 retry_after = response.headers.get("Retry-After")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 TINY_CHAT_TEMPLATE = (
@@ -46,7 +49,7 @@ def build_tiny_model(path: str | Path, *, vocab_size: int = 512, seed: int = 0) 
     from scheduler.errors import EngineError
 
     target = Path(path)
-    if (target / "config.json").is_file() and (target / "tokenizer.json").is_file():
+    if _complete(target):
         return target
     try:
         import torch
@@ -99,7 +102,23 @@ def build_tiny_model(path: str | Path, *, vocab_size: int = 512, seed: int = 0) 
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id
 
-    target.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(target)
-    model.save_pretrained(target)
+    # Written beside the target and renamed into place, so a crash never leaves half a model.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        tokenizer.save_pretrained(staging)
+        model.save_pretrained(staging)
+        if target.exists() and not _complete(target):
+            shutil.rmtree(target)
+        if not target.exists():
+            os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _complete(path: Path) -> bool:
+    return all(
+        (path / name).is_file() for name in ("config.json", "tokenizer.json", "model.safetensors")
+    )

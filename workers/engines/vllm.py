@@ -48,17 +48,33 @@ LLM_OPTIONS = frozenset(
 class CompletionOutputLike(Protocol):
     """The fields of ``vllm.outputs.CompletionOutput`` this engine reads."""
 
-    index: int
-    text: str
-    token_ids: Sequence[int]
-    finish_reason: str | None
+    @property
+    def index(self) -> int:
+        """Position of this choice."""
+
+    @property
+    def text(self) -> str:
+        """Generated text (stop string excluded)."""
+
+    @property
+    def token_ids(self) -> Sequence[int]:
+        """Generated token ids."""
+
+    @property
+    def finish_reason(self) -> str | None:
+        """``stop``, ``length`` or None."""
 
 
 class RequestOutputLike(Protocol):
     """The fields of ``vllm.outputs.RequestOutput`` this engine reads."""
 
-    prompt_token_ids: Sequence[int] | None
-    outputs: Sequence[CompletionOutputLike]
+    @property
+    def prompt_token_ids(self) -> Sequence[int] | None:
+        """Token ids of the (templated) prompt."""
+
+    @property
+    def outputs(self) -> Sequence[CompletionOutputLike]:
+        """One output per choice."""
 
 
 def sampling_kwargs(options: GenerationOptions, *, default_max_tokens: int) -> dict[str, Any]:

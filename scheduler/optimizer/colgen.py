@@ -1,0 +1,222 @@
+"""Column generation over the planning LP: HiGHS solves a restricted master, numpy prices the rest.
+
+The LP has few rows (groups + pools x slots + sites x slots) and very many columns (every
+feasible cell of every batch). Most cells are never used, so the master starts from a few cheap
+cells per group plus one artificial column per group (an "unplaced" share with a big cost that
+keeps the master feasible), and each round adds the cells whose reduced cost
+``c_j - y . A_j`` is negative. When no cell prices out, the master's optimum is the optimum of the
+full LP (the usual LP duality argument), so the status stays ``optimal``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import highspy
+import numpy as np
+import numpy.typing as npt
+
+from scheduler.errors import PlanningError
+from scheduler.optimizer.model import FloatArray, LinearModel
+from scheduler.optimizer.solve import RunResult
+
+_SEED_PER_GROUP = 4
+_ADD_PER_GROUP = 6
+_MAX_ROUNDS = 400
+
+
+class ColumnGenerationBackend:
+    """A ``Backend`` that keeps only priced-in placement columns in HiGHS."""
+
+    name = "highs-colgen"
+
+    def __init__(self, model: LinearModel) -> None:
+        """Load the rows, every grid column and one artificial column per group."""
+        self._m = model
+        self._h = highspy.Highs()
+        self._h.setOptionValue("output_flag", False)
+        self._h.setOptionValue("threads", 1)
+        n_x, n_g = model.n_x, len(model.groups)
+        self._n_grid = model.n_cols - n_x
+        self._n_groups = n_g
+        self._in = np.zeros(n_x, dtype=bool)
+        self._rmp_cols: list[npt.NDArray[np.int64]] = []  # model x-column of each added column
+        self._lex: list[FloatArray] = []
+        self._cost = np.zeros(model.n_cols)
+        self._placement = False
+        lp = highspy.HighsLp()
+        lp.num_col_ = self._n_grid + n_g
+        lp.num_row_ = model.n_rows
+        lp.col_cost_ = np.zeros(lp.num_col_)
+        lp.col_lower_ = np.zeros(lp.num_col_)
+        lp.col_upper_ = np.concatenate([model.col_upper[n_x:], np.ones(n_g)])
+        lp.row_lower_ = model.row_lower
+        lp.row_upper_ = model.row_upper
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        g0 = model.a_start[n_x]
+        grid_start = model.a_start[n_x:] - g0
+        lp.a_matrix_.start_ = np.concatenate(
+            [grid_start, grid_start[-1] + np.arange(1, n_g, dtype=np.int32)]
+        ).astype(np.int32)
+        lp.a_matrix_.index_ = np.concatenate(
+            [model.a_index[g0:], np.arange(n_g, dtype=np.int32)]
+        ).astype(np.int32)
+        lp.a_matrix_.value_ = np.concatenate([model.a_value[g0:], np.ones(n_g)])
+        self._h.passModel(lp)
+
+    # ------------------------------------------------------------------ Backend protocol
+
+    def set_objective(self, cost: FloatArray) -> None:  # noqa: D102
+        self._cost = cost.astype(np.float64)
+        big = max(1e4, 10.0 * self._n_groups) * max(1.0, float(np.abs(cost).max(initial=0.0)))
+        self._big = big
+        n_g = self._n_groups
+        rmp_cost = np.concatenate(
+            [cost[self._m.n_x :], np.full(n_g, 0.0 if self._placement else big), self._x_cost()]
+        )
+        n = len(rmp_cost)
+        self._h.changeColsCost(n, np.arange(n, dtype=np.int32), rmp_cost)
+
+    def add_upper_row(self, name: str, coef: FloatArray, upper: float) -> None:  # noqa: D102
+        n_x = self._m.n_x
+        cols = self._x_cols()
+        rmp_coef = np.concatenate([coef[n_x:], np.zeros(self._n_groups), coef[cols]])
+        idx = np.flatnonzero(rmp_coef).astype(np.int32)
+        self._h.addRow(-math.inf, upper, len(idx), idx, rmp_coef[idx])
+        self._h.passRowName(self._h.getNumRow() - 1, name)
+        self._lex.append(coef.astype(np.float64))
+
+    def set_complete_rows(self, lower: float) -> None:  # noqa: D102
+        n_g = self._n_groups
+        self._placement = lower < 1.0
+        self._h.changeRowsBounds(n_g, np.arange(n_g, dtype=np.int32), np.full(n_g, lower), np.ones(n_g))
+        art = np.arange(self._n_grid, self._n_grid + n_g, dtype=np.int32)
+        self._h.changeColsBounds(n_g, art, np.zeros(n_g), np.full(n_g, 0.0 if self._placement else 1.0))
+
+    def run(self, time_limit_s: float) -> RunResult:  # noqa: D102
+        started = time.perf_counter()
+        if not self._in.any():
+            self._add(self._seed())
+        for _ in range(_MAX_ROUNDS):
+            left = time_limit_s - (time.perf_counter() - started)
+            if left <= 0:
+                return self._result("feasible", "time limit reached while pricing columns")
+            self._h.setOptionValue("time_limit", float(left))
+            self._h.run()
+            status = self._h.getModelStatus()
+            if status == highspy.HighsModelStatus.kTimeLimit:
+                return self._result("feasible", "time limit reached in the master problem")
+            if status != highspy.HighsModelStatus.kOptimal:
+                raise PlanningError(
+                    f"HiGHS master problem ended with {self._h.modelStatusToString(status)!r}; "
+                    "check the fleet and forecasts for extreme values"
+                )
+            new = self._price()
+            if len(new) == 0:
+                break
+            self._add(new)
+        else:
+            return self._result("feasible", "column generation hit its round limit")
+        return self._result("optimal", "")
+
+    # ------------------------------------------------------------------ internals
+
+    def _x_cols(self) -> npt.NDArray[np.int64]:
+        if not self._rmp_cols:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate(self._rmp_cols)
+
+    def _x_cost(self) -> FloatArray:
+        return self._cost[self._x_cols()]
+
+    def _seed(self) -> npt.NDArray[np.int64]:
+        """The cheapest cells of each group under the current objective, and its earliest ones."""
+        m = self._m
+        cost = self._cost[: m.n_x]
+        order = np.lexsort((cost, m.col_group))
+        rank = _rank_in_group(m.col_group[order])
+        cheap = order[rank < _SEED_PER_GROUP]
+        early = np.lexsort((m.col_slot, m.col_group))
+        first = early[_rank_in_group(m.col_group[early]) < _SEED_PER_GROUP]
+        return np.unique(np.concatenate([cheap, first]))
+
+    def _reduced_costs(self) -> FloatArray:
+        m = self._m
+        y = np.asarray(self._h.getSolution().row_dual)
+        n_x = m.n_x
+        end = m.a_start[n_x]
+        contrib = m.a_value[:end] * y[m.a_index[:end]]
+        aty = np.add.reduceat(contrib, m.a_start[:n_x]) if n_x else np.zeros(0)
+        r = self._cost[:n_x] - aty
+        for i, coef in enumerate(self._lex):
+            r -= y[m.n_rows + i] * coef[:n_x]
+        return r
+
+    def _price(self) -> npt.NDArray[np.int64]:
+        m = self._m
+        r = self._reduced_costs()
+        info = self._h.getInfo()
+        tol = 1e-9 * max(1.0, abs(float(info.objective_function_value)))
+        cand = np.flatnonzero((r < -tol) & ~self._in)
+        if len(cand) == 0:
+            return cand
+        order = cand[np.lexsort((r[cand], m.col_group[cand]))]
+        keep = order[_rank_in_group(m.col_group[order]) < _ADD_PER_GROUP]
+        return keep
+
+    def _add(self, cols: npt.NDArray[np.int64]) -> None:
+        m = self._m
+        cols = cols[~self._in[cols]]
+        if len(cols) == 0:
+            return
+        self._in[cols] = True
+        self._rmp_cols.append(cols)
+        counts = m.a_start[cols + 1] - m.a_start[cols]
+        pos = np.concatenate([np.arange(m.a_start[c], m.a_start[c + 1]) for c in cols])
+        index = [m.a_index[pos].astype(np.int32)]
+        value = [m.a_value[pos]]
+        n_lex = len(self._lex)
+        if n_lex:
+            # Entries per column: base rows, then one per lex row, so rebuild per-column order.
+            base_start = np.concatenate([[0], np.cumsum(counts)])
+            lex_vals = np.stack([coef[cols] for coef in self._lex], axis=1)
+            idx_rows, val_rows = [], []
+            for k in range(len(cols)):
+                a, b = base_start[k], base_start[k + 1]
+                idx_rows.append(np.concatenate([index[0][a:b], m.n_rows + np.arange(n_lex, dtype=np.int32)]))
+                val_rows.append(np.concatenate([value[0][a:b], lex_vals[k]]))
+            index, value = [np.concatenate(idx_rows)], [np.concatenate(val_rows)]
+            counts = counts + n_lex
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int32)
+        idx = index[0].astype(np.int32)
+        self._h.addCols(
+            len(cols), self._cost[cols], np.zeros(len(cols)), m.col_upper[cols], len(idx), starts, idx, value[0]
+        )
+
+    def _result(self, status: str, message: str) -> RunResult:
+        m = self._m
+        sol = np.asarray(self._h.getSolution().col_value)
+        n_grid, n_g = self._n_grid, self._n_groups
+        art = sol[n_grid : n_grid + n_g]
+        if not self._placement and status == "optimal" and art.max(initial=0.0) > 1e-7:
+            return RunResult("infeasible", None, math.nan, "not every group can be placed")
+        values = np.zeros(m.n_cols)
+        values[m.n_x :] = sol[:n_grid]
+        values[self._x_cols()] = sol[n_grid + n_g :]
+        if art.max(initial=0.0) > 1e-7:
+            raise PlanningError(
+                f"{message}: no complete solution yet; raise time_limit_s or plan fewer batches"
+            )
+        obj = float(self._cost @ values)
+        return RunResult(status, values, obj, message)
+
+
+def _rank_in_group(sorted_groups: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Position of each element within its run of equal group ids (input sorted by group)."""
+    n = len(sorted_groups)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
+    run_start = np.repeat(starts, np.diff(np.r_[starts, n]))
+    return np.arange(n) - run_start
