@@ -12,9 +12,9 @@ step "ruff format --check ."
 python -m ruff format --check .
 step "mypy (scheduler, workers; see [tool.mypy])"
 python -m mypy
-step "python -m pytest -q $*"
+step "make test (the README's test command: python -m pytest -q) $*"
 set +e
-python -m pytest -q "$@"
+if [ "$#" -gt 0 ]; then python -m pytest -q "$@"; else make test; fi
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

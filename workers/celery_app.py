@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import Celery
 
 from scheduler.config import Settings
-from scheduler.dispatch.send import broker_url, visibility_timeout_s
+from scheduler.dispatch.send import broker_url, transport_options
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -26,7 +26,7 @@ def create_celery(settings: Settings) -> Celery:
         task_default_queue="gridshift",
         task_create_missing_queues=True,
         task_routes={"gridshift.tick": {"queue": "gridshift.dispatch"}},
-        broker_transport_options={"visibility_timeout": visibility_timeout_s(settings)},
+        broker_transport_options=transport_options(settings),
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,

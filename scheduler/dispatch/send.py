@@ -28,8 +28,17 @@ def celery_client(settings: Settings) -> Any:
 
     app = Celery("gridshift-dispatch", broker=broker_url(settings), set_as_current=False)
     app.conf.broker_connection_retry_on_startup = True
-    app.conf.broker_transport_options = {"visibility_timeout": visibility_timeout_s(settings)}
+    app.conf.broker_transport_options = transport_options(settings)
     return app
+
+
+def transport_options(settings: Settings) -> dict[str, Any]:
+    """Broker transport options: Redis gets a visibility timeout; the SQLAlchemy transport
+    passes its options to ``create_engine``, so it gets none."""
+    url = broker_url(settings)
+    if url.startswith(("redis://", "rediss://")):
+        return {"visibility_timeout": visibility_timeout_s(settings)}
+    return {}
 
 
 def visibility_timeout_s(settings: Settings) -> int:

@@ -170,6 +170,11 @@ def test_dashboard_draws_one_bar_per_shard_with_signals_and_opens_a_batch(
     assert batch_id in panel and "gCO2/kWh" in panel and "at once" in panel
     if "est." in panel:
         assert "ESTIMATED energy" in panel
+    # and the batch is linked from the address bar, so a reload reopens it
+    assert driver.current_url.endswith(f"#batch={batch_id}")  # type: ignore[attr-defined]
+    driver.refresh()  # type: ignore[attr-defined]
+    _wait(driver, "#batch-shards tr[data-shard-id]")
+    assert batch_id in driver.find_element(By.ID, "batch").text  # type: ignore[attr-defined]
     driver.execute_script("window.scrollTo(0, 0)")  # type: ignore[attr-defined]
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     assert driver.save_screenshot(str(SCREENSHOT))  # type: ignore[attr-defined]

@@ -82,6 +82,10 @@ async function loadSchedule() {
   state.schedule = data;
   $("plan-label").textContent = data.plan_id ? "plan #" + data.plan_id + " · " + data.bars.length + " bars · " + data.slot_minutes + "-min slots" : "no current plan";
   drawGantt(data);
+  const linked = location.hash.startsWith("#batch=") ? decodeURIComponent(location.hash.slice(7)) : null;
+  const refreshing = !$("batch").hidden;
+  const open = refreshing ? $("batch").dataset.batchId : linked;
+  if (open) await openBatch(open, null, !refreshing);  // deep link (#batch=ID), or keep the open batch on refresh
 }
 
 function batchColours(bars) {
@@ -175,6 +179,11 @@ function drawGantt(data) {
       root.appendChild(svg("text", { x: 10, y: py + 48, class: "panel-label" }, "booked slots only"));
     }
     const vals = data.signals.flatMap((s) => s.points.map((p) => p[sig.field]).filter((v) => v !== null && v !== undefined));
+    if (!vals.length) {
+      root.appendChild(svg("text", { x: left + 10, y: py + panelH / 2 + 4, class: "panel-label" }, "no data for these sites"));
+      py += panelH + panelGap;
+      continue;
+    }
     const lo = Math.min(0, ...vals), hi = Math.max(1e-9, ...vals);
     const yv = (v) => py + panelH - 6 - ((v - lo) / (hi - lo || 1)) * (panelH - 14);
     root.appendChild(svg("text", { x: width - right + 6, y: py + 12, class: "panel-label" }, fmt(hi, hi < 1 ? 3 : 0)));
@@ -230,8 +239,9 @@ function drawLegend(colours, sites, bars) {
 }
 
 // ------------------------------------------------------------------ batch
-async function openBatch(batchId, barId) {
+async function openBatch(batchId, barId, scroll = true) {
   for (const r of document.querySelectorAll("#bars rect")) r.classList.toggle("selected", r.dataset.batchId === batchId);
+  history.replaceState(null, "", location.pathname + location.search + "#batch=" + encodeURIComponent(batchId));
   const r = await api("/v1/batches/" + encodeURIComponent(batchId) + "/review");
   const box = $("batch");
   box.hidden = false; box.textContent = "";
@@ -270,7 +280,7 @@ async function openBatch(batchId, barId) {
   }
   box.appendChild(t);
   if (r.estimated) box.appendChild(el("p", { class: "muted" }, "“est.” marks energy estimated from the model profile (no meter): an estimate, not a measurement."));
-  box.scrollIntoView({ behavior: "instant", block: "nearest" });
+  if (scroll) box.scrollIntoView({ behavior: "instant", block: "nearest" });
 }
 
 // ------------------------------------------------------------------ savings
@@ -380,6 +390,8 @@ function start() {
     const rest = params.toString();
     history.replaceState(null, "", location.pathname + (rest ? "?" + rest : ""));  // keep the key out of history
   }
+  // The schedule moves: refresh it every minute while it is on screen.
+  setInterval(() => { if (state.key && state.view === "schedule" && !document.hidden) loadSchedule().catch(console.error); }, 60000);
   const key = fromUrl || localStorage.getItem(KEY_STORE);
   if (key) signIn(key); else signOut();
 }
