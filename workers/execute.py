@@ -295,6 +295,8 @@ def run_shard(
         return ShardOutcome(shard_id, "lost", claim.attempt)
     if finishing:
         finalize_batch(session_factory, settings, work.batch_id, BatchStatus.COMPLETED, now=clock())
+    else:
+        _finish_cancelling(session_factory, settings, work.batch_id, clock)
     log.info(
         "shard %s attempt %d: %d done, %d failed in %.2fs",
         shard_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -39,17 +40,56 @@ ERROR_TABLE: dict[type[GridshiftError], tuple[int, str, str]] = {
     GridshiftError: (500, "server_error", "internal_error"),
 }
 
+# Codes of errors raised by the framework itself (unknown route, wrong method, unparsable body).
+_HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
+_FASTAPI_PARSE_ERROR = "There was an error parsing the body"
+
+# The error answers every operation may give, documented in the OpenAPI schema (not FastAPI's 422).
+ERROR_STATUSES = {
+    400: "Bad request: a parameter or the body is invalid (the message says which and why)",
+    401: "Missing, unknown or revoked API key",
+    403: "The key lacks the permission (admin endpoints)",
+    404: "No such object for this tenant, or no such route",
+    405: "Method not allowed on this path",
+    409: "The object's status does not allow this (e.g. cancelling a finished batch)",
+    413: "Upload larger than GRIDSHIFT_MAX_FILE_BYTES",
+    503: "Not configured or a dependency is unavailable",
+}
+_NULLABLE_STRING = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+OPENAI_ERROR_SCHEMA: dict[str, Any] = {
+    "title": "OpenAIError",
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string", "minLength": 1},
+                "type": {"type": "string"},
+                "param": _NULLABLE_STRING,
+                "code": _NULLABLE_STRING,
+            },
+        }
+    },
+}
+
+
+def _text(value: str) -> str:
+    """``value`` made encodable as UTF-8 (a lone surrogate from a client becomes ``\\udxxx``)."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
 
 def error_response(
     status: int, message: str, type_: str, code: str | None, param: str | None = None
 ) -> JSONResponse:
     """An OpenAI error envelope ``{"error": {message, type, param, code}}``."""
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(
-        status_code=status,
-        content={"error": {"message": message, "type": type_, "param": param, "code": code}},
-        headers=headers,
-    )
+    param = _text(param) if param is not None else None
+    content = {"error": {"message": _text(message), "type": type_, "param": param, "code": code}}
+    return JSONResponse(status_code=status, content=content, headers=headers)
 
 
 def map_error(exc: GridshiftError) -> JSONResponse:
@@ -72,19 +112,67 @@ async def _domain_handler(_request: Request, exc: Exception) -> JSONResponse:
 async def _validation_handler(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {}
+    where = ("request " + str(first["loc"][0])) if first.get("loc") else "request"
+    if first.get("type") == "json_invalid":
+        detail = (first.get("ctx") or {}).get("error", "invalid JSON")
+        message = f"the request body is not valid JSON: {detail} (at character {first['loc'][-1]})"
+        return error_response(400, message, "invalid_request_error", "invalid_request", None)
     loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
     param = ".".join(loc) or None
-    message = f"{param}: {first.get('msg', 'invalid request')}" if param else "invalid request"
+    message = f"{param or where}: {first.get('msg', 'invalid value')}"
     return error_response(400, message, "invalid_request_error", "invalid_request", param)
 
 
-async def _http_handler(_request: Request, exc: Exception) -> JSONResponse:
+async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return error_response(exc.status_code, str(exc.detail), "invalid_request_error", None)
+    status, message = exc.status_code, str(exc.detail)
+    path = request.url.path[:200]
+    if status == 404 and message == "Not Found":
+        message = f"nothing at {request.method} {path}: see /docs for the endpoints"
+    elif status == 405:
+        message = f"method {request.method} is not allowed on {path}"
+    elif message == _FASTAPI_PARSE_ERROR:
+        ctype = request.headers.get("content-type") or "no Content-Type"
+        message = (
+            f"the request body could not be parsed as {ctype[:100]}: send UTF-8 JSON "
+            "(Content-Type: application/json), or multipart form data for file uploads"
+        )
+    response = error_response(status, message, "invalid_request_error", _HTTP_CODES.get(status))
+    for name, value in (exc.headers or {}).items():  # e.g. Allow on a 405
+        response.headers[name] = value
+    return response
+
+
+def _document_errors(app: FastAPI) -> None:
+    """Make ``/openapi.json`` list the error envelope answers instead of FastAPI's 422."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()  # cached on app.openapi_schema by FastAPI
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        if "OpenAIError" in components:
+            return schema
+        components["OpenAIError"] = OPENAI_ERROR_SCHEMA
+        answer = {"application/json": {"schema": {"$ref": "#/components/schemas/OpenAIError"}}}
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                responses.pop("422", None)
+                for status, description in ERROR_STATUSES.items():
+                    responses.setdefault(
+                        str(status), {"description": description, "content": answer}
+                    )
+        if "HTTPValidationError" not in str(schema.get("paths")):
+            components.pop("HTTPValidationError", None)
+            components.pop("ValidationError", None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Answer domain errors, request validation errors and HTTP errors in OpenAI's envelope."""
+    """Answer domain, request validation and HTTP errors in OpenAI's envelope; document them."""
     app.add_exception_handler(GridshiftError, _domain_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
+    _document_errors(app)

@@ -347,12 +347,13 @@ def replan_trigger(s: Session, fleet: Fleet, now: datetime) -> str | None:
             )
         )
         known |= {u.get("batch") for u in (current.unplaced or [])}
-    known |= set(s.scalars(select(Shard.part_id).distinct()))
     parts = s.scalars(
         select(BatchPart.id)
         .join(Batch, Batch.id == BatchPart.batch_id)
         .where(Batch.status == BatchStatus.IN_PROGRESS.value, Batch.deadline > now)
     ).all()
+    if parts:
+        known |= set(s.scalars(select(Shard.part_id).where(Shard.part_id.in_(parts)).distinct()))
     if any(p not in known for p in parts):
         return "new_batch"
     if current is not None and current.horizon_start != slot_floor(now, fleet.slot_minutes):

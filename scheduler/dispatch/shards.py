@@ -67,7 +67,9 @@ def release_planned_shards(session: Session, batch_ids: Sequence[str]) -> int:
         session.execute(
             update(BatchRequest).where(BatchRequest.shard_id.in_(chunk)).values(shard_id=None)
         )
-        session.query(Shard).filter(Shard.id.in_(chunk)).delete(synchronize_session=False)
+        session.query(Shard).filter(
+            Shard.id.in_(chunk), Shard.status == ShardStatus.PLANNED.value
+        ).delete(synchronize_session=False)
     return len(ids)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -27,9 +28,11 @@ from scheduler.store.batches import (
     transition_batch,
 )
 from scheduler.store.files import content_path, get_file
+from scheduler.store.paging import storable
 from scheduler.store.tables import Batch
 
-_WINDOW = re.compile(r"^\s*(\d+)\s*([hd])\s*$")
+_WINDOW = re.compile(r"^\s*(\d+)\s*([hd])\s*$", re.ASCII)
+MAX_WINDOW_DAYS = 3650
 MAX_METADATA_PAIRS = 16
 MAX_METADATA_KEY_CHARS = 64
 MAX_METADATA_VALUE_CHARS = 512
@@ -63,11 +66,25 @@ def parse_window(window: str) -> timedelta:
     if not m or int(m.group(1)) == 0:
         raise _bad(
             f"completion_window must be a whole number of hours or days such as '24h' or '3d', "
-            f"got {window!r}",
+            f"got {window[:80]!r}",
             "completion_window",
         )
     n = int(m.group(1))
+    if n > (MAX_WINDOW_DAYS * 24 if m.group(2) == "h" else MAX_WINDOW_DAYS):
+        raise _bad(
+            f"completion_window {window.strip()!r} is longer than {MAX_WINDOW_DAYS} days",
+            "completion_window",
+        )
     return timedelta(hours=n) if m.group(2) == "h" else timedelta(days=n)
+
+
+def _from_unix(seconds: int | float) -> datetime:
+    try:
+        return datetime.fromtimestamp(float(seconds), UTC)
+    except (OverflowError, ValueError, OSError):
+        raise _bad(
+            f"deadline {seconds!r} is not a Unix time in seconds within the calendar", "deadline"
+        ) from None
 
 
 def resolve_deadline(
@@ -84,22 +101,26 @@ def resolve_deadline(
     if isinstance(deadline, bool):
         raise _bad("deadline must be Unix seconds or an ISO 8601 time", "deadline")
     if isinstance(deadline, int | float):
-        when = datetime.fromtimestamp(float(deadline), UTC)
-    elif isinstance(deadline, str) and deadline.strip().isdigit():
-        when = datetime.fromtimestamp(int(deadline), UTC)
+        when = _from_unix(deadline)
+    elif isinstance(deadline, str) and deadline.strip().isascii() and deadline.strip().isdigit():
+        when = _from_unix(int(deadline))
     elif isinstance(deadline, str):
         try:
             when = datetime.fromisoformat(deadline.replace("Z", "+00:00"))
         except ValueError:
             raise _bad(
-                f"deadline must be Unix seconds or ISO 8601 like '2026-01-31T06:00:00Z', got {deadline!r}",
+                "deadline must be Unix seconds or ISO 8601 like '2026-01-31T06:00:00Z', "
+                f"got {deadline[:80]!r}",
                 "deadline",
             ) from None
     else:
         when = deadline
     if when.tzinfo is None:
         raise _bad("deadline needs a time zone (e.g. a trailing 'Z' for UTC)", "deadline")
-    when = when.astimezone(UTC)
+    try:
+        when = when.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+        raise _bad(f"deadline {deadline!r} is outside the calendar in UTC", "deadline") from None
     if when.timestamp() <= created_at:
         raise _bad(f"deadline {when.isoformat()} is not in the future", "deadline")
     return when
@@ -126,6 +147,8 @@ def check_options(options: BatchOptions, fleet: Fleet | None) -> Fleet:
         unknown = sorted(set(options.sites) - names)
         if unknown or not options.sites:
             raise _bad(f"sites must name fleet sites {sorted(names)}; unknown: {unknown}", "sites")
+    if options.min_quality is not None and not math.isfinite(options.min_quality):
+        raise _bad(f"min_quality must be a finite number, got {options.min_quality}", "min_quality")
     if options.min_quality is not None and not any(
         m.quality >= options.min_quality for m in fleet.models
     ):
@@ -134,18 +157,20 @@ def check_options(options: BatchOptions, fleet: Fleet | None) -> Fleet:
             f"min_quality {options.min_quality} is above every fleet model (best {best})",
             "min_quality",
         )
-    if not options.priority > 0:
-        raise _bad(f"priority must be > 0, got {options.priority}", "priority")
+    if not (options.priority > 0 and math.isfinite(options.priority)):
+        raise _bad(f"priority must be a finite number > 0, got {options.priority}", "priority")
     meta = options.metadata or {}
     if len(meta) > MAX_METADATA_PAIRS or any(
         not isinstance(v, str)
+        or not (storable(k) and storable(v))
         or len(k) > MAX_METADATA_KEY_CHARS
         or len(v) > MAX_METADATA_VALUE_CHARS
         for k, v in meta.items()
     ):
         raise _bad(
             f"metadata takes at most {MAX_METADATA_PAIRS} string pairs, keys up to "
-            f"{MAX_METADATA_KEY_CHARS} and values up to {MAX_METADATA_VALUE_CHARS} characters",
+            f"{MAX_METADATA_KEY_CHARS} and values up to {MAX_METADATA_VALUE_CHARS} characters "
+            "(text without NUL characters or lone surrogates)",
             "metadata",
         )
     return fleet

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.errors import LineError
+from scheduler.store.paging import storable
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
@@ -127,6 +128,21 @@ class ScanResult:
         return [*self.errors, note]
 
 
+def _show(value: Any) -> str:
+    """``repr`` of a client value, cut to 80 characters (a huge line must not make huge errors)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _json_problem(e: ValueError | RecursionError) -> str:
+    """What is wrong with a line's JSON, positioned within that line (not the parser's "line 2")."""
+    if isinstance(e, json.JSONDecodeError):
+        return f"line is not valid JSON: {e.msg} at character {e.pos + 1} of the line"
+    if isinstance(e, RecursionError):
+        return "line is not valid JSON: it is nested too deeply"
+    return f"line is not valid JSON: {e}"
+
+
 def _positive_int(value: Any) -> bool:
     return type(value) is int and value > 0
 
@@ -156,12 +172,16 @@ def _common(body: dict[str, Any], max_key: str) -> _Err | int:
             if v is not None and not _number_in(v, rng[0], rng[1]):
                 return (
                     INVALID_VALUE,
-                    f"{key} must be a number in [{rng[0]:g}, {rng[1]:g}], got {v!r}",
+                    f"{key} must be a number in [{rng[0]:g}, {rng[1]:g}], got {_show(v)}",
                     f"body.{key}",
                 )
     n = body.get("n")
     if n is not None and n != 1:
-        return INVALID_VALUE, f"n must be 1 (send separate requests for more), got {n!r}", "body.n"
+        return (
+            INVALID_VALUE,
+            f"n must be 1 (send separate requests for more), got {_show(n)}",
+            "body.n",
+        )
     if body.get("stream"):
         return INVALID_VALUE, "stream must be false or absent in a batch", "body.stream"
     mt = body.get(max_key)
@@ -169,7 +189,11 @@ def _common(body: dict[str, Any], max_key: str) -> _Err | int:
         mt = body.get("max_tokens")
         max_key = "max_tokens"
     if mt is not None and not _positive_int(mt):
-        return INVALID_VALUE, f"{max_key} must be a positive integer, got {mt!r}", f"body.{max_key}"
+        return (
+            INVALID_VALUE,
+            f"{max_key} must be a positive integer, got {_show(mt)}",
+            f"body.{max_key}",
+        )
     return mt or 0
 
 
@@ -192,10 +216,10 @@ def _chat_chars(body: dict[str, Any]) -> _Err | int:
         if type(m) is not dict:
             return INVALID_TYPE, f"messages[{i}] must be an object", f"body.messages[{i}]"
         role = m.get("role")
-        if role not in _ROLES:
+        if type(role) is not str or role not in _ROLES:  # a list or object is unhashable
             return (
                 INVALID_VALUE,
-                f"messages[{i}].role must be one of {sorted(_ROLES)}, got {role!r}",
+                f"messages[{i}].role must be one of {sorted(_ROLES)}, got {_show(role)}",
                 f"body.messages[{i}].role",
             )
         c = m.get("content")
@@ -255,18 +279,23 @@ def _check_line(
     cid = obj.get("custom_id")
     if cid is None:
         return MISSING_CUSTOM_ID, "custom_id is required", "custom_id"
-    if type(cid) is not str or not cid or len(cid) > MAX_CUSTOM_ID_CHARS:
+    if type(cid) is not str or not cid or len(cid) > MAX_CUSTOM_ID_CHARS or not storable(cid):
         return (
             INVALID_CUSTOM_ID,
-            f"custom_id must be a string of 1-{MAX_CUSTOM_ID_CHARS} characters",
+            f"custom_id must be a string of 1-{MAX_CUSTOM_ID_CHARS} characters "
+            "(no NUL character or lone \\u surrogate escape)",
             "custom_id",
         )
     method = obj.get("method")
     if method != "POST":
-        return INVALID_METHOD, f"method must be 'POST', got {method!r}", "method"
+        return INVALID_METHOD, f"method must be 'POST', got {_show(method)}", "method"
     url = obj.get("url")
     if url != endpoint:
-        return INVALID_URL, f"url must be the batch's endpoint {endpoint!r}, got {url!r}", "url"
+        return (
+            INVALID_URL,
+            f"url must be the batch's endpoint {endpoint!r}, got {_show(url)}",
+            "url",
+        )
     body = obj.get("body")
     if type(body) is not dict:
         return INVALID_BODY, "body must be a JSON object with the request parameters", "body"
@@ -285,7 +314,7 @@ def _check_line(
     elif model not in models:
         return (
             MODEL_NOT_FOUND,
-            f"model {model!r} is not in the fleet; use one of {sorted(models)} or 'auto'",
+            f"model {_show(model)} is not in the fleet; use one of {sorted(models)} or 'auto'",
             "body.model",
         )
     chars = _chat_chars(body) if endpoint == CHAT else _completion_chars(body)
@@ -337,9 +366,19 @@ def scan_lines(
         if raw[-1] == 10:  # "\n"
             length -= 2 if length > 1 and raw[-2] == 13 else 1  # "\r\n"
         try:
-            obj = loads(raw)
+            text = raw.decode()  # strict UTF-8, as OpenAI requires (json.loads would guess UTF-16)
+        except UnicodeDecodeError as e:
+            res.add_error(
+                line_no,
+                INVALID_JSON_LINE,
+                f"line is not valid UTF-8 (byte {e.start + 1} of the line); save the file as UTF-8",
+                None,
+            )
+            continue
+        try:
+            obj = loads(text)
         except (ValueError, RecursionError) as e:
-            res.add_error(line_no, INVALID_JSON_LINE, f"line is not valid JSON: {e}", None)
+            res.add_error(line_no, INVALID_JSON_LINE, _json_problem(e), None)
             continue
         out = _check_line(obj, endpoint, models, min_quality)
         if len(out) == 3:

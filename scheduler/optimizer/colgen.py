@@ -57,7 +57,7 @@ class ColumnGenerationBackend:
         g0 = model.a_start[n_x]
         grid_start = model.a_start[n_x:] - g0
         lp.a_matrix_.start_ = np.concatenate(
-            [grid_start, grid_start[-1] + np.arange(1, n_g, dtype=np.int32)]
+            [grid_start, grid_start[-1] + np.arange(1, n_g + 1, dtype=np.int32)]
         ).astype(np.int32)
         lp.a_matrix_.index_ = np.concatenate(
             [model.a_index[g0:], np.arange(n_g, dtype=np.int32)]
@@ -86,13 +86,20 @@ class ColumnGenerationBackend:
         self._h.addRow(-math.inf, upper, len(idx), idx, rmp_coef[idx])
         self._h.passRowName(self._h.getNumRow() - 1, name)
         self._lex.append(coef.astype(np.float64))
+        # The last stage placed everything, and later stages keep that solution feasible: the
+        # artificial columns are no longer needed (and their big cost would fight the lex rows).
+        self._set_artificial_upper(0.0)
+
+    def _set_artificial_upper(self, upper: float) -> None:
+        n_g = self._n_groups
+        art = np.arange(self._n_grid, self._n_grid + n_g, dtype=np.int32)
+        self._h.changeColsBounds(n_g, art, np.zeros(n_g), np.full(n_g, upper))
 
     def set_complete_rows(self, lower: float) -> None:  # noqa: D102
         n_g = self._n_groups
         self._placement = lower < 1.0
         self._h.changeRowsBounds(n_g, np.arange(n_g, dtype=np.int32), np.full(n_g, lower), np.ones(n_g))
-        art = np.arange(self._n_grid, self._n_grid + n_g, dtype=np.int32)
-        self._h.changeColsBounds(n_g, art, np.zeros(n_g), np.full(n_g, 0.0 if self._placement else 1.0))
+        self._set_artificial_upper(0.0 if self._placement or self._lex else 1.0)
 
     def run(self, time_limit_s: float) -> RunResult:  # noqa: D102
         started = time.perf_counter()

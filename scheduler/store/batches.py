@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from scheduler.domain import BatchStatus, ShardStatus, can_transition_batch
 from scheduler.errors import InvalidTransition, NotFound
-from scheduler.store.paging import cursor_page, new_id
+from scheduler.store.paging import cursor_page, new_id, storable
 from scheduler.store.tables import Batch, BatchPart, BatchRequest, Shard
 
 BATCH_PREFIX = "batch_"
@@ -110,11 +110,15 @@ def get_batch(
     Raises:
         NotFound: no such batch, or another tenant's.
     """
-    batch = session.get(
-        Batch, batch_id, with_for_update=for_update or None, populate_existing=for_update
+    batch = (
+        session.get(
+            Batch, batch_id, with_for_update=for_update or None, populate_existing=for_update
+        )
+        if storable(batch_id)
+        else None
     )
     if batch is None or (tenant_id is not None and batch.tenant_id != tenant_id):
-        raise NotFound(f"no batch {batch_id!r}: list yours with GET /v1/batches")
+        raise NotFound(f"no batch {batch_id[:80]!r}: list yours with GET /v1/batches")
     return batch
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from scheduler.domain import TERMINAL_BATCH_STATUSES
 from scheduler.errors import LimitExceeded, NotFound
-from scheduler.store.paging import cursor_page, new_id
+from scheduler.store.paging import cursor_page, new_id, storable
 from scheduler.store.tables import Batch, File
 
 CHUNK_BYTES = 1 << 20
@@ -126,7 +126,7 @@ def add_file(
     row = File(
         id=fid,
         tenant_id=tenant_id,
-        filename=filename[:500],
+        filename=clean_filename(filename),
         purpose=purpose,
         bytes=staged.bytes,
         sha256=staged.sha256,
@@ -143,6 +143,12 @@ def add_file(
         final.unlink(missing_ok=True)
         raise
     return row
+
+
+def clean_filename(filename: str) -> str:
+    """``filename`` as stored: at most 500 characters, no NUL, lone surrogates replaced."""
+    name = filename.replace("\x00", "")[:500]
+    return name if storable(name) else name.encode("utf-8", "replace").decode()
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -235,9 +241,9 @@ def get_file(session: Session, tenant_id: str | None, file_id: str) -> File:
     Raises:
         NotFound: no such file, deleted, or another tenant's.
     """
-    row = session.get(File, file_id)
+    row = session.get(File, file_id) if storable(file_id) else None
     if row is None or row.deleted or (tenant_id is not None and row.tenant_id != tenant_id):
-        raise NotFound(f"no file {file_id!r}: list yours with GET /v1/files")
+        raise NotFound(f"no file {file_id[:80]!r}: list yours with GET /v1/files")
     return row
 
 
@@ -251,6 +257,8 @@ def list_files(
     newest_first: bool = True,
 ) -> tuple[list[File], bool]:
     """One page of the tenant's visible files, newest first; returns ``(files, has_more)``."""
+    if purpose and not storable(purpose):
+        return [], False  # no file can have it
     stmt = select(File).where(File.tenant_id == tenant_id, File.deleted.is_(False))
     if purpose:
         stmt = stmt.where(File.purpose == purpose)

@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 from sqlalchemy import Select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from scheduler.errors import InvalidInput, LineError
+
 T = TypeVar("T")
 
 
@@ -19,6 +21,19 @@ def new_id(prefix: str) -> str:
     just an id.
     """
     return f"{prefix}{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
+
+
+def storable(text: str) -> bool:
+    """Whether ``text`` can be stored as a database string: no NUL, no lone surrogate."""
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def cursor_page(
@@ -42,7 +57,15 @@ def cursor_page(
 
     Returns:
         The page's objects and whether more follow.
+
+    Raises:
+        InvalidInput: ``after`` cannot be an id (a NUL character or a lone surrogate).
     """
+    if after and not storable(after):
+        raise InvalidInput(
+            f"after must be the id of an object from a previous page, got {after[:80]!r}",
+            [LineError(None, "invalid_value", "after is not an id", "after")],
+        )
     if after:
         stmt = stmt.where(id_col < after if newest_first else id_col > after)
     stmt = stmt.order_by(id_col.desc() if newest_first else id_col.asc()).limit(limit + 1)

@@ -33,7 +33,7 @@ from scheduler.store.tenants import create_api_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
-N = 24
+N = 16
 
 
 @pytest.fixture(scope="module")

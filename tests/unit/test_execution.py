@@ -287,3 +287,40 @@ def test_output_lines_carry_deterministic_ids_in_openai_shape(
         body = line["response"]["body"]
         assert body["object"] == "chat.completion" and body["usage"]["completion_tokens"] >= 1
         json.dumps(line)
+
+
+def test_a_queued_shard_whose_message_was_lost_is_sent_again_on_an_idle_pool(
+    harness: Harness, tmp_path: Path
+) -> None:
+    # Given a shard queued and sent, whose message never reached a worker
+    harness.submit([chat_line(f"r{i}") for i in range(3)], tmp=tmp_path)
+    queued, now = _queue_first_slot(harness)
+    # When the dispatcher ticks soon after, and again once the re-send delay has passed
+    soon = harness.tick(now + timedelta(seconds=5), allow_replan=False, requeue_after_s=60)
+    later = harness.tick(now + timedelta(seconds=61), allow_replan=False, requeue_after_s=60)
+    # Then it is left alone at first, then sent again, and one run completes it
+    assert soon.resent_stale == []
+    assert set(queued) <= set(later.resent_stale)
+    outcomes = harness.drain(now + timedelta(seconds=61))
+    assert [o.status for o in outcomes if o.shard_id == queued[0]] == ["done"]
+
+
+def test_a_cancelling_batch_is_cancelled_when_its_last_running_shard_ends(
+    harness: Harness, tmp_path: Path
+) -> None:
+    # Given a batch whose first shard is running when the tenant cancels
+    batch_id = harness.submit([chat_line(f"r{i}") for i in range(6)], tmp=tmp_path)
+    queued, now = _queue_first_slot(harness)
+    claim = claim_shard(harness.sessions, queued[0], worker_id="w0", now=now, lease_s=1)
+    assert claim is not None
+    with harness.sessions() as s, s.begin():
+        cancel_batch(s, None, batch_id)
+        assert s.get(Batch, batch_id).status == "cancelling"  # type: ignore[union-attr]
+    # When that shard finishes (taken over by the runtime once the short lease ran out)
+    outcome = harness.runtime.run(queued[0], clock=lambda: now + timedelta(seconds=2))
+    assert outcome.status == "done"
+    # Then the batch is cancelled at once, with the finished requests in its output file
+    with harness.sessions() as s:
+        batch = s.get(Batch, batch_id)
+    assert batch is not None and batch.status == "cancelled"
+    assert len(_file_lines(harness, batch.output_file_id)) == batch.request_completed > 0

@@ -74,7 +74,16 @@ def retrieve_file(session: SessionDep, caller: TenantDep, file_id: str) -> FileO
     return FileObject.from_row(repo.get_file(session, caller.tenant_id, file_id))
 
 
-@router.get("/files/{file_id}/content")
+@router.get(
+    "/files/{file_id}/content",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "The file's bytes",
+            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def file_content(session: SessionDep, caller: TenantDep, file_id: str) -> FileResponse:
     """The bytes of one of the caller's files, streamed from disk."""
     row = repo.get_file(session, caller.tenant_id, file_id)
