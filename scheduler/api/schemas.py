@@ -163,9 +163,10 @@ class BatchCreate(BaseModel):
     completion_window: str = "24h"
     metadata: dict[str, str] | None = None
     deadline: int | float | str | None = None
-    min_quality: float | None = None
+    # Strict: a JSON number only (lax parsing turned ``true`` or ``"3"`` silently into a number).
+    min_quality: float | None = Field(None, strict=True)
     sites: list[str] | None = None
-    priority: float = 1.0
+    priority: float = Field(1.0, strict=True)
 
 
 class ErrorBody(BaseModel):

@@ -135,7 +135,7 @@ def check_options(options: BatchOptions, fleet: Fleet | None) -> Fleet:
     """
     if options.endpoint not in ENDPOINTS:
         raise _bad(
-            f"endpoint must be one of {list(ENDPOINTS)}, got {options.endpoint!r}", "endpoint"
+            f"endpoint must be one of {list(ENDPOINTS)}, got {options.endpoint[:80]!r}", "endpoint"
         )
     parse_window(options.completion_window)
     if fleet is None:
@@ -146,7 +146,9 @@ def check_options(options: BatchOptions, fleet: Fleet | None) -> Fleet:
         names = {s.name for s in fleet.sites}
         unknown = sorted(set(options.sites) - names)
         if unknown or not options.sites:
-            raise _bad(f"sites must name fleet sites {sorted(names)}; unknown: {unknown}", "sites")
+            raise _bad(
+                f"sites must name fleet sites {sorted(names)}; unknown: {unknown[:5]}", "sites"
+            )
     if options.min_quality is not None and not math.isfinite(options.min_quality):
         raise _bad(f"min_quality must be a finite number, got {options.min_quality}", "min_quality")
     if options.min_quality is not None and not any(

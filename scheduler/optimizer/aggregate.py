@@ -92,9 +92,9 @@ def slot_window(problem: PlanningProblem, batch: PlanningBatch) -> tuple[int, in
     slots = problem.slots
     delta: timedelta = problem.slot_delta
     lo = bisect.bisect_left(slots, batch.submitted_at)
-    if lo > 0 and slots[lo - 1] in problem.slot_available:
-        if slots[lo - 1] + delta > batch.submitted_at:
-            lo -= 1
+    prev = slots[lo - 1] if lo > 0 else None
+    if prev is not None and prev in problem.slot_available and prev + delta > batch.submitted_at:
+        lo -= 1
     hi = bisect.bisect_right(slots, batch.deadline - delta)
     return lo, max(lo, hi)
 

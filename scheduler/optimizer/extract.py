@@ -16,6 +16,9 @@ from scheduler.optimizer.problem import PlanningProblem
 
 _SHARE_EPS = 1e-9
 _CAP_REL = 1e-9
+#: Overshoot (relative) above which a batch's whole requests are taken out of the plan; the
+#: contract's checker allows 0.01 %.
+OVERFLOW_REL = 5e-5
 
 
 @dataclass(slots=True)
@@ -39,6 +42,7 @@ class Extraction:
     assignments: tuple[Assignment, ...]
     totals: PlanTotals
     notes: tuple[str, ...]
+    overflow: tuple[str, ...] = ()  # batches left over a limit by more than the checker allows
 
 
 def extract(model: LinearModel, values: FloatArray, first_objective: str) -> Extraction:
@@ -54,9 +58,15 @@ def extract(model: LinearModel, values: FloatArray, first_objective: str) -> Ext
         usage.add(p, p.requests)
     notes = _repair(model, pieces, usage, first_objective)
     kept = [p for p in pieces if p.requests > 0]
+    over = usage.excess(kept)
+    overflow = sorted(
+        {p.batch.id for p in kept if max(usage.excess([p]).values()) > OVERFLOW_REL}
+        if any(v > OVERFLOW_REL for v in over.values())
+        else set()
+    )
     assignments = tuple(_assignment(model.problem, p) for p in kept)
     totals = price_pieces(model.problem, model.signals, kept)
-    return Extraction(assignments, totals, tuple(notes))
+    return Extraction(assignments, totals, tuple(notes), tuple(overflow))
 
 
 def _per_request(model: LinearModel, b: PlanningBatch, o: Option) -> tuple[float, float, float]:
@@ -65,7 +75,12 @@ def _per_request(model: LinearModel, b: PlanningBatch, o: Option) -> tuple[float
     pool = site.pools[o.pool]
     prof = fleet.models[o.model].profiles[pool.gpu]
     n = max(b.requests, 1)
-    gpu_h = prof.gpus * (b.input_tokens / prof.prefill_tok_s + b.output_tokens / prof.decode_tok_s) / 3600.0 / n
+    gpu_h = (
+        prof.gpus
+        * (b.input_tokens / prof.prefill_tok_s + b.output_tokens / prof.decode_tok_s)
+        / 3600.0
+        / n
+    )
     it = gpu_h * prof.power_w / 1000.0
     return gpu_h, it, it * site.pue
 
@@ -74,10 +89,11 @@ def _round(model: LinearModel, values: FloatArray) -> list[Piece]:
     x = values[: model.n_x]
     used = np.flatnonzero(x > _SHARE_EPS)
     by_group: dict[int, list[int]] = defaultdict(list)
-    for c in used:
-        by_group[int(model.col_group[c])].append(int(c))
+    for col in used.tolist():
+        by_group[int(model.col_group[col])].append(col)
     pieces: list[Piece] = []
-    for k, cols in by_group.items():
+    for k, group_cols in by_group.items():
+        cols = np.array(group_cols, dtype=np.int64)
         shares = x[cols] / x[cols].sum()
         for b in model.groups[k].members:
             exact = shares * b.requests
@@ -85,10 +101,12 @@ def _round(model: LinearModel, values: FloatArray) -> list[Piece]:
             left = int(b.requests - whole.sum())
             if left > 0:
                 whole[np.argsort(-(exact - whole), kind="stable")[:left]] += 1
-            for c, r in zip(cols, whole, strict=True):
+            for c, r in zip(group_cols, whole.tolist(), strict=True):
                 if r > 0:
                     o = model.col_option[model.col_gopt[c]]
-                    pieces.append(Piece(b, k, o, int(model.col_slot[c]), int(r), *_per_request(model, b, o)))
+                    pieces.append(
+                        Piece(b, k, o, int(model.col_slot[c]), int(r), *_per_request(model, b, o))
+                    )
     return pieces
 
 
@@ -104,9 +122,14 @@ class _Usage:
         self.gpu = np.zeros_like(self.cap)
         self.fac = self.sig.fixed_fac_kwh.copy()
         self.it_water = np.array(
-            [[self.sig.fixed_fac_kwh[s, t] / site.pue * self.sig.wue[s, t] for t in range(n_t)] for s, site in enumerate(fleet.sites)]
+            [
+                [self.sig.fixed_fac_kwh[s, t] / site.pue * self.sig.wue[s, t] for t in range(n_t)]
+                for s, site in enumerate(fleet.sites)
+            ]
         ).reshape(len(fleet.sites), n_t)
-        self.grid_cap = [None if s.grid_cap_kw is None else s.grid_cap_kw * fleet.slot_hours for s in fleet.sites]
+        self.grid_cap = [
+            None if s.grid_cap_kw is None else s.grid_cap_kw * fleet.slot_hours for s in fleet.sites
+        ]
         self.water_cap = [s.water_cap_l_per_day for s in fleet.sites]
         self.ewif = [s.ewif_l_per_kwh for s in fleet.sites]
         self.day_slots: dict[object, list[int]] = defaultdict(list)
@@ -130,7 +153,10 @@ class _Usage:
 
     def grid_ok(self, s: int, t: int) -> bool:
         cap = self.grid_cap[s]
-        return cap is None or self.grid(s, t) <= max(cap, self.grid_floor[s, t]) * (1 + _CAP_REL) + 1e-12
+        return (
+            cap is None
+            or self.grid(s, t) <= max(cap, self.grid_floor[s, t]) * (1 + _CAP_REL) + 1e-12
+        )
 
     def water(self, s: int, t: int) -> float:
         day = self.day_slots[self.sig.days[t]]
@@ -142,7 +168,11 @@ class _Usage:
 
     def piece_ok(self, p: Piece) -> bool:
         s, t = p.option.site, p.slot
-        return self.pool_ok(self.pool_of[(s, p.option.pool)], t) and self.grid_ok(s, t) and self.water_ok(s, t)
+        return (
+            self.pool_ok(self.pool_of[(s, p.option.pool)], t)
+            and self.grid_ok(s, t)
+            and self.water_ok(s, t)
+        )
 
     def excess(self, pieces: Iterable[Piece]) -> dict[tuple[object, ...], float]:
         """Relative overshoot of every limit the pieces touch (0 where within the limit)."""
@@ -158,7 +188,9 @@ class _Usage:
                 out[("grid", s, t)] = max(0.0, self.grid(s, t) - lim) / max(lim, 1e-9)
             wcap = self.water_cap[s]
             if wcap is not None:
-                out[("water", s, self.sig.days[t])] = max(0.0, self.water(s, t) - wcap) / max(wcap, 1e-9)
+                out[("water", s, self.sig.days[t])] = max(0.0, self.water(s, t) - wcap) / max(
+                    wcap, 1e-9
+                )
         return out
 
 
@@ -209,7 +241,12 @@ def _move_one(
 ) -> bool:
     g = model.groups[src.group]
     targets = sorted(
-        ((o, t) for o in g.options for t in range(g.slot_lo, g.slot_hi) if (o, t) != (src.option, src.slot)),
+        (
+            (o, t)
+            for o in g.options
+            for t in range(g.slot_lo, g.slot_hi)
+            if (o, t) != (src.option, src.slot)
+        ),
         key=lambda ot: _score(model, objective, src, ot[0], ot[1]),
     )
     for o, t in targets:
@@ -272,7 +309,11 @@ def price_pieces(problem: PlanningProblem, sig: Signals, pieces: Iterable[Piece]
         s, t = p.option.site, p.slot
         fac[s, t] += p.fac_kwh_per_req * p.requests
         water_it += p.it_kwh_per_req * p.requests * sig.wue[s, t]
-        embodied += p.gpu_h_per_req * p.requests * fleet.sites[s].pools[p.option.pool].embodied_g_per_gpu_hour
+        embodied += (
+            p.gpu_h_per_req
+            * p.requests
+            * fleet.sites[s].pools[p.option.pool].embodied_g_per_gpu_hour
+        )
         b = p.batch
         batches[b.id] = b
         share = p.requests / b.requests if b.requests else 0.0
@@ -285,9 +326,7 @@ def price_pieces(problem: PlanningProblem, sig: Signals, pieces: Iterable[Piece]
     grid = np.maximum(sig.fixed_fac_kwh + fac - sig.renewable_kwh, 0.0) - base
     operational = float((grid * sig.carbon).sum())
     ewif = np.array([s.ewif_l_per_kwh for s in fleet.sites])
-    delay = sum(
-        batches[k].priority * delay_num[k] / tokens[k] for k in delay_num if tokens[k] > 0
-    )
+    delay = sum(batches[k].priority * delay_num[k] / tokens[k] for k in delay_num if tokens[k] > 0)
     return PlanTotals(
         co2_g=operational + float(embodied),
         operational_co2_g=operational,

@@ -151,7 +151,7 @@ class LinearModel:
                 )
             )
         n_t = len(self.problem.slots)
-        for s, site in enumerate(fleet.sites):
+        for site in fleet.sites:
             names += [lp_name("gridkwh", site.name, f"t{t}") for t in range(n_t)]
         return names
 
@@ -181,13 +181,16 @@ def dense_signals(problem: PlanningProblem, pools: list[tuple[int, int]]) -> Sig
             wue[s, t] = site.wue_l_per_kwh if sig.wue_l_per_kwh is None else sig.wue_l_per_kwh
     slot_index = {slot: t for t, slot in enumerate(problem.slots)}
     site_index = {s.name: i for i, s in enumerate(fleet.sites)}
-    pool_index = {(fleet.sites[s].name, fleet.sites[s].pools[p].name): i for i, (s, p) in enumerate(pools)}
+    pool_index = {
+        (fleet.sites[s].name, fleet.sites[s].pools[p].name): i for i, (s, p) in enumerate(pools)
+    }
     fixed_gpu = np.zeros((len(pools), n_t))
     fixed_fac = np.zeros(shape)
     for f in problem.fixed:
-        t = slot_index.get(f.slot)
-        if t is None or f.site not in site_index:
+        ft = slot_index.get(f.slot)
+        if ft is None or f.site not in site_index:
             continue
+        t = ft
         fixed_fac[site_index[f.site], t] += f.facility_kwh
         if (f.site, f.pool) in pool_index:
             fixed_gpu[pool_index[(f.site, f.pool)], t] += f.gpu_hours
@@ -202,8 +205,13 @@ def _utc_day(t: datetime) -> date:
     return t.astimezone(UTC).date() if t.tzinfo is not None else t.date()
 
 
-def build_model(problem: PlanningProblem, groups: list[BatchGroup]) -> LinearModel:
+def build_model(
+    problem: PlanningProblem, groups: list[BatchGroup], *, headroom: float = HEADROOM
+) -> LinearModel:
     """Build the LP of the module docstring for ``groups`` (completeness rows set to ``= 1``).
+
+    Capacity, water and grid caps are scaled by ``1 - headroom`` (see ``HEADROOM``); the planner
+    rebuilds with ``headroom=0`` when the scaled model cannot place everything.
 
     Raises:
         PlanningError: signals are missing for a (site, slot) of the horizon.
@@ -227,7 +235,7 @@ def build_model(problem: PlanningProblem, groups: list[BatchGroup]) -> LinearMod
     for s, p in pools:
         site = fleet.sites[s]
         names += [lp_name("capacity", site.name, site.pools[p].name, f"t{t}") for t in range(n_t)]
-    cap_ub = np.maximum(sig.capacity_gpu_h * (1 - HEADROOM) - sig.fixed_gpu_h, 0.0).ravel()
+    cap_ub = np.maximum(sig.capacity_gpu_h * (1 - headroom) - sig.fixed_gpu_h, 0.0).ravel()
     lower.append(np.full(len(pools) * n_t, -math.inf))
     upper.append(cap_ub)
     grid_base = len(names)
@@ -254,7 +262,7 @@ def build_model(problem: PlanningProblem, groups: list[BatchGroup]) -> LinearMod
             names.append(lp_name("water", site.name, f"d{day:%Y%m%d}"))
             fixed_it = float(sum(sig.fixed_fac_kwh[s, t] / pue * sig.wue[s, t] for t in ts))
             fixed_gw = float(sum(fixed_grid[s, t] for t in ts)) * site.ewif_l_per_kwh
-            water_ub.append(max(site.water_cap_l_per_day * (1 - HEADROOM) - fixed_it, fixed_gw))
+            water_ub.append(max(site.water_cap_l_per_day * (1 - headroom) - fixed_it, fixed_gw))
     lower.append(np.full(len(water_ub), -math.inf))
     upper.append(np.array(water_ub, dtype=float))
     carbon_cap_row: int | None = None
@@ -274,12 +282,16 @@ def build_model(problem: PlanningProblem, groups: list[BatchGroup]) -> LinearMod
             model = fleet.models[o.model]
             pool = fleet.sites[o.site].pools[o.pool]
             prof = model.profiles[pool.gpu]
-            gpu_h = prof.gpus * (g.input_tokens / prof.prefill_tok_s + g.output_tokens / prof.decode_tok_s) / 3600.0
+            cell_gpu_h = (
+                prof.gpus
+                * (g.input_tokens / prof.prefill_tok_s + g.output_tokens / prof.decode_tok_s)
+                / 3600.0
+            )
             go_idx.append(np.full(n_w, len(col_option), dtype=np.int64))
             col_option.append(o)
             g_idx.append(np.full(n_w, k, dtype=np.int64))
             t_idx.append(np.arange(g.slot_lo, g.slot_hi, dtype=np.int64))
-            h_parts.append(np.full(n_w, gpu_h))
+            h_parts.append(np.full(n_w, cell_gpu_h))
     cat = np.concatenate
     col_group = cat(g_idx) if g_idx else np.zeros(0, dtype=np.int64)
     col_gopt = cat(go_idx) if go_idx else np.zeros(0, dtype=np.int64)
@@ -288,13 +300,18 @@ def build_model(problem: PlanningProblem, groups: list[BatchGroup]) -> LinearMod
     opt_site = np.array([o.site for o in col_option], dtype=np.int64)[col_gopt]
     opt_pool = np.array([pool_flat[(o.site, o.pool)] for o in col_option], dtype=np.int64)[col_gopt]
     opt_power = np.array(
-        [fleet.models[o.model].profiles[fleet.sites[o.site].pools[o.pool].gpu].power_w for o in col_option]
+        [
+            fleet.models[o.model].profiles[fleet.sites[o.site].pools[o.pool].gpu].power_w
+            for o in col_option
+        ]
     )[col_gopt]
-    opt_emb = np.array([fleet.sites[o.site].pools[o.pool].embodied_g_per_gpu_hour for o in col_option])[col_gopt]
-    pue = np.array([site.pue for site in fleet.sites])
+    opt_emb = np.array(
+        [fleet.sites[o.site].pools[o.pool].embodied_g_per_gpu_hour for o in col_option]
+    )[col_gopt]
+    pue_s = np.array([site.pue for site in fleet.sites])
     ewif = np.array([site.ewif_l_per_kwh for site in fleet.sites])
     it_kwh = gpu_h * opt_power / 1000.0
-    fac_kwh = it_kwh * pue[opt_site]
+    fac_kwh = it_kwh * pue_s[opt_site]
     n_x = len(col_group)
 
     x_carbon = gpu_h * opt_emb
@@ -328,7 +345,10 @@ def build_model(problem: PlanningProblem, groups: list[BatchGroup]) -> LinearMod
     a_start, a_index, a_value = _csc([(xi, xv), (gi, gv)])
 
     grid_cap = np.array(
-        [math.inf if site.grid_cap_kw is None else site.grid_cap_kw * sh * (1 - HEADROOM) for site in fleet.sites]
+        [
+            math.inf if site.grid_cap_kw is None else site.grid_cap_kw * sh * (1 - headroom)
+            for site in fleet.sites
+        ]
     )
     grid_ub = np.maximum(grid_cap[:, None], fixed_grid).ravel()
     carbon_g = sig.carbon.ravel()
@@ -343,11 +363,13 @@ def build_model(problem: PlanningProblem, groups: list[BatchGroup]) -> LinearMod
     }
     if problem.carbon_price_per_g:
         objectives[Objective.COST.value] = (
-            objectives[Objective.COST.value] + problem.carbon_price_per_g * objectives[Objective.CARBON.value]
+            objectives[Objective.COST.value]
+            + problem.carbon_price_per_g * objectives[Objective.CARBON.value]
         )
     offsets = {
         Objective.CARBON.value: fixed_carbon,
-        Objective.COST.value: float((fixed_grid * sig.price).sum()) + problem.carbon_price_per_g * fixed_carbon,
+        Objective.COST.value: float((fixed_grid * sig.price).sum())
+        + problem.carbon_price_per_g * fixed_carbon,
         Objective.WATER.value: float((fixed_grid * ewif[:, None]).sum()),
         Objective.DELAY.value: 0.0,
     }

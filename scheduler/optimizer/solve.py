@@ -86,7 +86,7 @@ class HighsBackend:
 
     def set_complete_rows(self, lower: float) -> None:  # noqa: D102
         n = self._n_groups
-        self._h.changeRowsBounds(
+        self._h.changeRowsBounds(  # type: ignore[attr-defined]
             n, np.arange(n, dtype=np.int32), np.full(n, lower), np.ones(n)
         )
 
@@ -132,7 +132,7 @@ class PulpBackend:
         self._prob = pulp.LpProblem("gridshift", pulp.LpMinimize)
         names = model.col_names()
         self._vars = [
-            pulp.LpVariable(n, lowBound=lo, upBound=None if math.isinf(up) else up)
+            self._prob.add_variable(n, lowBound=lo, upBound=None if math.isinf(up) else up)
             for n, lo, up in zip(names, model.col_lower, model.col_upper, strict=True)
         ]
         cols = np.repeat(np.arange(model.n_cols), np.diff(model.a_start))
@@ -303,7 +303,9 @@ def solve_lexicographic(
         out.values = res.values
         if res.status != "optimal":
             out.status = "feasible"
-            out.notes.append(f"stage {i + 1} ({name}) stopped before proving optimality: {res.message}")
+            out.notes.append(
+                f"stage {i + 1} ({name}) stopped before proving optimality: {res.message}"
+            )
         value = float(coef @ res.values)
         out.stages.append(StageOutcome(name, value - model.offsets.get(name, 0.0), res.status))
         if i < len(objectives) - 1:

@@ -9,10 +9,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scheduler.domain import MeasurementMethod
-from scheduler.errors import NotFound
 from scheduler.review.schedule import current_plan_record
 from scheduler.review.signals import signal_at
 from scheduler.review.views import BatchReview, ShardRun, Totals
+from scheduler.store.batches import get_batch
 from scheduler.store.tables import AssignmentRecord, Batch, LedgerEntry, Shard
 
 
@@ -27,10 +27,7 @@ def load_batch(session: Session, batch_id: str, tenant_id: str | None) -> Batch:
     Raises:
         NotFound: no batch ``batch_id``, or it belongs to another tenant.
     """
-    batch = session.get(Batch, batch_id)
-    if batch is None or (tenant_id is not None and batch.tenant_id != tenant_id):
-        raise NotFound(f"no batch {batch_id!r}; list yours with GET /v1/batches")
-    return batch
+    return get_batch(session, tenant_id, batch_id)
 
 
 def actual_totals(rows: list[LedgerEntry], submitted: datetime) -> Totals:
