@@ -40,6 +40,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: {e.args[0]}; check --site/--pool against GRIDSHIFT_FLEET", err=True)
             raise typer.Exit(2) from None
         celery = create_celery(settings)
+        celery.gridshift_serves = (site, pool)  # run_shard refuses other pools' shards
         argv = [
             "worker",
             f"--queues={site}.{pool}",

@@ -83,6 +83,39 @@ def _collect(
     return {k: v for k, v in sig.items() if k[1] in set(slots)}
 
 
+DEMO_PROVIDER = "demo"
+
+
+def cache_signals(
+    sessions: Any, signals: Mapping[tuple[str, datetime], SlotSignal], now: datetime
+) -> int:
+    """Store the signals the demo planned on in ``forecast_points`` (for the dashboard's curves).
+
+    One forecast point per site, slot and signal (``carbon``, ``price``, ``solar``), keyed by
+    the site name under provider ``demo``: whatever they came from (live, SYNTHETIC or a
+    fallback), these are the values the plan used, kept apart from real providers' caches.
+
+    Returns:
+        How many points were written.
+    """
+    from scheduler.forecasts.base import CARBON, FORECAST, PRICE, SOLAR
+    from scheduler.forecasts.cache import SqlForecastCache
+
+    cache = SqlForecastCache(sessions)
+    per_series: dict[tuple[str, str], dict[datetime, float]] = {}
+    for (site, slot), sig in signals.items():
+        for kind, value in (
+            (CARBON, sig.carbon_g_per_kwh),
+            (PRICE, sig.price_per_kwh),
+            (SOLAR, sig.renewable_kw),
+        ):
+            per_series.setdefault((site, kind), {})[slot] = value
+    return sum(
+        cache.upsert(DEMO_PROVIDER, site, kind, FORECAST, values, now)
+        for (site, kind), values in sorted(per_series.items())
+    )
+
+
 def run_demo(
     base: Settings,
     *,
@@ -139,6 +172,7 @@ def run_demo(
 
     now = now_utc()
     signals = _collect(settings, fleet, sessions, now, online)
+    cache_signals(sessions, signals, now)
     sources = sorted({s.source for s in signals.values()})
     echo(f"signals: {', '.join(sources)} (synthetic = generated shapes, labelled as such)")
 

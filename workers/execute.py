@@ -50,7 +50,8 @@ class ShardOutcome:
 
     ``status``: ``done`` (ran and booked), ``skipped`` (already done, cancelled or leased by a
     live worker), ``lost`` (lease lost mid-run; results discarded), ``released`` (engine failure;
-    re-queued or failed after ``MAX_ATTEMPTS``).
+    re-queued or failed after ``MAX_ATTEMPTS``), ``refused`` (a shard of another site or pool
+    than this worker serves: not claimed, left queued for the right worker).
     """
 
     shard_id: str
@@ -114,6 +115,25 @@ def _renewable_booked_kwh(s: Session, site: str, slot: datetime, slot_end: datet
     return float(booked)
 
 
+def _serves(factory: sessionmaker[Session], shard_id: str, serves: tuple[str, str]) -> bool:
+    """Whether the shard belongs to the worker's (site, pool); logs a refusal when not."""
+    with factory() as s:
+        row = s.execute(select(Shard.site, Shard.pool).where(Shard.id == shard_id)).first()
+    if row is None or (row.site, row.pool) == serves:
+        return True  # an unknown shard goes on to claim_shard, which reports it
+    log.warning(
+        "refused shard %s: it is planned for %s.%s but this worker serves %s.%s; "
+        "not claimed, left queued for a worker of its queue %s.%s",
+        shard_id,
+        row.site,
+        row.pool,
+        *serves,
+        row.site,
+        row.pool,
+    )
+    return False
+
+
 def run_shard(
     shard_id: str,
     *,
@@ -125,6 +145,7 @@ def run_shard(
     worker_id: str,
     clock: Clock = now_utc,
     signal_lookup: SignalLookup | None = None,
+    serves: tuple[str, str] | None = None,
 ) -> ShardOutcome:
     """Run one shard exactly once in effect, whatever crashes or duplicate messages happen.
 
@@ -146,6 +167,8 @@ def run_shard(
         worker_id: lease owner name (host, pid).
         clock: the time source (tests and the demo pass a simulated clock).
         signal_lookup: signals of the slot the attempt ran in (default: forecast cache).
+        serves: ``(site, pool)`` this worker runs; a shard of another one is refused unclaimed
+            (``None``: run any shard, as the demo and tests do).
 
     Returns:
         What happened (see ``ShardOutcome``).
@@ -153,6 +176,8 @@ def run_shard(
     Raises:
         NotFound: the shard, its batch or its input file does not exist.
     """
+    if serves is not None and not _serves(session_factory, shard_id, serves):
+        return ShardOutcome(shard_id, "refused")
     claim = claim_shard(
         session_factory, shard_id, worker_id=worker_id, now=clock(), lease_s=settings.lease_s
     )

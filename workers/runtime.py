@@ -64,21 +64,28 @@ class WorkerRuntime:
     meter_factory: MeterFactory = default_meter_factory
     worker_id: str = field(default_factory=worker_name)
     signal_lookup: SignalLookup | None = None
+    serves: tuple[str, str] | None = None
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, weights_override: dict[str, str] | None = None
+        cls,
+        settings: Settings,
+        *,
+        weights_override: dict[str, str] | None = None,
+        serves: tuple[str, str] | None = None,
     ) -> WorkerRuntime:
         """Build the runtime from settings (database, fleet, engine cache).
 
         ``weights_override`` maps model names to local weights, replacing fleet.yaml ``weights``
-        (the demo points ``tiny-chat`` at the model it builds).
+        (the demo points ``tiny-chat`` at the model it builds). ``serves`` is the worker's
+        ``(site, pool)``: shards of any other pool are refused unclaimed.
         """
         return cls(
             settings=settings,
             fleet=resolve_fleet(settings),
             sessions=session_factory(engine_from_settings(settings)),
             engine_cache=EngineCache(weights_override=weights_override),
+            serves=serves,
         )
 
     def run(self, shard_id: str, *, clock: Clock = now_utc) -> ShardOutcome:
@@ -93,4 +100,5 @@ class WorkerRuntime:
             worker_id=self.worker_id,
             clock=clock,
             signal_lookup=self.signal_lookup,
+            serves=self.serves,
         )

@@ -18,23 +18,27 @@ _runtime: WorkerRuntime | None = None
 _lock = threading.Lock()
 
 
-def runtime_for(settings: Settings) -> WorkerRuntime:
-    """The process-wide runtime (engine loaded once per worker process, reused across shards)."""
+def runtime_for(settings: Settings, serves: tuple[str, str] | None = None) -> WorkerRuntime:
+    """The process-wide runtime (engine loaded once per worker process, reused across shards).
+
+    ``serves`` is the worker's ``(site, pool)`` (``gridshift worker --site --pool``).
+    """
     global _runtime
     with _lock:
         if _runtime is None:
-            _runtime = WorkerRuntime.from_settings(settings)
+            _runtime = WorkerRuntime.from_settings(settings, serves=serves)
         return _runtime
 
 
 def register_tasks(app: Celery) -> None:
     """Register ``gridshift.run_shard`` and ``gridshift.tick`` on ``app``."""
     settings: Settings = app.gridshift_settings
+    serves: tuple[str, str] | None = getattr(app, "gridshift_serves", None)
 
     @app.task(name="gridshift.run_shard", acks_late=True, reject_on_worker_lost=True)
     def run_shard_task(shard_id: str) -> dict[str, Any]:
         """Run one shard (idempotent: a duplicate message finds it claimed or done)."""
-        outcome = runtime_for(settings).run(shard_id)
+        outcome = runtime_for(settings, serves).run(shard_id)
         return describe(outcome)
 
     @app.task(name="gridshift.tick")
@@ -44,6 +48,6 @@ def register_tasks(app: Celery) -> None:
         from scheduler.dispatch.tick import tick
         from scheduler.store.tables import now_utc
 
-        rt = runtime_for(settings)
+        rt = runtime_for(settings, serves)
         report = tick(rt.sessions, settings, now_utc(), celery_sender(app), fleet=rt.fleet)
         return {"queued": len(report.queued), "plan_id": report.plan_id}

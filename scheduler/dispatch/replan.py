@@ -11,6 +11,12 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.config import Settings
+from scheduler.dispatch.budget import (
+    BudgetStates,
+    advance_pacer,
+    budget_states,
+    quality_ceilings,
+)
 from scheduler.dispatch.shards import (
     create_shards,
     release_planned_shards,
@@ -19,6 +25,8 @@ from scheduler.dispatch.shards import (
 from scheduler.dispatch.signals import HorizonSignals
 from scheduler.dispatch.slots import slot_floor, slot_fraction_left, slots_between
 from scheduler.domain import BatchStatus, Fleet, Plan, PlanningBatch, ShardStatus, SlotSignal
+from scheduler.optimizer.attribution import BatchFigures, baseline_by_batch, sum_figures
+from scheduler.optimizer.baselines import BASELINES
 from scheduler.optimizer.problem import FixedLoad, PlanningProblem
 from scheduler.store.db import transaction
 from scheduler.store.tables import (
@@ -179,14 +187,42 @@ def price_assignments(problem: PlanningProblem, plan: Plan) -> list[dict[str, fl
     return out
 
 
+def baselines_with_batches(
+    problem: PlanningProblem, plan: Plan, part_batch: Mapping[str, str]
+) -> dict[str, dict[str, object]]:
+    """The plan's baseline totals, each with its per-batch figures under ``"batches"``.
+
+    ``"batches"`` maps an OpenAI batch id to ``{co2_g, cost, water_l, delay_h, energy_kwh}``,
+    summing the planning parts ``"{batch_id}~{model}"`` of that batch.
+
+    Per-batch figures share each site-slot's grid energy by facility energy
+    (``scheduler.optimizer.attribution``), so they add up to the plan-wide baseline totals.
+    """
+    out: dict[str, dict[str, object]] = {}
+    for name, b in plan.baselines.items():
+        row: dict[str, object] = {k: getattr(b, k) for k in b.__dataclass_fields__}
+        out[name] = row
+        if name not in BASELINES:
+            continue
+        grouped: dict[str, list[BatchFigures]] = defaultdict(list)
+        for part, fig in baseline_by_batch(problem, name).items():
+            grouped[part_batch.get(part, part.split("~", 1)[0])].append(fig)
+        row["batches"] = {bid: sum_figures(figs).as_dict() for bid, figs in grouped.items()}
+    return out
+
+
 def build_problem(
     s: Session,
     settings: Settings,
     fleet: Fleet,
     now: datetime,
     signals_for: HorizonSignals,
+    states: BudgetStates | None = None,
 ) -> tuple[PlanningProblem | None, dict[str, list[int]]]:
     """The planning problem of everything not yet leased, or None when there is nothing.
+
+    Budget states (``states``, default: read from the store) cap the model tier of
+    ``"auto"`` parts through ``max_quality_by_batch`` (``scheduler.dispatch.budget``).
 
     Returns:
         ``(problem, free)`` where ``free[part_id]`` lists the unleased request ids in order.
@@ -209,6 +245,9 @@ def build_problem(
         fixed=_fixed_loads(s, fleet, now),
         slot_available={slots[0]: slot_fraction_left(now, fleet.slot_minutes)},
         time_limit_s=settings.plan_time_limit_s,
+        max_quality_by_batch=quality_ceilings(
+            batches, states if states is not None else budget_states(s, fleet, now), fleet
+        ),
     )
     return problem, free
 
@@ -247,8 +286,10 @@ def replan(
     """
     signals_for = signals_for or default_horizon_signals(settings, factory)
     planner = planner or default_planner
+    advance_pacer(factory, fleet, now)
     with factory() as s:
-        problem, free = build_problem(s, settings, fleet, now, signals_for)
+        states = budget_states(s, fleet, now)
+        problem, free = build_problem(s, settings, fleet, now, signals_for, states)
     if problem is None:
         return None
     plan = planner(problem)
@@ -265,13 +306,10 @@ def replan(
             objectives=[str(o) for o in plan.objectives],
             tolerances=list(plan.tolerances),
             totals={k: getattr(plan.totals, k) for k in plan.totals.__dataclass_fields__},
-            baselines={
-                name: {k: getattr(b, k) for k in b.__dataclass_fields__}
-                for name, b in plan.baselines.items()
-            },
+            baselines=baselines_with_batches(problem, plan, part_batch),
             unplaced=[{"batch": u.batch, "reason": u.reason} for u in plan.unplaced],
             stage_optima=dict(plan.stage_optima),
-            notes=list(plan.notes),
+            notes=list(plan.notes) + states.notes(),
             solve_s=plan.solve_s,
             fallback_signals=plan.fallback_signals
             or any(sig.fallback for sig in problem.signals.values()),

@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.config import Settings
+from scheduler.dispatch.budget import advance_pacer
 from scheduler.dispatch.reconcile import (
     close_batches,
     expire_leases,
@@ -147,6 +148,7 @@ def tick(
     for shard_id, queue in _queues(session_factory, report.requeued_expired):
         send(RUN_SHARD_TASK, shard_id, queue=queue)
     report.closed = close_batches(session_factory, settings, now=now)
+    advance_pacer(session_factory, fleet, now)
     if allow_replan:
         with session_factory() as s:
             report.trigger = replan_trigger(s, fleet, now)

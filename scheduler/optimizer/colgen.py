@@ -24,6 +24,7 @@ from scheduler.optimizer.solve import RunResult
 _SEED_PER_GROUP = 4
 _ADD_PER_GROUP = 6
 _MAX_ROUNDS = 400
+_PURGE_ABOVE_PER_ROW = 6
 
 
 class ColumnGenerationBackend:
@@ -127,6 +128,7 @@ class ColumnGenerationBackend:
             new = self._price()
             if len(new) == 0:
                 break
+            self._purge()
             self._add(new)
         else:
             return self._result("feasible", "column generation hit its round limit")
@@ -138,6 +140,27 @@ class ColumnGenerationBackend:
         if not self._rmp_cols:
             return np.zeros(0, dtype=np.int64)
         return np.concatenate(self._rmp_cols)
+
+    def _purge(self) -> None:
+        """Drop non-basic cells with a clearly positive reduced cost once the master is large."""
+        n_rows = self._h.getNumRow()
+        cols = self._x_cols()
+        if len(cols) <= _PURGE_ABOVE_PER_ROW * n_rows:
+            return
+        off = self._n_grid + self._n_groups
+        basis = self._h.getBasis()
+        status = np.array([int(v) for v in basis.col_status[off:]])
+        dual = np.asarray(self._h.getSolution().col_dual)[off:]
+        basic = int(highspy.HighsBasisStatus.kBasic)
+        scale = max(1.0, float(np.abs(dual).max(initial=0.0)))
+        drop = np.flatnonzero((status != basic) & (dual > 1e-6 * scale))
+        if len(drop) == 0:
+            return
+        self._h.deleteCols(len(drop), (drop + off).astype(np.int32))
+        keep = np.ones(len(cols), dtype=bool)
+        keep[drop] = False
+        self._in[cols[drop]] = False
+        self._rmp_cols = [cols[keep]]
 
     def _x_cost(self) -> FloatArray:
         return self._cost[self._x_cols()]
@@ -190,18 +213,23 @@ class ColumnGenerationBackend:
         value = [m.a_value[pos]]
         n_lex = len(self._lex)
         if n_lex:
-            # Entries per column: base rows, then one per lex row, so rebuild per-column order.
-            base_start = np.concatenate([[0], np.cumsum(counts)])
-            lex_vals = np.stack([coef[cols] for coef in self._lex], axis=1)
-            idx_rows, val_rows = [], []
-            for k in range(len(cols)):
-                a, b = base_start[k], base_start[k + 1]
-                idx_rows.append(
-                    np.concatenate([index[0][a:b], m.n_rows + np.arange(n_lex, dtype=np.int32)])
-                )
-                val_rows.append(np.concatenate([value[0][a:b], lex_vals[k]]))
-            index, value = [np.concatenate(idx_rows)], [np.concatenate(val_rows)]
-            counts = counts + n_lex
+            # Entries per column: its base rows, then one entry per lex row (rows stay sorted).
+            new_counts = counts + n_lex
+            new_start = np.concatenate([[0], np.cumsum(new_counts)])
+            total = int(new_start[-1])
+            idx_all = np.empty(total, dtype=np.int32)
+            val_all = np.empty(total)
+            base_col = np.repeat(np.arange(len(cols)), counts)
+            base_off = np.arange(len(base_col)) - np.repeat(np.cumsum(counts) - counts, counts)
+            base_pos = new_start[base_col] + base_off
+            idx_all[base_pos] = index[0]
+            val_all[base_pos] = value[0]
+            for i, coef in enumerate(self._lex):
+                lex_pos = new_start[:-1] + counts + i
+                idx_all[lex_pos] = m.n_rows + i
+                val_all[lex_pos] = coef[cols]
+            index, value = [idx_all], [val_all]
+            counts = new_counts
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int32)
         idx = index[0].astype(np.int32)
         self._h.addCols(

@@ -49,7 +49,8 @@ def plan_problem(
         problem: the planning instance (pure data; not modified).
         baselines: also compute the contract's ``asap`` and ``carbon_greedy`` baselines.
         aggregate: group interchangeable batches in the LP (``None``: only for large problems).
-        backend: ``auto``, ``highs`` (highspy direct), ``pulp-highs`` or ``pulp-cbc``.
+        backend: ``auto`` (PuLP + HiGHS when small, column generation on highspy when large),
+            ``highs-colgen``, ``highs`` (whole LP to highspy), ``pulp-highs`` or ``pulp-cbc``.
 
     Returns:
         The plan; ``status`` is ``optimal``, ``feasible`` (a time limit stopped a stage) or
@@ -57,8 +58,9 @@ def plan_problem(
         placed are listed in ``unplaced`` with a reason; the rest is still planned.
 
     Raises:
-        PlanningError: objectives and tolerances do not match, a signal is missing, or the
-            solver failed without a usable answer (e.g. the time limit hit before any solution).
+        PlanningError: no slots, unknown or repeated objectives, tolerances that do not match,
+            a missing signal, or a solver failure without a usable answer (e.g. the time limit
+            hit before any solution).
     """
     started = time.perf_counter()
     objectives = _check_objectives(problem)
@@ -124,9 +126,13 @@ def plan_problem(
 
 
 def _check_objectives(problem: PlanningProblem) -> list[str]:
-    names = [
-        Objective(o).value if not isinstance(o, Objective) else o.value for o in problem.objectives
-    ]
+    if not problem.slots:
+        raise PlanningError("the problem has no slots; give forecasts for at least one slot")
+    try:
+        names = [Objective(o).value for o in problem.objectives]
+    except ValueError as e:
+        known = ", ".join(o.value for o in Objective)
+        raise PlanningError(f"unknown objective in {list(problem.objectives)}; use {known}") from e
     if not names:
         raise PlanningError("no objectives given; use e.g. carbon,cost,delay")
     if len(problem.tolerances) != len(names):

@@ -66,11 +66,12 @@ def problems(draw: st.DrawFn) -> PlanningProblem:
 
 
 @pytest.mark.slow
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(problems())
-def test_every_plan_is_feasible_complete_and_reprices(p: PlanningProblem) -> None:
-    # Given a random small problem; When planned
-    plan = plan_problem(p, baselines=False)
+@pytest.mark.parametrize("backend", ["auto", "highs-colgen"])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(p=problems())
+def test_every_plan_is_feasible_complete_and_reprices(backend: str, p: PlanningProblem) -> None:
+    # Given a random small problem; When planned (PuLP for small models, or column generation)
+    plan = plan_problem(p, baselines=False, backend=backend)
     # Then the independent checker finds no violation (capacity, caps, windows, residency,
     # whole requests, completeness, totals within 0.2 %)
     report = validate_plan(p, plan)

@@ -1,0 +1,163 @@
+"""The carbon budget in the service: states cap auto tiers, and the pacer closes each UTC day."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from execution_helpers import T0, Harness, chat_line, fixed_signals
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from scheduler.config import Settings
+from scheduler.dispatch.budget import budget_states, quality_ceilings
+from scheduler.dispatch.replan import _part_batches, replan
+from scheduler.domain import BudgetState, CarbonBudget, Fleet, Profile
+from scheduler.intake.submit import BatchOptions, create_batch
+from scheduler.samples import load_sample_fleet
+from scheduler.store.db import transaction
+from scheduler.store.files import save_file
+from scheduler.store.tables import AssignmentRecord, CarbonPacing, LedgerEntry, PlanRecord
+from scheduler.store.tenants import create_tenant
+
+DAY_G = 1000.0
+
+
+def _fleet(**tenant_budgets: CarbonBudget) -> Fleet:
+    """The sample fleet, where the LARGER model is the greener one (so tiers matter)."""
+    fleet = load_sample_fleet()
+    lean = Profile(gpus=1, prefill_tok_s=8000, decode_tok_s=480, power_w=20)
+    models = tuple(
+        dataclasses.replace(m, profiles={**m.profiles, "CPU": lean}) if m.name == "tiny-chat" else m
+        for m in fleet.models
+    )
+    return dataclasses.replace(
+        fleet,
+        models=models,
+        carbon_budget=CarbonBudget(g_per_day=DAY_G),
+        tenant_budgets=tenant_budgets,
+    )
+
+
+def _harness(tmp_path: Path, sessions: sessionmaker[Session], fleet: Fleet) -> Harness:
+    settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'g.db'}")
+    return Harness(settings, sessions, fleet, None, fixed_signals(fleet, T0))  # type: ignore[arg-type]
+
+
+def _submit_auto(h: Harness, tmp: Path, tenant: str, *, now: datetime = T0) -> tuple[str, str]:
+    """An ``auto`` batch (min_quality 0.4) of ``tenant``: returns (tenant id, batch id)."""
+    path = tmp / f"{tenant}.jsonl"
+    lines = [chat_line(f"r{i}", model="auto") for i in range(3)]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    with h.sessions() as s:
+        tenant_id = create_tenant(s, tenant).id
+        s.commit()
+    with h.sessions() as s:
+        f = save_file(
+            s, h.settings.files_dir, path, tenant_id=tenant_id, filename=path.name, purpose="batch"
+        )
+    with h.sessions() as s, s.begin():
+        opts = BatchOptions(input_file_id=f.id, endpoint="/v1/chat/completions", min_quality=0.4)
+        b = create_batch(s, h.fleet, tenant_id, opts, max_requests=1000, now=int(now.timestamp()))
+        assert b.status == "in_progress", b.errors
+        return tenant_id, b.id
+
+
+def _book(h: Harness, when: datetime, co2_g: float, tenant_id: str = "t") -> None:
+    """Book ``co2_g`` of finished work at ``when`` in the ledger."""
+    with transaction(h.sessions) as s:
+        n = s.query(LedgerEntry).count()
+        s.add(
+            LedgerEntry(
+                batch_id="b-past", shard_id=f"sh-{n}", attempt=1, tenant_id=tenant_id,
+                site="es-madrid", pool="cpu", model="tiny-chat", started_at=when,
+                ended_at=when + timedelta(minutes=5), requests_done=1, requests_failed=0,
+                input_tokens=10, output_tokens=10, gpu_hours=0.1, it_energy_kwh=1.0,
+                facility_energy_kwh=1.2, energy_method="estimate", renewable_share=0.0,
+                grid_kwh=1.2, carbon_g_per_kwh=co2_g / 1.2, carbon_source="synthetic",
+                co2_location_g=co2_g, co2_market_g=None, embodied_co2_g=0.0,
+                water_onsite_l=0.0, water_offsite_l=0.0, cost=0.0, planned_energy_kwh=None,
+                planned_co2_g=None, planned_water_l=None, planned_cost=None, created_at=when,
+            )
+        )  # fmt: skip
+
+
+def _planned_models(h: Harness, plan_id: int | None) -> set[str]:
+    assert plan_id is not None
+    with h.sessions() as s:
+        return set(
+            s.scalars(select(AssignmentRecord.model).where(AssignmentRecord.plan_id == plan_id))
+        )
+
+
+def test_a_day_that_spent_60_percent_plans_an_auto_batch_on_a_smaller_tier_than_a_fresh_day(
+    tmp_path: Path, sessions: sessionmaker[Session]
+) -> None:
+    # Given an auto batch on a fleet whose larger model is also the greener one
+    h = _harness(tmp_path, sessions, _fleet())
+    _submit_auto(h, tmp_path, "acme")
+    # When a fresh day plans it
+    fresh = replan(h.sessions, h.settings, h.fleet, T0, trigger="manual", signals_for=h.signals_for)
+    # Then it runs on the larger (greener) tier
+    assert _planned_models(h, fresh) == {"tiny-chat"}
+    # When 60 % of the day's budget has been spent and it is planned again
+    _book(h, T0 - timedelta(minutes=30), 0.6 * DAY_G)
+    later = T0 + timedelta(minutes=5)
+    tight = replan(
+        h.sessions, h.settings, h.fleet, later, trigger="manual", signals_for=h.signals_for
+    )
+    # Then the TIGHTENING state forbids the largest tier: it runs on the smaller one
+    assert _planned_models(h, tight) == {"tiny-chat-mini"}
+    with h.sessions() as s:
+        plan = s.get(PlanRecord, tight)
+        assert plan is not None
+        assert "carbon budget state (fleet): tightening" in (plan.notes or [])
+
+
+def test_a_tenant_budget_restricts_only_that_tenants_auto_work(
+    tmp_path: Path, sessions: sessionmaker[Session]
+) -> None:
+    # Given two tenants' auto batches, one tenant with its own budget 80 % spent today
+    h = _harness(tmp_path, sessions, _fleet(thrifty=CarbonBudget(g_per_day=100.0)))
+    thrifty, _ = _submit_auto(h, tmp_path, "thrifty")
+    _submit_auto(h, tmp_path, "lavish")
+    _book(h, T0 - timedelta(minutes=30), 80.0, tenant_id=thrifty)
+    # When the budget states and the tier ceilings are computed
+    with h.sessions() as s:
+        states = budget_states(s, h.fleet, T0)
+        batches, _ = _part_batches(s, h.fleet, T0)
+    ceilings = quality_ceilings(batches, states, h.fleet)
+    # Then only the thrifty tenant's part is capped at the smallest tier
+    assert states.tenants == {thrifty: BudgetState.RESTRICTED}
+    assert states.fleet is BudgetState.NORMAL
+    assert {b.tenant for b in batches if b.id in ceilings} == {thrifty}
+    assert set(ceilings.values()) == {0.4}
+
+
+def test_crossing_midnight_writes_one_pacing_row_with_a_higher_price_after_an_overspent_day(
+    tmp_path: Path, sessions: sessionmaker[Session]
+) -> None:
+    # Given the dispatcher ticking late on day 1, which overspends its budget by half
+    h = _harness(tmp_path, sessions, _fleet())
+    day1 = datetime(2026, 11, 22, 22, 0, tzinfo=UTC)
+    h.tick(day1)
+    _book(h, day1 + timedelta(minutes=10), 1.5 * DAY_G)
+    with h.sessions() as s:
+        before = list(s.scalars(select(CarbonPacing)))
+    # When it ticks across midnight, several times
+    for minutes in (125, 130, 190):
+        h.tick(day1 + timedelta(minutes=minutes))
+    # Then exactly one row was added, for day 2, with a higher price
+    with h.sessions() as s:
+        rows = {
+            r.day: r for r in s.scalars(select(CarbonPacing).where(CarbonPacing.scope == "fleet"))
+        }
+    assert [r.day for r in before] == ["2026-11-22"]
+    assert sorted(rows) == ["2026-11-22", "2026-11-23"]
+    assert rows["2026-11-23"].price_per_g > rows["2026-11-22"].price_per_g
+    # and day 1 books what it spent, while day 2's target shrinks to absorb the overspend
+    assert rows["2026-11-22"].spent_g == pytest.approx(1.5 * DAY_G)
+    assert rows["2026-11-23"].budget_g < rows["2026-11-22"].budget_g
