@@ -57,7 +57,9 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(default=20.0, gt=0)
     tick_s: float = Field(default=15.0, gt=0, description="Dispatch tick period in seconds.")
     plan_time_limit_s: float = Field(default=60.0, gt=0)
-    horizon_hours: int = Field(default=48, ge=1, description="Planning horizon (UK forecasts reach 48 h).")
+    horizon_hours: int = Field(
+        default=48, ge=1, description="Planning horizon (UK forecasts reach 48 h)."
+    )
 
     electricitymaps_token: str = ""
     watttime_username: str = ""

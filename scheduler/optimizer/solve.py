@@ -131,8 +131,10 @@ class PulpBackend:
         self._solver = solver
         self._prob = pulp.LpProblem("gridshift", pulp.LpMinimize)
         names = model.col_names()
+        # PuLP >= 3.3 attaches variables to the problem; older versions build them directly.
+        make_var = getattr(self._prob, "add_variable", pulp.LpVariable)
         self._vars = [
-            self._prob.add_variable(n, lowBound=lo, upBound=None if math.isinf(up) else up)
+            make_var(n, lowBound=float(lo), upBound=None if math.isinf(up) else float(up))
             for n, lo, up in zip(names, model.col_lower, model.col_upper, strict=True)
         ]
         cols = np.repeat(np.arange(model.n_cols), np.diff(model.a_start))
