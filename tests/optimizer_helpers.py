@@ -111,10 +111,15 @@ def problem(
     )
 
 
-def example_problem(directory: Path, order: Sequence[str]) -> PlanningProblem:
-    """A problem read from a contract example directory, with zero tolerances."""
+def example_problem(directory: Path, order: Sequence[str] | None = None) -> PlanningProblem:
+    """A problem read from a contract example directory.
+
+    With ``order``, those objectives with zero tolerances; without, the fleet's defaults.
+    """
     the_fleet = load_fleet(directory / "fleet.yaml")
     slots, signals = read_forecasts(directory / "forecasts.csv", the_fleet)
+    if order is None:
+        return build_problem(the_fleet, slots, signals, read_batches(directory / "batches.jsonl"))
     return build_problem(
         the_fleet,
         slots,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -52,6 +53,18 @@ class ListPage(BaseModel):
     first_id: str | None = None
     last_id: str | None = None
     has_more: bool = False
+
+    @classmethod
+    def of(cls, data: Sequence[Any], *, has_more: bool) -> Self:
+        """A page of ``data`` (objects with an ``id``), ``first_id``/``last_id`` from its ends."""
+        return cls.model_validate(
+            {
+                "data": list(data),
+                "first_id": data[0].id if data else None,
+                "last_id": data[-1].id if data else None,
+                "has_more": has_more,
+            }
+        )
 
 
 class FileList(ListPage):

@@ -20,6 +20,7 @@ from scheduler.commands.common import (
     exit_on_error,
     fail,
     make_client,
+    print_batch,
     print_json,
 )
 
@@ -211,10 +212,7 @@ def register(app: typer.Typer) -> None:
         """Cancel a batch (work not yet started is dropped; finished results are kept)."""
         with exit_on_error(), make_client(api_url, api_key) as client:
             batch = client.cancel_batch(batch_id)
-        if as_json:
-            print_json(batch)
-        else:
-            typer.echo(f"{batch['id']} {batch.get('status')}")
+        print_batch(batch, as_json=as_json)
 
     @batches.command("download")
     def download(

@@ -96,6 +96,14 @@ def print_json(obj: Any) -> None:
     typer.echo(json.dumps(obj, indent=2, sort_keys=True))
 
 
+def print_batch(batch: dict[str, Any], *, as_json: bool) -> None:
+    """Print a batch object as JSON, or as one ``ID STATUS`` line."""
+    if as_json:
+        print_json(batch)
+    else:
+        typer.echo(f"{batch['id']} {batch.get('status')}")
+
+
 def batch_progress(batch: dict[str, Any]) -> tuple[int, int]:
     """``(completed + failed, total)`` from a batch object's ``request_counts``."""
     counts = batch.get("request_counts") or {}

@@ -20,6 +20,7 @@ from scheduler.commands.common import (
     exit_on_error,
     fail,
     make_client,
+    print_batch,
     print_json,
     wait_for_batch,
 )
@@ -119,10 +120,7 @@ def submit_content(
     uploaded = client.upload_file(filename, content)
     batch = client.create_batch(uploaded["id"], endpoint=endpoint, options=options)
     if not wait:
-        if as_json:
-            print_json(batch)
-        else:
-            typer.echo(f"{batch['id']} {batch.get('status')}")
+        print_batch(batch, as_json=as_json)
         return EXIT_OK
     typer.echo(f"submitted {batch['id']} ({uploaded['id']}), waiting", err=True)
     batch = wait_for_batch(client, batch, poll_s=poll_s, timeout_s=timeout_s)

@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -109,6 +110,29 @@ def _encode(lines: list[dict[str, Any]]) -> Iterator[bytes]:
         yield (json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
+def _save_lines(
+    factory: sessionmaker[Session],
+    files_dir: Path,
+    lines: list[dict[str, Any]],
+    tenant_id: str,
+    filename: str,
+    file_id: str,
+) -> str | None:
+    """Save ``lines`` as the ``batch_output`` file ``file_id``; None (no file) when empty."""
+    if not lines:
+        return None
+    with factory() as fs:
+        return save_file(
+            fs,
+            files_dir,
+            _encode(lines),
+            tenant_id=tenant_id,
+            filename=filename,
+            purpose="batch_output",
+            file_id=file_id,
+        ).id
+
+
 def finalize_batch(
     factory: sessionmaker[Session],
     settings: Settings,
@@ -155,29 +179,12 @@ def finalize_batch(
     out_id, err_id = output_file_ids(batch_id)
     files_dir = settings.files_dir
     files_dir.mkdir(parents=True, exist_ok=True)
-    output_file_id = error_file_id = None
-    if out:
-        with factory() as fs:
-            output_file_id = save_file(
-                fs,
-                files_dir,
-                _encode(out),
-                tenant_id=tenant_id,
-                filename=f"{batch_id}_output.jsonl",
-                purpose="batch_output",
-                file_id=out_id,
-            ).id
-    if err:
-        with factory() as fs:
-            error_file_id = save_file(
-                fs,
-                files_dir,
-                _encode(err),
-                tenant_id=tenant_id,
-                filename=f"{batch_id}_error.jsonl",
-                purpose="batch_output",
-                file_id=err_id,
-            ).id
+    output_file_id = _save_lines(
+        factory, files_dir, out, tenant_id, f"{batch_id}_output.jsonl", out_id
+    )
+    error_file_id = _save_lines(
+        factory, files_dir, err, tenant_id, f"{batch_id}_error.jsonl", err_id
+    )
     stamp = int(time.time())
     values: dict[str, Any] = {
         "status": outcome.value,

@@ -206,3 +206,8 @@ def require_option(options: Mapping[str, Any], key: str, provider: str, site: st
             f"signals: in fleet.yaml, e.g. {{provider: {provider}, {key}: ...}}"
         )
     return options[key]
+
+
+def base_url(options: Mapping[str, Any], default: str) -> str:
+    """A provider's API root: option ``base_url`` if set, else ``default``; no trailing slash."""
+    return str(options.get("base_url") or default).rstrip("/")

@@ -13,6 +13,7 @@ from scheduler.forecasts.base import (
     ProviderError,
     Series,
     as_float,
+    base_url,
     infer_step,
     parse_utc,
     require_option,
@@ -52,7 +53,7 @@ class ElectricityMapsProvider:
                 "GRIDSHIFT_ELECTRICITYMAPS_TOKEN (or use another carbon provider)"
             )
         zone = require_option(options, "zone", self.name, site.name)
-        base = str(options.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
+        base = base_url(options, DEFAULT_BASE_URL)
         payload = self.http.get_json(
             f"{base}/v3/carbon-intensity/forecast",
             params={"zone": zone, **_horizon(options)},

@@ -13,6 +13,7 @@ from scheduler.forecasts.base import (
     ProviderError,
     Series,
     as_float,
+    base_url,
     parse_utc,
     require_option,
 )
@@ -84,7 +85,7 @@ class OpenMeteoSolarProvider:
         if variable == "global_tilted_irradiance":
             params["tilt"] = options.get("tilt", 30)
             params["azimuth"] = options.get("azimuth", 0)
-        base = str(options.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
+        base = base_url(options, DEFAULT_BASE_URL)
         payload = self.http.get_json(
             f"{base}/v1/forecast", params=params, what=f"{self.name} (site {site.name})"
         )

@@ -13,6 +13,7 @@ from scheduler.forecasts.base import (
     ProviderError,
     Series,
     as_float,
+    base_url,
     parse_utc,
 )
 from scheduler.forecasts.http import HttpClient
@@ -91,7 +92,7 @@ class UkCarbonIntensityProvider:
             ProviderError: unreachable API, HTTP error, unknown region or a payload of the wrong
                 shape.
         """
-        base = str(options.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
+        base = base_url(options, DEFAULT_BASE_URL)
         forecast: dict[datetime, float] = {}
         actual: dict[datetime, float] = {}
         cursor = start

@@ -13,6 +13,7 @@ from scheduler.forecasts.base import (
     ProviderError,
     Series,
     as_float,
+    base_url,
     infer_step,
     parse_utc,
     require_option,
@@ -79,7 +80,7 @@ class WattTimeProvider:
                 "and GRIDSHIFT_WATTTIME_PASSWORD (or use another carbon provider)"
             )
         region = require_option(options, "region", self.name, site.name)
-        base = str(options.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
+        base = base_url(options, DEFAULT_BASE_URL)
         token = self._login(base, site.name)
         payload = self.http.get_json(
             f"{base}/v3/forecast",

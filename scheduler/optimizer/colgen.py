@@ -45,6 +45,10 @@ class ColumnGenerationBackend:
         self._n_grid = model.n_cols - n_x
         self._n_groups = n_g
         self._in = np.zeros(n_x, dtype=bool)
+        self._banned = np.zeros(n_x, dtype=bool)  # off the optimal face of an earlier stage
+        self._row_lower = model.row_lower.astype(np.float64)
+        self._row_upper = model.row_upper.astype(np.float64)
+        self._last_status = ""
         self._rmp_cols: list[npt.NDArray[np.int64]] = []  # model x-column of each added column
         self._lex: list[FloatArray] = []
         self._cost = np.zeros(model.n_cols)
@@ -89,6 +93,8 @@ class ColumnGenerationBackend:
         idx = np.flatnonzero(rmp_coef).astype(np.int32)
         self._h.addRow(-math.inf, upper, len(idx), idx, rmp_coef[idx])
         self._h.passRowName(self._h.getNumRow() - 1, name)
+        self._row_lower = np.append(self._row_lower, -math.inf)
+        self._row_upper = np.append(self._row_upper, upper)
         self._lex.append(coef.astype(np.float64))
         # The last stage placed everything, and later stages keep that solution feasible: the
         # artificial columns are no longer needed (and their big cost would fight the lex rows).
@@ -102,12 +108,18 @@ class ColumnGenerationBackend:
     def set_complete_rows(self, lower: float) -> None:  # noqa: D102
         n_g = self._n_groups
         self._placement = lower < 1.0
+        self._row_lower[:n_g] = lower
         self._h.changeRowsBounds(  # type: ignore[attr-defined]
             n_g, np.arange(n_g, dtype=np.int32), np.full(n_g, lower), np.ones(n_g)
         )
         self._set_artificial_upper(0.0 if self._placement or self._lex else 1.0)
 
     def run(self, time_limit_s: float) -> RunResult:  # noqa: D102
+        res = self._run(time_limit_s)
+        self._last_status = res.status
+        return res
+
+    def _run(self, time_limit_s: float) -> RunResult:
         started = time.perf_counter()
         if not self._in.any():
             self._add(self._seed())
@@ -134,6 +146,66 @@ class ColumnGenerationBackend:
             return self._result("feasible", "column generation hit its round limit")
         return self._result("optimal", "")
 
+    def restrict_to_optimal_face(self, objective_value: float) -> bool:
+        """Keep later stages on the optimal face of the stage just solved (zero tolerance).
+
+        By complementary slackness every optimal solution of the full LP leaves at zero each
+        cell whose reduced cost under the optimal duals is positive and keeps tight every row
+        whose dual is non-zero; conversely every feasible point with those properties is
+        optimal. So instead of a dense ``lex`` row those cells are banned (never priced again)
+        and those rows become equalities: the master stays sparse and the next stage
+        warm-starts from this basis. Reduced costs within a small share of the objective
+        (at most 2e-7 of it over all cells) are treated as zero, so the earlier objective can
+        drift by less than its lexicographic slack; the caller checks that anyway.
+
+        Args:
+            objective_value: the stage's optimum (same units as its objective).
+
+        Returns:
+            False (nothing changed) unless the last run was proven optimal.
+        """
+        if self._last_status != "optimal" or self._placement:
+            return False
+        m, h = self._m, self._h
+        sol = h.getSolution()
+        col_val, col_dual = np.asarray(sol.col_value), np.asarray(sol.col_dual)
+        n_grid, off = self._n_grid, self._n_grid + self._n_groups
+        grid_val = col_val[:n_grid]
+        eps = (2e-7 * max(1.0, abs(objective_value))) / (
+            self._n_groups + float(np.abs(grid_val).sum()) + 1.0
+        )
+        # Cells: banned when their reduced cost is positive and they are unused.
+        cols = self._x_cols()
+        x_val = np.zeros(m.n_x)
+        x_val[cols] = col_val[off:]
+        r = self._reduced_costs()
+        self._banned |= (r > eps) & (x_val <= 1e-9)
+        at_one = np.flatnonzero((col_dual[off:] < -eps) & (col_val[off:] >= 1.0 - 1e-9))
+        if len(at_one):
+            ones = np.ones(len(at_one))
+            h.changeColsBounds(len(at_one), (at_one + off).astype(np.int32), ones, ones)
+        self._delete(np.flatnonzero(self._banned[cols]))
+        # Grid columns: fixed at 0 or at their cap the same way.
+        lo, up = np.zeros(n_grid), m.col_upper[m.n_x :].astype(np.float64)
+        up[(col_dual[:n_grid] > eps) & (grid_val <= 1e-9)] = 0.0
+        full = (col_dual[:n_grid] < -eps) & np.isfinite(up) & (grid_val >= up - 1e-9)
+        lo[full] = up[full]
+        h.changeColsBounds(n_grid, np.arange(n_grid, dtype=np.int32), lo, up)
+        # Rows with a non-zero dual stay at the bound they are on.
+        y, act = np.asarray(sol.row_dual), np.asarray(sol.row_value)
+        tiny = 1e-12 * max(1.0, float(np.abs(y).max(initial=0.0)))
+        lo_r, up_r = self._row_lower, self._row_upper
+        near = 1e-7 * np.maximum(1.0, np.abs(act))
+        on_up = (y < -tiny) & np.isfinite(up_r) & (act >= up_r - near) & (lo_r < up_r)
+        on_lo = (y > tiny) & np.isfinite(lo_r) & (act <= lo_r + near) & (lo_r < up_r)
+        lo_r[on_up] = up_r[on_up]
+        up_r[on_lo] = lo_r[on_lo]
+        rows = np.flatnonzero(on_up | on_lo).astype(np.int32)
+        if len(rows):
+            h.changeRowsBounds(len(rows), rows, lo_r[rows], up_r[rows])  # type: ignore[attr-defined]
+        self._set_artificial_upper(0.0)
+        return True
+
     # ------------------------------------------------------------------ internals
 
     def _x_cols(self) -> npt.NDArray[np.int64]:
@@ -153,9 +225,15 @@ class ColumnGenerationBackend:
         dual = np.asarray(self._h.getSolution().col_dual)[off:]
         basic = int(highspy.HighsBasisStatus.kBasic)
         scale = max(1.0, float(np.abs(dual).max(initial=0.0)))
-        drop = np.flatnonzero((status != basic) & (dual > 1e-6 * scale))
+        value = np.asarray(self._h.getSolution().col_value)[off:]
+        self._delete(np.flatnonzero((status != basic) & (dual > 1e-6 * scale) & (value <= 0.0)))
+
+    def _delete(self, drop: npt.NDArray[np.int64]) -> None:
+        """Remove the master's cells at positions ``drop`` (0 = first cell column)."""
         if len(drop) == 0:
             return
+        cols = self._x_cols()
+        off = self._n_grid + self._n_groups
         self._h.deleteCols(len(drop), (drop + off).astype(np.int32))
         keep = np.ones(len(cols), dtype=bool)
         keep[drop] = False
@@ -193,7 +271,7 @@ class ColumnGenerationBackend:
         r = self._reduced_costs()
         info = self._h.getInfo()
         tol = 1e-9 * max(1.0, abs(float(info.objective_function_value)))
-        cand = np.flatnonzero((r < -tol) & ~self._in)
+        cand = np.flatnonzero((r < -tol) & ~self._in & ~self._banned)
         if len(cand) == 0:
             return cand
         order = cand[np.lexsort((r[cand], m.col_group[cand]))]

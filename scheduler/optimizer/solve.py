@@ -284,11 +284,21 @@ def solve_lexicographic(
         PlanningError: the solver failed without a usable answer in the first stage.
     """
     out = LexResult(status="optimal", values=None)
+    on_face: list[tuple[str, FloatArray, float]] = []  # pinned without a lex row
     for i, (name, tol) in enumerate(zip(objectives, tolerances, strict=True)):
         coef = model.objectives[name]
         backend.set_objective(coef)
         try:
             res = backend.run(time_limit_s)
+            if res.values is not None and any(
+                c @ res.values > b + 1e-9 * max(1.0, abs(b)) for _, c, b in on_face
+            ):
+                # The optimal-face restriction let an earlier objective drift past its bound
+                # (numerically); pin the earlier stages with their lex rows and solve again.
+                for n, c, b in on_face:
+                    backend.add_upper_row(lp_name("lex", n), c, b)
+                on_face = []
+                res = backend.run(time_limit_s)
         except PlanningError:
             if i == 0:
                 raise
@@ -311,5 +321,10 @@ def solve_lexicographic(
         value = float(coef @ res.values)
         out.stages.append(StageOutcome(name, value - model.offsets.get(name, 0.0), res.status))
         if i < len(objectives) - 1:
-            backend.add_upper_row(lp_name("lex", name), coef, lex_bound(value, tol))
+            bound = lex_bound(value, tol)
+            restrict = getattr(backend, "restrict_to_optimal_face", None)
+            if tol == 0.0 and res.status == "optimal" and restrict is not None and restrict(value):
+                on_face.append((name, coef, bound))
+            else:
+                backend.add_upper_row(lp_name("lex", name), coef, bound)
     return out

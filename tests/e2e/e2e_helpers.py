@@ -1,7 +1,8 @@
-"""Helpers for the Celery end-to-end tests: fleet file, API thread, worker subprocess, waits."""
+"""Helpers for the Celery end-to-end tests: settings, API thread, worker subprocess, dispatch, waits."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -15,8 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.config import Settings
+from scheduler.dispatch.tick import TickReport, tick
+from scheduler.domain import Fleet
+from scheduler.store.db import make_engine
+from scheduler.store.migrate import upgrade
+from scheduler.store.tables import Shard, now_utc
 
 SITE, POOL = "e2e-site", "cpu"
 
@@ -60,6 +68,31 @@ def write_fleet(path: Path, weights: Path) -> Path:
     }
     path.write_text(yaml.safe_dump(fleet))
     return path
+
+
+def migrated_settings(
+    tmp_path: Path,
+    database_url: str,
+    broker_url: str,
+    weights: Path,
+    *,
+    max_shard_requests: int,
+    lease_s: float,
+    heartbeat_s: float,
+) -> Settings:
+    """Migrate ``database_url``, then settings with data and fleet (``write_fleet``) under ``tmp_path``."""
+    engine = make_engine(database_url)
+    upgrade(engine)
+    engine.dispose()
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        broker_url=broker_url,
+        fleet=write_fleet(tmp_path / "fleet.yaml", weights),
+        max_shard_requests=max_shard_requests,
+        lease_s=lease_s,
+        heartbeat_s=heartbeat_s,
+    )
 
 
 @contextmanager
@@ -157,6 +190,32 @@ def chat_line(
             "max_tokens": max_tokens,
         },
     }
+
+
+def submit_batch(client: Any, lines: list[dict[str, Any]]) -> Any:
+    """Upload ``lines`` as ``in.jsonl`` with the OpenAI ``client``; create a 24h chat batch of it."""
+    content = "".join(json.dumps(x) + "\n" for x in lines).encode()
+    uploaded = client.files.create(file=("in.jsonl", content), purpose="batch")
+    return client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+
+
+def plan_and_send_all(
+    sessions: sessionmaker[Session], settings: Settings, send: Any, fleet: Fleet, batch_id: str
+) -> tuple[TickReport, TickReport]:
+    """Tick now (plans), then tick at the batch's last planned slot so every shard is sent.
+
+    Returns:
+        The planning tick's report and the sending tick's (no replan), in that order.
+    """
+    now = now_utc()
+    planned = tick(sessions, settings, now, send, fleet=fleet)
+    with sessions() as s:
+        due = s.scalar(select(func.max(Shard.slot_start)).where(Shard.batch_id == batch_id))
+    assert due is not None
+    sent = tick(sessions, settings, max(now, due), send, fleet=fleet, allow_replan=False)
+    return planned, sent
 
 
 def tiny_weights_dir(request: Any, tmp_path_factory: Any) -> Path:

@@ -11,22 +11,22 @@ import pytest
 from e2e_helpers import (
     api_server,
     chat_line,
+    migrated_settings,
+    plan_and_send_all,
     start_worker,
     stop_worker,
+    submit_batch,
     tiny_weights_dir,
     wait_for,
-    write_fleet,
 )
 from sqlalchemy import func, select
 
 from scheduler.config import Settings
 from scheduler.dispatch.send import celery_client, celery_sender
-from scheduler.dispatch.tick import tick
 from scheduler.fleet import load_fleet
 from scheduler.store.db import make_engine, session_factory
 from scheduler.store.ledger import ledger_totals
-from scheduler.store.migrate import upgrade
-from scheduler.store.tables import LedgerEntry, Shard, now_utc
+from scheduler.store.tables import LedgerEntry, Shard
 from scheduler.store.tenants import create_api_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
@@ -41,14 +41,11 @@ def tiny_weights(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 def e2e_settings(
     tmp_path: Path, fresh_pg_url: str, redis_url: str, tiny_weights: Path
 ) -> Iterator[Settings]:
-    engine = make_engine(fresh_pg_url)
-    upgrade(engine)
-    engine.dispose()
-    yield Settings(
-        data_dir=tmp_path / "data",
-        database_url=fresh_pg_url,
-        broker_url=redis_url,
-        fleet=write_fleet(tmp_path / "fleet.yaml", tiny_weights),
+    yield migrated_settings(
+        tmp_path,
+        fresh_pg_url,
+        redis_url,
+        tiny_weights,
         max_shard_requests=5,
         lease_s=10,
         heartbeat_s=2,
@@ -72,21 +69,12 @@ def test_openai_client_batch_completes_on_a_celery_worker_and_the_ledger_matches
             # When the official client submits 12 requests and one over the model's context
             good = [f"q{i}" for i in range(12)]
             lines = [chat_line(c) for c in good] + [chat_line("too-long", "word " * 400)]
-            content = "".join(json.dumps(x) + "\n" for x in lines).encode()
-            uploaded = client.files.create(file=("in.jsonl", content), purpose="batch")
-            batch = client.batches.create(
-                input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
-            )
+            batch = submit_batch(client, lines)
             # and the dispatcher plans, then ticks with a clock at which the whole plan is due
             fleet = load_fleet(settings.fleet)  # type: ignore[arg-type]
             send = celery_sender(celery_client(settings))
-            now = now_utc()
-            report = tick(sessions, settings, now, send, fleet=fleet)
+            report, sent = plan_and_send_all(sessions, settings, send, fleet, batch.id)
             assert report.plan_id is not None
-            with sessions() as s:
-                due = s.scalar(select(func.max(Shard.slot_start)).where(Shard.batch_id == batch.id))
-            assert due is not None
-            sent = tick(sessions, settings, max(now, due), send, fleet=fleet, allow_replan=False)
             assert sent.queued
             done = wait_for(
                 lambda: (b := client.batches.retrieve(batch.id)).status == "completed" and b,

@@ -8,23 +8,22 @@ from pathlib import Path
 import pytest
 from e2e_helpers import (
     chat_line,
+    plan_and_send_all,
     start_worker,
     stop_worker,
     tiny_weights_dir,
     wait_for,
     write_fleet,
 )
-from sqlalchemy import func, select
 
 from scheduler.config import Settings
 from scheduler.dispatch.send import broker_url, celery_client, celery_sender
-from scheduler.dispatch.tick import tick
 from scheduler.fleet import load_fleet
 from scheduler.intake.submit import BatchOptions, create_batch
 from scheduler.store.db import make_engine, session_factory
 from scheduler.store.files import save_file
 from scheduler.store.migrate import upgrade
-from scheduler.store.tables import Batch, Shard, now_utc
+from scheduler.store.tables import Batch
 from scheduler.store.tenants import create_tenant
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -71,12 +70,8 @@ def test_worker_process_runs_a_batch_over_the_sqlalchemy_broker_on_sqlite(
     try:
         # When the dispatcher plans and sends the due shards by name over the embedded broker
         send = celery_sender(celery_client(settings))
-        now = now_utc()
-        tick(sessions, settings, now, send, fleet=fleet)
-        with sessions() as s:
-            due = s.scalar(select(func.max(Shard.slot_start)).where(Shard.batch_id == batch_id))
-        assert due is not None
-        assert tick(sessions, settings, max(now, due), send, fleet=fleet, allow_replan=False).queued
+        _, sent = plan_and_send_all(sessions, settings, send, fleet, batch_id)
+        assert sent.queued
 
         # Then the worker process completes the batch
         def completed() -> bool:

@@ -13,11 +13,13 @@ import pytest
 from e2e_helpers import (
     api_server,
     chat_line,
+    migrated_settings,
+    plan_and_send_all,
     start_worker,
     stop_worker,
+    submit_batch,
     tiny_weights_dir,
     wait_for,
-    write_fleet,
 )
 from sqlalchemy import func, select
 
@@ -27,7 +29,6 @@ from scheduler.dispatch.tick import tick
 from scheduler.fleet import load_fleet
 from scheduler.store.db import make_engine, session_factory
 from scheduler.store.ledger import ledger_totals
-from scheduler.store.migrate import upgrade
 from scheduler.store.tables import Batch, Execution, LedgerEntry, Shard, now_utc
 from scheduler.store.tenants import create_api_key
 
@@ -45,14 +46,11 @@ def tiny_weights(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 def e2e_settings(
     tmp_path: Path, fresh_pg_url: str, redis_url: str, tiny_weights: Path
 ) -> Iterator[Settings]:
-    engine = make_engine(fresh_pg_url)
-    upgrade(engine)
-    engine.dispose()
-    yield Settings(
-        data_dir=tmp_path / "data",
-        database_url=fresh_pg_url,
-        broker_url=redis_url,
-        fleet=write_fleet(tmp_path / "fleet.yaml", tiny_weights),
+    yield migrated_settings(
+        tmp_path,
+        fresh_pg_url,
+        redis_url,
+        tiny_weights,
         max_shard_requests=N // 2,
         lease_s=4,
         heartbeat_s=1,
@@ -77,17 +75,8 @@ def test_killed_worker_shard_is_rerun_and_every_request_and_joule_is_counted_onc
             # Given two slow shards (long generations) sent to a real worker process
             client = OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=30)
             ids = [f"k{i}" for i in range(N)]
-            content = "".join(json.dumps(chat_line(c, max_tokens=96)) + "\n" for c in ids).encode()
-            uploaded = client.files.create(file=("in.jsonl", content), purpose="batch")
-            batch = client.batches.create(
-                input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
-            )
-            now = now_utc()
-            tick(sessions, settings, now, send, fleet=fleet)
-            with sessions() as s:
-                due = s.scalar(select(func.max(Shard.slot_start)).where(Shard.batch_id == batch.id))
-            assert due is not None
-            tick(sessions, settings, max(now, due), send, fleet=fleet, allow_replan=False)
+            batch = submit_batch(client, [chat_line(c, max_tokens=96) for c in ids])
+            plan_and_send_all(sessions, settings, send, fleet, batch.id)
 
             def running_with_heartbeat() -> str | None:
                 with sessions() as s:

@@ -5,20 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from optimizer_helpers import example_problem
 
-from scheduler.contract import build_problem, read_batches, read_forecasts
-from scheduler.fleet import load_fleet
 from scheduler.optimizer.attribution import baseline_by_batch, price_by_batch, sum_figures
 from scheduler.optimizer.baselines import compute_baselines
-from scheduler.optimizer.problem import PlanningProblem
 from scheduler.optimizer.validate import price
-
-
-def _problem(shared_dir: Path, name: str) -> PlanningProblem:
-    d = shared_dir / "examples" / "planning" / name
-    fleet = load_fleet(d / "fleet.yaml")
-    slots, signals = read_forecasts(d / "forecasts.csv", fleet)
-    return build_problem(fleet, slots, signals, read_batches(d / "batches.jsonl"))
 
 
 @pytest.mark.parametrize("scenario", ["tiny", "two-days"])
@@ -27,7 +18,7 @@ def test_per_batch_baseline_figures_sum_to_the_plan_wide_baseline_totals(
     shared_dir: Path, scenario: str, baseline: str
 ) -> None:
     # Given an example scenario and its plan-wide baseline totals
-    problem = _problem(shared_dir, scenario)
+    problem = example_problem(shared_dir / "examples" / "planning" / scenario)
     totals = compute_baselines(problem)[baseline]
     # When the baseline's placement is priced per batch
     per_batch = baseline_by_batch(problem, baseline)
@@ -45,7 +36,7 @@ def test_a_batch_alone_in_its_slot_gets_the_whole_site_slot_figures(shared_dir: 
     # Given the tiny scenario's asap placement
     from scheduler.optimizer.baselines import baseline_assignments
 
-    problem = _problem(shared_dir, "tiny")
+    problem = example_problem(shared_dir / "examples" / "planning" / "tiny")
     pieces, _ = baseline_assignments(problem, "asap")
     # When each piece is priced alone and the placement is priced per batch
     per_batch = price_by_batch(problem, pieces)

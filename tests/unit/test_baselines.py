@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from optimizer_helpers import example_problem
 
-from scheduler.contract import build_problem, read_batches, read_forecasts
-from scheduler.fleet import load_fleet
 from scheduler.optimizer.baselines import baseline_assignments, compute_baselines
-from scheduler.optimizer.problem import PlanningProblem
 from scheduler.optimizer.validate import allowed_models
 
 # shared/examples/planning/README.md, "Baselines as the contract defines them".
@@ -25,20 +23,13 @@ ORACLE = {
 }
 
 
-def _problem(shared_dir: Path, name: str) -> PlanningProblem:
-    d = shared_dir / "examples" / "planning" / name
-    fleet = load_fleet(d / "fleet.yaml")
-    slots, signals = read_forecasts(d / "forecasts.csv", fleet)
-    return build_problem(fleet, slots, signals, read_batches(d / "batches.jsonl"))
-
-
 @pytest.mark.parametrize("scenario", ["tiny", "two-days"])
 @pytest.mark.parametrize("baseline", ["asap", "carbon_greedy"])
 def test_baseline_matches_the_oracle_figures(
     shared_dir: Path, scenario: str, baseline: str
 ) -> None:
     # Given an example scenario with independently computed baseline figures
-    problem = _problem(shared_dir, scenario)
+    problem = example_problem(shared_dir / "examples" / "planning" / scenario)
     co2_g, cost, water_l, delay_h, unplaced, caps = ORACLE[scenario][baseline]
     # When the baselines are computed
     got = compute_baselines(problem)[baseline]
@@ -54,7 +45,7 @@ def test_asap_runs_the_largest_and_carbon_greedy_the_smallest_allowed_model(
     shared_dir: Path,
 ) -> None:
     # Given the two-days scenario, where most batches only set a quality floor
-    problem = _problem(shared_dir, "two-days")
+    problem = example_problem(shared_dir / "examples" / "planning" / "two-days")
     batches = {b.id: b for b in problem.batches}
     # When both baselines place them
     asap, _ = baseline_assignments(problem, "asap")
@@ -69,7 +60,7 @@ def test_asap_runs_the_largest_and_carbon_greedy_the_smallest_allowed_model(
 
 def test_a_baseline_places_whole_batches_or_nothing_of_them(shared_dir: Path) -> None:
     # Given the two-days scenario, where some batches cannot fit
-    problem = _problem(shared_dir, "two-days")
+    problem = example_problem(shared_dir / "examples" / "planning" / "two-days")
     for name in ("asap", "carbon_greedy"):
         # When the baseline places them
         assignments, unplaced = baseline_assignments(problem, name)
@@ -85,4 +76,6 @@ def test_a_baseline_places_whole_batches_or_nothing_of_them(shared_dir: Path) ->
 def test_an_unknown_baseline_name_is_refused(shared_dir: Path) -> None:
     # Given a problem, When asking for a baseline that does not exist, Then it is refused
     with pytest.raises(ValueError, match="unknown baseline"):
-        baseline_assignments(_problem(shared_dir, "tiny"), "random")
+        baseline_assignments(
+            example_problem(shared_dir / "examples" / "planning" / "tiny"), "random"
+        )

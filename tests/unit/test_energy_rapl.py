@@ -114,5 +114,5 @@ def test_background_polling_thread_stops_at_end(two_packages: tuple[Path, Path, 
     # When the window ends
     measurement = meter.end()
     # Then the thread is gone and the energy counted once
-    assert meter._thread is None
+    assert not meter._poller.running
     assert measurement.energy_kwh * UJ_PER_KWH == pytest.approx(5_000_000)

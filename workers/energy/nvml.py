@@ -11,6 +11,7 @@ from typing import Any
 from scheduler.domain import MeasurementMethod
 from scheduler.errors import EnergyMeterError
 from workers.energy.base import Measurement
+from workers.energy.polling import PollingThread
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,9 @@ class NvmlMeter:
         for i in self.sampled_gpus:
             self._power_mw(i)  # fail now, not at the end of a shard, if power is unreadable too
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = PollingThread(
+            self.poll, name="nvml-power", log=log, failure_message="NVML power sample failed: %s"
+        )
         self._t0_s: float | None = None
         self._counter_start_mj: dict[int, int] = {}
         self._sample_energy_mj: dict[int, float] = {}
@@ -133,7 +135,7 @@ class NvmlMeter:
         Raises:
             EnergyMeterError: NVML could not be read.
         """
-        self._stop_thread()
+        self._poller.stop()
         with self._lock:
             now = self._clock()
             self._t0_s = now
@@ -141,11 +143,7 @@ class NvmlMeter:
             self._sample_energy_mj = {i: 0.0 for i in self.sampled_gpus}
             self._last_sample = {i: (now, self._power_mw(i)) for i in self.sampled_gpus}
         if self.sampled_gpus and self.sample_in_thread:
-            self._stop.clear()
-            self._thread = threading.Thread(
-                target=self._sample_loop, name="nvml-power", daemon=True
-            )
-            self._thread.start()
+            self._poller.start(self.sample_interval_s)
 
     def poll(self) -> None:
         """Take one power sample of the GPUs without a counter and integrate it.
@@ -163,19 +161,6 @@ class NvmlMeter:
                 self._sample_energy_mj[i] += (p_prev + power_mw) / 2.0 * max(0.0, now - t_prev)
                 self._last_sample[i] = (now, power_mw)
 
-    def _sample_loop(self) -> None:
-        while not self._stop.wait(self.sample_interval_s):
-            try:
-                self.poll()
-            except EnergyMeterError as e:  # reported again, and raised, by end()
-                log.warning("NVML power sample failed: %s", e)
-
-    def _stop_thread(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
-
     def end(self) -> Measurement:
         """Close the window and return the GPUs' energy, labelled ``measured-nvml``.
 
@@ -183,7 +168,7 @@ class NvmlMeter:
             EnergyMeterError: no window is open, NVML could not be read, or a counter jumped
                 implausibly (a reset), so the window's energy is unknown.
         """
-        self._stop_thread()
+        self._poller.stop()
         if self._t0_s is None:
             raise EnergyMeterError("end() without begin(): open a window first")
         self.poll()
@@ -219,7 +204,7 @@ class NvmlMeter:
 
     def close(self) -> None:
         """Stop sampling and shut NVML down."""
-        self._stop_thread()
+        self._poller.stop()
         try:
             self._nvml.nvmlShutdown()
         except self._nvml.NVMLError as e:

@@ -13,6 +13,7 @@ from pathlib import Path
 from scheduler.domain import MeasurementMethod
 from scheduler.errors import EnergyMeterError
 from workers.energy.base import Measurement
+from workers.energy.polling import PollingThread
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,9 @@ class RaplMeter:
         self.poll_in_thread = poll_in_thread
         self._clock = clock
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = PollingThread(
+            self.poll, name="rapl-poll", log=log, failure_message="RAPL read failed: %s"
+        )
         self._t0_s: float | None = None
         self._last_uj: list[int] = []
         self._total_uj = 0
@@ -128,15 +130,13 @@ class RaplMeter:
         Raises:
             EnergyMeterError: a counter cannot be read.
         """
-        self._stop_thread()
+        self._poller.stop()
         with self._lock:
             self._last_uj = [z.read_uj() for z in self.zones]
             self._total_uj = 0
             self._t0_s = self._clock()
         if self.poll_in_thread:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="rapl-poll", daemon=True)
-            self._thread.start()
+            self._poller.start(self.poll_interval_s)
 
     def poll(self) -> None:
         """Read the counters once and add what they moved since the last read.
@@ -154,26 +154,13 @@ class RaplMeter:
                 )
             self._last_uj = now
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.poll_interval_s):
-            try:
-                self.poll()
-            except EnergyMeterError as e:
-                log.warning("RAPL read failed: %s", e)
-
-    def _stop_thread(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
-
     def end(self) -> Measurement:
         """Close the window and return the packages' energy, labelled ``measured-rapl``.
 
         Raises:
             EnergyMeterError: no window is open or a counter cannot be read.
         """
-        self._stop_thread()
+        self._poller.stop()
         if self._t0_s is None:
             raise EnergyMeterError("end() without begin(): open a window first")
         self.poll()

@@ -61,3 +61,14 @@ class EngineConfig:
 
     kind: str
     options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def free_cuda_memory() -> None:
+    """Return PyTorch's cached CUDA memory to the driver; a no-op without torch or a GPU."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass

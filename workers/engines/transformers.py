@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.errors import EngineError, InvalidInput
-from workers.engines.base import EngineRequest, EngineResult
+from workers.engines.base import EngineRequest, EngineResult, free_cuda_memory
 from workers.engines.openai_shapes import (
     Choice,
     Endpoint,
@@ -163,13 +163,7 @@ class TransformersEngine:
             return
         self._model = self._tokenizer = None
         self._weights = self.model_name = None
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+        free_cuda_memory()
 
     def run(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
         """Run ``requests`` and return one result per request, in order.

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from scheduler.errors import EngineError, InvalidInput
-from workers.engines.base import EngineRequest, EngineResult
+from workers.engines.base import EngineRequest, EngineResult, free_cuda_memory
 from workers.engines.openai_shapes import (
     Choice,
     Endpoint,
@@ -214,13 +214,7 @@ class VLLMEngine:
         self._llm = None
         self._source = self.model_name = None
         gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+        free_cuda_memory()
 
     def run(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
         """Run ``requests`` (chat ones in one ``LLM.chat``, completions in one ``LLM.generate``).

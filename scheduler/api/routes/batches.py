@@ -66,13 +66,7 @@ def list_batches(
 ) -> BatchList:
     """The caller's batches, newest first, with OpenAI cursor pagination."""
     rows, has_more = repo.list_batches(session, caller.tenant_id, after=after, limit=limit)
-    data = [_public(session, r) for r in rows]
-    return BatchList(
-        data=data,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-        has_more=has_more,
-    )
+    return BatchList.of([_public(session, r) for r in rows], has_more=has_more)
 
 
 @router.post("/batches/{batch_id}/cancel")

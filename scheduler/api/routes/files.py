@@ -59,13 +59,7 @@ def list_files(
         limit=limit,
         newest_first=order == "desc",
     )
-    data = [FileObject.from_row(r) for r in rows]
-    return FileList(
-        data=data,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-        has_more=has_more,
-    )
+    return FileList.of([FileObject.from_row(r) for r in rows], has_more=has_more)
 
 
 @router.get("/files/{file_id}")
