@@ -61,8 +61,10 @@ def register(app: typer.Typer) -> None:
             typer.Option("--data-dir", help="Where the demo keeps its database, model and files."),
         ] = None,
         job: Annotated[
-            Path | None,
-            typer.Option("--job", help="Job spec to submit (default jobs/ticket-summaries.yaml)."),
+            list[Path] | None,
+            typer.Option(
+                "--job", help="Job spec to submit, repeatable (default: every jobs/*.yaml)."
+            ),
         ] = None,
         online: Annotated[
             bool, typer.Option(help="Try live UK carbon intensity (short timeout).")
@@ -78,5 +80,5 @@ def register(app: typer.Typer) -> None:
         from workers.demo import run_demo
 
         settings = get_settings()
-        code = run_demo(settings, data_dir=data_dir, job_path=job, online=online, echo=typer.echo)
+        code = run_demo(settings, data_dir=data_dir, job_paths=job, online=online, echo=typer.echo)
         raise typer.Exit(code)

@@ -7,7 +7,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from scheduler.store.tables import AssignmentRecord, Batch, PlanRecord, Shard, n
 log = logging.getLogger(__name__)
 
 Echo = Callable[[str], None]
-DEFAULT_JOB = Path(__file__).resolve().parents[1] / "jobs" / "ticket-summaries.yaml"
+JOBS_DIR = Path(__file__).resolve().parents[1] / "jobs"
 
 
 class SimClock:
@@ -120,11 +120,14 @@ def run_demo(
     base: Settings,
     *,
     data_dir: Path | None = None,
-    job_path: Path | None = None,
+    job_paths: Sequence[Path] | None = None,
     online: bool = True,
     echo: Echo = print,
 ) -> int:
-    """Submit a nightly job through the API, plan it, run it, print schedule, savings and ledger.
+    """Submit nightly jobs through the API, plan them, run them, print schedule, savings, ledger.
+
+    By default every job spec in ``jobs/`` is submitted, so the plan has work with different
+    windows to shift across the sample sites and hours.
 
     Time is compressed: after planning at the real time, the demo jumps a simulated clock to
     each planned slot in turn, ticks the real dispatcher there, and runs the shards it sends in
@@ -132,7 +135,7 @@ def run_demo(
     signals of its planned slot. Nothing waits for wall-clock hours.
 
     Returns:
-        0 when the batch completed, 1 otherwise.
+        0 when every batch completed, 1 otherwise.
     """
     from scheduler.client import GridshiftClient
     from scheduler.jobs import build_batch_file, create_options, load_job
@@ -179,18 +182,19 @@ def run_demo(
     with sessions() as s, s.begin():
         key = create_api_key(s, "demo")
     url, server, thread = _serve_api(settings)
-    spec_path = job_path or DEFAULT_JOB
-    job = load_job(spec_path)
-    batch_file = build_batch_file(job, spec_path.parent)
+    batch_ids: list[str] = []
     with GridshiftClient(url, key) as client:
-        uploaded = client.upload_file(f"{job.name}.jsonl", batch_file.content)
-        batch = client.create_batch(
-            uploaded["id"], endpoint=job.endpoint, options=create_options(job, now)
-        )
-    echo(
-        f"submitted job {job.name!r} through the API at {url}: batch {batch['id']}, {batch_file.requests} requests, status {batch['status']}"
-    )
-    batch_id = batch["id"]
+        for spec_path in job_paths or sorted(JOBS_DIR.glob("*.yaml")):
+            job = load_job(spec_path)
+            batch_file = build_batch_file(job, spec_path.parent)
+            uploaded = client.upload_file(f"{job.name}.jsonl", batch_file.content)
+            batch = client.create_batch(
+                uploaded["id"], endpoint=job.endpoint, options=create_options(job, now)
+            )
+            echo(
+                f"submitted job {job.name!r} through the API at {url}: batch {batch['id']}, {batch_file.requests} requests, status {batch['status']}"
+            )
+            batch_ids.append(batch["id"])
 
     def signals_for(
         _f: Fleet, slots: tuple[datetime, ...], _n: datetime
@@ -210,7 +214,7 @@ def run_demo(
 
     pending = queue
     report = tick(sessions, settings, now, send, fleet=fleet, signals_for=signals_for)
-    _print_plan(echo, sessions, batch_id, report.plan_id)
+    _print_plan(echo, sessions, batch_ids, report.plan_id)
     clock = SimClock(now)
     shards_run = 0
     for _ in range(10_000):
@@ -219,13 +223,17 @@ def run_demo(
             runtime.run(shard_id, clock=clock)
             shards_run += 1
         with sessions() as s:
-            status = s.get(Batch, batch_id).status  # type: ignore[union-attr]
+            open_batches = s.scalar(
+                select(func.count())
+                .select_from(Batch)
+                .where(Batch.id.in_(batch_ids), Batch.status.in_(("in_progress", "finalizing")))
+            )
             nxt = s.scalar(
                 select(func.min(Shard.slot_start)).where(
-                    Shard.batch_id == batch_id, Shard.status == "planned"
+                    Shard.batch_id.in_(batch_ids), Shard.status == "planned"
                 )
             )
-        if status not in ("in_progress", "finalizing") or nxt is None:
+        if not open_batches or nxt is None:
             break
         clock.jump(max(clock(), nxt))
         tick(
@@ -239,16 +247,18 @@ def run_demo(
         )
     server.should_exit = True
     thread.join(timeout=10)
-    return _print_outcome(echo, sessions, batch_id, shards_run, time.monotonic() - t_start)
+    return _print_outcome(echo, sessions, batch_ids, shards_run, time.monotonic() - t_start)
 
 
-def _print_plan(echo: Echo, sessions: Any, batch_id: str, plan_id: int | None) -> None:
+def _print_plan(echo: Echo, sessions: Any, batch_ids: list[str], plan_id: int | None) -> None:
     with sessions() as s:
         plan = s.get(PlanRecord, plan_id) if plan_id else None
         rows = (
             s.scalars(
                 select(AssignmentRecord)
-                .where(AssignmentRecord.plan_id == plan_id, AssignmentRecord.batch_id == batch_id)
+                .where(
+                    AssignmentRecord.plan_id == plan_id, AssignmentRecord.batch_id.in_(batch_ids)
+                )
                 .order_by(AssignmentRecord.slot_start, AssignmentRecord.site)
             ).all()
             if plan_id
@@ -261,11 +271,11 @@ def _print_plan(echo: Echo, sessions: Any, batch_id: str, plan_id: int | None) -
         f"\nplan {plan.id}: status {plan.status}, solved in {plan.solve_s:.2f} s, objectives {' > '.join(plan.objectives)}"
     )
     echo(
-        f"  {'slot (UTC)':<17} {'site':<13} {'pool':<5} {'model':<15} {'requests':>8} {'gCO2/kWh':>9} {'planned CO2 g':>14}"
+        f"  {'batch':<30} {'slot (UTC)':<17} {'site':<13} {'pool':<5} {'model':<15} {'requests':>8} {'gCO2/kWh':>9} {'planned CO2 g':>14}"
     )
     for a in rows:
         echo(
-            f"  {a.slot_start:%Y-%m-%d %H:%M} {a.site:<13} {a.pool:<5} {a.model:<15} {a.requests:>8} {a.carbon_g_per_kwh or 0:>9.0f} {a.co2_g:>14.4f}"
+            f"  {a.batch_id:<30} {a.slot_start:%Y-%m-%d %H:%M} {a.site:<13} {a.pool:<5} {a.model:<15} {a.requests:>8} {a.carbon_g_per_kwh or 0:>9.0f} {a.co2_g:>14.4f}"
         )
     for u in plan.unplaced:
         echo(f"  unplaced: {u['batch']}: {u['reason']}")
@@ -282,17 +292,21 @@ def _print_plan(echo: Echo, sessions: Any, batch_id: str, plan_id: int | None) -
         )
 
 
-def _print_outcome(echo: Echo, sessions: Any, batch_id: str, shards_run: int, wall_s: float) -> int:
+def _print_outcome(
+    echo: Echo, sessions: Any, batch_ids: list[str], shards_run: int, wall_s: float
+) -> int:
     from scheduler.store.ledger import ledger_totals
 
     with sessions() as s:
-        batch = s.get(Batch, batch_id)
-        t = ledger_totals(s, batch_id=batch_id)
-    assert batch is not None
+        batches = [s.get(Batch, batch_id) for batch_id in batch_ids]
+        t = ledger_totals(s, batch_id=batch_ids[0]) if len(batch_ids) == 1 else ledger_totals(s)
     label = "ESTIMATED (no energy counter on this machine)" if t.estimated else "measured"
-    echo(
-        f"\nran {shards_run} shard(s): batch {batch.status}, {batch.request_completed} completed, {batch.request_failed} failed; output file {batch.output_file_id}, error file {batch.error_file_id}"
-    )
+    echo(f"\nran {shards_run} shard(s):")
+    for batch in batches:
+        assert batch is not None
+        echo(
+            f"  batch {batch.id} {batch.status}: {batch.request_completed} completed, {batch.request_failed} failed; output file {batch.output_file_id}, error file {batch.error_file_id}"
+        )
     echo(
         f"ledger ({label}; energy method {', '.join(t.energy_methods) or '-'}, carbon source {', '.join(t.carbon_sources) or '-'}):"
     )
@@ -311,4 +325,4 @@ def _print_outcome(echo: Echo, sessions: Any, batch_id: str, shards_run: int, wa
             f"  planned (profile estimate) CO2 {t.planned_co2_g:.5f} g, energy {(t.planned_energy_kwh or 0) * 1000:.4f} Wh"
         )
     echo(f"demo finished in {wall_s:.1f} s (time compressed: planned slots were run back to back)")
-    return 0 if batch.status == "completed" else 1
+    return 0 if all(b is not None and b.status == "completed" for b in batches) else 1

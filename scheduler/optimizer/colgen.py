@@ -49,6 +49,8 @@ class ColumnGenerationBackend:
         self._row_lower = model.row_lower.astype(np.float64)
         self._row_upper = model.row_upper.astype(np.float64)
         self._last_status = ""
+        self._grid_lower = np.zeros(model.n_cols - n_x)
+        self._grid_upper = model.col_upper[n_x:].astype(np.float64)
         self._rmp_cols: list[npt.NDArray[np.int64]] = []  # model x-column of each added column
         self._lex: list[FloatArray] = []
         self._cost = np.zeros(model.n_cols)
@@ -182,14 +184,17 @@ class ColumnGenerationBackend:
         self._banned |= (r > eps) & (x_val <= 1e-9)
         at_one = np.flatnonzero((col_dual[off:] < -eps) & (col_val[off:] >= 1.0 - 1e-9))
         if len(at_one):
-            ones = np.ones(len(at_one))
-            h.changeColsBounds(len(at_one), (at_one + off).astype(np.int32), ones, ones)
+            lo_one = np.minimum(col_val[off:][at_one], 1.0)
+            h.changeColsBounds(
+                len(at_one), (at_one + off).astype(np.int32), lo_one, np.ones(len(at_one))
+            )
         self._delete(np.flatnonzero(self._banned[cols]))
         # Grid columns: fixed at 0 or at their cap the same way.
-        lo, up = np.zeros(n_grid), m.col_upper[m.n_x :].astype(np.float64)
-        up[(col_dual[:n_grid] > eps) & (grid_val <= 1e-9)] = 0.0
+        lo, up = self._grid_lower, self._grid_upper
+        zero = (col_dual[:n_grid] > eps) & (grid_val <= 1e-9)
+        up[zero] = np.maximum(grid_val[zero], 0.0)
         full = (col_dual[:n_grid] < -eps) & np.isfinite(up) & (grid_val >= up - 1e-9)
-        lo[full] = up[full]
+        lo[full] = np.minimum(grid_val[full], up[full])
         h.changeColsBounds(n_grid, np.arange(n_grid, dtype=np.int32), lo, up)
         # Rows with a non-zero dual stay at the bound they are on.
         y, act = np.asarray(sol.row_dual), np.asarray(sol.row_value)
@@ -198,8 +203,9 @@ class ColumnGenerationBackend:
         near = 1e-7 * np.maximum(1.0, np.abs(act))
         on_up = (y < -tiny) & np.isfinite(up_r) & (act >= up_r - near) & (lo_r < up_r)
         on_lo = (y > tiny) & np.isfinite(lo_r) & (act <= lo_r + near) & (lo_r < up_r)
-        lo_r[on_up] = up_r[on_up]
-        up_r[on_lo] = lo_r[on_lo]
+        # The current point stays exactly feasible (bounds at its activity, not at the limit).
+        lo_r[on_up] = np.minimum(act[on_up], up_r[on_up])
+        up_r[on_lo] = np.maximum(act[on_lo], lo_r[on_lo])
         rows = np.flatnonzero(on_up | on_lo).astype(np.int32)
         if len(rows):
             h.changeRowsBounds(len(rows), rows, lo_r[rows], up_r[rows])  # type: ignore[attr-defined]
@@ -246,7 +252,11 @@ class ColumnGenerationBackend:
     def _seed(self) -> npt.NDArray[np.int64]:
         """The cheapest cells of each group under the current objective, and its earliest ones."""
         m = self._m
-        cost = self._cost[: m.n_x]
+        # A cell's own cost plus the grid energy it would draw at that site and slot's grid cost
+        # (its reduced cost when the grid balance rows are the only binding ones).
+        site = np.array([o.site for o in m.col_option], dtype=np.int64)[m.col_gopt]
+        grid_col = site * len(m.problem.slots) + m.col_slot
+        cost = self._cost[: m.n_x] + m.fac_kwh * self._cost[m.n_x :][grid_col]
         order = np.lexsort((cost, m.col_group))
         rank = _rank_in_group(m.col_group[order])
         cheap = order[rank < _SEED_PER_GROUP]
