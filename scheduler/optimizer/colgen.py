@@ -5,7 +5,9 @@ feasible cell of every batch). Most cells are never used, so the master starts f
 cells per group plus one artificial column per group (an "unplaced" share with a big cost that
 keeps the master feasible), and each round adds the cells whose reduced cost
 ``c_j - y . A_j`` is negative. When no cell prices out, the master's optimum is the optimum of the
-full LP (the usual LP duality argument), so the status stays ``optimal``.
+full LP (the usual LP duality argument), so the status stays ``optimal``. After a stage with no
+slack, ``restrict_to_optimal_face`` keeps the next stages on that stage's optimal face instead
+of adding a dense lexicographic row (see its docstring and docs/optimizer.md).
 """
 
 from __future__ import annotations
