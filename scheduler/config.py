@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     lease_s: float = Field(default=120.0, gt=0, description="Shard lease length in seconds.")
     heartbeat_s: float = Field(default=20.0, gt=0)
     tick_s: float = Field(default=15.0, gt=0, description="Dispatch tick period in seconds.")
-    plan_time_limit_s: float = Field(default=60.0, gt=0)
+    plan_time_limit_s: float = Field(default=300.0, gt=0, description="Per solver stage.")
     horizon_hours: int = Field(
         default=48, ge=1, description="Planning horizon (UK forecasts reach 48 h)."
     )

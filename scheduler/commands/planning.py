@@ -182,8 +182,11 @@ def register(app: typer.Typer) -> None:
             typer.Option(help="Relative slack per stage, e.g. 0.01,0,0 (default: fleet's)."),
         ] = None,
         time_limit: Annotated[
-            float, typer.Option("--time-limit", help="Solver time limit per stage (s).")
-        ] = 60.0,
+            float,
+            typer.Option(
+                "--time-limit", help="Solver time limit per stage (s); 10,000 batches need ~3 min."
+            ),
+        ] = 600.0,
         out: Annotated[Path | None, typer.Option("--out", help="Write plan.json here.")] = None,
         check: Annotated[
             Path | None,
