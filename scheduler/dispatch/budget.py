@@ -20,6 +20,7 @@ from scheduler.optimizer.budget import (
     budget_state,
     close_day,
     daily_target_g,
+    should_defer,
 )
 from scheduler.store.db import transaction
 from scheduler.store.tables import CarbonPacing, LedgerEntry, Tenant
@@ -185,8 +186,12 @@ def advance_pacer(factory: sessionmaker[Session], fleet: Fleet, now: datetime) -
     return True
 
 
-def _state(budget_g: float | None, used_g: float) -> BudgetState | None:
-    return budget_state(budget_g - used_g, budget_g) if budget_g and budget_g > 0 else None
+def _share(budget_g: float | None, used_g: float) -> float | None:
+    return (budget_g - used_g) / budget_g if budget_g and budget_g > 0 else None
+
+
+def _state_of(share: float | None) -> BudgetState | None:
+    return budget_state(share, 1.0) if share is not None else None
 
 
 def _tighter(*states: BudgetState | None) -> BudgetState | None:
@@ -194,15 +199,23 @@ def _tighter(*states: BudgetState | None) -> BudgetState | None:
     return max(known, key=_ORDER.index) if known else None
 
 
-def period_state(
+def _lowest(*shares: float | None) -> float | None:
+    known = [x for x in shares if x is not None]
+    return min(known) if known else None
+
+
+def period_left_share(
     s: Session,
     budget: CarbonBudget,
     now: datetime,
     *,
     tenant_id: str | None = None,
     day_budget_g: float | None = None,
-) -> BudgetState | None:
-    """The tighter of the day's and the month's budget state (``None``: no budget set).
+) -> float | None:
+    """The lower of the day's and the month's share of budget left (``None``: no budget set).
+
+    The share is 1.0 when nothing is spent and negative when overspent; its state
+    (``budget_state(share, 1.0)``) is the tighter of the day's and the month's.
 
     Args:
         s: an open session.
@@ -215,25 +228,52 @@ def period_state(
     month0 = day0.replace(day=1)
     next_month = (month0 + timedelta(days=32)).replace(day=1)
     day_g = day_budget_g if day_budget_g is not None else budget.g_per_day
-    day_state = _state(day_g, spent_g(s, day0, day0 + timedelta(days=1), tenant_id))
-    month_state = (
-        _state(budget.g_per_month, spent_g(s, month0, next_month, tenant_id))
+    day_share = _share(day_g, spent_g(s, day0, day0 + timedelta(days=1), tenant_id))
+    month_share = (
+        _share(budget.g_per_month, spent_g(s, month0, next_month, tenant_id))
         if budget.g_per_month
         else None
     )
-    return _tighter(day_state, month_state)
+    return _lowest(day_share, month_share)
+
+
+def period_state(
+    s: Session,
+    budget: CarbonBudget,
+    now: datetime,
+    *,
+    tenant_id: str | None = None,
+    day_budget_g: float | None = None,
+) -> BudgetState | None:
+    """The tighter of the day's and the month's budget state (``None``: no budget set).
+
+    Args: as ``period_left_share``.
+    """
+    return _state_of(
+        period_left_share(s, budget, now, tenant_id=tenant_id, day_budget_g=day_budget_g)
+    )
 
 
 @dataclass
 class BudgetStates:
-    """Budget states for one plan: the fleet's and each budgeted tenant's (by tenant id)."""
+    """Budget states for one plan: the fleet's and each budgeted tenant's (by tenant id).
+
+    ``fleet_left``/``tenants_left`` hold the share of budget left behind each state (1.0 =
+    nothing spent), when known.
+    """
 
     fleet: BudgetState | None = None
     tenants: dict[str, BudgetState] = field(default_factory=dict)
+    fleet_left: float | None = None
+    tenants_left: dict[str, float] = field(default_factory=dict)
 
     def for_batch(self, batch: PlanningBatch) -> BudgetState | None:
         """The tighter of the fleet's and the batch's tenant's state."""
         return _tighter(self.fleet, self.tenants.get(batch.tenant or ""))
+
+    def left_for_batch(self, batch: PlanningBatch) -> float | None:
+        """The lower of the fleet's and the batch's tenant's share of budget left."""
+        return _lowest(self.fleet_left, self.tenants_left.get(batch.tenant or ""))
 
     def notes(self) -> list[str]:
         """Plan notes describing the states (shown with the plan)."""
@@ -255,16 +295,18 @@ def budget_states(s: Session, fleet: Fleet, now: datetime) -> BudgetStates:
     out = BudgetStates()
     if fleet.carbon_budget is not None:
         row = _pacing(s, now.astimezone(UTC).date())
-        out.fleet = period_state(
+        out.fleet_left = period_left_share(
             s, fleet.carbon_budget, now, day_budget_g=row.budget_g if row else None
         )
+        out.fleet = _state_of(out.fleet_left)
     if fleet.tenant_budgets:
         keys = list(fleet.tenant_budgets)
         for t in s.scalars(select(Tenant).where((Tenant.name.in_(keys)) | (Tenant.id.in_(keys)))):
             budget = fleet.tenant_budgets.get(t.id) or fleet.tenant_budgets[t.name]
-            state = period_state(s, budget, now, tenant_id=t.id)
-            if state is not None:
-                out.tenants[t.id] = state
+            share = period_left_share(s, budget, now, tenant_id=t.id)
+            if share is not None:
+                out.tenants[t.id] = budget_state(share, 1.0)
+                out.tenants_left[t.id] = share
     return out
 
 
@@ -285,3 +327,43 @@ def quality_ceilings(
         if allowed:
             out[b.id] = max(m.quality for m in fleet.models if m.name in allowed)
     return out
+
+
+DEFERRED_REASON_PREFIX = "deferred: carbon budget"
+
+
+def defer_parts(
+    batches: Sequence[PlanningBatch], states: BudgetStates, horizon_end: datetime
+) -> tuple[list[PlanningBatch], list[dict[str, str]]]:
+    """Hold back ``"auto"`` parts that can wait while their budget is CRITICAL (``should_defer``).
+
+    A part whose ``min_quality`` is set, whose (fleet or tenant) state is CRITICAL and whose
+    deadline lies after ``horizon_end`` is left out of the plan; it is planned again by a later
+    re-plan (every slot boundary re-plans), once the budget allows or its deadline enters the
+    horizon. Parts naming their model are never deferred.
+
+    Args:
+        batches: the planning parts.
+        states: the budget states of this plan.
+        horizon_end: end of the planning horizon (aware UTC).
+
+    Returns:
+        ``(kept, deferred)``: the parts to plan, and ``{"batch": part id, "reason": ...}``
+        records for the plan's ``unplaced`` (reason starts with ``DEFERRED_REASON_PREFIX``).
+    """
+    kept: list[PlanningBatch] = []
+    deferred: list[dict[str, str]] = []
+    for b in batches:
+        state = states.for_batch(b)
+        if b.min_quality is None or state is None or not should_defer(b, state, horizon_end):
+            kept.append(b)
+            continue
+        left = max(0.0, states.left_for_batch(b) or 0.0)
+        deferred.append(
+            {
+                "batch": b.id,
+                "reason": f"{DEFERRED_REASON_PREFIX} {state.value.upper()} ({left * 100:.0f} % left); "
+                "will be planned when the budget allows or before its deadline",
+            }
+        )
+    return kept, deferred

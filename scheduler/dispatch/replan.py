@@ -15,6 +15,7 @@ from scheduler.dispatch.budget import (
     BudgetStates,
     advance_pacer,
     budget_states,
+    defer_parts,
     quality_ceilings,
 )
 from scheduler.dispatch.shards import (
@@ -218,21 +219,26 @@ def build_problem(
     now: datetime,
     signals_for: HorizonSignals,
     states: BudgetStates | None = None,
-) -> tuple[PlanningProblem | None, dict[str, list[int]]]:
+) -> tuple[PlanningProblem | None, dict[str, list[int]], list[dict[str, str]]]:
     """The planning problem of everything not yet leased, or None when there is nothing.
 
     Budget states (``states``, default: read from the store) cap the model tier of
-    ``"auto"`` parts through ``max_quality_by_batch`` (``scheduler.dispatch.budget``).
+    ``"auto"`` parts through ``max_quality_by_batch`` and, at CRITICAL, defer those whose
+    deadline is after the horizon (``scheduler.dispatch.budget.defer_parts``).
 
     Returns:
-        ``(problem, free)`` where ``free[part_id]`` lists the unleased request ids in order.
+        ``(problem, free, deferred)`` where ``free[part_id]`` lists the unleased request ids in
+        order and ``deferred`` the held-back parts as ``unplaced`` records.
     """
     batches, free = _part_batches(s, fleet, now)
     if not batches:
-        return None, free
+        return None, free, []
+    states = states if states is not None else budget_states(s, fleet, now)
     slots = slots_between(now, now + timedelta(hours=settings.horizon_hours), fleet.slot_minutes)
+    horizon_end = slots[-1] + timedelta(minutes=fleet.slot_minutes)
+    batches, deferred = defer_parts(batches, states, horizon_end)
     signals = signals_for(fleet, slots, now)
-    cap, price = _carbon_budget(s, fleet, now, slots[-1] + timedelta(minutes=fleet.slot_minutes))
+    cap, price = _carbon_budget(s, fleet, now, horizon_end)
     problem = PlanningProblem(
         fleet=fleet,
         slots=slots,
@@ -245,11 +251,9 @@ def build_problem(
         fixed=_fixed_loads(s, fleet, now),
         slot_available={slots[0]: slot_fraction_left(now, fleet.slot_minutes)},
         time_limit_s=settings.plan_time_limit_s,
-        max_quality_by_batch=quality_ceilings(
-            batches, states if states is not None else budget_states(s, fleet, now), fleet
-        ),
+        max_quality_by_batch=quality_ceilings(batches, states, fleet),
     )
-    return problem, free
+    return problem, free, deferred
 
 
 def replan(
@@ -289,7 +293,7 @@ def replan(
     advance_pacer(factory, fleet, now)
     with factory() as s:
         states = budget_states(s, fleet, now)
-        problem, free = build_problem(s, settings, fleet, now, signals_for, states)
+        problem, free, deferred = build_problem(s, settings, fleet, now, signals_for, states)
     if problem is None:
         return None
     plan = planner(problem)
@@ -307,7 +311,7 @@ def replan(
             tolerances=list(plan.tolerances),
             totals={k: getattr(plan.totals, k) for k in plan.totals.__dataclass_fields__},
             baselines=baselines_with_batches(problem, plan, part_batch),
-            unplaced=[{"batch": u.batch, "reason": u.reason} for u in plan.unplaced],
+            unplaced=[{"batch": u.batch, "reason": u.reason} for u in plan.unplaced] + deferred,
             stage_optima=dict(plan.stage_optima),
             notes=list(plan.notes) + states.notes(),
             solve_s=plan.solve_s,
@@ -319,7 +323,8 @@ def replan(
         )
         s.add(record)
         s.flush()
-        release_planned_shards(s, sorted(set(part_batch.values())))
+        held = {d["batch"].split("~", 1)[0] for d in deferred}
+        release_planned_shards(s, sorted(set(part_batch.values()) | held))
         ordered = sorted(
             zip(plan.assignments, priced, strict=True),
             key=lambda x: (x[0].slot, x[0].site, x[0].pool),
@@ -372,7 +377,8 @@ def replan(
 def replan_trigger(s: Session, fleet: Fleet, now: datetime) -> str | None:
     """Why the tick should re-plan now, or None.
 
-    ``new_batch``: an in-progress batch has a part that no shard and no current plan knows.
+    ``new_batch``: an in-progress batch has a part that no shard and no current plan knows
+    (a part in the plan's ``unplaced``, e.g. deferred by the carbon budget, is known).
     ``slot_boundary``: the current slot differs from the one the current plan started in and
     some work is still unleased.
     """
