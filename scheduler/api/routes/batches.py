@@ -11,7 +11,7 @@ from scheduler.api.deps import FleetDep, SessionDep, SettingsDep, TenantDep
 from scheduler.api.schemas import Batch, BatchCreate, BatchList
 from scheduler.intake.submit import BatchOptions, create_batch
 from scheduler.store import batches as repo
-from scheduler.store.summaries import batch_summary
+from scheduler.store.summaries import batch_summaries, batch_summary
 from scheduler.store.tables import Batch as BatchRow
 
 router = APIRouter(prefix="/v1", tags=["batches"])
@@ -66,7 +66,8 @@ def list_batches(
 ) -> BatchList:
     """The caller's batches, newest first, with OpenAI cursor pagination."""
     rows, has_more = repo.list_batches(session, caller.tenant_id, after=after, limit=limit)
-    return BatchList.of([_public(session, r) for r in rows], has_more=has_more)
+    summaries = batch_summaries(session, [r.id for r in rows])
+    return BatchList.of([Batch.from_row(r, summaries[r.id]) for r in rows], has_more=has_more)
 
 
 @router.post("/batches/{batch_id}/cancel")
