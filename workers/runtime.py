@@ -19,24 +19,11 @@ from workers.engine_cache import EngineCache
 from workers.execute import Clock, MeterFactory, ShardOutcome, run_shard
 
 
-def gpu_indices(pool: Pool, gpus: int) -> list[int]:
-    """NVML indices this worker owns: none for a CPU pool, else ``CUDA_VISIBLE_DEVICES`` or 0..n-1."""
-    if pool.gpu.upper() == "CPU":
-        return []
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    ids = [int(x) for x in visible.split(",") if x.strip().isdigit()]
-    return ids or list(range(gpus))
-
-
 def default_meter_factory(site: Site, pool: Pool, model: ModelSpec) -> EnergyMeter:
     """The best meter of this machine (NVML, RAPL, else a labelled profile estimate)."""
-    from workers.energy import build_meter
+    from workers.energy import meter_for_pool
 
-    profile = model.profiles.get(pool.gpu)
-    gpus = profile.gpus if profile else 1
-    return build_meter(
-        gpu_indices(pool, gpus), profile_power_w=profile.power_w if profile else 0.0, gpus=gpus
-    )
+    return meter_for_pool(pool, model)
 
 
 def worker_name() -> str:

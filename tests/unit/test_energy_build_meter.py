@@ -107,3 +107,13 @@ def test_gpu_indices_come_from_options_then_cuda_visible_devices(
     assert gpu_indices_for_pool(implicit, 2) == [5, 6]
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert gpu_indices_for_pool(implicit, 2) == [0, 1]
+
+
+def test_a_cpu_pool_owns_no_gpu_whatever_its_engine_device(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a pool of GPU type CPU whose engine device is left on auto, with GPUs visible
+    pool = Pool(name="cpu", gpu="CPU", count=1, engine=EngineSpec("transformers", {}))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    # When / Then it owns none of them
+    assert gpu_indices_for_pool(pool, 1) == []

@@ -88,10 +88,12 @@ def gpu_indices_for_pool(pool: Pool, gpus: int) -> list[int]:
     """NVML indices of the GPUs a worker of ``pool`` owns.
 
     In order: the pool's ``engine.gpu_indices`` option; numeric ``CUDA_VISIBLE_DEVICES``
-    (NVML numbers GPUs like CUDA's default order); the first ``gpus`` GPUs. A ``transformers``
-    engine on ``device: cpu`` owns none.
+    (NVML numbers GPUs like CUDA's default order); the first ``gpus`` GPUs. A pool of GPU type
+    ``CPU``, or a ``transformers`` engine on ``device: cpu``, owns none.
     """
     options = pool.engine.options
+    if pool.gpu.upper() == "CPU":
+        return []  # a CPU pool owns no GPU, whatever its engine's device says
     if pool.engine.kind == "transformers" and str(options.get("device", "auto")) == "cpu":
         return []
     explicit = options.get("gpu_indices")
