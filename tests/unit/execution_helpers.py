@@ -16,7 +16,9 @@ from scheduler.dispatch.tick import TickReport, tick
 from scheduler.domain import Fleet, SlotSignal
 from scheduler.intake.submit import BatchOptions, create_batch
 from scheduler.samples import load_sample_fleet
+from scheduler.store.db import transaction
 from scheduler.store.files import save_file
+from scheduler.store.tables import LedgerEntry
 from scheduler.store.tenants import create_tenant
 from workers.engine_cache import EngineCache
 from workers.execute import ShardOutcome
@@ -138,3 +140,22 @@ def make_harness(
         (signals[(site, slot)], "synthetic") if (site, slot) in signals else None
     )
     return Harness(settings, sessions, fleet, runtime, signals)
+
+
+def book_co2(h: Harness, when: datetime, co2_g: float, tenant_id: str = "t") -> None:
+    """Book ``co2_g`` of finished work at ``when`` in the ledger (one row each call)."""
+    with transaction(h.sessions) as s:
+        n = s.query(LedgerEntry).count()
+        s.add(
+            LedgerEntry(
+                batch_id="b-past", shard_id=f"sh-{n}", attempt=1, tenant_id=tenant_id,
+                site="es-madrid", pool="cpu", model="tiny-chat", started_at=when,
+                ended_at=when + timedelta(minutes=5), requests_done=1, requests_failed=0,
+                input_tokens=10, output_tokens=10, gpu_hours=0.1, it_energy_kwh=1.0,
+                facility_energy_kwh=1.2, energy_method="estimate", renewable_share=0.0,
+                grid_kwh=1.2, carbon_g_per_kwh=co2_g / 1.2, carbon_source="synthetic",
+                co2_location_g=co2_g, co2_market_g=None, embodied_co2_g=0.0,
+                water_onsite_l=0.0, water_offsite_l=0.0, cost=0.0, planned_energy_kwh=None,
+                planned_co2_g=None, planned_water_l=None, planned_cost=None, created_at=when,
+            )
+        )  # fmt: skip

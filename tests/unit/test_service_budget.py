@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from execution_helpers import T0, Harness, chat_line, fixed_signals
+from execution_helpers import T0, Harness, book_co2, chat_line, fixed_signals
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -18,9 +18,8 @@ from scheduler.dispatch.replan import _part_batches, replan
 from scheduler.domain import BudgetState, CarbonBudget, Fleet, Profile
 from scheduler.intake.submit import BatchOptions, create_batch
 from scheduler.samples import load_sample_fleet
-from scheduler.store.db import transaction
 from scheduler.store.files import save_file
-from scheduler.store.tables import AssignmentRecord, CarbonPacing, LedgerEntry, PlanRecord
+from scheduler.store.tables import AssignmentRecord, CarbonPacing, PlanRecord
 from scheduler.store.tenants import create_tenant
 
 DAY_G = 1000.0
@@ -66,25 +65,6 @@ def _submit_auto(h: Harness, tmp: Path, tenant: str, *, now: datetime = T0) -> t
         return tenant_id, b.id
 
 
-def _book(h: Harness, when: datetime, co2_g: float, tenant_id: str = "t") -> None:
-    """Book ``co2_g`` of finished work at ``when`` in the ledger."""
-    with transaction(h.sessions) as s:
-        n = s.query(LedgerEntry).count()
-        s.add(
-            LedgerEntry(
-                batch_id="b-past", shard_id=f"sh-{n}", attempt=1, tenant_id=tenant_id,
-                site="es-madrid", pool="cpu", model="tiny-chat", started_at=when,
-                ended_at=when + timedelta(minutes=5), requests_done=1, requests_failed=0,
-                input_tokens=10, output_tokens=10, gpu_hours=0.1, it_energy_kwh=1.0,
-                facility_energy_kwh=1.2, energy_method="estimate", renewable_share=0.0,
-                grid_kwh=1.2, carbon_g_per_kwh=co2_g / 1.2, carbon_source="synthetic",
-                co2_location_g=co2_g, co2_market_g=None, embodied_co2_g=0.0,
-                water_onsite_l=0.0, water_offsite_l=0.0, cost=0.0, planned_energy_kwh=None,
-                planned_co2_g=None, planned_water_l=None, planned_cost=None, created_at=when,
-            )
-        )  # fmt: skip
-
-
 def _planned_models(h: Harness, plan_id: int | None) -> set[str]:
     assert plan_id is not None
     with h.sessions() as s:
@@ -104,7 +84,7 @@ def test_a_day_that_spent_60_percent_plans_an_auto_batch_on_a_smaller_tier_than_
     # Then it runs on the larger (greener) tier
     assert _planned_models(h, fresh) == {"tiny-chat"}
     # When 60 % of the day's budget has been spent and it is planned again
-    _book(h, T0 - timedelta(minutes=30), 0.6 * DAY_G)
+    book_co2(h, T0 - timedelta(minutes=30), 0.6 * DAY_G)
     later = T0 + timedelta(minutes=5)
     tight = replan(
         h.sessions, h.settings, h.fleet, later, trigger="manual", signals_for=h.signals_for
@@ -124,7 +104,7 @@ def test_a_tenant_budget_restricts_only_that_tenants_auto_work(
     h = _harness(tmp_path, sessions, _fleet(thrifty=CarbonBudget(g_per_day=100.0)))
     thrifty, _ = _submit_auto(h, tmp_path, "thrifty")
     _submit_auto(h, tmp_path, "lavish")
-    _book(h, T0 - timedelta(minutes=30), 80.0, tenant_id=thrifty)
+    book_co2(h, T0 - timedelta(minutes=30), 80.0, tenant_id=thrifty)
     # When the budget states and the tier ceilings are computed
     with h.sessions() as s:
         states = budget_states(s, h.fleet, T0)
@@ -144,7 +124,7 @@ def test_crossing_midnight_writes_one_pacing_row_with_a_higher_price_after_an_ov
     h = _harness(tmp_path, sessions, _fleet())
     day1 = datetime(2026, 11, 22, 22, 0, tzinfo=UTC)
     h.tick(day1)
-    _book(h, day1 + timedelta(minutes=10), 1.5 * DAY_G)
+    book_co2(h, day1 + timedelta(minutes=10), 1.5 * DAY_G)
     with h.sessions() as s:
         before = list(s.scalars(select(CarbonPacing)))
     # When it ticks across midnight, several times

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
-from execution_helpers import T0, Harness, chat_line, fixed_signals
+from execution_helpers import T0, Harness, book_co2, chat_line, fixed_signals
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -16,9 +16,8 @@ from scheduler.dispatch.budget import DEFERRED_REASON_PREFIX
 from scheduler.domain import CarbonBudget, Fleet
 from scheduler.intake.submit import BatchOptions, create_batch
 from scheduler.samples import load_sample_fleet
-from scheduler.store.db import transaction
 from scheduler.store.files import save_file
-from scheduler.store.tables import AssignmentRecord, LedgerEntry, PlanRecord, Shard
+from scheduler.store.tables import AssignmentRecord, PlanRecord, Shard
 from scheduler.store.tenants import create_tenant
 
 DAY_G = 1000.0
@@ -60,30 +59,12 @@ def _submit(h: Harness, tmp: Path, name: str, *, model: str, window: str) -> str
         return b.id
 
 
-def _spend(h: Harness, when: datetime, co2_g: float) -> None:
-    """Book ``co2_g`` of finished work at ``when`` in the ledger."""
-    with transaction(h.sessions) as s:
-        s.add(
-            LedgerEntry(
-                batch_id="b-past", shard_id="sh-past", attempt=1, tenant_id="t",
-                site="es-madrid", pool="cpu", model="tiny-chat", started_at=when,
-                ended_at=when + timedelta(minutes=5), requests_done=1, requests_failed=0,
-                input_tokens=10, output_tokens=10, gpu_hours=0.1, it_energy_kwh=1.0,
-                facility_energy_kwh=1.2, energy_method="estimate", renewable_share=0.0,
-                grid_kwh=1.2, carbon_g_per_kwh=co2_g / 1.2, carbon_source="synthetic",
-                co2_location_g=co2_g, co2_market_g=None, embodied_co2_g=0.0,
-                water_onsite_l=0.0, water_offsite_l=0.0, cost=0.0, planned_energy_kwh=None,
-                planned_co2_g=None, planned_water_l=None, planned_cost=None, created_at=when,
-            )
-        )  # fmt: skip
-
-
 def test_critical_budget_defers_only_auto_work_whose_deadline_is_past_the_horizon(
     tmp_path: Path, sessions: sessionmaker[Session]
 ) -> None:
     # Given 95 % of today's budget spent (CRITICAL), a 12 h horizon and three batches
     h = _harness(tmp_path, sessions)
-    _spend(h, T0 - timedelta(minutes=30), 0.95 * DAY_G)
+    book_co2(h, T0 - timedelta(minutes=30), 0.95 * DAY_G)
     waits = _submit(h, tmp_path, "patient", model="auto", window="72h")
     urgent = _submit(h, tmp_path, "urgent", model="auto", window="6h")
     named = _submit(h, tmp_path, "named", model="tiny-chat", window="72h")
@@ -113,7 +94,7 @@ def test_a_deferred_part_does_not_make_the_next_tick_in_the_same_slot_replan(
 ) -> None:
     # Given a CRITICAL budget and a plan that deferred a patient auto batch
     h = _harness(tmp_path, sessions)
-    _spend(h, T0 - timedelta(minutes=30), 0.95 * DAY_G)
+    book_co2(h, T0 - timedelta(minutes=30), 0.95 * DAY_G)
     _submit(h, tmp_path, "patient", model="auto", window="72h")
     first = h.tick(T0)
     assert first.plan_id is not None
