@@ -26,6 +26,7 @@ from scheduler.domain import (
     Site,
     SlotSignal,
 )
+from scheduler.optimizer.pricing import price_problem
 from scheduler.optimizer.problem import PlanningProblem
 from scheduler.store.tables import (
     AssignmentRecord,
@@ -301,11 +302,7 @@ def seed_review_store(sessions: sessionmaker[Session], *, now: datetime | None =
             }
             status = plan.status.value
         records = []
-        for a in assignments:
-            site = fleet.site(a.site)
-            c, p, r = _signal(a.site, a.slot)
-            grid = max(0.0, a.energy_kwh - r)
-            it = a.energy_kwh / site.pue
+        for a, priced in zip(assignments, price_problem(problem, assignments), strict=True):
             records.append(
                 AssignmentRecord(
                     batch_id=a.batch,
@@ -319,10 +316,10 @@ def seed_review_store(sessions: sessionmaker[Session], *, now: datetime | None =
                     output_tokens=a.output_tokens,
                     gpu_hours=a.gpu_hours,
                     energy_kwh=a.energy_kwh,
-                    co2_g=grid * c + a.gpu_hours * site.pool(a.pool).embodied_g_per_gpu_hour,
-                    cost=grid * p,
-                    water_l=it * site.wue_l_per_kwh + grid * site.ewif_l_per_kwh,
-                    carbon_g_per_kwh=c,
+                    co2_g=priced.co2_g,
+                    cost=priced.cost,
+                    water_l=priced.water_l,
+                    carbon_g_per_kwh=priced.carbon_g_per_kwh,
                 )
             )
         if not totals:

@@ -28,6 +28,7 @@ from scheduler.dispatch.slots import slot_floor, slot_fraction_left, slots_betwe
 from scheduler.domain import BatchStatus, Fleet, Plan, PlanningBatch, ShardStatus, SlotSignal
 from scheduler.optimizer.attribution import BatchFigures, baseline_by_batch, sum_figures
 from scheduler.optimizer.baselines import BASELINES
+from scheduler.optimizer.pricing import PricedPiece, price_problem
 from scheduler.optimizer.problem import FixedLoad, PlanningProblem
 from scheduler.store.db import transaction
 from scheduler.store.tables import (
@@ -151,41 +152,9 @@ def _carbon_budget(
     return cap, price
 
 
-def price_assignments(problem: PlanningProblem, plan: Plan) -> list[dict[str, float | None]]:
-    """Per-assignment planned co2_g, cost, water_l and carbon intensity (section 4 rules).
-
-    Grid energy is shared out within a (site, slot) in proportion to facility energy,
-    counting fixed loads, so the figures add up to the site-and-slot totals.
-    """
-    fleet = problem.fleet
-    total_fac: dict[tuple[str, datetime], float] = defaultdict(float)
-    for a in plan.assignments:
-        total_fac[(a.site, a.slot)] += a.energy_kwh
-    for f in problem.fixed:
-        total_fac[(f.site, f.slot)] += f.facility_kwh
-    out = []
-    for a in plan.assignments:
-        site = fleet.site(a.site)
-        sig = problem.signals.get((a.site, a.slot))
-        if sig is None:
-            out.append({"co2_g": 0.0, "cost": 0.0, "water_l": 0.0, "carbon_g_per_kwh": None})
-            continue
-        avail = problem.slot_available.get(a.slot, 1.0)
-        fac = total_fac[(a.site, a.slot)]
-        grid = max(0.0, fac - sig.renewable_kw * fleet.slot_hours * avail)
-        a_grid = grid * a.energy_kwh / fac if fac > 0 else 0.0
-        it_kwh = a.energy_kwh / site.pue
-        wue = sig.wue_l_per_kwh if sig.wue_l_per_kwh is not None else site.wue_l_per_kwh
-        embodied = a.gpu_hours * site.pool(a.pool).embodied_g_per_gpu_hour
-        out.append(
-            {
-                "co2_g": a_grid * sig.carbon_g_per_kwh + embodied,
-                "cost": a_grid * sig.price_per_kwh,
-                "water_l": it_kwh * wue + a_grid * site.ewif_l_per_kwh,
-                "carbon_g_per_kwh": sig.carbon_g_per_kwh,
-            }
-        )
-    return out
+def price_assignments(problem: PlanningProblem, plan: Plan) -> list[PricedPiece]:
+    """Planned figures of each assignment (``scheduler.optimizer.pricing``, the one rule)."""
+    return price_problem(problem, plan.assignments)
 
 
 def baselines_with_batches(
@@ -331,6 +300,7 @@ def replan(
         )
         cursor: dict[str, int] = defaultdict(int)
         for a, price in ordered:
+            sig = problem.signals.get((a.site, a.slot))
             ids = unleased_request_ids(s, a.batch) if a.batch not in free else free[a.batch]
             take = ids[cursor[a.batch] : cursor[a.batch] + a.requests]
             cursor[a.batch] += a.requests
@@ -347,10 +317,10 @@ def replan(
                 output_tokens=a.output_tokens,
                 gpu_hours=a.gpu_hours,
                 energy_kwh=a.energy_kwh,
-                co2_g=float(price["co2_g"] or 0.0),
-                cost=float(price["cost"] or 0.0),
-                water_l=float(price["water_l"] or 0.0),
-                carbon_g_per_kwh=price["carbon_g_per_kwh"],
+                co2_g=price.co2_g,
+                cost=price.cost,
+                water_l=price.water_l,
+                carbon_g_per_kwh=sig.carbon_g_per_kwh if sig is not None else None,
             )
             s.add(row)
             s.flush()

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from scheduler.domain import Assignment, BaselineTotals, ModelSpec, PlanningBatch, Pool, Site
+from scheduler.optimizer.pricing import energy_from_tokens, piece_gpu_hours
 from scheduler.optimizer.problem import PlanningProblem
 from scheduler.optimizer.validate import (
     allowed_models,
@@ -31,7 +32,6 @@ from scheduler.optimizer.validate import (
     caps_broken,
     fits,
     in_window,
-    piece_gpu_hours,
     price,
     slot_capacity_gpu_hours,
 )
@@ -143,11 +143,11 @@ def _carbon_order(
 ) -> list[_Option]:
     def score(option: _Option) -> float:
         site, pool, slot = option
-        profile = model.profiles[pool.gpu]
-        g = piece_gpu_hours(profile, batch.input_tokens, batch.output_tokens)
-        facility_kwh = g * profile.power_w / 1000.0 * site.pue
+        e = energy_from_tokens(
+            model.profiles[pool.gpu], site.pue, batch.input_tokens, batch.output_tokens
+        )
         carbon = problem.signals[(site.name, slot)].carbon_g_per_kwh
-        return facility_kwh * carbon + g * pool.embodied_g_per_gpu_hour
+        return e.facility_kwh * carbon + e.gpu_hours * pool.embodied_g_per_gpu_hour
 
     return sorted(options, key=score)  # stable: ties keep time, site, pool order
 
@@ -183,6 +183,7 @@ def _place(
         remaining[(site.name, pool.name, slot)] -= n * per_request
         profile = model.profiles[pool.gpu]
         g = n * per_request
+        it_kwh = g * profile.power_w / 1000.0  # the token model, per request x n
         pieces.append(
             Assignment(
                 batch=batch.id,
@@ -194,7 +195,7 @@ def _place(
                 input_tokens=batch.input_tokens * n / batch.requests,
                 output_tokens=batch.output_tokens * n / batch.requests,
                 gpu_hours=g,
-                energy_kwh=g * profile.power_w / 1000.0 * site.pue,
+                energy_kwh=it_kwh * site.pue,
             )
         )
     return pieces

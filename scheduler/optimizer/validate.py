@@ -1,7 +1,8 @@
 """Independent re-pricing and feasibility check of a plan, in plain Python (contract section 4).
 
-Nothing here imports the optimizer's model or pricing code: a checker that shares the solver's
-arithmetic would share its bugs. Used by tests on every solver output, by the baselines (to price
+Nothing here imports the optimizer's model (the LP): a checker that shares the solver's
+arithmetic would share its bugs. Pieces are priced by ``scheduler.optimizer.pricing``, the one
+pricing rule that the ledger and the reports also use, from their tokens. Used by tests on every solver output, by the baselines (to price
 their placements) and by ``gridshift plan --check``.
 """
 
@@ -20,8 +21,13 @@ from scheduler.domain import (
     PlanningBatch,
     PlanTotals,
     Pool,
-    Profile,
     Site,
+)
+from scheduler.optimizer.pricing import (
+    committed_grid_kwh,
+    piece_energy,
+    price_assignments,
+    sum_pieces,
 )
 from scheduler.optimizer.problem import PlanningProblem
 
@@ -64,15 +70,6 @@ class ValidationReport:
     def ok(self) -> bool:
         """True when the plan breaks no constraint and its totals match the re-pricing."""
         return not self.violations
-
-
-def piece_gpu_hours(profile: Profile, input_tokens: float, output_tokens: float) -> float:
-    """GPU-hours of a piece: ``gpus * (I / prefill_tok_s + O / decode_tok_s) / 3600``."""
-    return (
-        profile.gpus
-        * (input_tokens / profile.prefill_tok_s + output_tokens / profile.decode_tok_s)
-        / 3600.0
-    )
 
 
 def allowed_models(problem: PlanningProblem, batch: PlanningBatch) -> list[ModelSpec]:
@@ -118,87 +115,72 @@ def in_window(problem: PlanningProblem, batch: PlanningBatch, slot: datetime) ->
 def price(problem: PlanningProblem, assignments: Iterable[Assignment]) -> Pricing:
     """Price assignments by planning-formats.md section 4 (renewables first, grid = the rest).
 
-    Fixed load counts towards capacity, grid draw and water, but the totals are the plan's own
-    share: ``grid_plan = max(0, F_fixed + F_plan - R h) - max(0, F_fixed - R h)`` per site and
-    slot, priced at that slot's carbon and price. Assignments naming an unknown site, pool,
-    model, slot or a pool the model does not fit are priced as zero (``validate_plan`` reports
-    them).
+    Each piece is priced by ``scheduler.optimizer.pricing`` (the one pricing rule) from its
+    tokens; fixed load counts towards capacity, grid draw and water, but the totals are the
+    plan's own share: ``grid_plan = max(0, F_fixed + F_plan - R h) - max(0, F_fixed - R h)`` per
+    site and slot. Assignments naming an unknown site, pool, model, slot or a pool the model
+    does not fit are priced as zero (``validate_plan`` reports them).
     """
     fleet, h = problem.fleet, problem.fleet.slot_hours
     sites = {s.name: s for s in fleet.sites}
-    models = {m.name: m for m in fleet.models}
     batches = {b.id: b for b in problem.batches}
-    gpu_h: dict[tuple[str, str, datetime], float] = defaultdict(float)
-    facility: dict[tuple[str, datetime], float] = defaultdict(float)
-    it: dict[tuple[str, datetime], float] = defaultdict(float)
+    items = list(assignments)
     fixed_facility: dict[tuple[str, datetime], float] = defaultdict(float)
-    embodied = 0.0
+    gpu_h: dict[tuple[str, str, datetime], float] = defaultdict(float)
+    for f in problem.fixed:
+        gpu_h[(f.site, f.pool, f.slot)] += f.gpu_hours
+        fixed_facility[(f.site, f.slot)] += f.facility_kwh
+    priced = price_assignments(fleet, problem.signals, items, fixed_facility)
     pieces_g: list[float] = []
     pieces_e: list[float] = []
+    grid: dict[tuple[str, datetime], float] = defaultdict(float)
+    water_day: dict[tuple[str, date], float] = defaultdict(float)
     delay_num: dict[str, float] = defaultdict(float)
     delay_den: dict[str, float] = defaultdict(float)
-    for a in assignments:
-        site, model = sites.get(a.site), models.get(a.model)
-        pool = next((p for p in site.pools if p.name == a.pool), None) if site else None
-        profile = model.profiles.get(pool.gpu) if model and pool else None
-        if site is None or pool is None or profile is None:
-            pieces_g.append(0.0)
-            pieces_e.append(0.0)
+    for a, p in zip(items, priced, strict=True):
+        energy = piece_energy(fleet, a)
+        pieces_g.append(energy.gpu_hours if energy else 0.0)
+        pieces_e.append(energy.facility_kwh if energy else 0.0)
+        if energy is None:
             continue
-        g = piece_gpu_hours(profile, a.input_tokens, a.output_tokens)
-        it_kwh = g * profile.power_w / 1000.0
-        pieces_g.append(g)
-        pieces_e.append(it_kwh * site.pue)
-        gpu_h[(a.site, a.pool, a.slot)] += g
-        it[(a.site, a.slot)] += it_kwh
-        facility[(a.site, a.slot)] += it_kwh * site.pue
-        embodied += g * pool.embodied_g_per_gpu_hour
+        gpu_h[(a.site, a.pool, a.slot)] += energy.gpu_hours
+        if (a.site, a.slot) in problem.signals:
+            grid[(a.site, a.slot)] += p.grid_kwh
+            water_day[(a.site, a.slot.date())] += p.water_l
         b = batches.get(a.batch)
         if b is not None:
             tokens = a.input_tokens + a.output_tokens
             end = a.slot + problem.slot_delta
             delay_num[b.id] += tokens * ((end - b.submitted_at) / timedelta(hours=1))
             delay_den[b.id] += tokens
-    for f in problem.fixed:
-        gpu_h[(f.site, f.pool, f.slot)] += f.gpu_hours
-        fixed_facility[(f.site, f.slot)] += f.facility_kwh
-    operational = cost = water = grid_total = 0.0
-    grid: dict[tuple[str, datetime], float] = {}
-    water_day: dict[tuple[str, date], float] = defaultdict(float)
-    for key in set(facility) | set(fixed_facility):
+    for key, fixed_kwh in fixed_facility.items():
         site_name, slot = key
-        signal = problem.signals.get(key)
-        site = sites.get(site_name)
+        signal, site = problem.signals.get(key), sites.get(site_name)
         if signal is None or site is None:
             continue
-        renewable_kwh = signal.renewable_kw * h
-        fixed_kwh = fixed_facility.get(key, 0.0)
-        all_grid = max(0.0, fixed_kwh + facility.get(key, 0.0) - renewable_kwh)
-        own_grid = all_grid - max(0.0, fixed_kwh - renewable_kwh)
-        grid[key] = all_grid
+        fixed_grid = committed_grid_kwh(signal, h, fixed_kwh)
         wue = signal.wue_l_per_kwh if signal.wue_l_per_kwh is not None else site.wue_l_per_kwh
-        fixed_it = fixed_kwh / site.pue
+        grid[key] += fixed_grid
         water_day[(site_name, slot.date())] += (
-            it.get(key, 0.0) + fixed_it
-        ) * wue + all_grid * site.ewif_l_per_kwh
-        operational += own_grid * signal.carbon_g_per_kwh
-        cost += own_grid * signal.price_per_kwh
-        water += it.get(key, 0.0) * wue + own_grid * site.ewif_l_per_kwh
-        grid_total += own_grid
+            fixed_kwh / site.pue * wue + fixed_grid * site.ewif_l_per_kwh
+        )
+    total = sum_pieces(priced)
     delay = sum(
         batches[b].priority * delay_num[b] / delay_den[b] for b in delay_num if delay_den[b] > 0
     )
     totals = PlanTotals(
-        co2_g=operational + embodied,
-        operational_co2_g=operational,
-        embodied_co2_g=embodied,
-        cost=cost,
-        water_l=water,
-        energy_kwh=sum(facility.values()),
-        grid_kwh=grid_total,
+        co2_g=total.co2_g,
+        operational_co2_g=total.co2_location_g,
+        embodied_co2_g=total.embodied_co2_g,
+        cost=total.cost,
+        water_l=total.water_l,
+        energy_kwh=sum(pieces_e),
+        grid_kwh=total.grid_kwh,
         delay_h=delay,
     )
-    return Pricing(totals, dict(gpu_h), grid, dict(water_day), tuple(pieces_g), tuple(pieces_e))
+    return Pricing(
+        totals, dict(gpu_h), dict(grid), dict(water_day), tuple(pieces_g), tuple(pieces_e)
+    )
 
 
 def caps_broken(problem: PlanningProblem, pricing: Pricing) -> list[str]:

@@ -1,0 +1,330 @@
+"""The one pricing rule: energy, renewables, grid, CO2, water and cost of work at a site and slot.
+
+Every figure gridshift shows (plan totals, validation, per-batch attribution, the planned
+figures of an assignment, the ledger's booked figures, summaries and reports) is computed here,
+so a kWh is priced the same way wherever it appears. Pure: imports only the domain.
+
+Energy of a piece (planning-formats.md section 4)::
+
+    gpu_hours    = gpus * (I / prefill_tok_s + O / decode_tok_s) / 3600
+    it_kwh       = gpu_hours * power_w / 1000          (or a measured IT energy)
+    facility_kwh = it_kwh * pue
+
+Allocation of a site-slot's renewables (``R h = renewable_kw * slot_hours``, the whole slot,
+as the contract and the LP count it) over several pieces, written once:
+
+1. Work already committed in the site-slot (queued, running or done: the plan's fixed load)
+   draws renewables first.
+2. The new pieces share what is left **in proportion to their facility energy**::
+
+       left        = max(0, R h - F_fixed)
+       renewable_i = min(F_new, left) * F_i / F_new
+       grid_i      = F_i - renewable_i
+
+   so ``sum grid_i = max(0, F_fixed + F_new - R h) - max(0, F_fixed - R h)``: exactly the
+   contract's plan totals, and a piece's figure does not depend on the order it is listed in.
+3. The ledger books a piece that runs in its planned site-slot with the renewables the plan gave
+   it (scaled if the slot's renewables turned out different), capped by what other attempts have
+   not yet booked in that slot; a piece that runs elsewhere gets what is left, first come.
+
+Per piece, with the slot's signal (carbon ``c``, price ``p``, WUE ``w`` defaulting to the
+site's, EWIF ``e``)::
+
+    co2_location_g  = grid_kwh * c              (operational, location-based)
+    co2_market_g    = grid_kwh * market factor  (None without a contractual factor)
+    embodied_co2_g  = gpu_hours * embodied_g_per_gpu_hour(pool)
+    water_onsite_l  = it_kwh * w
+    water_offsite_l = grid_kwh * e
+    cost            = grid_kwh * p
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from scheduler.domain import Assignment, Fleet, Pool, Profile, Site, SlotSignal
+from scheduler.optimizer.problem import PlanningProblem
+
+SiteSlot = tuple[str, datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class PieceEnergy:
+    """Energy of one piece of work: GPU-hours, IT and facility energy (kWh)."""
+
+    gpu_hours: float
+    it_kwh: float
+    facility_kwh: float
+
+
+@dataclass(frozen=True, slots=True)
+class PricedPiece:
+    """One piece of work priced by the module's rule.
+
+    Energies in kWh, CO2 in grams, water in litres, cost in the fleet's currency.
+    ``co2_location_g`` is operational (grid) CO2 only; ``co2_g`` adds embodied CO2.
+    """
+
+    gpu_hours: float
+    it_kwh: float
+    facility_kwh: float
+    renewable_kwh: float
+    grid_kwh: float
+    carbon_g_per_kwh: float
+    co2_location_g: float
+    co2_market_g: float | None
+    embodied_co2_g: float
+    water_onsite_l: float
+    water_offsite_l: float
+    cost: float
+
+    @property
+    def co2_g(self) -> float:
+        """Operational (location-based) plus embodied CO2 in grams."""
+        return self.co2_location_g + self.embodied_co2_g
+
+    @property
+    def water_l(self) -> float:
+        """On-site plus off-site water in litres."""
+        return self.water_onsite_l + self.water_offsite_l
+
+    def scaled(self, factor: float) -> PricedPiece:
+        """The same piece's figures times ``factor`` (a share of its requests)."""
+        return PricedPiece(
+            gpu_hours=self.gpu_hours * factor,
+            it_kwh=self.it_kwh * factor,
+            facility_kwh=self.facility_kwh * factor,
+            renewable_kwh=self.renewable_kwh * factor,
+            grid_kwh=self.grid_kwh * factor,
+            carbon_g_per_kwh=self.carbon_g_per_kwh,
+            co2_location_g=self.co2_location_g * factor,
+            co2_market_g=None if self.co2_market_g is None else self.co2_market_g * factor,
+            embodied_co2_g=self.embodied_co2_g * factor,
+            water_onsite_l=self.water_onsite_l * factor,
+            water_offsite_l=self.water_offsite_l * factor,
+            cost=self.cost * factor,
+        )
+
+
+ZERO = PricedPiece(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, None, 0.0, 0.0, 0.0, 0.0)
+"""The price of a piece that cannot be priced (unknown site, pool, model or slot)."""
+
+
+def piece_gpu_hours(profile: Profile, input_tokens: float, output_tokens: float) -> float:
+    """GPU-hours of a piece: ``gpus * (I / prefill_tok_s + O / decode_tok_s) / 3600``."""
+    return (
+        profile.gpus
+        * (input_tokens / profile.prefill_tok_s + output_tokens / profile.decode_tok_s)
+        / 3600.0
+    )
+
+
+def energy_from_tokens(
+    profile: Profile, pue: float, input_tokens: float, output_tokens: float
+) -> PieceEnergy:
+    """The planner's token model: GPU-hours, IT and facility energy of a piece."""
+    g = piece_gpu_hours(profile, input_tokens, output_tokens)
+    it_kwh = g * profile.power_w / 1000.0
+    return PieceEnergy(gpu_hours=g, it_kwh=it_kwh, facility_kwh=it_kwh * pue)
+
+
+def slot_renewable_kwh(signal: SlotSignal, slot_hours: float) -> float:
+    """Renewable energy of a whole site-slot: ``max(0, renewable_kw) * slot_hours``."""
+    return max(0.0, signal.renewable_kw) * slot_hours
+
+
+def renewables_left_kwh(slot_renewable: float, committed_facility_kwh: float) -> float:
+    """Renewables left in a site-slot for new pieces after the committed load (rule 1)."""
+    return max(0.0, slot_renewable - max(0.0, committed_facility_kwh))
+
+
+def share_renewables(facility_kwh: Sequence[float], left_kwh: float) -> list[float]:
+    """Rule 2: renewables of each new piece in one site-slot, in proportion to facility energy."""
+    total = sum(facility_kwh)
+    if total <= 0.0:
+        return [0.0 for _ in facility_kwh]
+    used = min(total, max(0.0, left_kwh))
+    return [used * f / total for f in facility_kwh]
+
+
+def price_piece(
+    *,
+    site: Site,
+    pool: Pool,
+    signal: SlotSignal,
+    energy: PieceEnergy,
+    renewable_kwh: float,
+    market_factor_g_per_kwh: float | None = None,
+) -> PricedPiece:
+    """Price one piece with the renewables allocated to it (see the module docstring).
+
+    Args:
+        site: where it runs (PUE is already in ``energy``; WUE, EWIF, market factor here).
+        pool: the pool (embodied CO2 per GPU-hour).
+        signal: the slot's carbon, price, renewables and optional WUE.
+        energy: the piece's GPU-hours, IT and facility energy.
+        renewable_kwh: renewables allocated to it (capped at its facility energy).
+        market_factor_g_per_kwh: contractual factor for market-based CO2 (default: the
+            site's ``market_factor_g_per_kwh``; None books no market-based figure).
+
+    Returns:
+        The priced piece.
+    """
+    facility = max(0.0, energy.facility_kwh)
+    renewable = min(facility, max(0.0, renewable_kwh))
+    grid = facility - renewable
+    wue = signal.wue_l_per_kwh if signal.wue_l_per_kwh is not None else site.wue_l_per_kwh
+    market = (
+        market_factor_g_per_kwh
+        if market_factor_g_per_kwh is not None
+        else site.market_factor_g_per_kwh
+    )
+    return PricedPiece(
+        gpu_hours=energy.gpu_hours,
+        it_kwh=energy.it_kwh,
+        facility_kwh=facility,
+        renewable_kwh=renewable,
+        grid_kwh=grid,
+        carbon_g_per_kwh=signal.carbon_g_per_kwh,
+        co2_location_g=grid * signal.carbon_g_per_kwh,
+        co2_market_g=None if market is None else grid * market,
+        embodied_co2_g=energy.gpu_hours * pool.embodied_g_per_gpu_hour,
+        water_onsite_l=energy.it_kwh * wue,
+        water_offsite_l=grid * site.ewif_l_per_kwh,
+        cost=grid * signal.price_per_kwh,
+    )
+
+
+def _where(fleet: Fleet, a: Assignment) -> tuple[Site, Pool, Profile] | None:
+    site = next((s for s in fleet.sites if s.name == a.site), None)
+    pool = next((p for p in site.pools if p.name == a.pool), None) if site else None
+    model = next((m for m in fleet.models if m.name == a.model), None)
+    profile = model.profiles.get(pool.gpu) if model and pool else None
+    if site is None or pool is None or profile is None:
+        return None
+    return site, pool, profile
+
+
+def piece_energy(fleet: Fleet, a: Assignment) -> PieceEnergy | None:
+    """Token-model energy of an assignment, or None for an unknown site, pool or model."""
+    where = _where(fleet, a)
+    if where is None:
+        return None
+    site, _, profile = where
+    return energy_from_tokens(profile, site.pue, a.input_tokens, a.output_tokens)
+
+
+def price_assignments(
+    fleet: Fleet,
+    signals: Mapping[SiteSlot, SlotSignal],
+    assignments: Iterable[Assignment],
+    committed_facility_kwh: Mapping[SiteSlot, float] | None = None,
+) -> list[PricedPiece]:
+    """Price a set of pieces planned together, by the module's allocation rule.
+
+    Energy comes from each assignment's tokens (the token model), not from its reported
+    ``energy_kwh``, so a checker that calls this re-prices the plan independently of the
+    solver.
+
+    Args:
+        fleet: sites, pools and models.
+        signals: ``signals[(site, slot)]``.
+        assignments: the pieces (a plan's assignments or a baseline placement).
+        committed_facility_kwh: facility energy already committed per site-slot (fixed load).
+
+    Returns:
+        One priced piece per assignment, in input order. A piece naming an unknown site, pool,
+        model or a pool the model has no profile for, or a slot without a signal, is ``ZERO``.
+    """
+    committed = committed_facility_kwh or {}
+    items = list(assignments)
+    energies: list[tuple[Site, Pool, PieceEnergy] | None] = []
+    groups: dict[SiteSlot, list[int]] = defaultdict(list)
+    for i, a in enumerate(items):
+        where = _where(fleet, a)
+        if where is None or (a.site, a.slot) not in signals:
+            energies.append(None)
+            continue
+        site, pool, profile = where
+        energies.append((site, pool, energy_from_tokens(profile, site.pue, *_tokens(a))))
+        groups[(a.site, a.slot)].append(i)
+    out = [ZERO] * len(items)
+    for key, idx in groups.items():
+        signal = signals[key]
+        left = renewables_left_kwh(
+            slot_renewable_kwh(signal, fleet.slot_hours), committed.get(key, 0.0)
+        )
+        facility = [_energy(energies[i]).facility_kwh for i in idx]
+        for i, renewable in zip(idx, share_renewables(facility, left), strict=True):
+            found = energies[i]
+            assert found is not None  # grouped only when priced
+            site, pool, energy = found
+            out[i] = price_piece(
+                site=site, pool=pool, signal=signal, energy=energy, renewable_kwh=renewable
+            )
+    return out
+
+
+def _tokens(a: Assignment) -> tuple[float, float]:
+    return a.input_tokens, a.output_tokens
+
+
+def _energy(found: tuple[Site, Pool, PieceEnergy] | None) -> PieceEnergy:
+    return found[2] if found is not None else PieceEnergy(0.0, 0.0, 0.0)
+
+
+def committed_grid_kwh(
+    signal: SlotSignal, slot_hours: float, committed_facility_kwh: float
+) -> float:
+    """Grid energy of the committed load alone: ``max(0, F_fixed - R h)``."""
+    return max(0.0, committed_facility_kwh - slot_renewable_kwh(signal, slot_hours))
+
+
+def sum_pieces(pieces: Iterable[PricedPiece]) -> PricedPiece:
+    """Add priced pieces up (``carbon_g_per_kwh`` becomes the grid-weighted mean)."""
+    acc = [0.0] * 11
+    market: float | None = None
+    for p in pieces:
+        for i, v in enumerate(
+            (
+                p.gpu_hours,
+                p.it_kwh,
+                p.facility_kwh,
+                p.renewable_kwh,
+                p.grid_kwh,
+                p.co2_location_g,
+                p.embodied_co2_g,
+                p.water_onsite_l,
+                p.water_offsite_l,
+                p.cost,
+            )
+        ):
+            acc[i] += v
+        if p.co2_market_g is not None:
+            market = (market or 0.0) + p.co2_market_g
+    grid = acc[4]
+    return PricedPiece(
+        gpu_hours=acc[0],
+        it_kwh=acc[1],
+        facility_kwh=acc[2],
+        renewable_kwh=acc[3],
+        grid_kwh=grid,
+        carbon_g_per_kwh=acc[5] / grid if grid > 0 else 0.0,
+        co2_location_g=acc[5],
+        co2_market_g=market,
+        embodied_co2_g=acc[6],
+        water_onsite_l=acc[7],
+        water_offsite_l=acc[8],
+        cost=acc[9],
+    )
+
+
+def price_problem(problem: PlanningProblem, assignments: Iterable[Assignment]) -> list[PricedPiece]:
+    """``price_assignments`` with the problem's signals and its fixed loads as committed load."""
+    committed: dict[SiteSlot, float] = defaultdict(float)
+    for f in problem.fixed:
+        committed[(f.site, f.slot)] += f.facility_kwh
+    return price_assignments(problem.fleet, problem.signals, assignments, committed)
