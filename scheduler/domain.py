@@ -85,7 +85,28 @@ class MeasurementMethod(StrEnum):
 
     MEASURED_NVML = "measured-nvml"
     MEASURED_RAPL = "measured-rapl"
-    ESTIMATED = "estimated"
+    ESTIMATED = "estimated"  # busy time x profile power
+    ESTIMATED_PROFILE = "estimated-profile"  # the planner's token model on the actual tokens
+
+
+def is_estimate(method: str) -> bool:
+    """True for every energy method that is not a measurement (``estimated``, ``estimated-*``)."""
+    return not method.startswith("measured")
+
+
+class CarbonFactor(StrEnum):
+    """What a carbon intensity means (GHG Protocol scope 2 guidance).
+
+    ``average-direct``: average emissions of generation (combustion only);
+    ``average-lifecycle``: average including upstream (lifecycle) emissions;
+    ``marginal``: the emissions rate of the generator that responds to a change in load. Only
+    average factors are location-based scope 2; a marginal rate may steer a plan and is
+    reported as an avoided-emissions estimate.
+    """
+
+    AVERAGE_DIRECT = "average-direct"
+    AVERAGE_LIFECYCLE = "average-lifecycle"
+    MARGINAL = "marginal"
 
 
 class Objective(StrEnum):
@@ -178,6 +199,7 @@ class Site:
     water_cap_l_per_day: float | None = None
     grid_cap_kw: float | None = None
     market_factor_g_per_kwh: float | None = None
+    average_carbon_g_per_kwh: float | None = None  # booking's fallback when no signal is known
     signals: Mapping[str, SignalSource] = field(default_factory=dict)
 
     def pool(self, name: str) -> Pool:
@@ -252,6 +274,7 @@ class SlotSignal:
     wue_l_per_kwh: float | None = None
     source: str = "csv"
     fallback: bool = False
+    carbon_factor: str = CarbonFactor.AVERAGE_DIRECT.value
 
 
 # --------------------------------------------------------------------------- planning

@@ -156,6 +156,7 @@ def _site(raw: Any, where: str) -> Site:
         water_cap_l_per_day=_opt(raw, "water_cap_l_per_day", where),
         grid_cap_kw=_opt(raw, "grid_cap_kw", where),
         market_factor_g_per_kwh=_opt(raw, "market_factor_g_per_kwh", where),
+        average_carbon_g_per_kwh=_opt(raw, "average_carbon_g_per_kwh", where),
         signals=signals,
     )
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.domain import (
     Fleet,
+    MeasurementMethod,
     ModelSpec,
     Plan,
     PlanningBatch,
@@ -39,6 +40,8 @@ from scheduler.store.tables import (
     Shard,
 )
 from scheduler.store.tenants import create_api_key
+from workers.energy.base import Measurement
+from workers.ledger import compute_ledger_values
 
 SLOT = timedelta(hours=1)
 SITES = ("de-frankfurt", "gb-london", "se-lulea")
@@ -481,12 +484,20 @@ def _ledger(
     site = fleet.site(rec.site)
     measured = rec.site != "gb-london"
     it = rec.energy_kwh / site.pue * frac * (0.93 + 0.02 * (n % 5))
-    facility = it * site.pue
     c, p, r = _signal(rec.site, rec.slot_start)
-    renewable = min(facility, r * 0.5)
-    grid = facility - renewable
-    gpu_h = rec.gpu_hours * frac
     assert shard.started_at and shard.finished_at
+    method = MeasurementMethod.MEASURED_NVML if measured else MeasurementMethod.ESTIMATED
+    duration_s = (shard.finished_at - shard.started_at).total_seconds()
+    v = compute_ledger_values(
+        Measurement(it, duration_s, method),
+        site=site,
+        pool=site.pool(rec.pool),
+        gpus_per_replica=1,
+        signal=SlotSignal(rec.slot_start, rec.site, c, p, r),
+        carbon_source="actual",
+        renewable_allowance_kwh=r * 0.5,
+        gpu_hours=rec.gpu_hours * frac,
+    )
     row = LedgerEntry(
         batch_id=rec.batch_id,
         shard_id=shard.id,
@@ -501,24 +512,25 @@ def _ledger(
         requests_failed=shard.requests_failed,
         input_tokens=int(rec.input_tokens * frac),
         output_tokens=int(rec.output_tokens * frac),
-        gpu_hours=gpu_h,
-        it_energy_kwh=it,
-        facility_energy_kwh=facility,
-        energy_method="measured-nvml" if measured else "estimated",
-        renewable_share=renewable / facility if facility else 0.0,
-        grid_kwh=grid,
-        carbon_g_per_kwh=c,
-        carbon_source="actual",
-        co2_location_g=grid * c,
-        co2_market_g=grid * site.market_factor_g_per_kwh if site.market_factor_g_per_kwh else None,
-        embodied_co2_g=gpu_h * site.pool(rec.pool).embodied_g_per_gpu_hour,
-        water_onsite_l=it * site.wue_l_per_kwh,
-        water_offsite_l=grid * site.ewif_l_per_kwh,
-        cost=grid * p,
+        gpu_hours=v.gpu_hours,
+        it_energy_kwh=v.it_energy_kwh,
+        facility_energy_kwh=v.facility_energy_kwh,
+        energy_method=v.energy_method,
+        renewable_share=v.renewable_share,
+        grid_kwh=v.grid_kwh,
+        carbon_g_per_kwh=v.carbon_g_per_kwh,
+        carbon_source=v.carbon_source,
+        co2_location_g=v.co2_location_g,
+        co2_market_g=v.co2_market_g,
+        embodied_co2_g=v.embodied_co2_g,
+        water_onsite_l=v.water_onsite_l,
+        water_offsite_l=v.water_offsite_l,
+        cost=v.cost,
         planned_energy_kwh=rec.energy_kwh * frac,
         planned_co2_g=rec.co2_g * frac,
         planned_water_l=rec.water_l * frac,
         planned_cost=rec.cost * frac,
+        carbon_factor=v.carbon_factor,
         created_at=shard.finished_at,
     )
     s.add(row)

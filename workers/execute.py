@@ -31,9 +31,15 @@ from scheduler.store.tables import (
     now_utc,
 )
 from workers.energy.base import EnergyMeter
+from workers.energy.estimate import booked_energy
 from workers.engine_cache import EngineCache
 from workers.heartbeat import Heartbeat
-from workers.ledger import compute_ledger_values, planned_share, renewable_allowance_kwh
+from workers.ledger import (
+    compute_ledger_values,
+    deviations,
+    planned_share,
+    renewable_allowance_kwh,
+)
 from workers.requests_io import read_requests, run_requests
 
 log = logging.getLogger(__name__)
@@ -239,8 +245,13 @@ def run_shard(
                 output_path=str(out_path),
                 error_path=str(err_path),
             )
-            signal, source = ledger_signal(
+            booking = ledger_signal(
                 s, fleet, site.name, slot, work.assignment, lookup=signal_lookup
+            )
+            signal = booking.signal
+            planned = planned_share(work.assignment, shard.request_count)
+            in_planned_slot = (
+                planned if planned and (planned.site, planned.slot) == (site.name, slot) else None
             )
             allowance = renewable_allowance_kwh(
                 signal,
@@ -249,25 +260,24 @@ def run_shard(
                 already_booked_kwh=_renewable_booked_kwh(
                     s, site.name, slot, slot + timedelta(minutes=fleet.slot_minutes)
                 ),
+                planned=in_planned_slot,
             )
+            input_tokens = sum(r.input_tokens for r in results)
+            output_tokens = sum(r.output_tokens for r in results)
             profile = model.profiles.get(pool.gpu)
+            energy = booked_energy(
+                measurement, profile, input_tokens=input_tokens, output_tokens=output_tokens
+            )
             values = compute_ledger_values(
-                measurement,
+                energy.measurement,
                 site=site,
                 pool=pool,
                 gpus_per_replica=profile.gpus if profile else 1,
                 signal=signal,
-                carbon_source=source,
+                carbon_source=booking.source,
                 renewable_allowance_kwh=allowance,
-            )
-            a = work.assignment
-            planned = planned_share(
-                shard_requests=shard.request_count,
-                assignment_requests=a.requests if a else 0,
-                energy_kwh=a.energy_kwh if a else 0.0,
-                co2_g=a.co2_g if a else 0.0,
-                water_l=a.water_l if a else 0.0,
-                cost=a.cost if a else 0.0,
+                gpu_hours=energy.gpu_hours,
+                average_g_per_kwh=booking.average_g_per_kwh,
             )
             s.add(
                 LedgerEntry(
@@ -282,8 +292,8 @@ def run_shard(
                     ended_at=ended,
                     requests_done=len(done),
                     requests_failed=len(failed),
-                    input_tokens=sum(r.input_tokens for r in results),
-                    output_tokens=sum(r.output_tokens for r in results),
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
                     gpu_hours=values.gpu_hours,
                     it_energy_kwh=values.it_energy_kwh,
                     facility_energy_kwh=values.facility_energy_kwh,
@@ -298,10 +308,24 @@ def run_shard(
                     water_onsite_l=values.water_onsite_l,
                     water_offsite_l=values.water_offsite_l,
                     cost=values.cost,
-                    planned_energy_kwh=planned.energy_kwh,
-                    planned_co2_g=planned.co2_g,
-                    planned_water_l=planned.water_l,
-                    planned_cost=planned.cost,
+                    planned_energy_kwh=planned.energy_kwh if planned else None,
+                    planned_co2_g=planned.co2_g if planned else None,
+                    planned_water_l=planned.water_l if planned else None,
+                    planned_cost=planned.cost if planned else None,
+                    planned_grid_kwh=planned.grid_kwh if planned else None,
+                    carbon_factor=values.carbon_factor,
+                    signal_fallback=booking.fallback or booking.average_fallback,
+                    co2_marginal_g=values.co2_marginal_g,
+                    busy_estimate_kwh=energy.busy_estimate_kwh,
+                    deviations=deviations(
+                        planned,
+                        site=site.name,
+                        slot=slot,
+                        input_tokens=input_tokens,
+                        output_tokens=output_tokens,
+                        values=values,
+                        renewable_kw=signal.renewable_kw,
+                    ),
                     created_at=now_utc(),
                 )
             )

@@ -1,21 +1,45 @@
-"""Ledger maths: one execution attempt's measurement x the signals of its slot -> ledger values."""
+"""Ledger maths: one execution attempt's energy x the signals of its slot -> ledger values.
+
+Every figure is priced by ``scheduler.optimizer.pricing.price_piece``, the rule the plan uses,
+so a shard that runs as planned (same tokens, slot and signals, energy estimated with the
+planner's token model) books exactly its planned figures; where anything differs the row's
+``deviations`` say what and by how much.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from scheduler.domain import Pool, Site, SlotSignal
+from scheduler.domain import CarbonFactor, Pool, Site, SlotSignal
+from scheduler.optimizer.pricing import PieceEnergy, price_piece
+from scheduler.store.tables import AssignmentRecord
 from workers.energy.base import Measurement
+
+_REL = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
 class PlannedShare:
-    """The plan's figures for the requests of one shard (assignment figures, pro rata)."""
+    """The plan's figures for the requests of one shard (its assignment's figures, pro rata).
 
-    energy_kwh: float | None = None
-    co2_g: float | None = None
-    water_l: float | None = None
-    cost: float | None = None
+    ``renewable_kwh`` and ``grid_kwh`` are None for plans stored before they were kept.
+    """
+
+    energy_kwh: float
+    co2_g: float
+    water_l: float
+    cost: float
+    input_tokens: float
+    output_tokens: float
+    site: str
+    slot: datetime
+    carbon_g_per_kwh: float | None
+    renewable_kw: float | None
+    renewable_kwh: float | None = None
+    grid_kwh: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +47,9 @@ class LedgerValues:
     """Everything a ``ledger_entries`` row holds about energy, carbon, water and cost.
 
     Energies in kWh, masses of CO2 in grams, water in litres, cost in the fleet's currency.
+    ``co2_location_g`` is location-based scope 2 and always uses an average factor;
+    ``co2_marginal_g`` is set only when the slot's signal is a marginal rate (an
+    avoided-emissions estimate, never scope 2).
     """
 
     gpu_hours: float
@@ -40,32 +67,65 @@ class LedgerValues:
     water_onsite_l: float
     water_offsite_l: float
     cost: float
+    carbon_factor: str = CarbonFactor.AVERAGE_DIRECT.value
+    co2_marginal_g: float | None = None
+
+
+def planned_share(assignment: AssignmentRecord | None, shard_requests: int) -> PlannedShare | None:
+    """The plan's figures for a shard: its assignment's figures times its share of requests."""
+    if assignment is None or assignment.requests <= 0:
+        return None
+    f = shard_requests / assignment.requests
+    return PlannedShare(
+        energy_kwh=assignment.energy_kwh * f,
+        co2_g=assignment.co2_g * f,
+        water_l=assignment.water_l * f,
+        cost=assignment.cost * f,
+        input_tokens=assignment.input_tokens * f,
+        output_tokens=assignment.output_tokens * f,
+        site=assignment.site,
+        slot=assignment.slot_start,
+        carbon_g_per_kwh=assignment.carbon_g_per_kwh,
+        renewable_kw=assignment.renewable_kw,
+        renewable_kwh=None if assignment.renewable_kwh is None else assignment.renewable_kwh * f,
+        grid_kwh=None if assignment.grid_kwh is None else assignment.grid_kwh * f,
+    )
 
 
 def renewable_allowance_kwh(
-    signal: SlotSignal, *, duration_s: float, slot_hours: float, already_booked_kwh: float
+    signal: SlotSignal,
+    *,
+    duration_s: float,
+    slot_hours: float,
+    already_booked_kwh: float,
+    planned: PlannedShare | None = None,
 ) -> float:
-    """Renewable energy one execution may claim (first come, first served within a slot).
+    """Renewable energy one execution may claim (``scheduler.optimizer.pricing``, rule 3).
 
-    The attribution rule: an attempt may use on-site renewables up to the panel output during
-    its own run (``renewable_kw x duration``) and never more than what is left of the slot's
-    renewable energy (``renewable_kw x slot_hours``) after the attempts already booked at the
-    same site in the same slot. So renewables are never counted twice across executions, and a
-    lone shard in a sunny slot gets them all, as the planner assumed.
+    A shard that runs in its planned site and slot claims the renewables the plan allocated to
+    it (scaled by the slot's renewables now known against those planned). Anything else claims
+    the panel output during its own run (``renewable_kw x duration``). Either way never more
+    than what is left of the slot's renewable energy (``renewable_kw x slot_hours``) after the
+    attempts already booked at that site and slot, so renewables are never counted twice.
 
     Args:
         signal: signals of the site and slot the attempt ran in.
         duration_s: wall-clock duration of the attempt in seconds.
         slot_hours: length of one slot in hours.
         already_booked_kwh: renewable kWh already booked by other attempts at that site and slot.
+        planned: the shard's planned share, when it ran in its planned site and slot.
 
     Returns:
         The renewable allowance in kWh (>= 0).
     """
     renewable_kw = max(0.0, signal.renewable_kw)
-    during_run_kwh = renewable_kw * max(0.0, duration_s) / 3600.0
     left_in_slot_kwh = max(0.0, renewable_kw * slot_hours - max(0.0, already_booked_kwh))
-    return min(during_run_kwh, left_in_slot_kwh)
+    if planned is not None and planned.renewable_kwh is not None:
+        planned_kw = planned.renewable_kw or 0.0
+        want = planned.renewable_kwh * (renewable_kw / planned_kw) if planned_kw > 0 else 0.0
+    else:
+        want = renewable_kw * max(0.0, duration_s) / 3600.0
+    return min(want, left_in_slot_kwh)
 
 
 def compute_ledger_values(
@@ -77,14 +137,14 @@ def compute_ledger_values(
     signal: SlotSignal,
     carbon_source: str,
     renewable_allowance_kwh: float,
+    gpu_hours: float | None = None,
+    average_g_per_kwh: float | None = None,
 ) -> LedgerValues:
     """Book one attempt's IT energy with the signals of the slot it ran in.
 
-    Formulas (planning-formats.md section 4, with measured energy in place of the profile):
-    ``facility = IT x PUE``; ``grid = max(0, facility - renewable allowance)``;
-    ``co2_location = grid x carbon``; ``co2_market = grid x market factor`` (None when the site
-    has no contract factor); ``embodied = gpu_hours x embodied_g_per_gpu_hour``;
-    ``water = IT x WUE (on-site) + grid x EWIF (off-site)``; ``cost = grid x price``.
+    Priced by ``scheduler.optimizer.pricing.price_piece`` (planning-formats.md section 4 with
+    the booked energy in place of the profile's). A marginal signal books its figure as
+    ``co2_marginal_g`` only; location-based CO2 then uses ``average_g_per_kwh``.
 
     Args:
         measurement: IT energy of the attempt and how it was obtained.
@@ -92,51 +152,101 @@ def compute_ledger_values(
         pool: the pool it ran on (embodied carbon per GPU-hour).
         gpus_per_replica: GPUs one replica of the model holds on this pool.
         signal: carbon, price, renewables (and optional WUE) of the slot it ran in.
-        carbon_source: where ``signal`` came from (``actual``, ``forecast``, ``plan``...).
+        carbon_source: where ``signal`` came from (``actual``, ``plan``, ``forecast``...).
         renewable_allowance_kwh: see ``renewable_allowance_kwh``.
+        gpu_hours: GPU-hours to book (default: ``gpus_per_replica x duration``).
+        average_g_per_kwh: average factor for scope 2 when ``signal`` is marginal.
 
     Returns:
         The ledger values.
     """
     it_kwh = max(0.0, measurement.energy_kwh)
-    facility_kwh = it_kwh * site.pue
-    gpu_hours = gpus_per_replica * max(0.0, measurement.duration_s) / 3600.0
-    renewable_kwh = min(facility_kwh, max(0.0, renewable_allowance_kwh))
-    grid_kwh = max(0.0, facility_kwh - renewable_kwh)
-    wue = signal.wue_l_per_kwh if signal.wue_l_per_kwh is not None else site.wue_l_per_kwh
-    market = site.market_factor_g_per_kwh
+    if gpu_hours is None:
+        gpu_hours = gpus_per_replica * max(0.0, measurement.duration_s) / 3600.0
+    marginal = signal.carbon_factor == CarbonFactor.MARGINAL.value
+    scope2 = signal
+    if marginal:
+        scope2 = dataclasses.replace(
+            signal,
+            carbon_g_per_kwh=average_g_per_kwh if average_g_per_kwh is not None else 0.0,
+            carbon_factor=CarbonFactor.AVERAGE_DIRECT.value,
+        )
+    priced = price_piece(
+        site=site,
+        pool=pool,
+        signal=scope2,
+        energy=PieceEnergy(gpu_hours, it_kwh, it_kwh * site.pue),
+        renewable_kwh=renewable_allowance_kwh,
+    )
     return LedgerValues(
-        gpu_hours=gpu_hours,
-        it_energy_kwh=it_kwh,
-        facility_energy_kwh=facility_kwh,
+        gpu_hours=priced.gpu_hours,
+        it_energy_kwh=priced.it_kwh,
+        facility_energy_kwh=priced.facility_kwh,
         energy_method=str(measurement.method),
-        renewable_kwh=renewable_kwh,
-        renewable_share=renewable_kwh / facility_kwh if facility_kwh > 0 else 0.0,
-        grid_kwh=grid_kwh,
-        carbon_g_per_kwh=signal.carbon_g_per_kwh,
+        renewable_kwh=priced.renewable_kwh,
+        renewable_share=priced.renewable_kwh / priced.facility_kwh
+        if priced.facility_kwh > 0
+        else 0.0,
+        grid_kwh=priced.grid_kwh,
+        carbon_g_per_kwh=scope2.carbon_g_per_kwh,
         carbon_source=carbon_source,
-        co2_location_g=grid_kwh * signal.carbon_g_per_kwh,
-        co2_market_g=None if market is None else grid_kwh * market,
-        embodied_co2_g=gpu_hours * pool.embodied_g_per_gpu_hour,
-        water_onsite_l=it_kwh * wue,
-        water_offsite_l=grid_kwh * site.ewif_l_per_kwh,
-        cost=grid_kwh * signal.price_per_kwh,
+        co2_location_g=priced.co2_location_g,
+        co2_market_g=priced.co2_market_g,
+        embodied_co2_g=priced.embodied_co2_g,
+        water_onsite_l=priced.water_onsite_l,
+        water_offsite_l=priced.water_offsite_l,
+        cost=priced.cost,
+        carbon_factor=scope2.carbon_factor if not marginal else CarbonFactor.MARGINAL.value,
+        co2_marginal_g=priced.grid_kwh * signal.carbon_g_per_kwh if marginal else None,
     )
 
 
-def planned_share(
+def _differs(planned: float, actual: float) -> bool:
+    return abs(planned - actual) > _REL * max(1.0, abs(planned), abs(actual))
+
+
+def deviations(
+    planned: PlannedShare | None,
     *,
-    shard_requests: int,
-    assignment_requests: int,
-    energy_kwh: float,
-    co2_g: float,
-    water_l: float,
-    cost: float,
-) -> PlannedShare:
-    """The plan's figures for a shard: its assignment's figures times its share of requests."""
-    if assignment_requests <= 0:
-        return PlannedShare()
-    f = shard_requests / assignment_requests
-    return PlannedShare(
-        energy_kwh=energy_kwh * f, co2_g=co2_g * f, water_l=water_l * f, cost=cost * f
-    )
+    site: str,
+    slot: datetime,
+    input_tokens: int,
+    output_tokens: int,
+    values: LedgerValues,
+    renewable_kw: float,
+) -> dict[str, Any] | None:
+    """What differs between a shard's plan and its booking, and by how much.
+
+    Returns:
+        ``{name: {"planned", "actual", "delta"}}`` for each of ``site``/``slot`` (ran
+        elsewhere or at another time), ``input_tokens``, ``output_tokens``, ``energy_kwh``
+        (facility), ``energy_method`` (the plan is a token-model estimate), ``carbon_g_per_kwh``,
+        ``renewable_kw``, ``grid_kwh``, ``co2_g`` that differ (relative 1e-9); None without a
+        plan, and an empty dict when the booking is exactly the plan.
+    """
+    if planned is None:
+        return None
+    out: dict[str, Any] = {}
+    if planned.site != site:
+        out["site"] = {"planned": planned.site, "actual": site}
+    if planned.slot != slot:
+        out["slot"] = {
+            "planned": planned.slot.isoformat(),
+            "actual": slot.isoformat(),
+            "delta_h": (slot - planned.slot).total_seconds() / 3600.0,
+        }
+    if values.energy_method != "estimated-profile":
+        out["energy_method"] = {"planned": "estimated-profile", "actual": values.energy_method}
+    numbers: list[tuple[str, float | None, float]] = [
+        ("input_tokens", planned.input_tokens, float(input_tokens)),
+        ("output_tokens", planned.output_tokens, float(output_tokens)),
+        ("energy_kwh", planned.energy_kwh, values.facility_energy_kwh),
+        ("carbon_g_per_kwh", planned.carbon_g_per_kwh, values.carbon_g_per_kwh),
+        ("renewable_kw", planned.renewable_kw, renewable_kw),
+        ("grid_kwh", planned.grid_kwh, values.grid_kwh),
+        ("co2_g", planned.co2_g, values.co2_location_g + values.embodied_co2_g),
+    ]
+    for name, want, got in numbers:
+        if want is not None and _differs(want, got):
+            out[name] = {"planned": want, "actual": got, "delta": got - want}
+    return out

@@ -321,6 +321,12 @@ def replan(
                 cost=price.cost,
                 water_l=price.water_l,
                 carbon_g_per_kwh=sig.carbon_g_per_kwh if sig is not None else None,
+                renewable_kwh=price.renewable_kwh,
+                grid_kwh=price.grid_kwh,
+                price_per_kwh=sig.price_per_kwh if sig is not None else None,
+                renewable_kw=sig.renewable_kw if sig is not None else None,
+                wue_l_per_kwh=sig.wue_l_per_kwh if sig is not None else None,
+                carbon_factor=sig.carbon_factor if sig is not None else None,
             )
             s.add(row)
             s.flush()

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from scheduler.domain import Site
+from scheduler.domain import CarbonFactor, Site
 from scheduler.errors import ForecastUnavailable
 
 CARBON = "carbon"
@@ -211,3 +211,32 @@ def require_option(options: Mapping[str, Any], key: str, provider: str, site: st
 def base_url(options: Mapping[str, Any], default: str) -> str:
     """A provider's API root: option ``base_url`` if set, else ``default``; no trailing slash."""
     return str(options.get("base_url") or default).rstrip("/")
+
+
+def carbon_factor_of(provider: str, options: Mapping[str, Any]) -> str:
+    """The factor type (``CarbonFactor`` value) of a carbon source's figures.
+
+    An explicit ``factor_type`` option wins (a CSV of marginal rates says so). WattTime gives
+    a marginal rate (MOER); Electricity Maps is asked for direct factors unless the source sets
+    ``emission_factor_type: lifecycle`` (then average lifecycle); the UK Carbon Intensity API,
+    CSV files (planning-formats.md section 2: direct emissions), synthetic and constant signals
+    are average direct.
+
+    Raises:
+        ValueError: ``factor_type`` is not one of the ``CarbonFactor`` values.
+    """
+    explicit = options.get("factor_type")
+    if explicit:
+        value = str(explicit)
+        if value not in {f.value for f in CarbonFactor}:
+            raise ValueError(
+                f"factor_type {value!r} is unknown; use one of "
+                + ", ".join(f.value for f in CarbonFactor)
+            )
+        return value
+    if provider == "watttime":
+        return CarbonFactor.MARGINAL.value
+    if provider in ("electricitymaps", "electricity-maps"):
+        lifecycle = str(options.get("emission_factor_type", "direct")) == "lifecycle"
+        return (CarbonFactor.AVERAGE_LIFECYCLE if lifecycle else CarbonFactor.AVERAGE_DIRECT).value
+    return CarbonFactor.AVERAGE_DIRECT.value

@@ -27,7 +27,10 @@ class ElectricityMapsProvider:
     """Grid carbon intensity in gCO2eq/kWh from ``/v3/carbon-intensity/forecast?zone=``.
 
     Options: ``zone`` (e.g. ``DE``, ``FR``, ``US-CAL-CISO``), ``horizon_hours`` (sent as
-    ``horizonHours``, e.g. 24, 48 or 72; default: the API's), ``base_url``. The token comes from
+    ``horizonHours``, e.g. 24, 48 or 72; default: the API's), ``emission_factor_type``
+    (``direct``, the default gridshift sends, so that the figures are location-based scope 2
+    factors; ``lifecycle``, the API's own default, labels the signal ``average-lifecycle``),
+    ``base_url``. The token comes from
     ``GRIDSHIFT_ELECTRICITYMAPS_TOKEN`` and travels in the ``auth-token`` header.
     """
 
@@ -56,12 +59,17 @@ class ElectricityMapsProvider:
         base = base_url(options, DEFAULT_BASE_URL)
         payload = self.http.get_json(
             f"{base}/v3/carbon-intensity/forecast",
-            params={"zone": zone, **_horizon(options)},
+            params={"zone": zone, "emissionFactorType": _factor_type(options), **_horizon(options)},
             headers={"auth-token": self.token},
             what=f"{self.name} (site {site.name})",
         )
         values = parse_forecast(payload)
         return FetchResult(forecast=Series(values, infer_step(values), "g/kWh"))
+
+
+def _factor_type(options: Mapping[str, Any]) -> str:
+    """Direct factors unless the source asks for lifecycle (the API's own default)."""
+    return "lifecycle" if str(options.get("emission_factor_type")) == "lifecycle" else "direct"
 
 
 def _horizon(options: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from scheduler.config import Settings
-from scheduler.domain import Fleet, SignalSource, Site, SlotSignal
+from scheduler.domain import CarbonFactor, Fleet, SignalSource, Site, SlotSignal
 from scheduler.errors import ForecastUnavailable
 from scheduler.forecasts.base import (
     ACTUAL,
@@ -23,6 +23,7 @@ from scheduler.forecasts.base import (
     ProviderError,
     Series,
     cache_key,
+    carbon_factor_of,
     infer_step,
     resample,
     utc,
@@ -40,8 +41,6 @@ log = logging.getLogger(__name__)
 
 PERSISTENCE_DAYS = 14
 """How far back persistence looks for the same time of day."""
-
-_UNCACHED = frozenset({"synthetic", "constant"})  # generated, not fetched: nothing to keep
 
 ALIASES = {
     "carbonintensity": "uk-carbon-intensity",
@@ -168,16 +167,17 @@ class _Collector:
             )
         result = provider.fetch(site, kind, source.options, self.start, self.end)
         key = cache_key(site.name, source.options)
-        if name not in _UNCACHED:
-            self.cache.upsert(name, key, kind, FORECAST, result.forecast.values, self.now)
-        if result.actual is not None and name not in _UNCACHED:
+        # every source is cached, synthetic and constant ones included: booking a shard reads
+        # the signal of the slot it ran in from the cache, whatever produced it
+        self.cache.upsert(name, key, kind, FORECAST, result.forecast.values, self.now)
+        if result.actual is not None:
             self.cache.upsert(name, key, kind, ACTUAL, result.actual.values, self.now)
         return resample(result.forecast, self.slots, self.slot_minutes)
 
     def _reuse(self, site: Site, kind: str, source: SignalSource) -> dict[datetime, float] | None:
         """Values cached first-hand within ``reuse_within``, if they cover every slot."""
         name = ALIASES.get(source.provider, source.provider)
-        if self.reuse_within is None or name in _UNCACHED:
+        if self.reuse_within is None:
             return None
         key = cache_key(site.name, source.options)
         stamp = self.cache.last_fetched(name, key, kind)
@@ -342,12 +342,22 @@ def collect_signals(
             sources[(site.name, kind)] = filled.first_hand
             notes.extend(filled.notes)
             any_fallback = any_fallback or bool(filled.fallback)
+        carbon_source = site_source(site, CARBON) or (defaults or {}).get(CARBON)
+        factor = (
+            carbon_factor_of(
+                ALIASES.get(carbon_source.provider, carbon_source.provider), carbon_source.options
+            )
+            if carbon_source is not None
+            else CarbonFactor.AVERAGE_DIRECT.value
+        )
         for t in slots:
-            out[(site.name, t)] = _slot_signal(site.name, t, per_kind)
+            out[(site.name, t)] = _slot_signal(site.name, t, per_kind, factor)
     return SignalSet(signals=out, fallback=any_fallback, notes=tuple(notes), sources=sources)
 
 
-def _slot_signal(site: str, t: datetime, per_kind: Mapping[str, _Filled]) -> SlotSignal:
+def _slot_signal(
+    site: str, t: datetime, per_kind: Mapping[str, _Filled], carbon_factor: str
+) -> SlotSignal:
     def value(kind: str) -> float | None:
         filled = per_kind.get(kind)
         return None if filled is None else filled.values[t]
@@ -362,4 +372,5 @@ def _slot_signal(site: str, t: datetime, per_kind: Mapping[str, _Filled]) -> Slo
         wue_l_per_kwh=value(WUE),
         source=label,
         fallback=any(t in f.fallback for f in per_kind.values()),
+        carbon_factor=carbon_factor,
     )

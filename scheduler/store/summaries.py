@@ -1,7 +1,8 @@
 """Per-batch summary of plan and outcome: the ``gridshift`` field of a batch object.
 
-``planned`` comes from the current plan's assignments (estimates by construction); ``actual``
-from the ledger (measured or estimated, as each entry says). Before anything is planned or run
+``planned`` comes from the assignment each shard was cut from (whatever plan version placed it,
+so it survives re-plans) plus the current plan's uncut assignments (estimates by construction);
+``actual`` from the ledger (measured or estimated, as each entry says). Before anything is planned or run
 the figures are zeros and the lists empty. Summaries of many batches are built together with a
 constant number of queries (``IN (...)`` filters, grouped here), so listing a page of batches
 does not cost several round trips per batch.
@@ -121,55 +122,73 @@ def _summaries(session: Session, ids: Sequence[str]) -> dict[str, dict[str, Any]
 
 
 def _planned(session: Session, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Planned figures per batch: every shard at the plan it was cut from, plus what the current
+    plan holds that is not cut into shards yet.
+
+    Shards keep their assignment (and so the plan version that placed them) after a re-plan,
+    so a finished batch keeps its planned figures beside its booked ones.
+    """
     plan_id = session.scalar(
         select(PlanRecord.id)
         .where(PlanRecord.is_current.is_(True))
         .order_by(PlanRecord.id.desc())
         .limit(1)
     )
-    by_batch: dict[str, list[AssignmentRecord]] = defaultdict(list)
+    cut: dict[int, list[Any]] = {}  # assignment id -> [record, requests in shards]
+    for a, n in session.execute(
+        select(AssignmentRecord, func.sum(Shard.request_count))
+        .join(Shard, Shard.assignment_id == AssignmentRecord.id)
+        .where(Shard.batch_id.in_(ids))
+        .group_by(AssignmentRecord.id)
+    ):
+        cut[a.id] = [a, int(n or 0)]
     if plan_id is not None:
         for a in session.scalars(
-            select(AssignmentRecord)
-            .where(AssignmentRecord.plan_id == plan_id, AssignmentRecord.batch_id.in_(ids))
-            .order_by(
-                AssignmentRecord.slot_start,
-                AssignmentRecord.site,
-                AssignmentRecord.pool,
-                AssignmentRecord.id,
+            select(AssignmentRecord).where(
+                AssignmentRecord.plan_id == plan_id, AssignmentRecord.batch_id.in_(ids)
             )
         ):
-            by_batch[a.batch_id].append(a)
-    return {batch_id: _planned_one(plan_id, by_batch[batch_id]) for batch_id in ids}
+            cut.setdefault(a.id, [a, a.requests])
+    by_batch: dict[str, list[tuple[AssignmentRecord, float, int]]] = defaultdict(list)
+    for a, n in cut.values():
+        share = n / a.requests if a.requests else 0.0
+        by_batch[a.batch_id].append((a, share, n))
+    for rows in by_batch.values():
+        rows.sort(key=lambda x: (x[0].slot_start, x[0].site, x[0].pool, x[0].id))
+    return {batch_id: _planned_one(by_batch[batch_id]) for batch_id in ids}
 
 
-def _planned_one(plan_id: int | None, rows: list[AssignmentRecord]) -> dict[str, Any]:
+def _planned_one(rows: list[tuple[AssignmentRecord, float, int]]) -> dict[str, Any]:
     slots = [
         {
+            "plan_id": a.plan_id,
             "site": a.site,
             "pool": a.pool,
             "model": a.model,
             "slot_start": _unix(a.slot_start),
-            "requests": a.requests,
-            "energy_kwh": a.energy_kwh,
-            "co2_g": a.co2_g,
-            "water_l": a.water_l,
-            "cost": a.cost,
+            "requests": n,
+            "energy_kwh": a.energy_kwh * f,
+            "co2_g": a.co2_g * f,
+            "water_l": a.water_l * f,
+            "cost": a.cost * f,
+            "grid_kwh": None if a.grid_kwh is None else a.grid_kwh * f,
             "carbon_g_per_kwh": a.carbon_g_per_kwh,
         }
-        for a in rows
+        for a, f, n in rows
     ]
+    plan_ids = sorted({a.plan_id for a, _, _ in rows})
     return {
-        "plan_id": plan_id if rows else None,
+        "plan_id": plan_ids[-1] if plan_ids else None,
+        "plan_ids": plan_ids,
         "estimated": True,
-        "sites": sorted({a.site for a in rows}),
-        "first_slot_at": slots[0]["slot_start"] if slots else None,
-        "last_slot_at": slots[-1]["slot_start"] if slots else None,
-        "requests": sum(a.requests for a in rows),
-        "energy_kwh": sum((a.energy_kwh for a in rows), 0.0),
-        "co2_g": sum((a.co2_g for a in rows), 0.0),
-        "water_l": sum((a.water_l for a in rows), 0.0),
-        "cost": sum((a.cost for a in rows), 0.0),
+        "sites": sorted({a.site for a, _, _ in rows}),
+        "first_slot_at": _unix(min(a.slot_start for a, _, _ in rows)) if rows else None,
+        "last_slot_at": _unix(max(a.slot_start for a, _, _ in rows)) if rows else None,
+        "requests": sum(n for _, _, n in rows),
+        "energy_kwh": sum((a.energy_kwh * f for a, f, _ in rows), 0.0),
+        "co2_g": sum((a.co2_g * f for a, f, _ in rows), 0.0),
+        "water_l": sum((a.water_l * f for a, f, _ in rows), 0.0),
+        "cost": sum((a.cost * f for a, f, _ in rows), 0.0),
         "slots": slots,
     }
 

@@ -225,6 +225,13 @@ class AssignmentRecord(Base):
     cost: Mapped[float] = mapped_column(Float, default=0.0)
     water_l: Mapped[float] = mapped_column(Float, default=0.0)
     carbon_g_per_kwh: Mapped[float | None] = mapped_column(Float)
+    # the rest of the priced piece and the slot signal the plan used (booking starts from it)
+    renewable_kwh: Mapped[float | None] = mapped_column(Float)
+    grid_kwh: Mapped[float | None] = mapped_column(Float)
+    price_per_kwh: Mapped[float | None] = mapped_column(Float)
+    renewable_kw: Mapped[float | None] = mapped_column(Float)
+    wue_l_per_kwh: Mapped[float | None] = mapped_column(Float)
+    carbon_factor: Mapped[str | None] = mapped_column(String(32))
 
 
 # --------------------------------------------------------------------------- execution
@@ -315,6 +322,12 @@ class LedgerEntry(Base):
     planned_co2_g: Mapped[float | None] = mapped_column(Float)
     planned_water_l: Mapped[float | None] = mapped_column(Float)
     planned_cost: Mapped[float | None] = mapped_column(Float)
+    planned_grid_kwh: Mapped[float | None] = mapped_column(Float)
+    carbon_factor: Mapped[str | None] = mapped_column(String(32))
+    signal_fallback: Mapped[str | None] = mapped_column(String(64))
+    co2_marginal_g: Mapped[float | None] = mapped_column(Float)
+    busy_estimate_kwh: Mapped[float | None] = mapped_column(Float)
+    deviations: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime]
 
 

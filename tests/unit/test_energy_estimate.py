@@ -27,7 +27,8 @@ def test_token_estimate_follows_the_planning_contract() -> None:
     # Then gpu_hours = 0.3 and it_kwh = 0.3 x 550 / 1000
     assert m.energy_kwh == pytest.approx(0.165)
     assert m.duration_s == pytest.approx(1080.0)
-    assert m.method is MeasurementMethod.ESTIMATED and "GPU-h" in m.detail
+    assert m.method is MeasurementMethod.ESTIMATED_PROFILE and "GPU-h" in m.detail
+    assert m.estimated
 
 
 def test_two_gpu_replica_doubles_energy_but_not_wall_time() -> None:

@@ -112,7 +112,7 @@ def test_electricitymaps_sends_the_token_header_and_reads_hourly_points(server, 
     )
     # Then the token travels in auth-token and the points are hourly
     assert server.seen[0].headers.get("auth-token") == "secret-token"
-    assert server.seen[0].query == {"zone": ["DE"]}
+    assert server.seen[0].query == {"zone": ["DE"], "emissionFactorType": ["direct"]}
     assert result.forecast.step == timedelta(hours=1)
     assert result.forecast.values[T0 + timedelta(hours=2)] == 371.0
 

@@ -10,9 +10,15 @@ import pytest
 
 from scheduler.dispatch.shards import shard_sizes
 from scheduler.dispatch.tick import order_for_pool
-from scheduler.domain import MeasurementMethod, Pool, Site, SlotSignal
+from scheduler.domain import CarbonFactor, MeasurementMethod, Pool, Site, SlotSignal
+from scheduler.store.tables import AssignmentRecord
 from workers.energy.base import Measurement
-from workers.ledger import compute_ledger_values, planned_share, renewable_allowance_kwh
+from workers.ledger import (
+    compute_ledger_values,
+    deviations,
+    planned_share,
+    renewable_allowance_kwh,
+)
 
 T = datetime(2026, 11, 22, 3, tzinfo=UTC)
 
@@ -109,22 +115,118 @@ def test_renewables_reduce_grid_energy_and_are_never_attributed_beyond_the_slot(
     assert v.renewable_share == pytest.approx(1.0) and v.co2_location_g == 0.0
 
 
-def test_planned_share_is_pro_rata_of_the_assignment() -> None:
-    p = planned_share(
-        shard_requests=25,
-        assignment_requests=100,
+def _assignment(requests: int = 100) -> AssignmentRecord:
+    return AssignmentRecord(
+        site="de",
+        pool="h100",
+        model="m",
+        slot_start=T,
+        requests=requests,
+        input_tokens=4000.0,
+        output_tokens=2000.0,
+        gpu_hours=2.0,
         energy_kwh=4.0,
         co2_g=800.0,
         water_l=2.0,
         cost=1.0,
+        carbon_g_per_kwh=300.0,
+        renewable_kwh=1.2,
+        grid_kwh=2.8,
+        renewable_kw=1.2,
     )
+
+
+def test_planned_share_is_pro_rata_of_the_assignment() -> None:
+    p = planned_share(_assignment(), 25)
+    assert p is not None
     assert (p.energy_kwh, p.co2_g, p.water_l, p.cost) == pytest.approx((1.0, 200.0, 0.5, 0.25))
-    assert (
-        planned_share(
-            shard_requests=1, assignment_requests=0, energy_kwh=1, co2_g=1, water_l=1, cost=1
-        ).co2_g
-        is None
+    assert (p.input_tokens, p.renewable_kwh, p.grid_kwh) == pytest.approx((1000.0, 0.3, 0.7))
+    assert planned_share(_assignment(requests=0), 1) is None
+    assert planned_share(None, 1) is None
+
+
+def test_shard_in_its_planned_slot_claims_the_renewables_the_plan_gave_it() -> None:
+    # Given a shard planned with 0.3 kWh of the slot's renewables at 1.2 kW
+    planned = planned_share(_assignment(), 25)
+    # When it runs there and the slot's renewables are as forecast
+    same = renewable_allowance_kwh(
+        _signal(renewable_kw=1.2),
+        duration_s=60,
+        slot_hours=1.0,
+        already_booked_kwh=0.0,
+        planned=planned,
     )
+    # Then it claims exactly its planned 0.3 kWh (not 1.2 kW x its one minute)
+    assert same == pytest.approx(0.3)
+    # And when the sun gave half of the forecast, half of it
+    half = renewable_allowance_kwh(
+        _signal(renewable_kw=0.6),
+        duration_s=60,
+        slot_hours=1.0,
+        already_booked_kwh=0.0,
+        planned=planned,
+    )
+    assert half == pytest.approx(0.15)
+    # And never more than the slot has left after other attempts
+    late = renewable_allowance_kwh(
+        _signal(renewable_kw=1.2),
+        duration_s=60,
+        slot_hours=1.0,
+        already_booked_kwh=1.1,
+        planned=planned,
+    )
+    assert late == pytest.approx(0.1)
+
+
+def test_marginal_signal_is_booked_as_avoided_emissions_never_as_scope_2() -> None:
+    # Given a slot whose carbon signal is a marginal rate of 700 g/kWh, and an average of 300
+    marginal = SlotSignal(T, "de", 700.0, 0.1, 0.0, carbon_factor=CarbonFactor.MARGINAL.value)
+    # When 1 kWh of IT energy is booked (PUE 1.2: 1.2 kWh of grid)
+    v = compute_ledger_values(
+        _m(1.0, 1800),
+        site=_site(),
+        pool=_site().pools[0],
+        gpus_per_replica=1,
+        signal=marginal,
+        carbon_source="forecast",
+        renewable_allowance_kwh=0.0,
+        average_g_per_kwh=300.0,
+    )
+    # Then location-based CO2 uses the average factor and the marginal figure stands apart
+    assert v.co2_location_g == pytest.approx(1.2 * 300.0)
+    assert v.carbon_g_per_kwh == pytest.approx(300.0)
+    assert v.co2_marginal_g == pytest.approx(1.2 * 700.0)
+    assert v.carbon_factor == "marginal"
+
+
+def test_deviations_name_what_differs_from_the_plan_and_by_how_much() -> None:
+    planned = planned_share(_assignment(), 25)
+    assert planned is not None
+    v = compute_ledger_values(
+        Measurement(1.0 / 1.2, 60, MeasurementMethod.ESTIMATED_PROFILE),
+        site=_site(),
+        pool=_site().pools[0],
+        gpus_per_replica=1,
+        signal=SlotSignal(T, "de", 330.0, 0.1, 1.2),
+        carbon_source="actual",
+        renewable_allowance_kwh=0.3,
+        gpu_hours=0.5,
+    )
+    # When the shard ran in its slot with 10 % more output tokens and a dirtier actual grid
+    d = deviations(
+        planned,
+        site="de",
+        slot=T,
+        input_tokens=1000,
+        output_tokens=550,
+        values=v,
+        renewable_kw=1.2,
+    )
+    # Then the ledger says which figures differ and by how much, and nothing else
+    assert d is not None
+    assert set(d) == {"output_tokens", "carbon_g_per_kwh", "co2_g"}
+    assert d["output_tokens"]["delta"] == pytest.approx(50.0)
+    assert d["carbon_g_per_kwh"]["delta"] == pytest.approx(30.0)
 
 
 @pytest.mark.parametrize(

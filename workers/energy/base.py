@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from scheduler.domain import MeasurementMethod
+from scheduler.domain import MeasurementMethod, is_estimate
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +20,7 @@ class Measurement:
     @property
     def estimated(self) -> bool:
         """True when this figure is an estimate, not a measurement."""
-        return self.method is MeasurementMethod.ESTIMATED
+        return is_estimate(self.method)
 
 
 @runtime_checkable

@@ -1,0 +1,130 @@
+"""Ledger = plan when nothing differs: a shard run as planned books its planned figures exactly."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from execution_helpers import T0, Harness, chat_line, make_harness
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from scheduler.config import Settings
+from scheduler.store.db import transaction
+from scheduler.store.summaries import batch_summary
+from scheduler.store.tables import Batch, BatchPart, LedgerEntry, PlanRecord, Shard
+from workers.energy import meter_for_pool
+from workers.engines.echo import EchoEngine
+
+WORDS = "one two three four five"  # the echo engine counts 5 tokens in and 5 out
+
+
+@pytest.fixture
+def echo_harness(tmp_path: Path, sessions: sessionmaker[Session]) -> Harness:
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=f"sqlite:///{tmp_path / 'gs.db'}",
+        max_shard_requests=2,
+    )
+    h = make_harness(settings, sessions, tmp_path, engine_factory=lambda config: EchoEngine())
+    # nothing measurable: every attempt is an estimate (no NVML, no RAPL, whatever the machine)
+    h.runtime.meter_factory = lambda site, pool, model: meter_for_pool(pool, model, prefer=())
+    return h
+
+
+def _run(h: Harness, batch_id: str) -> str:
+    now: datetime = T0
+    h.tick(now)
+    status = "in_progress"
+    for _ in range(12):
+        h.tick(now, allow_replan=False)
+        h.drain(now + timedelta(minutes=30))  # ends within the slot it started in
+        with h.sessions() as s:
+            status = s.get(Batch, batch_id).status  # type: ignore[union-attr]
+            nxt = s.scalar(select(func.min(Shard.slot_start)).where(Shard.status == "planned"))
+        if status not in ("in_progress", "finalizing") or nxt is None:
+            break
+        now = max(now, nxt)
+    return status
+
+
+def test_a_shard_run_as_planned_books_its_planned_figures_exactly(
+    echo_harness: Harness, tmp_path: Path
+) -> None:
+    # Given a batch whose token estimates are exact (5 tokens in, 5 out per request)
+    h = echo_harness
+    batch_id = h.submit([chat_line(f"r{i}", WORDS) for i in range(7)], tmp=tmp_path)
+    with transaction(h.sessions) as s:
+        for part in s.scalars(select(BatchPart).where(BatchPart.batch_id == batch_id)):
+            part.input_tokens = 5.0 * part.requests
+            part.output_tokens = 5.0 * part.requests
+    # When it is planned and every shard runs in its planned slot with the planned signals
+    assert _run(h, batch_id) == "completed"
+    with h.sessions() as s:
+        rows = list(s.scalars(select(LedgerEntry).where(LedgerEntry.batch_id == batch_id)))
+    # Then every row books its planned energy, CO2, water and cost to 1e-6, says nothing differs
+    assert rows
+    for r in rows:
+        assert r.energy_method == "estimated-profile"
+        assert r.busy_estimate_kwh is not None  # the second, busy-time estimate is kept
+        assert r.planned_energy_kwh is not None and r.planned_co2_g is not None
+        assert r.facility_energy_kwh == pytest.approx(r.planned_energy_kwh, rel=1e-6, abs=1e-12)
+        assert r.co2_location_g + r.embodied_co2_g == pytest.approx(
+            r.planned_co2_g, rel=1e-6, abs=1e-12
+        )
+        assert r.water_onsite_l + r.water_offsite_l == pytest.approx(
+            r.planned_water_l, rel=1e-6, abs=1e-12
+        )
+        assert r.cost == pytest.approx(r.planned_cost, rel=1e-6, abs=1e-12)
+        assert r.grid_kwh == pytest.approx(r.planned_grid_kwh, rel=1e-6, abs=1e-12)
+        assert r.deviations == {}
+        assert r.signal_fallback is None
+
+
+def test_a_shard_with_more_tokens_than_planned_books_them_and_says_by_how_much(
+    echo_harness: Harness, tmp_path: Path
+) -> None:
+    # Given a batch whose token estimates are half of what the engine will count
+    h = echo_harness
+    batch_id = h.submit([chat_line(f"r{i}", WORDS) for i in range(3)], tmp=tmp_path)
+    with transaction(h.sessions) as s:
+        for part in s.scalars(select(BatchPart).where(BatchPart.batch_id == batch_id)):
+            part.input_tokens = 2.5 * part.requests
+            part.output_tokens = 2.5 * part.requests
+    # When it runs
+    assert _run(h, batch_id) == "completed"
+    with h.sessions() as s:
+        rows = list(s.scalars(select(LedgerEntry).where(LedgerEntry.batch_id == batch_id)))
+    # Then the booked energy is the token model on the actual tokens (twice the plan's)
+    for r in rows:
+        assert r.facility_energy_kwh == pytest.approx(2 * r.planned_energy_kwh, rel=1e-6)
+        d = r.deviations
+        assert d["input_tokens"]["delta"] == pytest.approx(2.5 * r.requests_done)
+        assert d["energy_kwh"]["actual"] == pytest.approx(r.facility_energy_kwh)
+
+
+def test_a_finished_batch_keeps_its_planned_figures_after_a_later_replan(
+    echo_harness: Harness, tmp_path: Path
+) -> None:
+    # Given a batch that ran to completion under plan 1
+    h = echo_harness
+    first = h.submit([chat_line(f"a{i}", WORDS) for i in range(4)], tmp=tmp_path)
+    assert _run(h, first) == "completed"
+    with h.sessions() as s:
+        before = batch_summary(s, first)["planned"]
+        booked = s.scalar(
+            select(func.sum(LedgerEntry.planned_co2_g)).where(LedgerEntry.batch_id == first)
+        )
+    # When another batch arrives and the service plans again
+    h.submit([chat_line(f"b{i}", WORDS) for i in range(3)], tmp=tmp_path)
+    h.tick(T0 + timedelta(hours=6))
+    with h.sessions() as s:
+        current = s.scalar(select(func.max(PlanRecord.id)))
+        after = batch_summary(s, first)["planned"]
+    # Then the finished batch still shows what was planned for it, beside what was booked
+    assert current is not None and current > before["plan_id"]
+    assert after["co2_g"] > 0 and after["requests"] == 4
+    assert after["co2_g"] == pytest.approx(before["co2_g"]) == pytest.approx(booked)
+    assert after["energy_kwh"] == pytest.approx(before["energy_kwh"])
+    assert after["plan_ids"] == before["plan_ids"]
