@@ -61,6 +61,37 @@ class Settings(BaseSettings):
         default=48, ge=1, description="Planning horizon (UK forecasts reach 48 h)."
     )
 
+    # Hardening of the HTTP API (scheduler/api/guard.py); see docs/operations.md "Limits".
+    max_json_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest JSON request body (bytes)."
+    )
+    request_timeout_s: float = Field(
+        default=300.0, gt=0, description="A request not answering within this gets a 504."
+    )
+    max_concurrent_requests: int = Field(
+        default=16, ge=1, description="Requests served at once; the database pool matches it."
+    )
+    queue_wait_s: float = Field(
+        default=10.0, ge=0, description="Wait for a turn before answering 503 + Retry-After."
+    )
+    tenant_requests_per_minute: int = Field(
+        default=6000, ge=1, description="Per-tenant request rate (token bucket, this burst)."
+    )
+    tenant_max_concurrent: int = Field(
+        default=8, ge=1, description="Per-tenant requests in flight; more get 429."
+    )
+    tenant_max_files: int = Field(default=10_000, ge=1, description="Files a tenant may keep.")
+    tenant_max_stored_bytes: int = Field(
+        default=50 * 1024**3, ge=1, description="Bytes of files a tenant may keep."
+    )
+    tenant_max_batches_in_flight: int = Field(
+        default=1_000, ge=1, description="Unfinished batches a tenant may have."
+    )
+    api_docs: bool = Field(
+        default=False,
+        description="Serve /docs and /redoc (their scripts come from a CDN, so off by default).",
+    )
+
     electricitymaps_token: str = ""
     watttime_username: str = ""
     watttime_password: str = ""

@@ -63,9 +63,15 @@ class ShardStatus(StrEnum):
 
 SHARD_TRANSITIONS: Mapping[ShardStatus, frozenset[ShardStatus]] = {
     ShardStatus.PLANNED: frozenset({ShardStatus.QUEUED, ShardStatus.CANCELLED}),
-    # QUEUED -> QUEUED is a re-enqueue after a lost message.
+    # QUEUED -> QUEUED is a re-enqueue after a lost message; QUEUED -> PLANNED a failed send.
     ShardStatus.QUEUED: frozenset(
-        {ShardStatus.RUNNING, ShardStatus.QUEUED, ShardStatus.CANCELLED, ShardStatus.FAILED}
+        {
+            ShardStatus.RUNNING,
+            ShardStatus.QUEUED,
+            ShardStatus.PLANNED,
+            ShardStatus.CANCELLED,
+            ShardStatus.FAILED,
+        }
     ),
     # RUNNING -> QUEUED when a lease expires (the worker died).
     ShardStatus.RUNNING: frozenset({ShardStatus.DONE, ShardStatus.FAILED, ShardStatus.QUEUED}),

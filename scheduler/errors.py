@@ -43,6 +43,12 @@ class LimitExceeded(InvalidInput):
     """Raised when input exceeds a configured limit (bytes per file, requests per batch)."""
 
 
+class QuotaExceeded(GridshiftError):
+    """Raised when a tenant would exceed a quota (files, stored bytes, batches in flight)."""
+
+    retry_after_s = 60
+
+
 class InvalidTransition(GridshiftError):
     """Raised when an object is asked to move to a status its current status does not allow."""
 

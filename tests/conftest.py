@@ -103,27 +103,48 @@ def fresh_pg_url() -> Iterator[str]:
     _drop_pg_database(name)
 
 
+REDIS_CLAIM_KEY = "gridshift-test-claim"
+
+
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    """A Redis URL on a DB number of its own, flushed before and after the test."""
+    """A Redis URL on an EMPTY database number claimed for this test, flushed after it.
+
+    A database is claimed with ``SET NX`` on a marker key only if it held no keys, so parallel
+    test runs (and anything else using this Redis) are never flushed by a test.
+    """
+    import random
+
     import redis
 
-    db = 1 + (os.getpid() + uuid.uuid4().int) % 14
-    url = f"{REDIS_URL}/{db}"
-    client = redis.Redis.from_url(url, socket_connect_timeout=3)
+    numbers = list(range(1, 16))
+    random.shuffle(numbers)
+    for db in numbers:
+        url = f"{REDIS_URL}/{db}"
+        client = redis.Redis.from_url(url, socket_connect_timeout=3)
+        try:
+            empty = client.dbsize() == 0
+        except redis.exceptions.ConnectionError as e:
+            unavailable(f"Redis at {REDIS_URL} ({e})")
+        if empty and client.set(REDIS_CLAIM_KEY, os.getpid(), nx=True, ex=3600):
+            break
+        client.close()
+    else:
+        pytest.fail(f"no empty Redis database among 1-15 at {REDIS_URL}: free one (FLUSHDB)")
     try:
+        yield url
+    finally:
         client.flushdb()
-    except redis.exceptions.ConnectionError as e:
-        unavailable(f"Redis at {REDIS_URL} ({e})")
-    yield url
-    client.flushdb()
-    client.close()
+        client.close()
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random-weight Llama with its tokenizer, built once per session (no download)."""
-    pytest.importorskip("torch", reason="the tiny model needs the cpu extra (torch)")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        unavailable("torch (the tiny model needs the cpu extra: pip install -e '.[cpu]')")
     from workers.engines.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))

@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from scheduler.api.guard import CALLER_STATE
 from scheduler.config import Settings
 from scheduler.domain import Fleet
 from scheduler.errors import PermissionDenied, Unauthenticated
@@ -81,19 +82,31 @@ def _bootstrap_admin(session: Session) -> Caller:
     return Caller(tenant_id=tenant.id, tenant_name=tenant.name, is_admin=True)
 
 
-def get_caller(request: Request, session: SessionDep, settings: SettingsDep) -> Caller:
-    """The caller of this request, from its bearer key.
+def authenticate(session: Session, settings: Settings, key: str) -> Caller:
+    """The caller a plaintext bearer key stands for.
 
     ``settings.admin_key`` (if set) is accepted as an admin key of tenant ``admin``.
 
     Raises:
-        Unauthenticated: no key, or an unknown or revoked one.
+        Unauthenticated: an unknown, revoked or expired key.
     """
-    key = _bearer(request)
     if settings.admin_key and secrets.compare_digest(key.encode(), settings.admin_key.encode()):
         return _bootstrap_admin(session)
     tenant, is_admin = resolve_key(session, key)
     return Caller(tenant_id=tenant.id, tenant_name=tenant.name, is_admin=is_admin)
+
+
+def get_caller(request: Request, session: SessionDep, settings: SettingsDep) -> Caller:
+    """The caller of this request: resolved by the request guard before the body was read,
+    else (routes outside ``/v1``) from its bearer key here.
+
+    Raises:
+        Unauthenticated: no key, or an unknown or revoked one.
+    """
+    caller: Caller | None = request.scope.get("state", {}).get(CALLER_STATE)
+    if caller is not None:
+        return caller
+    return authenticate(session, settings, _bearer(request))
 
 
 TenantDep = Annotated[Caller, Depends(get_caller)]

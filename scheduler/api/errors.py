@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scheduler.errors import (
@@ -20,6 +21,7 @@ from scheduler.errors import (
     NotFound,
     PermissionDenied,
     PlanningError,
+    QuotaExceeded,
     Unauthenticated,
 )
 
@@ -32,6 +34,7 @@ ERROR_TABLE: dict[type[GridshiftError], tuple[int, str, str]] = {
     PermissionDenied: (403, "invalid_request_error", "permission_denied"),
     NotFound: (404, "invalid_request_error", "not_found"),
     LimitExceeded: (413, "invalid_request_error", "limit_exceeded"),
+    QuotaExceeded: (429, "invalid_request_error", "quota_exceeded"),
     InvalidInput: (400, "invalid_request_error", "invalid_value"),
     InvalidTransition: (409, "invalid_request_error", "invalid_status"),
     ConfigError: (503, "server_error", "not_configured"),
@@ -52,9 +55,14 @@ ERROR_STATUSES = {
     404: "No such object for this tenant, or no such route",
     405: "Method not allowed on this path",
     409: "The object's status does not allow this (e.g. cancelling a finished batch)",
-    413: "Upload larger than GRIDSHIFT_MAX_FILE_BYTES",
-    503: "Not configured or a dependency is unavailable",
+    413: "Body larger than GRIDSHIFT_MAX_JSON_BYTES, or upload larger than GRIDSHIFT_MAX_FILE_BYTES",
+    429: "Over the tenant's rate, concurrency or quota limits (see Retry-After)",
+    500: "An unexpected error (reported in the same envelope; the server log has the trace)",
+    503: "Not configured, busy, or the store is unavailable (see Retry-After)",
+    504: "The request took longer than GRIDSHIFT_REQUEST_TIMEOUT_S",
 }
+# Seconds a client should wait after a 503 for an unavailable store.
+STORE_RETRY_AFTER_S = 5
 _NULLABLE_STRING = {"anyOf": [{"type": "string"}, {"type": "null"}]}
 OPENAI_ERROR_SCHEMA: dict[str, Any] = {
     "title": "OpenAIError",
@@ -104,6 +112,42 @@ def map_error(exc: GridshiftError) -> JSONResponse:
     return error_response(status, str(exc), type_, code, param)
 
 
+def unexpected_error_response(exc: BaseException) -> JSONResponse:
+    """The answer to an error no route handled: 503 + Retry-After when the store is unavailable
+    (connection dropped, pool exhausted), 400 when the store refused a value, else a 500; always
+    in OpenAI's envelope (never plain text)."""
+    if isinstance(exc, sa_exc.TimeoutError | sa_exc.OperationalError | sa_exc.InterfaceError):
+        log.warning("store unavailable: %s", exc)
+        response = error_response(
+            503,
+            "the database is unavailable or busy right now; nothing of this request was "
+            f"stored, retry after {STORE_RETRY_AFTER_S} seconds",
+            "server_error",
+            "store_unavailable",
+        )
+        response.headers["Retry-After"] = str(STORE_RETRY_AFTER_S)
+        return response
+    if isinstance(exc, sa_exc.DataError):
+        return error_response(
+            400,
+            "a value in the request cannot be stored (too large a number, or a NUL or other "
+            "character the database refuses); check the parameters",
+            "invalid_request_error",
+            "invalid_value",
+        )
+    log.error("unhandled error: %r", exc, exc_info=exc)
+    return error_response(
+        500,
+        f"internal error ({type(exc).__name__}); the server log has the details",
+        "server_error",
+        "internal_error",
+    )
+
+
+async def _unexpected_handler(_request: Request, exc: Exception) -> JSONResponse:
+    return unexpected_error_response(exc)
+
+
 async def _domain_handler(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, GridshiftError)
     return map_error(exc)
@@ -128,7 +172,7 @@ async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
     status, message = exc.status_code, str(exc.detail)
     path = request.url.path[:200]
     if status == 404 and message == "Not Found":
-        message = f"nothing at {request.method} {path}: see /docs for the endpoints"
+        message = f"nothing at {request.method} {path}: see /openapi.json for the endpoints"
     elif status == 405:
         message = f"method {request.method} is not allowed on {path}"
     elif message == _FASTAPI_PARSE_ERROR:
@@ -175,4 +219,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(GridshiftError, _domain_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
+    app.add_exception_handler(sa_exc.SQLAlchemyError, _unexpected_handler)
+    app.add_exception_handler(Exception, _unexpected_handler)
     _document_errors(app)

@@ -17,6 +17,37 @@ from scheduler.store.tables import Batch, Shard
 _STOPPABLE = (ShardStatus.PLANNED.value, ShardStatus.QUEUED.value)
 
 
+def all_queued(session: Session) -> list[Shard]:
+    """Every queued shard, in slot order: what to re-send once the broker lost its messages."""
+    return list(
+        session.scalars(
+            select(Shard)
+            .where(Shard.status == ShardStatus.QUEUED.value)
+            .order_by(Shard.slot_start, Shard.created_at)
+        )
+    )
+
+
+def unqueue(session: Session, shard_ids: list[str], *, queued_at: datetime) -> int:
+    """Put shards whose message could not be sent back to ``planned`` (due again next tick).
+
+    Compare-and-set on ``queued`` and the ``queued_at`` of this tick, so a shard a worker
+    already claimed, or one queued again since, is left alone.
+    """
+    if not shard_ids:
+        return 0
+    res = session.execute(
+        update(Shard)
+        .where(
+            Shard.id.in_(shard_ids),
+            Shard.status == ShardStatus.QUEUED.value,
+            Shard.queued_at == queued_at,
+        )
+        .values(status=ShardStatus.PLANNED.value, queued_at=None)
+    )
+    return int(res.rowcount)  # type: ignore[attr-defined]
+
+
 def stale_queued(session: Session, *, now: datetime, requeue_after_s: float) -> list[Shard]:
     """Queued shards whose message was probably lost: queued long ago on an idle pool.
 

@@ -46,10 +46,39 @@ def visibility_timeout_s(settings: Settings) -> int:
     return int(max(3600.0, 10 * settings.lease_s))
 
 
-def celery_sender(app: Any) -> Any:
-    """``send(name, *args, queue=...)`` over ``app.send_task`` (no ETA, no countdown)."""
+# A queue no worker consumes, holding one marker message. If the marker is gone, the broker lost
+# its messages (a Redis restart without persistence, a flushed database, a new broker).
+SENTINEL_QUEUE = "gridshift.sentinel"
 
-    def send(name: str, *args: Any, queue: str) -> None:
-        app.send_task(name, args=list(args), queue=queue, routing_key=queue)
 
-    return send
+class CelerySender:
+    """``send(name, *args, queue=...)`` over ``app.send_task`` (no ETA, no countdown), and the
+    broker's sentinel check ``lost_messages()``."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, name: str, *args: Any, queue: str) -> None:
+        """Send task ``name`` with ``args`` to ``queue`` (raises if the broker is unreachable)."""
+        self.app.send_task(name, args=list(args), queue=queue, routing_key=queue)
+
+    def lost_messages(self) -> bool:
+        """Whether the broker lost its messages since the last call (the sentinel is gone).
+
+        Puts a fresh sentinel when it is missing, so the answer is True once per loss (and on
+        a dispatcher's first tick against an empty broker, when re-sending is harmless).
+        """
+        with self.app.connection_for_write() as conn:
+            queue = conn.SimpleQueue(SENTINEL_QUEUE)
+            try:
+                if queue.qsize():
+                    return False
+                queue.put({"gridshift": "sentinel"})
+                return True
+            finally:
+                queue.close()
+
+
+def celery_sender(app: Any) -> CelerySender:
+    """The sender ``gridshift dispatch`` and the tick task use."""
+    return CelerySender(app)

@@ -15,10 +15,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from scheduler.config import Settings
 from scheduler.dispatch.budget import advance_pacer
 from scheduler.dispatch.reconcile import (
+    all_queued,
     close_batches,
     expire_leases,
     last_model_per_pool,
     stale_queued,
+    unqueue,
 )
 from scheduler.dispatch.replan import Planner, replan, replan_trigger
 from scheduler.dispatch.signals import HorizonSignals
@@ -48,6 +50,8 @@ class TickReport:
     queued: list[str] = field(default_factory=list)
     requeued_expired: list[str] = field(default_factory=list)
     resent_stale: list[str] = field(default_factory=list)
+    unsent: list[str] = field(default_factory=list)
+    broker_lost: bool = False
     closed: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -146,7 +150,11 @@ def tick(
     report = TickReport()
     report.requeued_expired = expire_leases(session_factory, now=now)
     for shard_id, queue in _queues(session_factory, report.requeued_expired):
-        send(RUN_SHARD_TASK, shard_id, queue=queue)
+        try:
+            send(RUN_SHARD_TASK, shard_id, queue=queue)
+        except Exception as exc:  # queued: re-sent by step 5 once the broker is back
+            log.warning("re-sending expired shard %s failed: %r", shard_id, exc)
+            break
     report.closed = close_batches(session_factory, settings, now=now)
     advance_pacer(session_factory, fleet, now)
     if allow_replan:
@@ -162,21 +170,31 @@ def tick(
                 signals_for=signals_for,
                 planner=planner,
             )
-    for sh in promote_due(session_factory, now=now):
-        send(RUN_SHARD_TASK, sh.id, queue=queue_name(sh.site, sh.pool))
-        report.queued.append(sh.id)
+    promoted = promote_due(session_factory, now=now)
+    report.queued = _send_all(send, promoted)
+    if len(report.queued) < len(promoted):
+        report.unsent = [sh.id for sh in promoted[len(report.queued) :]]
+        with transaction(session_factory) as s:
+            unqueue(s, report.unsent, queued_at=now)
+        log.warning(
+            "broker unreachable: %d shards back to due for the next tick", len(report.unsent)
+        )
+        return report
     after = (
         requeue_after_s
         if requeue_after_s is not None
         else max(2 * settings.lease_s, 10 * settings.tick_s)
     )
+    report.broker_lost = _broker_lost(send)
     with transaction(session_factory) as s:
-        stale = stale_queued(s, now=now, requeue_after_s=after)
+        if report.broker_lost:
+            sent = set(report.queued)
+            stale = [sh for sh in all_queued(s) if sh.id not in sent]
+        else:
+            stale = stale_queued(s, now=now, requeue_after_s=after)
         for sh in stale:
             s.execute(update(Shard).where(Shard.id == sh.id).values(queued_at=now))
-    for sh in stale:
-        send(RUN_SHARD_TASK, sh.id, queue=queue_name(sh.site, sh.pool))
-        report.resent_stale.append(sh.id)
+    report.resent_stale = _send_all(send, stale)
     if report.queued or report.requeued_expired or report.resent_stale or report.plan_id:
         log.info(
             "tick %s: plan=%s queued=%d requeued=%d resent=%d closed=%s",
@@ -188,6 +206,34 @@ def tick(
             {k: len(v) for k, v in report.closed.items() if v},
         )
     return report
+
+
+def _send_all(send: Send | Callable[..., None], shards: list[Shard]) -> list[str]:
+    """Send ``shards`` in order; stop at the first failure. Return the ids sent."""
+    sent: list[str] = []
+    for sh in shards:
+        try:
+            send(RUN_SHARD_TASK, sh.id, queue=queue_name(sh.site, sh.pool))
+        except Exception as exc:  # broker down: the caller puts the rest back
+            log.warning("sending shard %s failed: %r", sh.id, exc)
+            break
+        sent.append(sh.id)
+    return sent
+
+
+def _broker_lost(send: Send | Callable[..., None]) -> bool:
+    """Ask the sender whether the broker lost its messages (senders without a check: no)."""
+    check = getattr(send, "lost_messages", None)
+    if check is None:
+        return False
+    try:
+        lost = bool(check())
+    except Exception as exc:
+        log.warning("broker sentinel check failed: %r", exc)
+        return False
+    if lost:
+        log.warning("the broker lost its messages (sentinel gone): re-sending every queued shard")
+    return lost
 
 
 def _queues(factory: sessionmaker[Session], shard_ids: list[str]) -> list[tuple[str, str]]:

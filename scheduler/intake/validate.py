@@ -143,6 +143,11 @@ def _json_problem(e: ValueError | RecursionError) -> str:
     return f"line is not valid JSON: {e}"
 
 
+# The largest max_tokens accepted: beyond any served model's context window (1 Mi tokens), and
+# small enough for every integer column and the request arrays (a bigger number can never run).
+MAX_OUTPUT_TOKENS = 1 << 20
+
+
 def _positive_int(value: Any) -> bool:
     return type(value) is int and value > 0
 
@@ -188,10 +193,10 @@ def _common(body: dict[str, Any], max_key: str) -> _Err | int:
     if mt is None:
         mt = body.get("max_tokens")
         max_key = "max_tokens"
-    if mt is not None and not _positive_int(mt):
+    if mt is not None and not (_positive_int(mt) and mt <= MAX_OUTPUT_TOKENS):
         return (
             INVALID_VALUE,
-            f"{max_key} must be a positive integer, got {_show(mt)}",
+            f"{max_key} must be a positive integer of at most {MAX_OUTPUT_TOKENS}, got {_show(mt)}",
             f"body.{max_key}",
         )
     return mt or 0

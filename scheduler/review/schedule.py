@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -73,17 +74,74 @@ def _version(plan: PlanRecord, assignment_count: int = 0) -> PlanVersion:
     )
 
 
-def plan_versions(session: Session, *, limit: int = 100) -> PlanVersions:
-    """Return the newest ``limit`` plan versions, newest first, with their assignment counts."""
-    plans = session.scalars(select(PlanRecord).order_by(PlanRecord.id.desc()).limit(limit)).all()
-    counts = dict(
-        session.execute(
-            select(AssignmentRecord.plan_id, func.count())
-            .where(AssignmentRecord.plan_id.in_([p.id for p in plans]))
-            .group_by(AssignmentRecord.plan_id)
-        ).all()
+def _unplaced_batch(entry: Any) -> Any:
+    return entry.get("batch", entry.get("batch_id")) if isinstance(entry, dict) else entry
+
+
+def _referenced_batches(version: PlanVersion) -> set[str]:
+    ids = {str(_unplaced_batch(u)) for u in version.unplaced}
+    for raw in version.baselines.values():
+        if isinstance(raw, dict) and isinstance(raw.get("batches"), dict):
+            ids.update(raw["batches"])
+    return ids
+
+
+def scope_versions(
+    session: Session, versions: list[PlanVersion], tenant_id: str | None
+) -> list[PlanVersion]:
+    """``versions`` as ``tenant_id`` may see them (``None``: admin, everything).
+
+    A tenant sees only its own batches in ``baselines.*.batches`` and ``unplaced``; fleet-wide
+    ``totals`` and baseline totals are dropped (they are other tenants' work too).
+    """
+    if tenant_id is None or not versions:
+        return versions
+    referenced = set().union(*(_referenced_batches(v) for v in versions))
+    own = (
+        set(
+            session.scalars(
+                select(Batch.id).where(Batch.tenant_id == tenant_id, Batch.id.in_(referenced))
+            )
+        )
+        if referenced
+        else set()
     )
+    out = []
+    for v in versions:
+        baselines = {
+            name: {"batches": {b: f for b, f in raw["batches"].items() if b in own}}
+            for name, raw in v.baselines.items()
+            if isinstance(raw, dict) and isinstance(raw.get("batches"), dict)
+        }
+        unplaced = [u for u in v.unplaced if _unplaced_batch(u) in own]
+        out.append(
+            v.model_copy(update={"totals": {}, "baselines": baselines, "unplaced": unplaced})
+        )
+    return out
+
+
+def plan_versions(
+    session: Session, *, limit: int = 100, tenant_id: str | None = None
+) -> PlanVersions:
+    """Return the newest ``limit`` plan versions, newest first, with their assignment counts.
+
+    Args:
+        session: an open session.
+        limit: how many versions.
+        tenant_id: scope to this tenant's batches (``None``: admin, fleet-wide); counts then
+            are the tenant's assignments.
+    """
+    plans = session.scalars(select(PlanRecord).order_by(PlanRecord.id.desc()).limit(limit)).all()
+    q = (
+        select(AssignmentRecord.plan_id, func.count())
+        .where(AssignmentRecord.plan_id.in_([p.id for p in plans]))
+        .group_by(AssignmentRecord.plan_id)
+    )
+    if tenant_id is not None:
+        q = q.join(Batch, Batch.id == AssignmentRecord.batch_id).where(Batch.tenant_id == tenant_id)
+    counts = dict(session.execute(q).all())
     data = [_version(p, int(counts.get(p.id, 0))) for p in plans]
+    data = scope_versions(session, data, tenant_id)
     return PlanVersions(data=data, count=len(data))
 
 
@@ -149,9 +207,8 @@ def current_plan(session: Session, *, tenant_id: str | None = None) -> CurrentPl
                 renewable_kw=point.renewable_kw if point else None,
             )
         )
-    return CurrentPlan(
-        plan=_version(plan, len(rows)), assignments=views, signals=signals if rows else []
-    )
+    version = scope_versions(session, [_version(plan, len(rows))], tenant_id)[0]
+    return CurrentPlan(plan=version, assignments=views, signals=signals if rows else [])
 
 
 def infer_slot_minutes(times: Iterable[datetime], default: int = 60) -> int:

@@ -40,9 +40,26 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, **kwargs)
 
 
+# Connections beyond ``max_concurrent_requests`` for work outside the request slots (the
+# authentication lookup, /healthz, /metrics scrapes, the startup sweep).
+POOL_SPARE_CONNECTIONS = 4
+
+
 def engine_from_settings(settings: Settings) -> Engine:
-    """Create the engine the settings name (default: SQLite in the data directory)."""
-    return make_engine(settings.resolved_database_url)
+    """Create the engine the settings name (default: SQLite in the data directory).
+
+    The pool is sized to the API's concurrency (``max_concurrent_requests`` plus a few spare),
+    so requests wait for a turn in the API instead of failing on an exhausted pool.
+    """
+    url = settings.resolved_database_url
+    if url.startswith("sqlite") and ":memory:" in url:
+        return make_engine(url)
+    return make_engine(
+        url,
+        pool_size=settings.max_concurrent_requests,
+        max_overflow=POOL_SPARE_CONNECTIONS,
+        pool_timeout=30,
+    )
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -120,6 +120,14 @@ def _wait(driver: object, css: str, timeout_s: float = 15.0) -> list[object]:
     )
 
 
+def _sign_in(driver: object, key: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    _wait(driver, "#keyinput")
+    driver.find_element(By.ID, "keyinput").send_keys(key)  # type: ignore[attr-defined]
+    driver.find_element(By.ID, "keyform").submit()  # type: ignore[attr-defined]
+
+
 def test_dashboard_draws_one_bar_per_shard_with_signals_and_opens_a_batch(
     server: tuple[str, Seeded], browser: object, sessions: sessionmaker[Session]
 ) -> None:
@@ -127,11 +135,15 @@ def test_dashboard_draws_one_bar_per_shard_with_signals_and_opens_a_batch(
 
     url, seeded = server
     driver = browser
-    # Given an admin opening the dashboard with its key in the URL
+    # Given an admin following a link with a key in the URL
     driver.get(f"{url}/dashboard?key={seeded.admin_key}")  # type: ignore[attr-defined]
-    _wait(driver, "rect[data-shard-id]")
-    # Then the key left the address bar (kept in localStorage instead)
+    # Then the key left the address bar and was NOT used: the form says why
+    _wait(driver, "#keyerror:not([hidden])")
     assert "key=" not in driver.current_url  # type: ignore[attr-defined]
+    assert "address bar" in driver.find_element(By.ID, "keyerror").text  # type: ignore[attr-defined]
+    # When the admin pastes the key into the form instead
+    _sign_in(driver, seeded.admin_key)
+    _wait(driver, "rect[data-shard-id]")
     # and there is exactly one bar per shard, plus one planned bar per uncut assignment
     shard_bars = driver.find_elements(By.CSS_SELECTOR, "rect[data-shard-id]")  # type: ignore[attr-defined]
     assert sorted(b.get_attribute("data-shard-id") for b in shard_bars) == sorted(seeded.shard_ids)
@@ -198,14 +210,15 @@ def test_a_tenant_key_sees_only_its_own_bars(server: tuple[str, Seeded], browser
 
     url, seeded = server
     driver = browser
-    # Given acme's key
-    driver.get(f"{url}/dashboard?key={seeded.keys['acme']}")  # type: ignore[attr-defined]
+    # Given acme's key, pasted into the form
+    driver.get(f"{url}/dashboard")  # type: ignore[attr-defined]
+    _sign_in(driver, seeded.keys["acme"])
     bars = _wait(driver, "#bars rect")
     # Then only acme's batches are drawn
     mine = {b for b, t in seeded.batch_tenant.items() if t == "acme"}
     assert {b.get_attribute("data-batch-id") for b in bars} <= mine  # type: ignore[attr-defined]
     # and a wrong key brings the key form back with the reason
-    driver.execute_script("localStorage.setItem('gridshift.apiKey', 'gs-wrong')")  # type: ignore[attr-defined]
+    driver.execute_script("sessionStorage.setItem('gridshift.apiKey', 'gs-wrong')")  # type: ignore[attr-defined]
     driver.get(f"{url}/dashboard")  # type: ignore[attr-defined]
     _wait(driver, "#keyerror:not([hidden])")
     assert driver.find_element(By.ID, "keyform").is_displayed()  # type: ignore[attr-defined]

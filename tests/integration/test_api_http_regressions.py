@@ -79,7 +79,11 @@ def test_ids_cursors_and_names_with_nul_are_client_errors(api: Api) -> None:
         response = api.call(method, path)
         assert response.status_code == status, (path, response.text)
         assert envelope(response)["message"], path
-    assert api.call("GET", "/v1/files?purpose=%00").json()["data"] == []
+    # A NUL in any query parameter is a 400 at the door, whatever the route
+    for path in ("/v1/files?purpose=%00", "/v1/forecasts/accuracy?site=%00", "/v1/plans?x=a%00b"):
+        response = api.call("GET", path)
+        assert response.status_code == 400, (path, response.text)
+        assert "NUL" in envelope(response)["message"]
     uploaded = api.call(
         "POST", "/v1/files", files={"file": ("a\x00.jsonl", b"{}\n")}, data={"purpose": "batch"}
     )

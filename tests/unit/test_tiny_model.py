@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch", reason="the tiny model needs the cpu extra (torch)")
+from tests.conftest import unavailable
+from workers.engines.tiny_model import build_tiny_model
 
-from workers.engines.tiny_model import build_tiny_model  # noqa: E402
+
+@pytest.fixture(autouse=True)
+def _torch() -> None:
+    """Skip locally, fail under CI=true, without torch (the cpu extra)."""
+    if importlib.util.find_spec("torch") is None:
+        unavailable("torch (the tiny model needs the cpu extra: pip install -e '.[cpu]')")
 
 
 def digest(path: Path) -> str:

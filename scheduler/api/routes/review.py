@@ -47,7 +47,7 @@ def list_plans(
     session: SessionDep, caller: TenantDep, limit: int = Query(50, ge=1, le=500)
 ) -> PlanVersions:
     """Stored plan versions (totals, baselines, status); the current one is flagged."""
-    return plan_versions(session, limit=limit)
+    return plan_versions(session, limit=limit, tenant_id=scope_of(caller))
 
 
 @router.get("/plans/current", response_model=CurrentPlan, summary="The plan in force")

@@ -47,8 +47,11 @@ async function api(path) {
 }
 
 // ------------------------------------------------------------------ key handling
+// The key is pasted once into the form and kept in sessionStorage (this tab, until it closes):
+// never in a URL, where access logs, history and a crafted link could read or replace it.
 function signOut(message) {
-  localStorage.removeItem(KEY_STORE);
+  sessionStorage.removeItem(KEY_STORE);
+  localStorage.removeItem(KEY_STORE);  // left by versions that kept it there
   state.key = null;
   $("app").hidden = true; $("login").hidden = false; $("signout").hidden = true;
   const err = $("keyerror");
@@ -56,7 +59,7 @@ function signOut(message) {
 }
 function signIn(key) {
   state.key = key;
-  localStorage.setItem(KEY_STORE, key);
+  sessionStorage.setItem(KEY_STORE, key);
   $("login").hidden = true; $("app").hidden = false; $("signout").hidden = false;
   $("who").textContent = "key " + key.slice(0, 10) + "…";
   show(state.view);
@@ -384,15 +387,16 @@ function start() {
   $("keyform").addEventListener("submit", (e) => { e.preventDefault(); signIn($("keyinput").value.trim()); });
   window.addEventListener("resize", () => { if (state.schedule && state.view === "schedule") drawGantt(state.schedule); });
   const params = new URLSearchParams(location.search);
-  const fromUrl = params.get("key");
-  if (fromUrl) {
+  const inUrl = params.has("key");
+  if (inUrl) {  // refused: a link must not sign anyone in or replace the stored key
     params.delete("key");
     const rest = params.toString();
-    history.replaceState(null, "", location.pathname + (rest ? "?" + rest : ""));  // keep the key out of history
+    history.replaceState(null, "", location.pathname + (rest ? "?" + rest : ""));
   }
   // The schedule moves: refresh it every minute while it is on screen.
   setInterval(() => { if (state.key && state.view === "schedule" && !document.hidden) loadSchedule().catch(console.error); }, 60000);
-  const key = fromUrl || localStorage.getItem(KEY_STORE);
-  if (key) signIn(key); else signOut();
+  const key = sessionStorage.getItem(KEY_STORE);
+  if (key) signIn(key);
+  else signOut(inUrl ? "Keys in the address bar are not accepted: paste the key here instead." : undefined);
 }
 start();
