@@ -109,7 +109,10 @@ def map_error(exc: GridshiftError) -> JSONResponse:
         code = exc.errors[0].code or code
     if status >= 500:
         log.error("request failed: %s", exc, exc_info=exc)
-    return error_response(status, str(exc), type_, code, param)
+    response = error_response(status, str(exc), type_, code, param)
+    if isinstance(exc, QuotaExceeded):
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
 
 
 def unexpected_error_response(exc: BaseException) -> JSONResponse:

@@ -11,6 +11,7 @@ from scheduler.api.deps import FleetDep, SessionDep, SettingsDep, TenantDep
 from scheduler.api.schemas import Batch, BatchCreate, BatchList
 from scheduler.intake.submit import BatchOptions, create_batch
 from scheduler.store import batches as repo
+from scheduler.store.quotas import check_batch_quota
 from scheduler.store.summaries import batch_summaries, batch_summary
 from scheduler.store.tables import Batch as BatchRow
 
@@ -30,6 +31,9 @@ def post_batch(
     fleet: FleetDep,
 ) -> Batch:
     """Create a batch; its input file is validated before the answer (``in_progress`` or ``failed``)."""
+    check_batch_quota(
+        session, caller.tenant_id, max_in_flight=settings.tenant_max_batches_in_flight
+    )
     options = BatchOptions(
         input_file_id=body.input_file_id,
         endpoint=body.endpoint,

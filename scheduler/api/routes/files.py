@@ -11,6 +11,7 @@ from scheduler.api.deps import SessionDep, SettingsDep, TenantDep
 from scheduler.api.schemas import FileDeleted, FileList, FileObject
 from scheduler.errors import InvalidInput, LineError
 from scheduler.store import files as repo
+from scheduler.store.quotas import check_file_quota
 
 router = APIRouter(prefix="/v1", tags=["files"])
 
@@ -29,6 +30,13 @@ def create_file(
     if purpose not in UPLOAD_PURPOSES:
         msg = f"purpose must be one of {list(UPLOAD_PURPOSES)}, got {purpose!r}"
         raise InvalidInput(msg, [LineError(None, "invalid_value", msg, "purpose")])
+    check_file_quota(
+        session,
+        caller.tenant_id,
+        max_files=settings.tenant_max_files,
+        max_bytes=settings.tenant_max_stored_bytes,
+        incoming_bytes=file.size or 0,
+    )
     row = repo.save_file(
         session,
         settings.files_dir,
