@@ -68,10 +68,16 @@ class CelerySender:
         Puts a fresh sentinel when it is missing, so the answer is True once per loss (and on
         a dispatcher's first tick against an empty broker, when re-sending is harmless).
         """
+        from kombu.exceptions import ChannelError
+
         with self.app.connection_for_write() as conn:
             queue = conn.SimpleQueue(SENTINEL_QUEUE)
             try:
-                if queue.qsize():
+                try:
+                    size = queue.qsize()
+                except ChannelError:  # Redis: an empty list does not exist ("no queue")
+                    size = 0
+                if size:
                     return False
                 queue.put({"gridshift": "sentinel"})
                 return True
