@@ -4,17 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from prometheus_client.utils import floatToGoString
+from sqlalchemy import ColumnElement, Numeric, case, cast, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.domain import ShardStatus
-from scheduler.store.tables import Batch, LedgerEntry, Shard, now_utc
+from scheduler.store.tables import Batch, Execution, LedgerEntry, PlanRecord, Shard
 
 TOKENS_WINDOW = timedelta(minutes=5)
+J_PER_KWH = 3.6e6
+SHARD_BUCKETS_S = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0)
+SOLVE_BUCKETS_S = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0)
 
 
 class StoreCollector(Collector):
@@ -59,27 +69,60 @@ class StoreCollector(Collector):
             batches.add_metric([batch_status], n)
         yield batches
 
-        since = now_utc() - self.window
         tok = s.execute(
             select(
                 func.coalesce(func.sum(LedgerEntry.input_tokens), 0),
                 func.coalesce(func.sum(LedgerEntry.output_tokens), 0),
-            ).where(LedgerEntry.ended_at >= since)
+            )
         ).one()
-        rate = GaugeMetricFamily(
-            "gridshift_tokens_per_second",
-            f"Tokens processed per second over the last {int(self.window.total_seconds())} s "
-            "(ledger rows that ended in the window).",
+        tokens = CounterMetricFamily(
+            "gridshift_tokens",
+            "Tokens processed (ledger rows; rate() gives tokens per second).",
             labels=["kind"],
         )
-        seconds = self.window.total_seconds()
-        rate.add_metric(["input"], float(tok[0]) / seconds)
-        rate.add_metric(["output"], float(tok[1]) / seconds)
-        yield rate
+        tokens.add_metric(["input"], float(tok[0]))
+        tokens.add_metric(["output"], float(tok[1]))
+        yield tokens
+
+        yield _histogram(
+            s,
+            "gridshift_shard_duration_seconds",
+            "Wall time of booked execution attempts, s.",
+            _seconds_between(s, LedgerEntry.started_at, LedgerEntry.ended_at),
+            SHARD_BUCKETS_S,
+        )
+        yield _histogram(
+            s,
+            "gridshift_planner_solve_seconds",
+            "Solve time of each stored plan, s.",
+            PlanRecord.solve_s,
+            SOLVE_BUCKETS_S,
+        )
+
+        fallbacks = CounterMetricFamily(
+            "gridshift_signal_fallbacks",
+            "Ledger rows whose carbon intensity came from a fallback, by fallback.",
+            labels=["fallback"],
+        )
+        for kind, n in s.execute(
+            select(LedgerEntry.signal_fallback, func.count())
+            .where(LedgerEntry.signal_fallback.is_not(None))
+            .group_by(LedgerEntry.signal_fallback)
+        ):
+            fallbacks.add_metric([str(kind)], n)
+        yield fallbacks
+
+        expiries = CounterMetricFamily(
+            "gridshift_lease_expiries", "Execution attempts whose lease expired (worker lost)."
+        )
+        expiries.add_metric(
+            [], s.scalar(select(func.count()).where(Execution.status == "lost")) or 0
+        )
+        yield expiries
 
         energy = CounterMetricFamily(
-            "gridshift_energy_kwh",
-            "Facility energy booked in the ledger, kWh (method: measured-* or estimated).",
+            "gridshift_energy_joules",
+            "Facility energy booked in the ledger, J (method: measured-* or estimated*).",
             labels=["site", "method"],
         )
         co2 = CounterMetricFamily(
@@ -106,7 +149,7 @@ class StoreCollector(Collector):
                 func.sum(LedgerEntry.requests_failed),
             ).group_by(LedgerEntry.site, LedgerEntry.energy_method)
         ):
-            energy.add_metric([site, method], float(kwh or 0.0))
+            energy.add_metric([site, method], float(kwh or 0.0) * J_PER_KWH)
             co2.add_metric([site, "location"], float(loc or 0.0))
             co2.add_metric([site, "market"], float(market or 0.0))
             co2.add_metric([site, "embodied"], float(emb or 0.0))
@@ -117,6 +160,38 @@ class StoreCollector(Collector):
         yield energy
         yield _merge(co2)
         yield requests
+
+
+def _seconds_between(s: Session, start: Any, end: Any) -> ColumnElement[float]:
+    """``end - start`` in seconds, in the database's own dialect (SQLite or PostgreSQL)."""
+    if s.get_bind().dialect.name == "sqlite":
+        # julianday is a float of days: round to the millisecond it can resolve
+        return func.round((func.julianday(end) - func.julianday(start)) * 86400.0, 3)
+    seconds: ColumnElement[float] = func.round(cast(func.extract("epoch", end - start), Numeric), 3)
+    return seconds
+
+
+def _histogram(
+    s: Session,
+    name: str,
+    documentation: str,
+    value: Any,
+    buckets: tuple[float, ...],
+) -> HistogramMetricFamily:
+    """A cumulative histogram of ``value`` over its rows, counted by the database."""
+    row = s.execute(
+        select(
+            func.count(value),
+            func.coalesce(func.sum(value), 0.0),
+            *(func.coalesce(func.sum(case((value <= b, 1), else_=0)), 0) for b in buckets),
+        )
+    ).one()
+    count, total = int(row[0]), float(row[1])
+    cumulative = [(floatToGoString(b), float(n)) for b, n in zip(buckets, row[2:], strict=True)]
+    cumulative.append(("+Inf", float(count)))
+    family = HistogramMetricFamily(name, documentation)
+    family.add_metric([], cumulative, sum_value=total)
+    return family
 
 
 def _merge(family: CounterMetricFamily) -> CounterMetricFamily:

@@ -91,6 +91,10 @@ GRIDSHIFT_COLUMNS: tuple[str, ...] = (
     "output_tokens",
     "planned_energy_kwh",
     "planned_co2_g",
+    "carbon_factor",
+    "signal_fallback",
+    "co2_marginal_g",
+    "busy_estimate_kwh",
 )
 EMISSIONS_CSV_COLUMNS = CODECARBON_COLUMNS + GRIDSHIFT_COLUMNS
 
@@ -118,6 +122,9 @@ class EmissionsTotals:
     scope2_location_g: float
     scope2_market_g: float
     market_fallback_rows: int
+    signal_fallback_rows: int
+    marginal_rows: int
+    avoided_marginal_co2_g: float
     embodied_co2_g: float
     water_onsite_l: float
     water_offsite_l: float
@@ -162,6 +169,9 @@ def emissions_totals(rows: Sequence[LedgerEntry]) -> EmissionsTotals:
         scope2_location_g=math.fsum(r.co2_location_g for r in rows),
         scope2_market_g=math.fsum(_market_g(r) for r in rows),
         market_fallback_rows=sum(1 for r in rows if r.co2_market_g is None),
+        signal_fallback_rows=sum(1 for r in rows if r.signal_fallback),
+        marginal_rows=sum(1 for r in rows if r.co2_marginal_g is not None),
+        avoided_marginal_co2_g=math.fsum(r.co2_marginal_g or 0.0 for r in rows),
         embodied_co2_g=math.fsum(r.embodied_co2_g for r in rows),
         water_onsite_l=math.fsum(r.water_onsite_l for r in rows),
         water_offsite_l=math.fsum(r.water_offsite_l for r in rows),
@@ -169,25 +179,34 @@ def emissions_totals(rows: Sequence[LedgerEntry]) -> EmissionsTotals:
     )
 
 
-def _gpu_model(r: LedgerEntry, fleet: Fleet | None) -> str:
+def _device(r: LedgerEntry, fleet: Fleet | None) -> tuple[str, int | None]:
+    """(device model, whole devices per replica) of the row's pool, from the fleet if known."""
     if fleet is not None:
         try:
-            return fleet.site(r.site).pool(r.pool).gpu
+            pool = fleet.site(r.site).pool(r.pool)
+            profile = fleet.model(r.model).profiles.get(pool.gpu)
+            return pool.gpu, profile.gpus if profile else 1
         except KeyError:
             pass
-    return r.pool
+    return r.pool, None
 
 
 def codecarbon_row(r: LedgerEntry, *, fleet: Fleet | None = None) -> dict[str, Any]:
     """One ledger row as a CodeCarbon ``emissions.csv`` row plus gridshift's columns.
 
-    ``emissions`` is operational location-based CO2 in kg (embodied is its own column);
-    ``gpu_energy`` is IT energy and ``energy_consumed`` facility energy (IT x PUE), in kWh;
-    CPU and RAM are not metered separately (0). Unknown host fields are empty.
+    CodeCarbon's meanings: it multiplies each part's energy by the PUE, so ``gpu_energy`` (or
+    ``cpu_energy`` for a CPU pool) is facility energy (IT x PUE) and ``energy_consumed`` the sum
+    of the parts; ``gpu_power``/``cpu_power`` is the IT power in W; ``water_consumed`` is
+    on-site water (``energy_consumed x wue``, so ``wue`` here is litres per kWh of facility
+    energy; off-site water is gridshift's ``water_offsite_l``); ``emissions`` is operational
+    location-based CO2 in kg (embodied is its own column); ``gpu_count`` is the whole number of
+    GPUs of one replica (empty for CPU pools and when unknown). RAM is not metered apart (0).
     """
     duration_s = max(0.0, (r.ended_at - r.started_at).total_seconds())
     emissions_kg = r.co2_location_g / 1000.0
-    water_l = r.water_onsite_l + r.water_offsite_l
+    model, devices = _device(r, fleet)
+    cpu = model.upper() == "CPU"
+    power_w = r.it_energy_kwh * 3.6e6 / duration_s if duration_s > 0 else 0.0
     row: dict[str, Any] = dict.fromkeys(EMISSIONS_CSV_COLUMNS, "")
     row.update(
         timestamp=r.ended_at.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -197,21 +216,23 @@ def codecarbon_row(r: LedgerEntry, *, fleet: Fleet | None = None) -> dict[str, A
         duration=duration_s,
         emissions=emissions_kg,
         emissions_rate=emissions_kg / duration_s if duration_s > 0 else 0.0,
-        cpu_power=0.0,
-        gpu_power=r.it_energy_kwh * 3.6e6 / duration_s if duration_s > 0 else 0.0,
+        cpu_power=power_w if cpu else 0.0,
+        gpu_power=0.0 if cpu else power_w,
         ram_power=0.0,
-        cpu_energy=0.0,
-        gpu_energy=r.it_energy_kwh,
+        cpu_energy=r.facility_energy_kwh if cpu else 0.0,
+        gpu_energy=0.0 if cpu else r.facility_energy_kwh,
         ram_energy=0.0,
-        energy_consumed=r.facility_energy_kwh,
-        water_consumed=water_l,
+        energy_consumed=r.facility_energy_kwh,  # = cpu_energy + gpu_energy + ram_energy
+        water_consumed=r.water_onsite_l,
         region=r.site,
-        gpu_count=r.gpu_hours * 3600.0 / duration_s if duration_s > 0 else 0.0,
-        gpu_model=_gpu_model(r, fleet),
+        cpu_count=devices if cpu and devices is not None else "",
+        cpu_model="CPU" if cpu else "",
+        gpu_count="" if cpu or devices is None else devices,
+        gpu_model="" if cpu else model,
         tracking_mode="machine",
         on_cloud="N",
         pue=r.facility_energy_kwh / r.it_energy_kwh if r.it_energy_kwh > 0 else 1.0,
-        wue=r.water_onsite_l / r.it_energy_kwh if r.it_energy_kwh > 0 else 0.0,
+        wue=r.water_onsite_l / r.facility_energy_kwh if r.facility_energy_kwh > 0 else 0.0,
     )
     for name in GRIDSHIFT_COLUMNS:
         if name == "ledger_id":
@@ -244,9 +265,17 @@ def ghg_scope2(totals: EmissionsTotals) -> dict[str, Any]:
         "location_based_tco2e": totals.scope2_location_g / 1e6,
         "market_based_tco2e": totals.scope2_market_g / 1e6,
         "market_based_fallback_rows": totals.market_fallback_rows,
+        "signal_fallback_rows": totals.signal_fallback_rows,
+        "marginal_rows": totals.marginal_rows,
+        "avoided_emissions_marginal_estimate_g": totals.avoided_marginal_co2_g,
         "note": (
-            "Scope 2 covers purchased grid electricity. Market-based uses each site's contractual "
-            "factor; rows without one fall back to the location-based grid factor "
+            "Scope 2 covers purchased grid electricity. Location-based uses average emission "
+            "factors only: where a site's signal is a marginal rate, its figure is reported "
+            "apart as an avoided-emissions estimate (avoided_emissions_marginal_estimate_g) and "
+            "scope 2 uses an average factor. Rows whose carbon intensity came from a fallback "
+            "(persistence, a configured factor, the zone average) are counted in "
+            "signal_fallback_rows. Market-based uses each site's contractual factor; rows "
+            "without one fall back to the location-based grid factor "
             "(market_based_fallback_rows). Embodied hardware carbon is scope 3, reported apart."
         ),
     }
@@ -256,25 +285,45 @@ def esrs_e1_summary(totals: EmissionsTotals, start: datetime, end: datetime) -> 
     """ESRS E1 datapoints: E1-5 energy (MWh, renewable share) and E1-6 gross scope 2 (tCO2e)."""
     total_mwh = totals.facility_energy_kwh / 1000.0
     renewable_mwh = totals.onsite_renewable_kwh / 1000.0
+    grid_mwh = totals.grid_kwh / 1000.0
     return {
         "standard": "ESRS E1",
         "period": {"from": start.isoformat(), "to": end.isoformat()},
         "E1-5": {
             "total_energy_consumption_mwh": total_mwh,
             "self_generated_renewable_mwh": renewable_mwh,
-            "purchased_grid_electricity_mwh": totals.grid_kwh / 1000.0,
+            "purchased_grid_electricity_mwh": grid_mwh,
             "renewable_share": renewable_mwh / total_mwh if total_mwh > 0 else 0.0,
             "estimated_energy_mwh": totals.estimated_facility_energy_kwh / 1000.0,
+            "by_source": {
+                "renewable_self_generated_mwh": renewable_mwh,
+                "renewable_purchased_mwh": None,
+                "fossil_purchased_mwh": None,
+                "nuclear_purchased_mwh": None,
+                "purchased_mix_unknown_mwh": grid_mwh,
+            },
             "note": (
-                "Facility energy (IT x PUE). The renewable share counts on-site renewables only; "
-                "the renewable part of the grid mix is not claimed."
+                "Facility energy (IT x PUE). The renewable share counts on-site renewables only. "
+                "The forecast providers gridshift reads give carbon intensity, not a generation "
+                "mix, so purchased grid electricity is not split into fossil, nuclear and "
+                "renewable (null) and is reported as purchased_mix_unknown_mwh; the renewable "
+                "part of the grid mix is not claimed."
             ),
         },
         "E1-6": {
+            "gross_scope_1_tco2e": 0.0,
             "gross_scope_2_location_based_tco2e": totals.scope2_location_g / 1e6,
             "gross_scope_2_market_based_tco2e": totals.scope2_market_g / 1e6,
             "scope_3_embodied_hardware_tco2e": totals.embodied_co2_g / 1e6,
+            "total_ghg_location_based_tco2e": (totals.scope2_location_g + totals.embodied_co2_g)
+            / 1e6,
+            "total_ghg_market_based_tco2e": (totals.scope2_market_g + totals.embodied_co2_g) / 1e6,
+            "note": (
+                "Scope 1 is zero: gridshift's sites burn no fuel it books. Scope 3 covers only "
+                "the embodied carbon of the hardware share used."
+            ),
         },
+        "signal_fallback_rows": totals.signal_fallback_rows,
         "ledger_rows": totals.rows,
         "estimated_rows": totals.estimated_rows,
     }

@@ -22,7 +22,14 @@ from scheduler.config import Settings
 from scheduler.review.reports import CODECARBON_COLUMNS
 from scheduler.store.db import make_engine, session_factory
 from scheduler.store.migrate import upgrade
-from scheduler.store.tables import AssignmentRecord, Batch, ForecastPoint, LedgerEntry, Shard
+from scheduler.store.tables import (
+    AssignmentRecord,
+    Batch,
+    ForecastPoint,
+    LedgerEntry,
+    PlanRecord,
+    Shard,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -280,10 +287,16 @@ def test_metrics_expose_queue_depth_states_and_ledger_totals(store: Store) -> No
     booked = sum(
         float(line.split()[-1])
         for line in text.splitlines()
-        if line.startswith("gridshift_energy_kwh_total{")
+        if line.startswith("gridshift_energy_joules_total{")
     )
-    assert booked == pytest.approx(kwh)
+    assert booked == pytest.approx(kwh * 3.6e6)
     assert 'gridshift_co2_grams_total{kind="market",site="gb-london"}' in text
+    # and shard durations and planner solve times are histograms in seconds (PostgreSQL here)
+    with store.sessions() as s:
+        n_ledger = len(s.scalars(select(LedgerEntry)).all())
+        n_plans = len(s.scalars(select(PlanRecord)).all())
+    assert f"gridshift_shard_duration_seconds_count {float(n_ledger)}" in text
+    assert f"gridshift_planner_solve_seconds_count {float(n_plans)}" in text
 
 
 def test_openapi_documents_every_review_endpoint_with_a_response_model(store: Store) -> None:

@@ -207,3 +207,58 @@ def test_ledger_entries_are_scoped_to_tenant_and_range(sessions: sessionmaker[Se
     assert {r.tenant_id for r in t1} == {"t1"}
     assert len(t1) == 6 and len(every) == 9
     assert [r.started_at for r in every] == sorted(r.started_at for r in every)
+
+
+def test_codecarbon_csv_parts_add_up_with_codecarbons_meanings(rows: list[LedgerEntry]) -> None:
+    # Given rows on a GPU pool and rows on a CPU pool of the sample fleet
+    from scheduler.samples import load_sample_fleet
+
+    fleet = load_sample_fleet()
+    cpu_rows = []
+    for i in range(3):
+        r = _row(30 + i)
+        r.site, r.pool, r.model = "es-madrid", "cpu", "tiny-chat"
+        cpu_rows.append(r)
+    # When rendered as emissions.csv
+    df = pd.read_csv(io.StringIO(codecarbon_csv(rows + cpu_rows, fleet=fleet)))
+    # Then energy_consumed is the sum of its parts (each with PUE applied, as CodeCarbon does)
+    parts = df["cpu_energy"] + df["gpu_energy"] + df["ram_energy"]
+    assert list(df["energy_consumed"]) == pytest.approx(list(parts), rel=1e-12)
+    assert list(df["energy_consumed"]) == pytest.approx(
+        [r.facility_energy_kwh for r in rows + cpu_rows], rel=1e-12
+    )
+    # and water_consumed is energy_consumed x wue (on-site water)
+    assert list(df["water_consumed"]) == pytest.approx(
+        list(df["energy_consumed"] * df["wue"]), rel=1e-12
+    )
+    # and CPU pools are booked in cpu_* columns with no GPU count, GPU counts are whole
+    cpu = df[df["pool"] == "cpu"]
+    assert (cpu["gpu_energy"] == 0).all() and (cpu["cpu_energy"] > 0).all()
+    assert cpu["gpu_count"].isna().all()
+    gpu = df[df["pool"] != "cpu"]
+    assert (gpu["gpu_energy"] > 0).all() and (gpu["cpu_energy"] == 0).all()
+
+
+def test_fallback_and_marginal_rows_are_counted_and_kept_out_of_scope_2(
+    rows: list[LedgerEntry],
+) -> None:
+    # Given one row booked with the zone-average fallback and one with a marginal signal
+    rows[1].signal_fallback = "zone-average"
+    rows[2].co2_marginal_g = 999.0
+    rows[2].carbon_factor = "marginal"
+    # When totalled
+    body = json.loads(render_report(rows, "json", T0, T1)[0])
+    # Then the fallback is counted, and the marginal figure is reported apart from scope 2
+    scope2 = body["ghg_scope_2"]
+    assert scope2["signal_fallback_rows"] == 1
+    assert scope2["marginal_rows"] == 1
+    assert scope2["avoided_emissions_marginal_estimate_g"] == 999.0
+    assert scope2["location_based_g"] == math.fsum(r.co2_location_g for r in rows)
+    esrs = json.loads(render_report(rows, "esrs", T0, T1)[0])
+    assert esrs["E1-5"]["by_source"]["purchased_mix_unknown_mwh"] == pytest.approx(
+        math.fsum(r.grid_kwh for r in rows) / 1000.0
+    )
+    assert esrs["E1-6"]["total_ghg_location_based_tco2e"] == pytest.approx(
+        (math.fsum(r.co2_location_g for r in rows) + math.fsum(r.embodied_co2_g for r in rows))
+        / 1e6
+    )

@@ -128,7 +128,7 @@ def test_a_tenant_sees_its_own_budget_and_use(sessions: sessionmaker[Session]) -
     assert other.today.budget_g is None and other.state == "normal"
 
 
-def test_metrics_count_recent_tokens_per_second_and_ledger_totals(
+def test_metrics_count_tokens_energy_and_durations_in_base_units(
     sessions: sessionmaker[Session],
 ) -> None:
     # Given one row that ended a minute ago (3000 output tokens) and one long ago
@@ -142,10 +142,17 @@ def test_metrics_count_recent_tokens_per_second_and_ledger_totals(
         )
     # When the registry is scraped
     text = generate_latest(make_registry(sessions)).decode()
-    # Then tokens/s covers the last five minutes only, and the counters hold the ledger totals
-    assert 'gridshift_tokens_per_second{kind="output"} 10.0' in text
-    assert 'gridshift_tokens_per_second{kind="input"} 2.0' in text
+    # Then tokens are a counter (rate() gives tokens/s) and the counters hold the ledger totals
+    assert 'gridshift_tokens_total{kind="output"} 102999.0' in text
+    assert 'gridshift_tokens_total{kind="input"} 600.0' in text
     assert 'gridshift_co2_grams_total{kind="location",site="de-frankfurt"} 15.0' in text
     assert 'gridshift_co2_grams_total{kind="embodied",site="de-frankfurt"} 1.5' in text
-    assert 'gridshift_energy_kwh_total{method="estimated",site="de-frankfurt"} 0.12' in text
+    # and energy is in joules (0.12 kWh = 432,000 J)
+    assert 'gridshift_energy_joules_total{method="estimated",site="de-frankfurt"} 432000.0' in text
     assert 'gridshift_requests_total{outcome="failed"} 2.0' in text
+    # and shard durations (10 minutes each) fill a histogram in seconds
+    assert 'gridshift_shard_duration_seconds_bucket{le="300.0"} 0.0' in text
+    assert 'gridshift_shard_duration_seconds_bucket{le="900.0"} 2.0' in text
+    assert "gridshift_shard_duration_seconds_sum 1200.0" in text
+    assert "gridshift_planner_solve_seconds_count 0.0" in text
+    assert "gridshift_lease_expiries_total 0.0" in text
