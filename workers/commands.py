@@ -67,18 +67,40 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         online: Annotated[
-            bool, typer.Option(help="Try live UK carbon intensity (short timeout).")
-        ] = True,
+            bool,
+            typer.Option(
+                help="Plan on the signal providers (live UK carbon intensity where reachable) "
+                "instead of the scripted SYNTHETIC night."
+            ),
+        ] = False,
+        serve: Annotated[
+            bool,
+            typer.Option(
+                "--serve",
+                help="Afterwards keep the API and the dashboard up on the demo's night "
+                "(on GRIDSHIFT_API_URL's port when free) until Ctrl-C.",
+            ),
+        ] = False,
     ) -> None:
-        """Run the whole flow on this machine with no server: submit, plan, run, report.
+        """Replay a night on this machine with no server: submit, plan, run, report.
 
-        SQLite in the data directory, the API in-process on 127.0.0.1, the ``transformers``
-        engine on a tiny model built locally, the sample 3-site fleet and SYNTHETIC signals
-        (live UK carbon intensity when reachable). Time is compressed: the plan's shards run
-        in planned-slot order without waiting for the hours, each booked with its slot's signals.
+        The nightly jobs of ``jobs/`` are submitted at 18:00 UTC of the latest night wholly in
+        the past, planned on SYNTHETIC signals for the sample three-site fleet, run in planned
+        slot order without waiting for the hours (the ``transformers`` engine on a tiny model
+        built locally) and booked. The store is the data dir's own ``gridshift.db``, so
+        ``gridshift schedule``, ``report`` and ``serve`` read it afterwards with no flag.
         """
+        from scheduler.commands.common import exit_on_error
         from workers.demo import run_demo
 
         settings = get_settings()
-        code = run_demo(settings, data_dir=data_dir, job_paths=job, online=online, echo=typer.echo)
+        with exit_on_error():
+            code = run_demo(
+                settings,
+                data_dir=data_dir,
+                job_paths=job,
+                online=online,
+                serve=serve,
+                echo=typer.echo,
+            )
         raise typer.Exit(code)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
@@ -17,7 +18,7 @@ from sqlalchemy import func, select
 from scheduler.config import Settings
 from scheduler.dispatch.tick import tick
 from scheduler.domain import Fleet, SlotSignal
-from scheduler.store.tables import AssignmentRecord, Batch, PlanRecord, Shard, now_utc
+from scheduler.store.tables import Batch, Shard, now_utc
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +42,15 @@ class SimClock:
         return self._base + timedelta(seconds=time.monotonic() - self._t0)
 
 
-def _serve_api(settings: Settings) -> tuple[str, Any, threading.Thread]:
-    """Start the real API with uvicorn on a free 127.0.0.1 port in a thread."""
+def _serve_api(settings: Settings, port: int = 0) -> tuple[str, Any, threading.Thread]:
+    """Start the real API with uvicorn on 127.0.0.1 in a thread (``port`` 0: a free port)."""
     import uvicorn
 
     from scheduler.api.app import create_app
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), log_level="warning", lifespan="on")
@@ -116,48 +117,115 @@ def cache_signals(
     )
 
 
+STORE_NAME = "gridshift.db"
+DEMO_MARKER = "DEMO-STORE"
+
+
+def _store_has_batches(db_path: Path) -> bool:
+    """Whether the SQLite store at ``db_path`` holds any batch (read-only; False without schema)."""
+    import sqlite3
+
+    try:
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return False
+    try:
+        return bool(conn.execute("SELECT EXISTS (SELECT 1 FROM batches)").fetchone()[0])
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
+
+
+def reset_demo_store(root: Path) -> Path:
+    """Start the demo's store afresh in ``root`` and return its database file.
+
+    The demo writes the data dir's own store (``gridshift.db``), the one ``gridshift schedule``,
+    ``report``, ``serve`` and the dashboard read with no flag. It replaces only a store it made
+    itself (marked by ``DEMO-STORE``) or one without batches.
+
+    Raises:
+        ConfigError: ``root`` holds a store with batches the demo did not make.
+    """
+    from scheduler.errors import ConfigError
+
+    db_path = root / STORE_NAME
+    marker = root / DEMO_MARKER
+    if db_path.exists() and not marker.exists() and _store_has_batches(db_path):
+        raise ConfigError(
+            f"{db_path} holds a gridshift store with batches that the demo did not make; the "
+            "demo leaves it alone: run it in another directory with `gridshift demo --data-dir "
+            "DIR` (then GRIDSHIFT_DATA_DIR=DIR for the other commands)"
+        )
+    for name in (STORE_NAME, f"{STORE_NAME}-wal", f"{STORE_NAME}-shm", "demo.db", "demo.db-wal"):
+        (root / name).unlink(missing_ok=True)
+    shutil.rmtree(root / "files", ignore_errors=True)
+    root.mkdir(parents=True, exist_ok=True)
+    marker.write_text(
+        "This store was made by `gridshift demo`; the next demo run replaces it.\n",
+        encoding="utf-8",
+    )
+    return db_path
+
+
+def _night_signals(
+    settings: Settings, fleet: Fleet, sessions: Any, evening: datetime, online: bool
+) -> Mapping[tuple[str, datetime], SlotSignal]:
+    """The replayed night's signals: the scripted SYNTHETIC night, or the providers' (online)."""
+    from workers.demo_night import night_signals
+
+    if online:
+        return _collect(settings, fleet, sessions, evening, online)
+    return night_signals(fleet, evening, settings.horizon_hours + 2)
+
+
 def run_demo(
     base: Settings,
     *,
     data_dir: Path | None = None,
     job_paths: Sequence[Path] | None = None,
-    online: bool = True,
+    online: bool = False,
+    serve: bool = False,
     echo: Echo = print,
 ) -> int:
-    """Submit nightly jobs through the API, plan them, run them, print schedule, savings, ledger.
+    """Replay a night: submit nightly jobs through the API, plan, run, print plan beside booked.
 
-    By default every job spec in ``jobs/`` is submitted, so the plan has work with different
-    windows to shift across the sample sites and hours.
+    By default every job spec in ``jobs/`` is submitted at 18:00 UTC of the latest night wholly
+    in the past (``demo_night.story_evening``), on that night's SYNTHETIC signals.
 
-    Time is compressed: after planning at the real time, the demo jumps a simulated clock to
-    each planned slot in turn, ticks the real dispatcher there, and runs the shards it sends in
-    this process (``run_shard``, the same code a Celery worker runs), so each is booked with the
-    signals of its planned slot. Nothing waits for wall-clock hours.
+    Time is compressed: the store's clock is replaced by a simulated one (``replay_clock``)
+    that starts at the evening and jumps to each planned slot in turn; the real dispatcher
+    ticks there and the shards it sends run in this process (``run_shard``, the same code a
+    Celery worker runs), each booked with the signals of its planned slot.
+
+    With ``serve`` the API and the dashboard stay up on the demo's store until interrupted.
 
     Returns:
         0 when every batch completed, 1 otherwise.
+
+    Raises:
+        ConfigError: the data dir holds a store the demo did not make.
     """
     from scheduler.client import GridshiftClient
     from scheduler.jobs import build_batch_file, create_options, load_job
     from scheduler.samples import load_sample_fleet
     from scheduler.store.db import make_engine, session_factory
     from scheduler.store.migrate import upgrade
+    from scheduler.store.tables import replay_clock
     from scheduler.store.tenants import create_api_key
-    from workers.engine_cache import EngineCache
+    from workers.demo_night import story_evening
+    from workers.demo_report import print_outcome, print_plan
     from workers.engines.tiny_model import build_tiny_model
-    from workers.runtime import WorkerRuntime
 
     t_start = time.monotonic()
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     root = (data_dir or base.data_dir).resolve()
-    db_path = root / "demo.db"
-    for leftover in (db_path, root / "demo.db-wal", root / "demo.db-shm"):
-        leftover.unlink(missing_ok=True)  # the demo's own database: a fresh run each time
+    db_path = reset_demo_store(root)
     settings = base.model_copy(
         update={
             "data_dir": root,
-            "database_url": f"sqlite:///{db_path}",
+            "database_url": "",
             "broker_url": "",
             "fleet": None,
             "http_timeout_s": min(base.http_timeout_s, 3.0),
@@ -167,34 +235,71 @@ def run_demo(
     upgrade(engine)
     sessions = session_factory(engine)
     fleet = load_sample_fleet()
-    echo(f"gridshift demo: data in {root} (SQLite, no server; broker and worker in-process)")
+    echo(f"gridshift demo: store {db_path} (SQLite, no server; broker and worker in-process)")
+    if base.database_url and base.database_url != settings.resolved_database_url:
+        echo(
+            "  note: GRIDSHIFT_DATABASE_URL is set, so `gridshift schedule` and `report` read "
+            f"that store, not this one; unset it or set it to sqlite:///{db_path}"
+        )
     weights = build_tiny_model(root / "models" / "tiny-chat")
     echo(
-        f"model: tiny random-weight Llama built at {weights} (outputs are gibberish; token counts and timings are real)"
+        f"model: a tiny random-weight Llama built at {weights} serves every model of the "
+        "sample fleet (outputs are gibberish; token counts and timings are real)"
     )
 
-    now = now_utc()
-    signals = _collect(settings, fleet, sessions, now, online)
-    cache_signals(sessions, signals, now)
-    sources = sorted({s.source for s in signals.values()})
-    echo(f"signals: {', '.join(sources)} (synthetic = generated shapes, labelled as such)")
+    evening = story_evening(now_utc())
+    clock = SimClock(evening)
+    with replay_clock(clock):
+        signals = _night_signals(settings, fleet, sessions, evening, online)
+        cache_signals(sessions, signals, evening)
+        sources = sorted({s.source for s in signals.values()})
+        echo(
+            f"night: jobs submitted {evening:%a %d %b %H:%M} UTC, the evening peak; signals "
+            f"{', '.join(sources)} (synthetic = generated shapes, labelled as such: London "
+            "windy at night, Frankfurt coal and gas, Madrid solar at midday)"
+        )
+        with sessions() as s, s.begin():
+            key = create_api_key(s, "demo", admin=True)  # the operator sees the whole fleet
+        url, server, thread = _serve_api(settings, _serve_port(base) if serve else 0)
+        batch_ids: list[str] = []
+        jobs: dict[str, str] = {}
+        with GridshiftClient(url, key) as client:
+            for spec_path in job_paths or sorted(JOBS_DIR.glob("*.yaml")):
+                job = load_job(spec_path)
+                batch_file = build_batch_file(job, spec_path.parent)
+                uploaded = client.upload_file(f"{job.name}.jsonl", batch_file.content)
+                batch = client.create_batch(
+                    uploaded["id"], endpoint=job.endpoint, options=create_options(job, clock())
+                )
+                batch_ids.append(batch["id"])
+                jobs[batch["id"]] = job.name
+        echo(f"submitted {len(batch_ids)} nightly jobs through the API at {url}")
+        shards_run, plan_id = _run_night(settings, fleet, sessions, signals, weights, clock)
+        print_plan(echo, sessions, jobs, plan_id, evening, signals)
+    code = print_outcome(echo, sessions, jobs, plan_id, shards_run, time.monotonic() - t_start)
+    if serve:
+        _keep_serving(echo, server, thread, url, key, root)
+    else:
+        server.should_exit = True
+        thread.join(timeout=10)
+        echo(
+            f"next: `gridshift schedule`, `gridshift report` (they read {root}); "
+            "`gridshift demo --serve` keeps the API and the dashboard up on this night"
+        )
+    return code
 
-    with sessions() as s, s.begin():
-        key = create_api_key(s, "demo")
-    url, server, thread = _serve_api(settings)
-    batch_ids: list[str] = []
-    with GridshiftClient(url, key) as client:
-        for spec_path in job_paths or sorted(JOBS_DIR.glob("*.yaml")):
-            job = load_job(spec_path)
-            batch_file = build_batch_file(job, spec_path.parent)
-            uploaded = client.upload_file(f"{job.name}.jsonl", batch_file.content)
-            batch = client.create_batch(
-                uploaded["id"], endpoint=job.endpoint, options=create_options(job, now)
-            )
-            echo(
-                f"submitted job {job.name!r} through the API at {url}: batch {batch['id']}, {batch_file.requests} requests, status {batch['status']}"
-            )
-            batch_ids.append(batch["id"])
+
+def _run_night(
+    settings: Settings,
+    fleet: Fleet,
+    sessions: Any,
+    signals: Mapping[tuple[str, datetime], SlotSignal],
+    weights: Path,
+    clock: SimClock,
+) -> tuple[int, int | None]:
+    """Plan at the evening, then run every planned slot in turn; (shards run, plan id)."""
+    from workers.engine_cache import EngineCache
+    from workers.runtime import WorkerRuntime
 
     def signals_for(
         _f: Fleet, slots: tuple[datetime, ...], _n: datetime
@@ -213,9 +318,7 @@ def run_demo(
         pending.append(str(args[0]))  # the in-process broker: one list, run in send order
 
     pending = queue
-    report = tick(sessions, settings, now, send, fleet=fleet, signals_for=signals_for)
-    _print_plan(echo, sessions, batch_ids, report.plan_id)
-    clock = SimClock(now)
+    report = tick(sessions, settings, clock(), send, fleet=fleet, signals_for=signals_for)
     shards_run = 0
     for _ in range(10_000):
         for shard_id in list(queue):
@@ -226,13 +329,9 @@ def run_demo(
             open_batches = s.scalar(
                 select(func.count())
                 .select_from(Batch)
-                .where(Batch.id.in_(batch_ids), Batch.status.in_(("in_progress", "finalizing")))
+                .where(Batch.status.in_(("validating", "in_progress", "finalizing")))
             )
-            nxt = s.scalar(
-                select(func.min(Shard.slot_start)).where(
-                    Shard.batch_id.in_(batch_ids), Shard.status == "planned"
-                )
-            )
+            nxt = s.scalar(select(func.min(Shard.slot_start)).where(Shard.status == "planned"))
         if not open_batches or nxt is None:
             break
         clock.jump(max(clock(), nxt))
@@ -245,84 +344,35 @@ def run_demo(
             signals_for=signals_for,
             allow_replan=False,
         )
-    server.should_exit = True
-    thread.join(timeout=10)
-    return _print_outcome(echo, sessions, batch_ids, shards_run, time.monotonic() - t_start)
+    return shards_run, report.plan_id
 
 
-def _print_plan(echo: Echo, sessions: Any, batch_ids: list[str], plan_id: int | None) -> None:
-    with sessions() as s:
-        plan = s.get(PlanRecord, plan_id) if plan_id else None
-        rows = (
-            s.scalars(
-                select(AssignmentRecord)
-                .where(
-                    AssignmentRecord.plan_id == plan_id, AssignmentRecord.batch_id.in_(batch_ids)
-                )
-                .order_by(AssignmentRecord.slot_start, AssignmentRecord.site)
-            ).all()
-            if plan_id
-            else []
-        )
-    if plan is None:
-        echo("no plan was made (nothing to place)")
-        return
-    echo(
-        f"\nplan {plan.id}: status {plan.status}, solved in {plan.solve_s:.2f} s, objectives {' > '.join(plan.objectives)}"
-    )
-    echo(
-        f"  {'batch':<30} {'slot (UTC)':<17} {'site':<13} {'pool':<5} {'model':<15} {'requests':>8} {'gCO2/kWh':>9} {'planned CO2 g':>14}"
-    )
-    for a in rows:
-        echo(
-            f"  {a.batch_id:<30} {a.slot_start:%Y-%m-%d %H:%M} {a.site:<13} {a.pool:<5} {a.model:<15} {a.requests:>8} {a.carbon_g_per_kwh or 0:>9.0f} {a.co2_g:>14.4f}"
-        )
-    for u in plan.unplaced:
-        echo(f"  unplaced: {u['batch']}: {u['reason']}")
-    totals = plan.totals
-    echo("\nsavings against the baselines (all figures ESTIMATED from the model profiles):")
-    echo(f"  {'':<14} {'co2_g':>10} {'cost':>10} {'water_l':>10} {'delay_h':>9}")
-    echo(
-        f"  {'this plan':<14} {totals['co2_g']:>10.4f} {totals['cost']:>10.6f} {totals['water_l']:>10.5f} {totals['delay_h']:>9.2f}"
-    )
-    for name, b in plan.baselines.items():
-        saved = 100.0 * (1 - totals["co2_g"] / b["co2_g"]) if b["co2_g"] else 0.0
-        echo(
-            f"  {name:<14} {b['co2_g']:>10.4f} {b['cost']:>10.6f} {b['water_l']:>10.5f} {b['delay_h']:>9.2f}   CO2 saved by the plan: {saved:.1f} %"
-        )
+def _serve_port(settings: Settings) -> int:
+    """The port of GRIDSHIFT_API_URL when it is local and free (so the CLI needs no flag), else 0."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(settings.api_url)
+    if parts.hostname not in ("127.0.0.1", "localhost") or not parts.port:
+        return 0
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", parts.port))
+        except OSError:
+            return 0
+    return parts.port
 
 
-def _print_outcome(
-    echo: Echo, sessions: Any, batch_ids: list[str], shards_run: int, wall_s: float
-) -> int:
-    from scheduler.store.ledger import ledger_totals
-
-    with sessions() as s:
-        batches = [s.get(Batch, batch_id) for batch_id in batch_ids]
-        t = ledger_totals(s, batch_id=batch_ids[0]) if len(batch_ids) == 1 else ledger_totals(s)
-    label = "ESTIMATED (no energy counter on this machine)" if t.estimated else "measured"
-    echo(f"\nran {shards_run} shard(s):")
-    for batch in batches:
-        assert batch is not None
-        echo(
-            f"  batch {batch.id} {batch.status}: {batch.request_completed} completed, {batch.request_failed} failed; output file {batch.output_file_id}, error file {batch.error_file_id}"
-        )
-    echo(
-        f"ledger ({label}; energy method {', '.join(t.energy_methods) or '-'}, carbon source {', '.join(t.carbon_sources) or '-'}):"
-    )
-    echo(
-        f"  IT energy {t.it_energy_kwh * 1000:.4f} Wh, facility {t.facility_energy_kwh * 1000:.4f} Wh, grid {t.grid_kwh * 1000:.4f} Wh, renewable {t.renewable_kwh * 1000:.4f} Wh"
-    )
-    market = "n/a" if t.co2_market_g is None else f"{t.co2_market_g:.5f} g"
-    echo(
-        f"  CO2 location-based {t.co2_location_g:.5f} g, market-based {market}, embodied {t.embodied_co2_g:.5f} g"
-    )
-    echo(
-        f"  water on-site {t.water_onsite_l:.6f} l, off-site {t.water_offsite_l:.6f} l; cost {t.cost:.7f}; tokens in {t.input_tokens}, out {t.output_tokens}"
-    )
-    if t.planned_co2_g is not None:
-        echo(
-            f"  planned (profile estimate) CO2 {t.planned_co2_g:.5f} g, energy {(t.planned_energy_kwh or 0) * 1000:.4f} Wh"
-        )
-    echo(f"demo finished in {wall_s:.1f} s (time compressed: planned slots were run back to back)")
-    return 0 if all(b is not None and b.status == "completed" for b in batches) else 1
+def _keep_serving(
+    echo: Echo, server: Any, thread: threading.Thread, url: str, key: str, root: Path
+) -> None:
+    """Keep the demo's API up until Ctrl-C, saying how to reach it."""
+    echo(f"\nthe API and the dashboard are up on this night: {url}/dashboard (API key {key})")
+    echo(f"  export GRIDSHIFT_API_URL={url} GRIDSHIFT_API_KEY={key}")
+    echo(f"  then `gridshift batches list`; `gridshift schedule` and `report` read {root}")
+    echo("  Ctrl-C stops the server")
+    try:
+        while thread.is_alive():
+            thread.join(timeout=0.5)
+    except KeyboardInterrupt:
+        server.should_exit = True
+        thread.join(timeout=10)

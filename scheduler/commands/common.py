@@ -21,6 +21,7 @@ from scheduler.client import ApiUnreachable, GridshiftClient
 from scheduler.config import get_settings
 from scheduler.domain import TERMINAL_BATCH_STATUSES, BatchStatus
 from scheduler.errors import (
+    ConfigError,
     GridshiftError,
     InvalidInput,
     NotFound,
@@ -43,6 +44,10 @@ _EXIT_CODES: tuple[tuple[type[GridshiftError], int], ...] = (
     (ApiUnreachable, EXIT_UNREACHABLE),
     (NotFound, EXIT_NOT_FOUND),
     (InvalidInput, EXIT_USAGE),
+    (
+        ConfigError,
+        EXIT_USAGE,
+    ),  # settings, fleet.yaml, no store or schema: the message says what to change
     (Unauthenticated, EXIT_USAGE),
     (PermissionDenied, EXIT_USAGE),
     (GridshiftError, EXIT_FAILED),

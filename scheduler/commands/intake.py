@@ -260,11 +260,12 @@ def register(app: typer.Typer) -> None:
         from sqlalchemy import inspect
         from sqlalchemy.exc import OperationalError
 
-        from scheduler.store.db import engine_from_settings, session_factory, transaction
+        from scheduler.store.db import existing_store_engine, session_factory, transaction
         from scheduler.store.tenants import create_api_key
 
         settings = get_settings()
-        engine = engine_from_settings(settings)
+        with exit_on_error():
+            engine = existing_store_engine(settings)  # never leaves an empty database behind
         where = engine.url.render_as_string(hide_password=True)
         try:
             if not inspect(engine).has_table("api_keys"):

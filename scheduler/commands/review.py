@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import inspect, select
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
@@ -20,9 +22,10 @@ from scheduler.config import get_settings
 from scheduler.errors import ConfigError, InvalidInput, NotFound
 from scheduler.review.reports import ReportFormat, ledger_entries, render_report
 from scheduler.review.schedule import current_plan
+from scheduler.review.units import money, plural, si
 from scheduler.review.views import AssignmentView, CurrentPlan
-from scheduler.store.db import engine_from_settings, session_factory
-from scheduler.store.tables import now_utc
+from scheduler.store.db import existing_store_engine, session_factory
+from scheduler.store.tables import Batch, now_utc
 from scheduler.store.tenants import get_tenant
 
 TenantOption = Annotated[
@@ -49,20 +52,27 @@ def parse_time(text: str | None, what: str) -> datetime | None:
 
 @contextmanager
 def store_session() -> Iterator[Session]:
-    """A read session on the settings' database (no server needed).
+    """A read session on the settings' store (no server needed); never creates a database.
 
     Raises:
-        ConfigError: the database cannot be read (not migrated, unreachable).
+        ConfigError: there is no store there, or it has no gridshift schema (exit 2; the
+            message says how to make one).
     """
     settings = get_settings()
-    engine = engine_from_settings(settings)
+    engine = existing_store_engine(settings)
+    where = engine.url.render_as_string(hide_password=True)
     try:
+        if not inspect(engine).has_table("batches"):
+            raise ConfigError(
+                f"the database at {where} has no gridshift schema; run `gridshift db upgrade` "
+                "(or `gridshift demo` for a sample night), or set GRIDSHIFT_DATABASE_URL"
+            )
         with session_factory(engine)() as session:
             yield session
     except (OperationalError, ProgrammingError) as e:
         raise ConfigError(
-            f"cannot read the store at {engine.url.render_as_string(hide_password=True)} "
-            f"({type(e.orig).__name__}); run `gridshift db upgrade` or set GRIDSHIFT_DATABASE_URL"
+            f"cannot read the store at {where} ({type(e.orig).__name__}); run "
+            "`gridshift db upgrade` or set GRIDSHIFT_DATABASE_URL"
         ) from e
     finally:
         engine.dispose()
@@ -82,16 +92,25 @@ def tenant_id_of(session: Session, name: str | None) -> str | None:
     return tenant.id
 
 
-def _num(x: float | None, digits: int = 1) -> str:
-    if x is None:
-        return "-"
-    if x != 0 and abs(x) < 10**-digits:
-        return f"{x:.2g}"  # tiny CPU demo figures stay visible instead of rounding to 0
-    return f"{x:,.{digits}f}"
+def batch_labels(session: Session, batch_ids: Iterable[str]) -> dict[str, str]:
+    """A short label per batch: its job's name when it came from ``jobs submit``, else its id."""
+    from scheduler.jobs import JOB_METADATA_KEY
+
+    ids = sorted(set(batch_ids))
+    rows = session.execute(select(Batch.id, Batch.metadata_).where(Batch.id.in_(ids))).all()
+    return {
+        batch_id: str((meta or {}).get(JOB_METADATA_KEY) or batch_id) for batch_id, meta in rows
+    }
 
 
-def schedule_tables(plan: CurrentPlan) -> list[Table]:
-    """One table per site/pool: slot, batches, model, GPU-h, energy, CO2 and the slot's signals."""
+def schedule_tables(plan: CurrentPlan, labels: Mapping[str, str] | None = None) -> list[Table]:
+    """One table per site/pool: slot, batches and models, energy, CO2 and the slot's signals.
+
+    Figures carry SI prefixes and units (``23 mWh``) so that the table fits 80 columns; price
+    is per kWh in the fleet's currency, solar the site's on-site output; batches are shown by
+    ``labels`` (job names) where given.
+    """
+    labels = labels or {}
     lanes: dict[tuple[str, str], dict[datetime, list[AssignmentView]]] = defaultdict(
         lambda: defaultdict(list)
     )
@@ -99,24 +118,30 @@ def schedule_tables(plan: CurrentPlan) -> list[Table]:
         lanes[(a.site, a.pool)][a.slot_start].append(a)
     tables = []
     for (site, pool), slots in sorted(lanes.items()):
-        t = Table(title=f"{site}/{pool}", title_justify="left")
-        t.add_column("slot (UTC)", no_wrap=True)
-        t.add_column("batches (requests)", overflow="fold")
-        t.add_column("model", overflow="fold")
-        for col in ("GPU-h", "kWh", "CO2 g", "gCO2/kWh", "price/kWh", "renew. kW"):
+        t = Table(
+            title=f"{site}/{pool}",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+            padding=(0, 1, 0, 0),
+        )
+        t.add_column("slot UTC", no_wrap=True)
+        t.add_column("batches (requests) on model", overflow="fold", min_width=16, ratio=1)
+        for col in ("energy", "CO2", "g/kWh", "price", "solar"):
             t.add_column(col, justify="right", no_wrap=True)
         for slot, items in sorted(slots.items()):
             first = items[0]
             t.add_row(
-                slot.strftime("%m-%d %H:%M"),
-                ", ".join(f"{a.batch_id} ({a.requests})" for a in items),
-                ", ".join(sorted({a.model for a in items})),
-                _num(sum(a.gpu_hours for a in items), 2),
-                _num(sum(a.energy_kwh for a in items), 3),
-                _num(sum(a.co2_g for a in items)),
-                _num(first.carbon_g_per_kwh, 0),
-                _num(first.price_per_kwh, 3),
-                _num(first.renewable_kw, 1),
+                slot.strftime("%a %H:%M"),
+                ", ".join(
+                    f"{labels.get(a.batch_id, a.batch_id)} ({a.requests}) on {a.model}"
+                    for a in items
+                ),
+                si(sum(a.energy_kwh for a in items), "kWh"),
+                si(sum(a.co2_g for a in items), "g"),
+                "-" if first.carbon_g_per_kwh is None else f"{first.carbon_g_per_kwh:.0f}",
+                money(first.price_per_kwh),
+                si(first.renewable_kw, "kW", digits=2),
             )
         tables.append(t)
     return tables
@@ -136,21 +161,21 @@ def register(app: typer.Typer) -> None:
         """
         with exit_on_error(), store_session() as session:
             plan = current_plan(session, tenant_id=tenant_id_of(session, tenant))
+            labels = batch_labels(session, (a.batch_id for a in plan.assignments))
         if as_json:
             print_json(plan.model_dump(mode="json"))
             return
-        console = Console()
-        if not console.is_terminal:
-            console = Console(width=160)  # piped: do not squeeze the table into 80 columns
+        console = Console()  # the terminal's width; piped: COLUMNS, else 80
         if plan.plan is None:
             console.print("no current plan (submit a batch, or run the dispatcher to plan)")
             return
         p = plan.plan
         console.print(
             f"plan #{p.id} ({p.status}, {p.trigger}) made {p.created_at:%Y-%m-%d %H:%M} UTC, "
-            f"objectives {' > '.join(map(str, p.objectives))}, {len(plan.assignments)} assignments"
+            f"objectives {' > '.join(map(str, p.objectives))}, "
+            f"{plural(len(plan.assignments), 'assignment')}; figures ESTIMATED from the profiles"
         )
-        for table in schedule_tables(plan):
+        for table in schedule_tables(plan, labels):
             console.print(table)
 
     @app.command()

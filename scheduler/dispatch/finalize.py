@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from scheduler.config import Settings
 from scheduler.dispatch.outputs import EXPIRED_MESSAGE, read_jsonl, unexecuted_line
 from scheduler.domain import BatchStatus, ShardStatus
+from scheduler.store.batches import now_s
 from scheduler.store.db import transaction
 from scheduler.store.files import save_file
 from scheduler.store.tables import Batch, BatchRequest, Shard
@@ -185,7 +185,7 @@ def finalize_batch(
     error_file_id = _save_lines(
         factory, files_dir, err, tenant_id, f"{batch_id}_error.jsonl", err_id
     )
-    stamp = int(time.time())
+    stamp = now_s()
     values: dict[str, Any] = {
         "status": outcome.value,
         "output_file_id": output_file_id,
@@ -227,6 +227,6 @@ def begin_finalizing(session: Session, batch_id: str) -> bool:
     res = session.execute(
         update(Batch)
         .where(Batch.id == batch_id, Batch.status == BatchStatus.IN_PROGRESS.value)
-        .values(status=BatchStatus.FINALIZING.value, finalizing_at=int(time.time()))
+        .values(status=BatchStatus.FINALIZING.value, finalizing_at=now_s())
     )
     return bool(res.rowcount == 1)  # type: ignore[attr-defined]

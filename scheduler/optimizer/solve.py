@@ -12,6 +12,7 @@ import pulp
 
 from scheduler.errors import PlanningError
 from scheduler.optimizer.model import PLACED, FloatArray, LinearModel, lp_name
+from scheduler.optimizer.quiet import silence_highs_banner
 
 #: Above this many columns ``backend="auto"`` hands the arrays straight to highspy; below it the
 #: model goes through PuLP (readable, named variables; the cost is Python objects per term).
@@ -212,6 +213,7 @@ def make_backend(model: LinearModel, backend: str = "auto") -> Backend:
     """
     if backend not in BACKENDS:
         raise PlanningError(f"unknown solver backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    silence_highs_banner()
     highs_ok = "HiGHS" in pulp.listSolvers(onlyAvailable=True)
     if backend == "auto":
         if not highs_ok:

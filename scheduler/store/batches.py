@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from itertools import chain, islice
@@ -14,7 +13,7 @@ from sqlalchemy.orm import Session
 from scheduler.domain import BatchStatus, ShardStatus, can_transition_batch
 from scheduler.errors import InvalidTransition, NotFound
 from scheduler.store.paging import cursor_page, new_id, storable
-from scheduler.store.tables import Batch, BatchPart, BatchRequest, Shard
+from scheduler.store.tables import Batch, BatchPart, BatchRequest, Shard, now_utc
 
 BATCH_PREFIX = "batch_"
 INSERT_CHUNK_ROWS = 5_000
@@ -32,8 +31,8 @@ _STATUS_AT = {
 
 
 def now_s() -> int:
-    """The current Unix time in whole seconds (OpenAI timestamps)."""
-    return int(time.time())
+    """The current Unix time in whole seconds (OpenAI timestamps), from the store's clock."""
+    return int(now_utc().timestamp())
 
 
 def new_batch(

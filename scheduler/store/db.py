@@ -11,6 +11,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.config import Settings
+from scheduler.errors import ConfigError
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -60,6 +61,35 @@ def engine_from_settings(settings: Settings) -> Engine:
         max_overflow=POOL_SPARE_CONNECTIONS,
         pool_timeout=30,
     )
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of an SQLite URL (``None`` for other databases and ``:memory:``)."""
+    if not url.startswith("sqlite") or "///" not in url:
+        return None
+    path = url.split("///", 1)[1].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def existing_store_engine(settings: Settings) -> Engine:
+    """The engine of a store that already exists, for commands that only read (or add to) it.
+
+    A read must never leave an empty database behind, so a missing SQLite file is an error
+    here instead of being created by the first connection.
+
+    Raises:
+        ConfigError: the settings name an SQLite file that does not exist; the message says
+            which file and how to make one.
+    """
+    url = settings.resolved_database_url
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        raise ConfigError(
+            f"no gridshift store at {path}: run `gridshift demo` to make one with a sample "
+            "night, or `gridshift db upgrade` for an empty one; or point GRIDSHIFT_DATA_DIR "
+            "(or GRIDSHIFT_DATABASE_URL) at an existing store"
+        )
+    return make_engine(url)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

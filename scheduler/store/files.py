@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from scheduler.domain import TERMINAL_BATCH_STATUSES
 from scheduler.errors import LimitExceeded, NotFound
 from scheduler.store.paging import cursor_page, new_id, storable
-from scheduler.store.tables import Batch, File
+from scheduler.store.tables import Batch, File, now_utc
 
 CHUNK_BYTES = 1 << 20
 TMP_DIR = ".tmp"
@@ -132,7 +132,7 @@ def add_file(
         sha256=staged.sha256,
         path=str(final),
         status="processed",
-        created_at=int(time.time()),
+        created_at=int(now_utc().timestamp()),
         expires_at=expires_at,
         deleted=False,
     )

@@ -7,6 +7,8 @@ SQLite and PostgreSQL behave alike.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,9 +56,28 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
+_clock: Callable[[], datetime] | None = None
+
+
 def now_utc() -> datetime:
-    """The current time, aware UTC (the store's only clock)."""
-    return datetime.now(UTC)
+    """The current time, aware UTC (the store's only clock; see ``replay_clock``)."""
+    return _clock() if _clock is not None else datetime.now(UTC)
+
+
+@contextmanager
+def replay_clock(clock: Callable[[], datetime]) -> Iterator[None]:
+    """Make ``now_utc`` read ``clock`` inside the block (process-wide).
+
+    Only ``gridshift demo`` uses it, to replay a past night: the API it runs in-process then
+    stamps batches, leases and finalisation with the replayed time, so what the store records
+    agrees with the slots the work was booked in.
+    """
+    global _clock
+    previous, _clock = _clock, clock
+    try:
+        yield
+    finally:
+        _clock = previous
 
 
 class Base(DeclarativeBase):

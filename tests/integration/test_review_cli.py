@@ -91,7 +91,9 @@ def test_schedule_prints_every_pool_with_its_slots_and_signals(
     assert f"plan #{seeded.plan_id}" in result.output
     for lane in lanes:
         assert lane in result.output
-    assert "gCO2/kWh" in result.output and "price/kWh" in result.output
+    assert "g/kWh" in result.output and "price" in result.output
+    # and it fits an 80-column terminal (figures with SI prefixes, no 160-column table)
+    assert max(len(line.rstrip()) for line in result.output.splitlines()) <= 80
     # and --json gives the same assignments as data
     data = json.loads(CliRunner().invoke(build_app(), ["schedule", "--json"]).stdout)
     assert {f"{a['site']}/{a['pool']}" for a in data["assignments"]} == lanes

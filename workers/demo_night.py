@@ -1,0 +1,114 @@
+"""The demo's night: when it is told, and the SYNTHETIC signals of the three sample sites.
+
+The demo replays the most recent night that is wholly in the past (so that ``gridshift
+report`` and the dashboard, reading up to now, see all of it): nightly jobs are submitted at
+18:00 UTC, the evening peak, with deadlines the next morning or, for the backlog, the next
+early afternoon.
+
+The signals are generated shapes, labelled ``synthetic`` everywhere they appear, built to be
+plausible for each site's grid rather than measured:
+
+- ``gb-london``: a gas-and-wind grid; the evening peak near 250 g/kWh, a windy night that brings
+  it down to about 80 g/kWh between midnight and 05:00; a high evening price.
+- ``de-frankfurt``: a coal-and-gas grid, about 430 g/kWh at night and 480 at the evening peak,
+  some solar dip at midday; the dearest power; overcast, so its own array yields nothing.
+- ``es-madrid``: a solar grid, about 220 g/kWh at night (gas), down to about 95 at midday, the
+  cheapest midday power, and an on-site solar array (the fleet's ``pv_kw_peak``).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from datetime import UTC, datetime, timedelta
+
+from scheduler.domain import Fleet, SlotSignal
+from scheduler.forecasts.synthetic import clear_sky_fraction, site_profile
+
+SOURCE = "synthetic"
+EVENING_HOUR = 18
+#: How long after the evening the story's last work may run (the backlog's 14:00 deadline).
+STORY_SPAN = timedelta(hours=20)
+
+
+def story_evening(now: datetime) -> datetime:
+    """The latest 18:00 UTC whose next 20 hours are all before ``now`` (the replayed night)."""
+    evening = now.astimezone(UTC).replace(hour=EVENING_HOUR, minute=0, second=0, microsecond=0)
+    while evening + STORY_SPAN > now:
+        evening -= timedelta(days=1)
+    return evening
+
+
+def _bump(hour: float, centre: float, width: float) -> float:
+    d = min(abs(hour - centre), 24 - abs(hour - centre))
+    return math.exp(-((d / width) ** 2))
+
+
+def _jitter(site: str, kind: str, t: datetime) -> float:
+    """A deterministic factor in [0.97, 1.03) keyed by site, signal and hour."""
+    return 0.97 + 0.06 * (zlib.crc32(f"{site}|{kind}|{t.isoformat()}".encode()) / 2**32)
+
+
+# (night carbon, evening peak added, night wind taken off, midday solar taken off) g/kWh, and
+# (night price, evening peak added, midday dip) per kWh, by site.
+# (night price, evening peak added, midday dip) per kWh, and the share of the on-site array's
+# clear-sky output that the day's weather lets through, by site.
+_SHAPES: dict[str, tuple[tuple[float, float, float, float], tuple[float, float, float], float]] = {
+    "gb-london": ((210.0, 50.0, 130.0, 30.0), (0.16, 0.14, 0.02), 0.0),
+    "de-frankfurt": ((430.0, 50.0, 0.0, 120.0), (0.24, 0.12, 0.06), 0.0),  # overcast all day
+    "es-madrid": ((220.0, 40.0, 0.0, 130.0), (0.12, 0.08, 0.08), 0.8),
+}
+_DEFAULT_SHAPE = ((300.0, 40.0, 40.0, 60.0), (0.18, 0.10, 0.04), 0.5)
+
+
+def night_signals(
+    fleet: Fleet, start: datetime, hours: int
+) -> dict[tuple[str, datetime], SlotSignal]:
+    """SYNTHETIC carbon, price and on-site solar for every site and hourly slot of the window.
+
+    Returns:
+        ``signals[(site, slot)]`` for ``hours`` slots from ``start`` (floored to the hour).
+    """
+    first = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    out: dict[tuple[str, datetime], SlotSignal] = {}
+    for site in fleet.sites:
+        profile = site_profile(site)
+        (c_night, c_peak, c_wind, c_sun), (p_night, p_peak, p_sun), weather = _SHAPES.get(
+            site.name, _DEFAULT_SHAPE
+        )
+        for i in range(hours):
+            t = first + timedelta(hours=i)
+            mid = t + timedelta(minutes=30)
+            hour = (mid.hour + mid.minute / 60 + profile.longitude / 15) % 24
+            # the grid's own solar follows the site's sky; 1.0 at a clear noon
+            sun = clear_sky_fraction(mid, profile.latitude, profile.longitude) / max(
+                clear_sky_fraction(
+                    mid.replace(hour=12) - timedelta(hours=profile.longitude / 15),
+                    profile.latitude,
+                    profile.longitude,
+                ),
+                1e-6,
+            )
+            carbon = (
+                c_night
+                + c_peak * _bump(hour, 18.5, 2.0)
+                - c_wind * _bump(hour, 2.5, 2.5)
+                - c_sun * min(sun, 1.0)
+            ) * _jitter(site.name, "carbon", t)
+            price = (p_night + p_peak * _bump(hour, 19.0, 2.0) - p_sun * min(sun, 1.0)) * _jitter(
+                site.name, "price", t
+            )
+            panel = (
+                profile.pv_kw_peak
+                * weather
+                * clear_sky_fraction(mid, profile.latitude, profile.longitude)
+            )
+            out[(site.name, t)] = SlotSignal(
+                time=t,
+                site=site.name,
+                carbon_g_per_kwh=round(carbon, 1),
+                price_per_kwh=round(price, 4),
+                renewable_kw=round(panel, 5),
+                source=SOURCE,
+            )
+    return out

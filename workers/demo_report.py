@@ -1,0 +1,166 @@
+"""What ``gridshift demo`` prints: the plan and its shifts, the baselines, plan beside booked."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from scheduler.domain import SlotSignal
+from scheduler.review.units import money, plural, shift_hours, si
+from scheduler.store.ledger import ledger_totals
+from scheduler.store.tables import AssignmentRecord, Batch, PlanRecord
+
+Echo = Callable[[str], None]
+CURRENCY = "(fleet currency)"
+
+
+def _saving(plan: float, baseline: float) -> str:
+    if baseline <= 0:
+        return "-"
+    return f"{100.0 * (1.0 - plan / baseline):.0f} %"
+
+
+def print_plan(
+    echo: Echo,
+    sessions: Any,
+    jobs: Mapping[str, str],
+    plan_id: int | None,
+    evening: datetime,
+    signals: Mapping[tuple[str, datetime], SlotSignal],
+) -> None:
+    """The plan made at the evening: where, when and on what each job runs, and what it saves.
+
+    For each assignment the intensity it got is set beside the intensity at the same site in
+    the submission hour (running at once), so the shift in time reads as grams saved per kWh.
+    """
+    with sessions() as s:
+        plan = s.get(PlanRecord, plan_id) if plan_id else None
+        rows = (
+            s.scalars(
+                select(AssignmentRecord)
+                .where(AssignmentRecord.plan_id == plan_id)
+                .order_by(AssignmentRecord.slot_start, AssignmentRecord.site)
+            ).all()
+            if plan_id
+            else []
+        )
+    if plan is None:
+        echo("no plan was made (nothing to place)")
+        return
+    echo(
+        f"\nplan {plan.id} ({plan.status}, solved in {plan.solve_s:.2f} s, objectives "
+        f"{' > '.join(plan.objectives)}); every figure below is ESTIMATED from the model profiles"
+    )
+    echo(
+        f"  {'job':<18} {'requests':>8}  {'runs (UTC)':<10} {'site':<13} {'model':<15}"
+        f" {'g/kWh':>5} {'at 18:00':>8}  shift"
+    )
+    moved = 0
+    for a in rows:
+        at_once = signals.get((a.site, evening))
+        hours = (a.slot_start - evening).total_seconds() / 3600
+        moved += a.requests if hours >= 1 else 0
+        slot_signal = signals.get((a.site, a.slot_start))
+        solar = ", on-site solar" if slot_signal and slot_signal.renewable_kw > 0 else ""
+        echo(
+            f"  {jobs.get(a.batch_id, a.batch_id):<18} {a.requests:>8}  "
+            f"{a.slot_start:%a %H:%M}  {a.site:<13} {a.model:<15} "
+            f"{a.carbon_g_per_kwh or 0:>5.0f} "
+            f"{at_once.carbon_g_per_kwh if at_once else 0:>8.0f}  {shift_hours(hours)}{solar}"
+        )
+    placed = sum(a.requests for a in rows)
+    echo(
+        f"  {moved} of {plural(placed, 'request')} moved away from the submission hour; "
+        f"{len({a.site for a in rows})} of the fleet's sites used"
+    )
+    for u in plan.unplaced:
+        echo(f"  unplaced: {jobs.get(u['batch'], u['batch'])}: {u['reason']}")
+    totals = plan.totals
+    echo("\nagainst the contract's baselines (location-based CO2, ESTIMATED):")
+    echo(f"  {'':<14} {'CO2':>10} {'cost':>16} {'water':>10} {'delay':>8}  CO2 the plan saves")
+    echo(
+        f"  {'this plan':<14} {si(totals['co2_g'], 'g'):>10} "
+        f"{money(totals['cost']):>16} {si(totals['water_l'], 'L'):>10} "
+        f"{totals['delay_h']:>7.1f}h"
+    )
+    for name, b in plan.baselines.items():
+        echo(
+            f"  {name:<14} {si(b['co2_g'], 'g'):>10} {money(b['cost']):>16} "
+            f"{si(b['water_l'], 'L'):>10} {b['delay_h']:>7.1f}h  "
+            f"{_saving(totals['co2_g'], b['co2_g'])}"
+        )
+    echo(
+        "  (cost in the fleet's currency; asap runs the largest allowed model at once, "
+        "carbon_greedy the smallest on the lowest grid intensity, one batch at a time and blind "
+        "to on-site solar)"
+    )
+
+
+def print_outcome(
+    echo: Echo,
+    sessions: Any,
+    jobs: Mapping[str, str],
+    plan_id: int | None,
+    shards_run: int,
+    wall_s: float,
+) -> int:
+    """What ran and what the ledger booked, beside what the plan expected, per job.
+
+    Returns:
+        0 when every batch completed, 1 otherwise.
+    """
+    with sessions() as s:
+        batches = [s.get(Batch, batch_id) for batch_id in jobs]
+        per_job = {batch_id: ledger_totals(s, batch_id=batch_id) for batch_id in jobs}
+        planned_tokens = {
+            batch_id: s.execute(
+                select(AssignmentRecord.input_tokens, AssignmentRecord.output_tokens).where(
+                    AssignmentRecord.batch_id == batch_id, AssignmentRecord.plan_id == plan_id
+                )
+            ).all()
+            for batch_id in jobs
+        }
+        total = ledger_totals(s)
+    label = "ESTIMATED: no energy counter here" if total.estimated else "measured"
+    echo(f"\nran {plural(shards_run, 'shard')}, booked in the ledger ({label}):")
+    echo(
+        f"  {'job':<18} {'status':<10} {'done':>9}  {'energy plan/booked':>21}  "
+        f"{'CO2 plan/booked':>21}  tokens plan/run"
+    )
+    for batch in batches:
+        assert batch is not None
+        t = per_job[batch.id]
+        plan_tokens = round(sum(i + o for i, o in planned_tokens[batch.id]))
+        done = f"{batch.request_completed}/{batch.request_total}"
+        echo(
+            f"  {jobs[batch.id]:<18} {batch.status:<10} {done:>9}  "
+            f"{si(t.planned_energy_kwh, 'kWh'):>10} {si(t.it_energy_kwh, 'kWh'):>10}  "
+            f"{si(t.planned_co2_g, 'g'):>10} {si(t.co2_g, 'g'):>10}  "
+            f"{plan_tokens:,}/{t.input_tokens + t.output_tokens:,}"
+        )
+        files = [f"output {batch.output_file_id}"] if batch.output_file_id else []
+        if batch.error_file_id:
+            files.append(f"errors {batch.error_file_id}")
+        if batch.request_failed:
+            files.append(plural(batch.request_failed, "failed request"))
+        if files:
+            echo(f"  {'':<18} {', '.join(files)}")
+    echo(
+        "  both sides are estimates from the same model profiles, so they differ only where the "
+        "inputs do: the plan guesses tokens (prompt characters / 4, max_tokens x the model's "
+        "expected output fraction) while the tiny model's 512-token vocabulary reads about 2 "
+        "characters per token; the ledger books the tokens and busy time of the run"
+    )
+    market = "n/a" if total.co2_market_g is None else si(total.co2_market_g, "g")
+    echo(
+        f"ledger totals: IT energy {si(total.it_energy_kwh, 'kWh')}, facility "
+        f"{si(total.facility_energy_kwh, 'kWh')} of which on-site solar "
+        f"{si(total.renewable_kwh, 'kWh')}; CO2 location-based {si(total.co2_location_g, 'g')} "
+        f"(market-based {market}, embodied {si(total.embodied_co2_g, 'g')}); water "
+        f"{si(total.water_l, 'L')}; cost {money(total.cost, CURRENCY)}"
+    )
+    echo(f"demo finished in {wall_s:.1f} s (time compressed: the night's slots ran back to back)")
+    return 0 if all(b is not None and b.status == "completed" for b in batches) else 1
