@@ -23,6 +23,7 @@ from scheduler.commands.common import (
     print_batch,
     print_json,
 )
+from scheduler.review.units import money, plural, si
 
 BatchIdArgument = Annotated[str, typer.Argument(help="Batch id (batch_...).")]
 
@@ -40,19 +41,25 @@ def _num(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, int | float) else "-"
 
 
+def _si(value: Any, unit: str) -> str:
+    return si(float(value), unit) if isinstance(value, int | float) else "-"
+
+
 def _impact(totals: dict[str, Any]) -> str:
-    """``energy .. kWh, CO2 .. g, water .. L, cost ..`` from a totals mapping."""
-    co2 = f"CO2 {_num(totals.get('co2_g'))} g"
+    """``energy 23 mWh, CO2 1.2 mg, water 40 µL, cost 0.0000063`` from a totals mapping."""
+    co2 = f"CO2 {_si(totals.get('co2_g'), 'g')}"
     notes = []
     if totals.get("embodied_co2_g") is not None:
-        notes.append(f"of which embodied {_num(totals['embodied_co2_g'])} g")
+        notes.append(f"of which embodied {_si(totals['embodied_co2_g'], 'g')}")
     if totals.get("co2_market_g") is not None:
-        notes.append(f"market-based {_num(totals['co2_market_g'])} g")
+        notes.append(f"market-based {_si(totals['co2_market_g'], 'g')}")
     if notes:
         co2 += f" ({'; '.join(notes)})"
+    cost = totals.get("cost")
     return (
-        f"energy {_num(totals.get('energy_kwh'))} kWh, {co2}, "
-        f"water {_num(totals.get('water_l'))} L, cost {_num(totals.get('cost'))}"
+        f"energy {_si(totals.get('energy_kwh'), 'kWh')}, {co2}, "
+        f"water {_si(totals.get('water_l'), 'L')}, "
+        f"cost {money(cost) if isinstance(cost, int | float) else '-'} (fleet currency)"
     )
 
 
@@ -80,7 +87,7 @@ def describe_gridshift(gridshift: dict[str, Any]) -> list[str]:
         model = part.get("model") or f"auto (min_quality {part.get('min_quality')})"
         estimated = " (estimated)" if part.get("tokens_estimated", True) else ""
         lines.append(
-            f"  part         {model}: {part.get('requests')} requests, "
+            f"  part         {model}: {plural(int(part.get('requests') or 0), 'request')}, "
             f"{_num(part.get('input_tokens'))} input + {_num(part.get('output_tokens'))} "
             f"output tokens{estimated}"
         )
@@ -89,14 +96,16 @@ def describe_gridshift(gridshift: dict[str, Any]) -> list[str]:
         lines.append("  plan         not planned yet")
     else:
         lines.append(
-            f"  plan         #{planned['plan_id']}: {planned.get('requests')} requests at "
+            f"  plan         #{planned['plan_id']}: "
+            f"{plural(int(planned.get('requests') or 0), 'request')} at "
             f"{', '.join(planned.get('sites') or [])}, {format_time(planned.get('first_slot_at'))}"
             f" .. {format_time(planned.get('last_slot_at'))}"
         )
         for slot in planned.get("slots") or []:
             lines.append(
                 f"    slot       {format_time(slot.get('slot_start'))} {slot.get('site')}/"
-                f"{slot.get('pool')} {slot.get('model')}: {slot.get('requests')} requests at "
+                f"{slot.get('pool')} {slot.get('model')}: "
+                f"{plural(int(slot.get('requests') or 0), 'request')} at "
                 f"{_num(slot.get('carbon_g_per_kwh'))} gCO2/kWh"
             )
         lines.append(f"  planned      {_impact(planned)} (estimated)")

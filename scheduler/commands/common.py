@@ -174,7 +174,8 @@ def wait_for_batch(
                 progress.update(
                     task, description=f"{batch_id} {status}", completed=done, total=total or None
                 )
-            elif (status, done, total) != last:
+            elif (status, done, total) != last and status not in TERMINAL_BATCH_STATUSES:
+                # the terminal line is the caller's to print, once
                 typer.echo(f"{batch_id} {status} {done}/{total}", err=True)
             last = (status, done, total)
             if status in TERMINAL_BATCH_STATUSES:

@@ -33,6 +33,7 @@ from scheduler.jobs import (
     load_job,
     parse_iso_datetime,
 )
+from scheduler.review.units import plural
 
 WaitOption = Annotated[
     bool,
@@ -111,7 +112,8 @@ def submit_content(
     """Upload ``content``, create its batch, report it and optionally wait for its end.
 
     Returns:
-        The exit code: 0, or 1 when ``wait`` saw the batch end failed, expired or cancelled.
+        The exit code: 0, or 1 when the batch ended failed, expired or cancelled (with or
+        without ``wait``: a file that fails validation gives a ``failed`` batch at once).
 
     Raises:
         GridshiftError: the API refused or could not be reached; ``WaitTimeout`` when waiting
@@ -121,6 +123,10 @@ def submit_content(
     batch = client.create_batch(uploaded["id"], endpoint=endpoint, options=options)
     if not wait:
         print_batch(batch, as_json=as_json)
+        if batch.get("status") in FAILED_END_STATUSES:  # e.g. the file failed validation
+            for line in batch_error_lines(batch):
+                typer.echo(f"  {line}", err=True)
+            return EXIT_FAILED
         return EXIT_OK
     typer.echo(f"submitted {batch['id']} ({uploaded['id']}), waiting", err=True)
     batch = wait_for_batch(client, batch, poll_s=poll_s, timeout_s=timeout_s)
@@ -221,8 +227,8 @@ def register(app: typer.Typer) -> None:
                 else:
                     options = summary["options"]
                     typer.echo(
-                        f"{job.name}: {batch_file.requests} requests from "
-                        f"{len(batch_file.paths)} file(s), model {job.line_model}, "
+                        f"{job.name}: {plural(batch_file.requests, 'request')} from "
+                        f"{plural(len(batch_file.paths), 'file')}, model {job.line_model}, "
                         f"{job.endpoint}, "
                         f"deadline {options.get('deadline', options['completion_window'])} "
                         "(dry run: nothing sent)"

@@ -235,6 +235,15 @@ def test_malformed_file_fails_the_batch_and_wait_exits_1(server: Server, tmp_pat
     assert result.exit_code == EXIT_FAILED
     assert result.stdout.split()[1] == BatchStatus.FAILED
     assert "line 2" in result.stderr
+    # and the final line is printed once (stdout), not repeated on stderr
+    final = result.stdout.strip().splitlines()[-1]
+    assert final not in result.stderr
+
+    # When it is submitted without --wait
+    quick = run(server, "submit", str(bad), "--min-quality", "0.5")
+    # Then the exit code is 1 as well: a failed batch is a failure with or without --wait
+    assert quick.exit_code == EXIT_FAILED
+    assert quick.stdout.split()[1] == BatchStatus.FAILED and "line 2" in quick.stderr
 
 
 def test_wait_gives_up_after_timeout_with_exit_5(server: Server) -> None:

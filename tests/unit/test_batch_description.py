@@ -85,7 +85,7 @@ def test_booked_figures_are_labelled_by_how_they_were_obtained(
     planned = next(line for line in lines if line.strip().startswith("planned"))
     booked = next(line for line in lines if line.strip().startswith("booked"))
     assert planned.endswith("(estimated)")
-    assert "energy 0.2 kWh" in booked and "of which embodied 2 g" in booked
+    assert "energy 200 Wh" in booked and "of which embodied 2.00 g" in booked
     assert booked.endswith(label)
 
 
