@@ -149,10 +149,12 @@ def print_outcome(
         if files:
             echo(f"  {'':<18} {', '.join(files)}")
     echo(
-        "  both sides are estimates from the same model profiles, so they differ only where the "
-        "inputs do: the plan guesses tokens (prompt characters / 4, max_tokens x the model's "
-        "expected output fraction) while the tiny model's 512-token vocabulary reads about 2 "
-        "characters per token; the ledger books the tokens and busy time of the run"
+        "  both sides are estimates from the same pricing and model profiles, so they differ only "
+        "where the tokens do: the plan guesses them (prompt characters / 4, max_tokens x the "
+        "model's expected output fraction), the ledger books the tokens the run read and wrote "
+        "(the tiny model's 512-token vocabulary reads about 2 characters per token); energy "
+        "beyond the plan's is booked from the grid, as the on-site solar was allotted to the "
+        "planned amount"
     )
     market = "n/a" if total.co2_market_g is None else si(total.co2_market_g, "g")
     echo(

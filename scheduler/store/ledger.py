@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
-from scheduler.domain import MeasurementMethod
+from scheduler.domain import is_estimate
 from scheduler.store.tables import LedgerEntry
 
 _SUMMED = (
@@ -178,7 +178,7 @@ def ledger_totals(
         planned_cost=_opt(nullable["planned_cost"]),
         energy_methods=methods,
         carbon_sources=tuple(sorted({c for _, c, _ in labels})),
-        estimated=MeasurementMethod.ESTIMATED.value in methods,
+        estimated=any(is_estimate(m) for m in methods),  # estimated-profile too
         first_started_at=first,
         last_ended_at=last,
         sites=tuple(sorted({s for _, _, s in labels})),
@@ -246,5 +246,5 @@ def _totals_where(
         water_l=sum(r.water_onsite_l + r.water_offsite_l for r in rows),
         cost=sum(r.cost for r in rows),
         energy_methods=methods,
-        estimated=MeasurementMethod.ESTIMATED.value in methods,
+        estimated=any(is_estimate(m) for m in methods),  # estimated-profile too
     )
