@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler.domain import BudgetState, CarbonBudget, Fleet, PlanningBatch
+from scheduler.domain import BudgetState, CarbonBudget, Fleet, PlanningBatch, ShardStatus
 from scheduler.optimizer.budget import (
     PacerState,
     allowed_models_for,
@@ -23,7 +23,8 @@ from scheduler.optimizer.budget import (
     should_defer,
 )
 from scheduler.store.db import transaction
-from scheduler.store.tables import CarbonPacing, LedgerEntry, Tenant
+from scheduler.store.ledger import spent_g
+from scheduler.store.tables import AssignmentRecord, CarbonPacing, Shard, Tenant
 
 log = logging.getLogger(__name__)
 
@@ -38,23 +39,6 @@ _ORDER = (
 
 def _day_start(d: date) -> datetime:
     return datetime(d.year, d.month, d.day, tzinfo=UTC)
-
-
-def spent_g(s: Session, start: datetime, end: datetime, tenant_id: str | None = None) -> float:
-    """Booked CO2 in ``[start, end)`` on ``started_at``: location-based plus embodied, grams.
-
-    Args:
-        s: an open session.
-        start: aware UTC start (inclusive).
-        end: aware UTC end (exclusive).
-        tenant_id: only this tenant's entries (``None``: the whole fleet).
-    """
-    q = select(LedgerEntry.co2_location_g, LedgerEntry.embodied_co2_g).where(
-        LedgerEntry.started_at >= start, LedgerEntry.started_at < end
-    )
-    if tenant_id is not None:
-        q = q.where(LedgerEntry.tenant_id == tenant_id)
-    return math.fsum(a + b for a, b in s.execute(q).all())
 
 
 def month_budget_g(budget: CarbonBudget, day: date) -> float | None:
@@ -367,3 +351,36 @@ def defer_parts(
             }
         )
     return kept, deferred
+
+
+def committed_co2_g(s: Session) -> float:
+    """Planned CO2 of queued and running shards (their assignments' figures, pro rata), g."""
+    rows = s.execute(
+        select(Shard.request_count, AssignmentRecord.requests, AssignmentRecord.co2_g)
+        .join(AssignmentRecord, AssignmentRecord.id == Shard.assignment_id)
+        .where(Shard.status.in_([ShardStatus.QUEUED.value, ShardStatus.RUNNING.value]))
+    ).all()
+    return math.fsum(co2 * n / total for n, total, co2 in rows if total)
+
+
+def carbon_cap(
+    s: Session, fleet: Fleet, now: datetime, horizon_end: datetime
+) -> tuple[float | None, float]:
+    """(carbon cap of a new plan in g, pacer price per g) from the fleet budget.
+
+    The cap is the pacer's daily target (today's ``carbon_pacing`` row, written by
+    ``advance_pacer`` for day-only, month-only and combined budgets alike): what is left of
+    today's target after the CO2 already booked today and the planned CO2 of queued and
+    running work, plus the target for each further day the horizon reaches into. No budget
+    (or no pacing row yet): no cap.
+    """
+    pacing = _pacing(s, now.astimezone(UTC).date())
+    price = pacing.price_per_g if pacing else 0.0
+    if fleet.carbon_budget is None or pacing is None:
+        return None, price
+    target = max(0.0, pacing.budget_g)
+    midnight = _day_start(now.astimezone(UTC).date())
+    spent = spent_g(s, midnight, midnight + timedelta(days=1))
+    days_after_today = max(0, (horizon_end - midnight - timedelta(seconds=1)).days)
+    cap = max(0.0, target - spent - committed_co2_g(s)) + target * days_after_today
+    return cap, price

@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.config import Settings
@@ -15,6 +15,7 @@ from scheduler.dispatch.budget import (
     BudgetStates,
     advance_pacer,
     budget_states,
+    carbon_cap,
     defer_parts,
     quality_ceilings,
 )
@@ -35,8 +36,6 @@ from scheduler.store.tables import (
     AssignmentRecord,
     Batch,
     BatchPart,
-    CarbonPacing,
-    LedgerEntry,
     PlanRecord,
     Shard,
 )
@@ -129,29 +128,6 @@ def _fixed_loads(s: Session, fleet: Fleet, now: datetime) -> tuple[FixedLoad, ..
     )
 
 
-def _carbon_budget(
-    s: Session, fleet: Fleet, now: datetime, horizon_end: datetime
-) -> tuple[float | None, float]:
-    """(carbon cap for the horizon in g, pacer price per g) from the fleet budget."""
-    day = now.strftime("%Y-%m-%d")
-    pacing = s.scalars(
-        select(CarbonPacing).where(CarbonPacing.scope == "fleet", CarbonPacing.day == day)
-    ).first()
-    price = pacing.price_per_g if pacing else 0.0
-    budget = fleet.carbon_budget
-    if budget is None or budget.g_per_day is None:
-        return None, price
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    spent = s.execute(
-        select(
-            func.coalesce(func.sum(LedgerEntry.co2_location_g + LedgerEntry.embodied_co2_g), 0.0)
-        ).where(LedgerEntry.started_at >= midnight)
-    ).scalar_one()
-    days_after_today = max(0, (horizon_end - midnight - timedelta(seconds=1)).days)
-    cap = max(0.0, budget.g_per_day - float(spent)) + budget.g_per_day * days_after_today
-    return cap, price
-
-
 def price_assignments(problem: PlanningProblem, plan: Plan) -> list[PricedPiece]:
     """Planned figures of each assignment (``scheduler.optimizer.pricing``, the one rule)."""
     return price_problem(problem, plan.assignments)
@@ -207,7 +183,7 @@ def build_problem(
     horizon_end = slots[-1] + timedelta(minutes=fleet.slot_minutes)
     batches, deferred = defer_parts(batches, states, horizon_end)
     signals = signals_for(fleet, slots, now)
-    cap, price = _carbon_budget(s, fleet, now, horizon_end)
+    cap, price = carbon_cap(s, fleet, now, horizon_end)
     problem = PlanningProblem(
         fleet=fleet,
         slots=slots,

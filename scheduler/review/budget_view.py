@@ -2,37 +2,28 @@
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scheduler.domain import BudgetState, CarbonBudget, Fleet
+from scheduler.optimizer.budget import budget_state as optimizer_budget_state
 from scheduler.review.views import BudgetPeriod, BudgetView
-from scheduler.store.tables import CarbonPacing, LedgerEntry, Tenant, now_utc
+from scheduler.store.ledger import spent_g
+from scheduler.store.tables import CarbonPacing, Tenant, now_utc
 
 FLEET_SCOPES = ("fleet", "global", "*")
 
 
 def budget_state(left_fraction: float | None) -> BudgetState:
-    """Map the fraction of budget left to a state: >50 % NORMAL, >25 % TIGHTENING, >10 % RESTRICTED."""
-    if left_fraction is None or left_fraction > 0.5:
+    """The state of a share of budget left (``scheduler.optimizer.budget.budget_state``).
+
+    ``None`` (no budget set) is NORMAL.
+    """
+    if left_fraction is None:
         return BudgetState.NORMAL
-    if left_fraction > 0.25:
-        return BudgetState.TIGHTENING
-    if left_fraction > 0.10:
-        return BudgetState.RESTRICTED
-    return BudgetState.CRITICAL
-
-
-def _used_g(session: Session, start: datetime, end: datetime, tenant_id: str | None) -> float:
-    q = select(LedgerEntry.co2_location_g, LedgerEntry.embodied_co2_g).where(
-        LedgerEntry.started_at >= start, LedgerEntry.started_at < end
-    )
-    if tenant_id is not None:
-        q = q.where(LedgerEntry.tenant_id == tenant_id)
-    return math.fsum(a + b for a, b in session.execute(q).all())
+    return optimizer_budget_state(left_fraction, 1.0)
 
 
 def _period(name: str, start: datetime, budget_g: float | None, used_g: float) -> BudgetPeriod:
@@ -111,10 +102,10 @@ def budget_view(
     if pacing is not None and pacing.day == day0.date().isoformat():
         day_budget = pacing.budget_g  # the pacer's target for today is what planning obeys
     today = _period(
-        "today", day0, day_budget, _used_g(session, day0, day0 + timedelta(days=1), tenant_id)
+        "today", day0, day_budget, spent_g(session, day0, day0 + timedelta(days=1), tenant_id)
     )
     month = _period(
-        "month", month0, cfg.g_per_month, _used_g(session, month0, next_month, tenant_id)
+        "month", month0, cfg.g_per_month, spent_g(session, month0, next_month, tenant_id)
     )
     fracs = [p.left_fraction for p in (today, month) if p.left_fraction is not None]
     return BudgetView(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -248,3 +249,22 @@ def _totals_where(
         energy_methods=methods,
         estimated=any(is_estimate(m) for m in methods),  # estimated-profile too
     )
+
+
+def spent_g(s: Session, start: datetime, end: datetime, tenant_id: str | None = None) -> float:
+    """Booked CO2 in ``[start, end)`` on ``started_at``: location-based plus embodied, grams.
+
+    The one spent-carbon query: the pacer, the planner's cap and the budget view all use it.
+
+    Args:
+        s: an open session.
+        start: aware UTC start (inclusive).
+        end: aware UTC end (exclusive).
+        tenant_id: only this tenant's entries (``None``: the whole fleet).
+    """
+    q = select(LedgerEntry.co2_location_g, LedgerEntry.embodied_co2_g).where(
+        LedgerEntry.started_at >= start, LedgerEntry.started_at < end
+    )
+    if tenant_id is not None:
+        q = q.where(LedgerEntry.tenant_id == tenant_id)
+    return math.fsum(a + b for a, b in s.execute(q).all())

@@ -141,3 +141,47 @@ def test_crossing_midnight_writes_one_pacing_row_with_a_higher_price_after_an_ov
     # and day 1 books what it spent, while day 2's target shrinks to absorb the overspend
     assert rows["2026-11-22"].spent_g == pytest.approx(1.5 * DAY_G)
     assert rows["2026-11-23"].budget_g < rows["2026-11-22"].budget_g
+
+
+def test_the_planners_cap_is_the_pacers_daily_target_also_for_a_month_only_budget(
+    tmp_path: Path, sessions: sessionmaker[Session]
+) -> None:
+    # Given a month-only budget of 30 kg in a 30-day month (so 1 kg a day) and 200 g booked today
+    from scheduler.dispatch.budget import advance_pacer, carbon_cap
+
+    fleet = dataclasses.replace(_fleet(), carbon_budget=CarbonBudget(g_per_month=30 * DAY_G))
+    h = _harness(tmp_path, sessions, fleet)
+    advance_pacer(h.sessions, fleet, T0)
+    book_co2(h, T0 - timedelta(minutes=20), 200.0)
+    # When the cap of a plan whose horizon ends tonight is computed
+    midnight = T0.replace(hour=0, minute=0)
+    with h.sessions() as s:
+        target = s.scalars(select(CarbonPacing.budget_g)).one()
+        cap, _ = carbon_cap(s, fleet, T0, midnight + timedelta(days=1))
+    # Then the month's budget paces (1 kg today) and the cap is what is left of it
+    assert target == pytest.approx(DAY_G)
+    assert cap == pytest.approx(DAY_G - 200.0)
+
+
+def test_queued_and_running_work_counts_against_the_cap(
+    tmp_path: Path, sessions: sessionmaker[Session]
+) -> None:
+    # Given a daily budget and a planned batch, with its first shards queued
+    from scheduler.dispatch.budget import carbon_cap, committed_co2_g
+    from scheduler.store.db import transaction
+    from scheduler.store.tables import Shard
+
+    h = _harness(tmp_path, sessions, _fleet())
+    _submit_auto(h, tmp_path, "acme")
+    replan(h.sessions, h.settings, h.fleet, T0, trigger="test", signals_for=h.signals_for)
+    with transaction(h.sessions) as s:
+        shards = list(s.scalars(select(Shard)))
+        for sh in shards:
+            sh.status = "queued"
+    midnight = T0.replace(hour=0, minute=0)
+    with h.sessions() as s:
+        committed = committed_co2_g(s)
+        cap, _ = carbon_cap(s, h.fleet, T0, midnight + timedelta(days=1))
+    # Then the queued work's planned CO2 is taken from today's target
+    assert committed > 0
+    assert cap == pytest.approx(DAY_G - committed)
