@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.config import Settings
 from scheduler.dispatch.finalize import begin_finalizing, finalize_batch, has_running_shards
-from scheduler.dispatch.leases import claim_shard, mark_done, release_shard
+from scheduler.dispatch.leases import Claim, claim_shard, mark_done, release_shard
 from scheduler.dispatch.outputs import failure_line, success_line, write_jsonl_atomic
 from scheduler.dispatch.signals import SignalLookup, ledger_signal
 from scheduler.domain import BatchStatus, Fleet, ModelSpec, Pool, Site
@@ -342,6 +342,10 @@ def run_shard(
         out_path.unlink(missing_ok=True)
         err_path.unlink(missing_ok=True)
         return ShardOutcome(shard_id, "lost", claim.attempt)
+    except Exception as e:  # the completion transaction failed (database error): nothing booked
+        out_path.unlink(missing_ok=True)
+        err_path.unlink(missing_ok=True)
+        return _release_after_completion_error(session_factory, claim, e, clock)
     if finishing:
         finalize_batch(session_factory, settings, work.batch_id, BatchStatus.COMPLETED, now=clock())
     else:
@@ -357,6 +361,28 @@ def run_shard(
     return ShardOutcome(
         shard_id, "done", claim.attempt, len(done), len(failed), finishing, engine_s
     )
+
+
+def _release_after_completion_error(
+    factory: sessionmaker[Session], claim: Claim, error: Exception, clock: Clock
+) -> ShardOutcome:
+    """Give the shard back at once (``queued``, cause recorded) after its completion failed.
+
+    Nothing of the attempt was committed, so re-running it counts nothing twice. If the
+    database is still unreachable the release fails too, and the lease expiry takes over.
+    """
+    log.error("shard %s attempt %d: completion failed: %r", claim.shard_id, claim.attempt, error)
+    try:
+        release_shard(
+            factory,
+            claim,
+            now=clock(),
+            error=f"completion transaction failed: {error!r}",
+            give_up=False,
+        )
+    except Exception as again:
+        log.error("shard %s: release failed too (%r); its lease will expire", claim.shard_id, again)
+    return ShardOutcome(claim.shard_id, "released", claim.attempt)
 
 
 def _slot_of(t: datetime, slot_minutes: int) -> datetime:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -13,7 +12,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.config import Settings
-from scheduler.dispatch.outputs import EXPIRED_MESSAGE, read_jsonl, unexecuted_line
+from scheduler.dispatch.outputs import EXPIRED_MESSAGE, jsonl_line, read_jsonl, unexecuted_line
 from scheduler.domain import BatchStatus, ShardStatus
 from scheduler.store.batches import now_s
 from scheduler.store.db import transaction
@@ -107,7 +106,7 @@ def _collect(
 
 def _encode(lines: list[dict[str, Any]]) -> Iterator[bytes]:
     for line in lines:
-        yield (json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        yield jsonl_line(line).encode()
 
 
 def _save_lines(

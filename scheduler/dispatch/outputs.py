@@ -64,6 +64,16 @@ def unexecuted_line(batch_id: str, custom_id: str, code: str, message: str) -> d
     }
 
 
+# Characters JSON leaves raw that ``str.splitlines()`` (and some JSONL readers) take for line
+# breaks: NEL, LINE SEPARATOR, PARAGRAPH SEPARATOR. Escaped, a line stays one line everywhere.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def jsonl_line(obj: Mapping[str, Any]) -> str:
+    """``obj`` as one compact JSONL line (UTF-8 kept, Unicode line breaks escaped), with ``\\n``."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).translate(_LINE_BREAKS) + "\n"
+
+
 def write_jsonl_atomic(path: Path, lines: Iterable[Mapping[str, Any]]) -> int:
     """Write ``lines`` as JSONL to a temporary file and rename it onto ``path``.
 
@@ -76,7 +86,7 @@ def write_jsonl_atomic(path: Path, lines: Iterable[Mapping[str, Any]]) -> int:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with tmp.open("w", encoding="utf-8") as fh:
         for line in lines:
-            fh.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
+            fh.write(jsonl_line(line))
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
