@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from scheduler.dispatch.slots import slot_floor
 from scheduler.domain import BatchStatus, Fleet
 from scheduler.errors import ConfigError, InvalidInput, LineError
 from scheduler.intake.validate import (
@@ -85,6 +86,27 @@ def _from_unix(seconds: int | float) -> datetime:
         raise _bad(
             f"deadline {seconds!r} is not a Unix time in seconds within the calendar", "deadline"
         ) from None
+
+
+def check_deadline_reachable(created_at: int, deadline: datetime, slot_minutes: int) -> None:
+    """Refuse a deadline that falls inside the slot in progress.
+
+    Work is planned in whole slots and may use the slot in progress only if that slot ends by
+    the deadline (the planning contract's window rule), so such a batch could never run.
+
+    Raises:
+        InvalidInput: the deadline is before the end of the current slot.
+    """
+    created = datetime.fromtimestamp(created_at, UTC)
+    slot_end = slot_floor(created, slot_minutes) + timedelta(minutes=slot_minutes)
+    if deadline < slot_end:
+        raise _bad(
+            f"deadline {deadline.isoformat()} falls inside the current {slot_minutes}-minute "
+            f"slot, which ends at {slot_end.isoformat()}: work is planned in whole slots, so "
+            f"the earliest deadline this batch can meet is {slot_end.isoformat()}; set a later "
+            "deadline or a longer completion_window",
+            "deadline",
+        )
 
 
 def resolve_deadline(
@@ -202,6 +224,7 @@ def create_batch(
     fleet = check_options(options, fleet)
     created_at = now_s() if now is None else now
     deadline = resolve_deadline(created_at, options.completion_window, options.deadline)
+    check_deadline_reachable(created_at, deadline, fleet.slot_minutes)
     file = get_file(session, tenant_id, options.input_file_id)
     if file.purpose != "batch":
         raise _bad(

@@ -9,7 +9,13 @@ import pytest
 
 from scheduler.domain import Fleet, ModelSpec, Pool, Profile, Site
 from scheduler.errors import ConfigError, InvalidInput
-from scheduler.intake.submit import BatchOptions, check_options, parse_window, resolve_deadline
+from scheduler.intake.submit import (
+    BatchOptions,
+    check_deadline_reachable,
+    check_options,
+    parse_window,
+    resolve_deadline,
+)
 
 CREATED = 1_800_000_000
 FLEET = Fleet(
@@ -73,3 +79,17 @@ def test_bad_create_options_are_refused_naming_the_parameter(
 def test_no_fleet_is_a_configuration_error_not_a_client_error() -> None:
     with pytest.raises(ConfigError, match="GRIDSHIFT_FLEET"):
         check_options(BatchOptions(input_file_id="file-x", endpoint="/v1/completions"), None)
+
+
+def test_a_deadline_inside_the_current_slot_is_refused_with_the_earliest_one() -> None:
+    # Given a batch created at 10:20 with hourly slots
+    created = int(datetime(2026, 11, 22, 10, 20, tzinfo=UTC).timestamp())
+    # When its deadline is 10:50 (before the slot in progress ends at 11:00)
+    deadline = datetime(2026, 11, 22, 10, 50, tzinfo=UTC)
+    with pytest.raises(InvalidInput) as e:
+        check_deadline_reachable(created, deadline, 60)
+    # Then it is refused naming the parameter and the earliest deadline it could meet
+    assert e.value.errors[0].param == "deadline"
+    assert "2026-11-22T11:00:00+00:00" in str(e.value)
+    # and a deadline at the slot's end (the slot in progress may be used) is accepted
+    check_deadline_reachable(created, datetime(2026, 11, 22, 11, 0, tzinfo=UTC), 60)
