@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "scheduler.commands.service",
     "scheduler.commands.planning",
     "scheduler.commands.intake",
+    "scheduler.commands.keys",
     "scheduler.commands.batches",
     "scheduler.commands.forecasts",
     "scheduler.commands.review",

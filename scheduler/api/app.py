@@ -26,6 +26,7 @@ ROUTERS = [
     "scheduler.api.routes.review",
     "scheduler.api.routes.metrics",
     "scheduler.api.routes.dashboard",
+    "scheduler.api.routes.keys",
 ]
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from scheduler.cli import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
+from scheduler.cli import EXIT_FAILED, EXIT_OK
 from scheduler.client import GridshiftClient
 from scheduler.commands.common import (
     FAILED_END_STATUSES,
@@ -18,13 +18,11 @@ from scheduler.commands.common import (
     batch_error_lines,
     batch_progress,
     exit_on_error,
-    fail,
     make_client,
     print_batch,
     print_json,
     wait_for_batch,
 )
-from scheduler.config import get_settings
 from scheduler.errors import InvalidInput
 from scheduler.jobs import (
     build_batch_file,
@@ -249,48 +247,3 @@ def register(app: typer.Typer) -> None:
         raise typer.Exit(code)
 
     app.add_typer(jobs, name="jobs")
-
-    keys = typer.Typer(help="API keys (writes the database directly).", no_args_is_help=True)
-
-    @keys.command("create")
-    def keys_create(
-        tenant: Annotated[str, typer.Option(help="Tenant name; created if new.")],
-        admin: Annotated[
-            bool, typer.Option("--admin", help="Key may use admin endpoints.")
-        ] = False,
-    ) -> None:
-        """Create an API key for a tenant and print it (shown once; only its hash is kept).
-
-        Needs the schema: run ``gridshift db upgrade`` first (``serve`` does it on start).
-        """
-        from sqlalchemy import inspect
-        from sqlalchemy.exc import OperationalError
-
-        from scheduler.store.db import existing_store_engine, session_factory, transaction
-        from scheduler.store.tenants import create_api_key
-
-        settings = get_settings()
-        with exit_on_error():
-            engine = existing_store_engine(settings)  # never leaves an empty database behind
-        where = engine.url.render_as_string(hide_password=True)
-        try:
-            if not inspect(engine).has_table("api_keys"):
-                raise fail(
-                    f"the database at {where} has no gridshift schema; run `gridshift db "
-                    "upgrade` first (same GRIDSHIFT_DATABASE_URL / GRIDSHIFT_DATA_DIR)",
-                    EXIT_USAGE,
-                )
-            with exit_on_error(), transaction(session_factory(engine)) as session:
-                key = create_api_key(session, tenant, admin=admin)
-        except OperationalError as e:
-            raise fail(
-                f"cannot reach the database at {where} ({e.orig}); check GRIDSHIFT_DATABASE_URL",
-                EXIT_UNREACHABLE,
-            ) from None
-        finally:
-            engine.dispose()
-        typer.echo(key)
-        kind = "admin key" if admin else "key"
-        typer.echo(f"created {kind} for tenant {tenant!r}; it is shown only once", err=True)
-
-    app.add_typer(keys, name="keys")

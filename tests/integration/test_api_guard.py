@@ -279,3 +279,34 @@ def test_a_lost_database_answers_503_with_retry_after(fresh_pg_url: str, tmp_pat
             assert response.status_code == 503, (path, response.text)
             assert int(response.headers["Retry-After"]) >= 1
             assert response.json()["error"]["code"] == "store_unavailable"
+
+
+def test_admin_api_creates_lists_and_revokes_keys_at_once(pg_url: str, tmp_path: Path) -> None:
+    key, _ = _keys(pg_url)
+    admin = "gs-admin-" + uuid.uuid4().hex
+    settings = Settings(data_dir=tmp_path / "data", database_url=pg_url, admin_key=admin)
+    with running_server(settings) as base_url:
+        api = Served(base_url, key, key, settings)
+        # A tenant key cannot manage keys
+        assert api.call("GET", "/v1/admin/keys").status_code == 403
+        # When an admin creates a key for a new tenant
+        tenant = f"new-{uuid.uuid4().hex[:6]}"
+        made = api.call(
+            "POST", "/v1/admin/keys", key=admin, json={"tenant": tenant, "expires_in_days": 30}
+        )
+        assert made.status_code == 200, made.text
+        new = made.json()
+        assert (
+            new["key"].startswith(new["prefix"]) and new["expires_at"] and new["state"] == "active"
+        )
+        assert api.call("GET", "/v1/files", key=new["key"]).status_code == 200
+        # Then the listing shows it without the secret
+        listing = api.call("GET", f"/v1/admin/keys?tenant={tenant}", key=admin)
+        assert [k["id"] for k in listing.json()["data"]] == [new["id"]]
+        assert new["key"] not in listing.text
+        # When it is revoked, the very next call with it is refused
+        gone = api.call("DELETE", f"/v1/admin/keys/{new['id']}", key=admin)
+        assert gone.status_code == 200 and gone.json()["state"] == "revoked"
+        refused = api.call("GET", "/v1/files", key=new["key"])
+        assert refused.status_code == 401 and "revoked" in refused.json()["error"]["message"]
+        assert api.call("DELETE", "/v1/admin/keys/key_nope", key=admin).status_code == 404

@@ -52,3 +52,59 @@ def test_keys_create_prints_a_key_that_resolves_to_its_tenant(tmp_path: Path) ->
     finally:
         engine.dispose()
     assert admin.stdout.strip() != plain.stdout.strip()
+
+
+def test_keys_list_shows_no_secret_and_revoke_and_expiry_lock_keys_out(tmp_path: Path) -> None:
+    import json
+    from datetime import timedelta
+
+    import pytest
+    from sqlalchemy import update
+
+    from scheduler.errors import Unauthenticated
+    from scheduler.store.tables import ApiKey, now_utc
+
+    runner = CliRunner()
+    env = _env(tmp_path)
+    assert runner.invoke(build_app(), ["db", "upgrade"], env=env).exit_code == EXIT_OK
+    # Given two keys of acme, one with a 12-hour lifetime, and one of globex
+    keep = runner.invoke(build_app(), ["keys", "create", "--tenant", "acme"], env=env).stdout
+    short = runner.invoke(
+        build_app(), ["keys", "create", "--tenant", "acme", "--expires-in", "12h"], env=env
+    ).stdout.strip()
+    runner.invoke(build_app(), ["keys", "create", "--tenant", "globex"], env=env)
+    bad = runner.invoke(
+        build_app(), ["keys", "create", "--tenant", "x", "--expires-in", "soon"], env=env
+    )
+    assert bad.exit_code == EXIT_USAGE and "90d" in bad.stderr
+    # When acme's keys are listed
+    listed = runner.invoke(build_app(), ["keys", "list", "--tenant", "acme", "--json"], env=env)
+    rows = json.loads(listed.stdout)
+    # Then both show, active, with prefixes but never the key
+    assert [r["state"] for r in rows] == ["active", "active"]
+    assert rows[1]["expires_at"] is not None and rows[0]["expires_at"] is None
+    assert keep.strip() not in listed.stdout and short not in listed.stdout
+    assert {r["prefix"] for r in rows} == {keep[:10], short[:10]}
+    settings = Settings(data_dir=tmp_path / "data")
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        # When the long-lived key is revoked by id
+        revoked = runner.invoke(build_app(), ["keys", "revoke", rows[0]["id"]], env=env)
+        assert revoked.exit_code == EXIT_OK
+        # and the short one's lifetime has passed
+        with session_factory(engine)() as s, s.begin():
+            s.execute(
+                update(ApiKey)
+                .where(ApiKey.id == rows[1]["id"])
+                .values(expires_at=now_utc() - timedelta(seconds=1))
+            )
+        # Then neither key works, each saying why
+        with session_factory(engine)() as s:
+            with pytest.raises(Unauthenticated, match="revoked"):
+                resolve_key(s, keep.strip())
+            with pytest.raises(Unauthenticated, match="expired"):
+                resolve_key(s, short)
+    finally:
+        engine.dispose()
+    states = json.loads(runner.invoke(build_app(), ["keys", "list", "--json"], env=env).stdout)
+    assert sorted(r["state"] for r in states) == ["active", "expired", "revoked"]
