@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     tenant_max_batches_in_flight: int = Field(
         default=1_000, ge=1, description="Unfinished batches a tenant may have."
     )
+    metrics_public: bool = Field(
+        default=True,
+        description="Serve /metrics without a key (fleet aggregates only); false: admin key.",
+    )
     api_docs: bool = Field(
         default=False,
         description="Serve /docs and /redoc (their scripts come from a CDN, so off by default).",

@@ -82,14 +82,21 @@ def examples(n: int) -> int:
     return max(1, round(n * SCALE))
 
 
-@pytest.fixture(scope="module")
+# Databases the fuzz suite runs on: FUZZ_DATABASE (comma-separated), else both under CI=true
+# (PostgreSQL refuses values SQLite stores, e.g. NUL in text), else SQLite only (fast locally).
+FUZZ_DATABASES = os.environ.get("FUZZ_DATABASE") or (
+    "sqlite,postgresql" if os.environ.get("CI", "").lower() in ("1", "true", "yes") else "sqlite"
+)
+
+
+@pytest.fixture(scope="module", params=FUZZ_DATABASES.split(","))
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     """The real app under uvicorn on 127.0.0.1, with a good file and a batch already accepted."""
     tmp = tmp_path_factory.mktemp("fuzz")
     url = f"sqlite:///{tmp / 'api.db'}"
-    if os.environ.get("FUZZ_DATABASE") == "postgresql":
+    if request.param == "postgresql":
         url = request.getfixturevalue("pg_url")
     engine = make_engine(url)
     upgrade(engine)

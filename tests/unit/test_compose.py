@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from scheduler.fleet import load_fleet
+from tests.conftest import unavailable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -37,10 +38,10 @@ def _compose_command() -> list[str] | None:
 
 
 def test_compose_file_is_accepted_by_docker_compose_config() -> None:
-    # Given docker compose on this machine (skip only this check when it is absent)
+    # Given docker compose on this machine (.ci/run installs one; locally: skip, under CI: fail)
     command = _compose_command()
     if command is None:
-        pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+        unavailable("`docker compose` or `docker-compose` (apt-get install docker-compose)")
     env = {**os.environ, "POSTGRES_PASSWORD": "test-only"}
 
     # When compose validates the file with every profile enabled
@@ -138,3 +139,17 @@ def test_each_worker_pool_exists_in_the_example_fleet(services: dict[str, Any]) 
             command = service["command"]
             served.add((command[command.index("--site") + 1], command[command.index("--pool") + 1]))
     assert served == pools
+
+
+def test_no_default_passwords_and_flower_only_on_loopback(services: dict[str, Any]) -> None:
+    # Flower has no auth of its own: published on the host's loopback only
+    assert all(str(p).startswith("127.0.0.1:") for p in services["flower"]["ports"])
+    # and the example environment ships no password or key
+    env = (REPO_ROOT / ".env.example").read_text(encoding="utf-8")
+    values = dict(
+        line.split("=", 1) for line in env.splitlines() if "=" in line and not line.startswith("#")
+    )
+    for name in ("POSTGRES_PASSWORD", "GRIDSHIFT_ADMIN_KEY", "FLOWER_BASIC_AUTH"):
+        assert values[name] == "", name
+    # /metrics is not public in the production environment
+    assert services["api"]["environment"]["GRIDSHIFT_METRICS_PUBLIC"] == "false"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from scheduler.api.deps import SessionDep, SettingsDep, get_admin, get_caller
 from scheduler.review.metrics import make_registry
 
 router = APIRouter(tags=["metrics"])
@@ -23,10 +24,13 @@ def _registry(request: Request) -> CollectorRegistry:
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
 )
-def metrics(request: Request) -> Response:
+def metrics(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     """Queue depth per pool, shards and batches by status, tokens/s, ledger energy and CO2.
 
-    Fleet-wide aggregates only (no tenant names or batch ids), so it needs no key, as
-    Prometheus scrapers expect; put it behind the reverse proxy if that is too open.
+    Fleet-wide aggregates only (no tenant names or batch ids). With
+    ``GRIDSHIFT_METRICS_PUBLIC=true`` (the default for one machine) it needs no key, as
+    Prometheus scrapers expect; with ``false`` (the compose file) it needs an admin key.
     """
+    if not settings.metrics_public:
+        get_admin(get_caller(request, session, settings))
     return Response(generate_latest(_registry(request)), media_type=CONTENT_TYPE_LATEST)
