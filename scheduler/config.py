@@ -51,6 +51,18 @@ class Settings(BaseSettings):
 
     max_requests_per_batch: int = Field(default=OPENAI_MAX_REQUESTS_PER_BATCH, ge=1)
     max_file_bytes: int = Field(default=OPENAI_MAX_FILE_BYTES, ge=1)
+    validate_sync_max_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=0,
+        description="Input files up to this size are validated inside POST /v1/batches; larger "
+        "ones answer `validating` and are validated in the background.",
+    )
+    part_file_max_age_s: float = Field(
+        default=3_600.0,
+        gt=0,
+        description="Crash leftovers (`*.part` files) older than this are removed by the "
+        "retention sweep.",
+    )
     max_shard_requests: int = Field(default=1_000, ge=1)
     max_shard_gpu_minutes: float = Field(default=30.0, gt=0)
     lease_s: float = Field(default=120.0, gt=0, description="Shard lease length in seconds.")

@@ -164,6 +164,25 @@ class ModelSpec:
     weights: str | None = None
     expected_output_fraction: float = 0.6
     extra: Mapping[str, Any] = field(default_factory=dict)
+    kind: str = "generate"  # "generate" (chat, completions, responses) or "embed" (embeddings)
+
+    @property
+    def embeds(self) -> bool:
+        """True for an embedding model (serves ``/v1/embeddings`` only, never ``auto``)."""
+        return self.kind == "embed"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelAlias:
+    """A name clients send (e.g. a hosted model's) that stands for a fleet model or ``auto``.
+
+    ``model`` is a fleet model name or ``"auto"``; ``min_quality`` is the floor for ``auto``
+    (None: the batch's ``min_quality``, else the fleet's ``default_min_quality``).
+    """
+
+    name: str
+    model: str
+    min_quality: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +258,8 @@ class Fleet:
     default_tolerances: tuple[float, ...] = (0.01, 0.0, 0.0)
     carbon_budget: CarbonBudget | None = None
     tenant_budgets: Mapping[str, CarbonBudget] = field(default_factory=dict)
+    model_aliases: Mapping[str, ModelAlias] = field(default_factory=dict)
+    default_min_quality: float | None = None
 
     @property
     def slot_hours(self) -> float:

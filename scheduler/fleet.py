@@ -13,6 +13,7 @@ from scheduler.domain import (
     CarbonBudget,
     EngineSpec,
     Fleet,
+    ModelAlias,
     ModelSpec,
     Objective,
     Pool,
@@ -24,6 +25,8 @@ from scheduler.errors import ConfigError
 
 _NAME = re.compile(r"^[a-z0-9-]+$")
 ENGINE_KINDS = ("vllm", "openai", "transformers")
+MODEL_KINDS = ("generate", "embed")
+AUTO = "auto"
 
 
 def load_fleet(path: str | Path) -> Fleet:
@@ -80,6 +83,8 @@ def parse_fleet(raw: Any, *, where: str = "fleet") -> Fleet:
         for name, spec in (tenants.items() if isinstance(tenants, Mapping) else [])
         if (b := _budget((spec or {}).get("carbon_budget"), f"{where}: tenants.{name}")) is not None
     }
+    default_min_quality = _opt_quality((raw.get("defaults") or {}), models, f"{where}: defaults")
+    aliases = _aliases(raw.get("model_aliases"), models, f"{where}: model_aliases")
     return Fleet(
         slot_minutes=int(slot_minutes),
         sites=sites,
@@ -88,7 +93,51 @@ def parse_fleet(raw: Any, *, where: str = "fleet") -> Fleet:
         default_tolerances=tolerances,
         carbon_budget=budget,
         tenant_budgets=tenant_budgets,
+        model_aliases=aliases,
+        default_min_quality=default_min_quality,
     )
+
+
+def _opt_quality(raw: Mapping[str, Any], models: tuple[ModelSpec, ...], where: str) -> float | None:
+    """An optional ``min_quality`` that some generation model must reach."""
+    if not isinstance(raw, Mapping) or raw.get("min_quality") is None:
+        return None
+    q = _num(raw["min_quality"], f"{where}: min_quality")
+    best = max((m.quality for m in models if not m.embeds), default=None)
+    if best is None or q > best:
+        raise ConfigError(
+            f"{where}: min_quality {q} is above every generation model (best {best}); lower it"
+        )
+    return q
+
+
+def _aliases(raw: Any, models: tuple[ModelSpec, ...], where: str) -> dict[str, ModelAlias]:
+    """``model_aliases``: ``{name: model}`` or ``{name: {model, min_quality}}`` (model or auto)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(
+            f"{where}: expected a mapping of alias -> model or {{model, min_quality}}"
+        )
+    names = {m.name for m in models}
+    out: dict[str, ModelAlias] = {}
+    for name, spec in raw.items():
+        w = f"{where}.{name}"
+        if not isinstance(name, str) or not name or name == AUTO or name in names:
+            raise ConfigError(
+                f"{w}: an alias must be a new name (not 'auto' and not a fleet model's name)"
+            )
+        target = spec.get("model") if isinstance(spec, Mapping) else spec
+        if not isinstance(target, str) or (target != AUTO and target not in names):
+            raise ConfigError(
+                f"{w}: model must be 'auto' or one of the fleet's models {sorted(names)}, "
+                f"got {target!r}"
+            )
+        quality = _opt_quality(spec, models, w) if isinstance(spec, Mapping) else None
+        if quality is not None and target != AUTO:
+            raise ConfigError(f"{w}: min_quality applies only to model 'auto'")
+        out[name] = ModelAlias(name=name, model=target, min_quality=quality)
+    return out
 
 
 def _list(raw: Mapping[str, Any], key: str, where: str) -> list[Any]:
@@ -214,8 +263,12 @@ def _model(raw: Any, where: str) -> ModelSpec:
             decode_tok_s=_num(pr.get("decode_tok_s"), f"{w}.decode_tok_s", positive=True),
             power_w=_num(pr.get("power_w"), f"{w}.power_w", nonneg=True),
         )
-    known = {"name", "quality", "profiles", "weights", "expected_output_fraction"}
+    known = {"name", "quality", "profiles", "weights", "expected_output_fraction", "kind"}
+    kind = raw.get("kind", "generate")
+    if kind not in MODEL_KINDS:
+        raise ConfigError(f"{where}: kind must be one of {MODEL_KINDS}, got {kind!r}")
     return ModelSpec(
+        kind=kind,
         name=name,
         quality=_num(raw.get("quality", 0.0), f"{where}: quality"),
         profiles=profiles,

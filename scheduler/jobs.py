@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from scheduler.config import OPENAI_MAX_REQUESTS_PER_BATCH
+from scheduler.domain import Fleet
 from scheduler.errors import InvalidInput, LineError
 
 AUTO_MODEL = "auto"
@@ -41,9 +44,9 @@ class JobSpec(BaseModel):
         default=None, description="Cron expression for operators' schedulers; informational."
     )
     input: list[str] = Field(min_length=1, description="Paths or globs relative to the spec.")
-    endpoint: Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings"] = (
-        "/v1/chat/completions"
-    )
+    endpoint: Literal[
+        "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"
+    ] = "/v1/chat/completions"
     model: str | None = None
     min_quality: float | None = Field(default=None, ge=0)
     window: str | None = None
@@ -317,6 +320,34 @@ def build_batch_file(spec: JobSpec, base_dir: Path) -> JobBatchFile:
         requests=len(chunks),
         max_tokens_total=max_tokens_total,
     )
+
+
+def check_against_fleet(spec: JobSpec, batch_file: JobBatchFile, fleet: Fleet) -> None:
+    """Validate a job's batch file exactly as ``POST /v1/batches`` will (same scan, same fleet).
+
+    ``jobs submit --dry-run`` calls it so that a dry run accepts what the real submit accepts.
+
+    Raises:
+        InvalidInput: the server would fail the batch; ``errors`` are its line errors.
+    """
+    from scheduler.intake.catalog import ModelCatalog
+    from scheduler.intake.validate import scan_lines
+
+    scan = scan_lines(
+        io.BytesIO(batch_file.content),
+        endpoint=spec.endpoint,
+        models=ModelCatalog.of(fleet),
+        min_quality=spec.min_quality,
+        max_requests=OPENAI_MAX_REQUESTS_PER_BATCH,
+    )
+    if not scan.ok:
+        errors = scan.listed_errors()
+        shown = "; ".join(f"line {e.line}: {e.message}" for e in errors[:5])
+        raise InvalidInput(
+            f"job {spec.name!r}: the server would fail this batch ({scan.error_count} bad "
+            f"line(s)): {shown}",
+            errors,
+        )
 
 
 def job_summary(spec: JobSpec, batch_file: JobBatchFile, now: datetime) -> dict[str, Any]:

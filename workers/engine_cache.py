@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 
 from scheduler.domain import EngineSpec, ModelSpec
 from workers.engines.base import EngineConfig, InferenceEngine
+from workers.engines.responses import ResponsesAdapter
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,12 @@ class EngineCache:
         Raises:
             EngineError: the engine cannot be built or the model cannot be loaded.
         """
-        key = json.dumps([spec.kind, dict(spec.options)], sort_keys=True, default=str)
+        key = json.dumps([spec.kind, dict(spec.options), model.kind], sort_keys=True, default=str)
         if self._engine is None or key != self._engine_key:
             self.close()
-            self._engine = self._factory(EngineConfig(kind=spec.kind, options=spec.options))
+            self._engine = self._factory(
+                EngineConfig(kind=spec.kind, options=spec.options, task=model.kind)
+            )
             self._engine_key = key
         if self._model != model.name:
             if self._model is not None:
@@ -71,7 +74,8 @@ class EngineCache:
                 log.info("swapping model %s -> %s", self._model, model.name)
             self._engine.load(model.name, self._weights.get(model.name, model.weights))
             self._model = model.name
-        return self._engine
+        # /v1/responses runs on the engine's chat path (workers.engines.responses).
+        return ResponsesAdapter(self._engine)
 
     def close(self) -> None:
         """Release the engine and its model."""

@@ -23,6 +23,7 @@ ROUTERS = [
     "scheduler.api.routes.files",
     "scheduler.api.routes.batches",
     "scheduler.api.routes.fleet",
+    "scheduler.api.routes.models",
     "scheduler.api.routes.review",
     "scheduler.api.routes.metrics",
     "scheduler.api.routes.dashboard",

@@ -81,6 +81,28 @@ class RequestCounts(BaseModel):
     failed: int = 0
 
 
+class InputTokensDetails(BaseModel):
+    """OpenAI ``usage.input_tokens_details``."""
+
+    cached_tokens: int = 0
+
+
+class OutputTokensDetails(BaseModel):
+    """OpenAI ``usage.output_tokens_details``."""
+
+    reasoning_tokens: int = 0
+
+
+class BatchUsage(BaseModel):
+    """OpenAI ``batch.usage``: the sum of the output lines' token usage."""
+
+    input_tokens: int = 0
+    input_tokens_details: InputTokensDetails = Field(default_factory=InputTokensDetails)
+    output_tokens: int = 0
+    output_tokens_details: OutputTokensDetails = Field(default_factory=OutputTokensDetails)
+    total_tokens: int = 0
+
+
 class BatchError(BaseModel):
     """One entry of ``errors.data``: what is wrong, where (1-based line) and which parameter."""
 
@@ -121,6 +143,7 @@ class Batch(BaseModel):
     request_counts: RequestCounts
     metadata: dict[str, str] | None = None
     model: str | None = None
+    usage: BatchUsage | None = None
     gridshift: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
@@ -150,7 +173,8 @@ class Batch(BaseModel):
                 failed=row.request_failed,
             ),
             metadata=row.metadata_,
-            model=row.model,
+            model=summary.get("model_ran") or row.model,
+            usage=BatchUsage.model_validate(summary.get("usage") or {}),
             gridshift=summary,
         )
 
@@ -180,6 +204,7 @@ class BatchCreate(BaseModel):
     min_quality: float | None = Field(None, strict=True)
     sites: list[str] | None = None
     priority: float = Field(1.0, strict=True)
+    output_expires_after: dict[str, Any] | None = None
 
 
 class ErrorBody(BaseModel):

@@ -26,6 +26,7 @@ from scheduler.commands.common import (
 from scheduler.errors import InvalidInput
 from scheduler.jobs import (
     build_batch_file,
+    check_against_fleet,
     create_options,
     job_summary,
     load_job,
@@ -219,6 +220,11 @@ def register(app: typer.Typer) -> None:
             batch_file = build_batch_file(job, spec.parent)
             now = datetime.now(UTC)
             if dry_run:
+                from scheduler.api.deps import load_configured_fleet
+
+                fleet = load_configured_fleet(get_settings())
+                if fleet is not None:  # the same checks as the server's POST /v1/batches
+                    check_against_fleet(job, batch_file, fleet)
                 summary = job_summary(job, batch_file, now)
                 if as_json:
                     print_json(summary)

@@ -116,6 +116,7 @@ def _save_lines(
     tenant_id: str,
     filename: str,
     file_id: str,
+    expires_after_s: int | None = None,
 ) -> str | None:
     """Save ``lines`` as the ``batch_output`` file ``file_id``; None (no file) when empty."""
     if not lines:
@@ -129,6 +130,7 @@ def _save_lines(
             filename=filename,
             purpose="batch_output",
             file_id=file_id,
+            expires_after_s=expires_after_s,
         ).id
 
 
@@ -173,16 +175,17 @@ def finalize_batch(
         ):
             return False
         tenant_id = batch.tenant_id
+        expires_s = batch.output_expires_after_s  # OpenAI output_expires_after
         already_stamped = getattr(batch, _STAMP[outcome]) is not None
         out, err = _collect(s, batch, outcome)
     out_id, err_id = output_file_ids(batch_id)
     files_dir = settings.files_dir
     files_dir.mkdir(parents=True, exist_ok=True)
     output_file_id = _save_lines(
-        factory, files_dir, out, tenant_id, f"{batch_id}_output.jsonl", out_id
+        factory, files_dir, out, tenant_id, f"{batch_id}_output.jsonl", out_id, expires_s
     )
     error_file_id = _save_lines(
-        factory, files_dir, err, tenant_id, f"{batch_id}_error.jsonl", err_id
+        factory, files_dir, err, tenant_id, f"{batch_id}_error.jsonl", err_id, expires_s
     )
     stamp = now_s()
     values: dict[str, Any] = {

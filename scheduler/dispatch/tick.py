@@ -23,8 +23,10 @@ from scheduler.dispatch.reconcile import (
     unqueue,
 )
 from scheduler.dispatch.replan import Planner, replan, replan_trigger
+from scheduler.dispatch.retention import RetentionReport, sweep_retention
 from scheduler.dispatch.signals import HorizonSignals
 from scheduler.domain import BatchStatus, Fleet, ShardStatus
+from scheduler.intake.pending import validate_all_pending
 from scheduler.store.db import transaction
 from scheduler.store.tables import Batch, Shard
 
@@ -53,6 +55,8 @@ class TickReport:
     unsent: list[str] = field(default_factory=list)
     broker_lost: bool = False
     closed: dict[str, list[str]] = field(default_factory=dict)
+    validated: list[str] = field(default_factory=list)
+    retention: RetentionReport | None = None
 
 
 def queue_name(site: str, pool: str) -> str:
@@ -126,7 +130,9 @@ def tick(
 
     1. Expired leases: running shards whose lease ran out go back to ``queued`` and are re-sent.
     2. Cancelling and past-deadline batches stop their unstarted shards and are finalized once
-       nothing of theirs runs; batches stuck in ``finalizing`` are finalized again.
+       nothing of theirs runs; batches stuck in ``finalizing`` are finalized again. Batches
+       left ``validating`` (large files) are validated; the retention sweep removes expired
+       files, per-shard files of finalised batches and old crash leftovers.
     3. Re-planning on a new batch or a slot boundary (see ``replan_trigger``).
     4. Due shards (``slot_start <= now``) go ``planned`` -> ``queued`` and are sent by name to
        ``<site>.<pool>``, ordered per pool to minimise model swaps. Sending happens after the
@@ -156,6 +162,10 @@ def tick(
             log.warning("re-sending expired shard %s failed: %r", shard_id, exc)
             break
     report.closed = close_batches(session_factory, settings, now=now)
+    report.validated = validate_all_pending(
+        session_factory, fleet, max_requests=settings.max_requests_per_batch
+    )
+    report.retention = sweep_retention(session_factory, settings)
     advance_pacer(session_factory, fleet, now)
     if allow_replan:
         with session_factory() as s:

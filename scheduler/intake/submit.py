@@ -7,16 +7,20 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from scheduler.dispatch.slots import slot_floor
 from scheduler.domain import BatchStatus, Fleet
 from scheduler.errors import ConfigError, InvalidInput, LineError
+from scheduler.intake.catalog import ModelCatalog
+from scheduler.intake.expiry import ExpiresAfter
 from scheduler.intake.validate import (
-    AUTO_MODEL,
     DEFAULT_MAX_TOKENS,
+    EMBEDDINGS,
     ENDPOINTS,
     ScanResult,
     scan_file,
@@ -26,7 +30,6 @@ from scheduler.store.batches import (
     insert_requests,
     new_batch,
     now_s,
-    transition_batch,
 )
 from scheduler.store.files import content_path, get_file
 from scheduler.store.paging import storable
@@ -37,6 +40,7 @@ MAX_WINDOW_DAYS = 3650
 MAX_METADATA_PAIRS = 16
 MAX_METADATA_KEY_CHARS = 64
 MAX_METADATA_VALUE_CHARS = 512
+MODERATIONS = "/v1/moderations"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,7 @@ class BatchOptions:
     sites: tuple[str, ...] | None = None
     priority: float = 1.0
     metadata: Mapping[str, str] | None = None
+    output_expires_after: ExpiresAfter | None = None
 
 
 def _bad(message: str, param: str, code: str = "invalid_value") -> InvalidInput:
@@ -155,6 +160,12 @@ def check_options(options: BatchOptions, fleet: Fleet | None) -> Fleet:
         InvalidInput: unsupported endpoint, unknown site, unreachable min_quality, bad metadata.
         ConfigError: no fleet is configured.
     """
+    if options.endpoint == MODERATIONS:
+        raise _bad(
+            "/v1/moderations needs a classification model and no fleet model classifies; "
+            f"use one of {list(ENDPOINTS)}",
+            "endpoint",
+        )
     if options.endpoint not in ENDPOINTS:
         raise _bad(
             f"endpoint must be one of {list(ENDPOINTS)}, got {options.endpoint[:80]!r}", "endpoint"
@@ -174,9 +185,9 @@ def check_options(options: BatchOptions, fleet: Fleet | None) -> Fleet:
     if options.min_quality is not None and not math.isfinite(options.min_quality):
         raise _bad(f"min_quality must be a finite number, got {options.min_quality}", "min_quality")
     if options.min_quality is not None and not any(
-        m.quality >= options.min_quality for m in fleet.models
+        m.quality >= options.min_quality for m in fleet.models if not m.embeds
     ):
-        best = max(m.quality for m in fleet.models)
+        best = max((m.quality for m in fleet.models if not m.embeds), default=None)
         raise _bad(
             f"min_quality {options.min_quality} is above every fleet model (best {best})",
             "min_quality",
@@ -209,12 +220,16 @@ def create_batch(
     max_requests: int,
     default_max_tokens: int = DEFAULT_MAX_TOKENS,
     now: int | None = None,
+    sync_max_bytes: int | None = None,
 ) -> Batch:
-    """Create a batch and validate its input file synchronously (flushed, the caller commits).
+    """Create a batch (flushed, the caller commits); validate its file now if it is small.
 
-    A good file leaves the batch ``in_progress`` with its ``batch_requests`` and one
-    ``batch_parts`` row per model; a bad one leaves it ``failed`` with every bad line in
-    ``errors``. Nothing is written if this raises.
+    A file of at most ``sync_max_bytes`` bytes (None: any size) is validated before this
+    returns: a good file leaves the batch ``in_progress`` with its ``batch_requests`` and one
+    ``batch_parts`` row per model, a bad one ``failed`` with every bad line in ``errors``. A
+    larger file leaves the batch ``validating``; ``validate_pending`` finishes it (the API
+    starts it in the background after answering, and every dispatcher tick retries it). Nothing
+    is written if this raises.
 
     Raises:
         InvalidInput: create options are wrong, or the input file is not a ``batch`` file.
@@ -231,13 +246,6 @@ def create_batch(
             f"file {file.id} has purpose {file.purpose!r}; upload the input with purpose 'batch'",
             "input_file_id",
         )
-    scan = scan_file(
-        content_path(file),
-        endpoint=options.endpoint,
-        models=frozenset(fleet.model_names),
-        min_quality=options.min_quality,
-        max_requests=max_requests,
-    )
     batch = new_batch(
         session,
         tenant_id=tenant_id,
@@ -251,24 +259,78 @@ def create_batch(
         priority=options.priority,
         metadata=options.metadata,
     )
-    if not scan.ok:
-        batch.errors = {
-            "object": "list",
-            "data": [
-                {"code": e.code, "message": e.message, "param": e.param, "line": e.line}
-                for e in scan.listed_errors()
-            ],
-        }
-        transition_batch(batch, BatchStatus.FAILED, at=created_at)
+    if options.output_expires_after is not None:
+        batch.output_expires_after_s = options.output_expires_after.seconds
         session.flush()
+    if sync_max_bytes is not None and file.bytes > sync_max_bytes:
         return batch
-    insert_parts(session, part_rows(batch, scan, fleet, default_max_tokens))
-    insert_requests(session, request_rows(batch.id, scan))
-    batch.request_total = scan.requests
-    batch.model = scan.models[0] if len(scan.models) == 1 else None
-    transition_batch(batch, BatchStatus.IN_PROGRESS, at=created_at)
-    session.flush()
+    scan = scan_batch_file(fleet, content_path(file), batch, max_requests=max_requests)
+    store_scan(session, batch.id, scan, fleet, default_max_tokens=default_max_tokens, at=created_at)
+    session.refresh(batch)
     return batch
+
+
+def scan_batch_file(fleet: Fleet, path: Path, batch: Batch, *, max_requests: int) -> ScanResult:
+    """Validate the input file of ``batch`` against the fleet's models and aliases."""
+    return scan_file(
+        path,
+        endpoint=batch.endpoint,
+        models=ModelCatalog.of(fleet),
+        min_quality=batch.min_quality,
+        max_requests=max_requests,
+    )
+
+
+def store_scan(
+    session: Session,
+    batch_id: str,
+    scan: ScanResult,
+    fleet: Fleet,
+    *,
+    default_max_tokens: int = DEFAULT_MAX_TOKENS,
+    at: int | None = None,
+) -> bool:
+    """Record a scan's outcome on a ``validating`` batch, in the caller's transaction.
+
+    The first statement is a compare-and-set ``validating -> in_progress|failed``: a batch
+    already moved (validated by a concurrent caller, or cancelled) is left alone and nothing
+    is inserted. Returns whether this call moved it.
+    """
+    stamp = now_s() if at is None else at
+    if not scan.ok:
+        values: dict[str, Any] = {
+            "status": BatchStatus.FAILED.value,
+            "failed_at": stamp,
+            "errors": {
+                "object": "list",
+                "data": [
+                    {"code": e.code, "message": e.message, "param": e.param, "line": e.line}
+                    for e in scan.listed_errors()
+                ],
+            },
+        }
+    else:
+        values = {
+            "status": BatchStatus.IN_PROGRESS.value,
+            "in_progress_at": stamp,
+            "request_total": scan.requests,
+            "model": scan.requested[0] if len(scan.requested) == 1 else None,
+        }
+    moved = session.execute(
+        update(Batch)
+        .where(Batch.id == batch_id, Batch.status == BatchStatus.VALIDATING.value)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if moved.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    if scan.ok:
+        batch = session.get(Batch, batch_id)
+        assert batch is not None
+        insert_parts(session, part_rows(batch, scan, fleet, default_max_tokens))
+        insert_requests(session, request_rows(batch_id, scan))
+    session.flush()
+    return True
 
 
 def part_id(batch_id: str, model: str) -> str:
@@ -283,7 +345,8 @@ def part_rows(
 
     Input tokens are prompt characters / 4; output tokens are max_tokens (or
     ``default_max_tokens``) times the model's ``expected_output_fraction`` (for ``auto``: the
-    largest fraction among models meeting ``min_quality``, a conservative estimate).
+    largest fraction among generation models meeting the floor, a conservative estimate;
+    embeddings: none).
     """
     n = len(scan.models)
     requests = [0] * n
@@ -295,17 +358,23 @@ def part_rows(
         budget[idx] += mt or default_max_tokens
     rows = []
     for idx, model in enumerate(scan.models):
-        if model == AUTO_MODEL:
-            q = batch.min_quality if batch.min_quality is not None else 0.0
-            fraction = max(m.expected_output_fraction for m in fleet.models if m.quality >= q)
+        floor = scan.floors.get(model)  # set exactly for the auto parts
+        if floor is not None:
+            fraction = max(
+                m.expected_output_fraction
+                for m in fleet.models
+                if m.quality >= floor and not m.embeds
+            )
+        elif batch.endpoint == EMBEDDINGS:
+            fraction = 0.0  # embeddings produce no output tokens
         else:
             fraction = fleet.model(model).expected_output_fraction
         rows.append(
             {
                 "id": part_id(batch.id, model),
                 "batch_id": batch.id,
-                "model": None if model == AUTO_MODEL else model,
-                "min_quality": batch.min_quality if model == AUTO_MODEL else None,
+                "model": None if floor is not None else model,
+                "min_quality": floor,
                 "requests": requests[idx],
                 "input_tokens": float(input_tokens[idx]),
                 "output_tokens": budget[idx] * fraction,

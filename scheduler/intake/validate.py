@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.errors import LineError
+from scheduler.intake.bodies import embedding_chars, response_chars
+from scheduler.intake.catalog import EMBEDDINGS, ModelCatalog, Resolved
 from scheduler.store.paging import storable
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
-ENDPOINTS = (CHAT, COMPLETIONS)
-AUTO_MODEL = "auto"
+RESPONSES = "/v1/responses"
+ENDPOINTS = (CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES)
 DEFAULT_MAX_TOKENS = 256
 MAX_LISTED_ERRORS = 1_000
 MAX_CUSTOM_ID_CHARS = 500
@@ -60,7 +62,9 @@ class ScanResult:
 
     ints: array[int] = field(default_factory=lambda: array("q"))
     custom_ids: list[str] = field(default_factory=list)
-    models: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)  # part keys: a model, "auto" or "auto@q"
+    floors: dict[str, float] = field(default_factory=dict)  # part key -> floor, for auto keys
+    requested: list[str] = field(default_factory=list)  # model names as the lines wrote them
     errors: list[LineError] = field(default_factory=list)
     error_count: int = 0
 
@@ -276,9 +280,9 @@ def _completion_chars(body: dict[str, Any]) -> _Err | int:
 
 
 def _check_line(
-    obj: Any, endpoint: str, models: Collection[str], min_quality: float | None
-) -> _Err | tuple[str, str, int, int]:
-    """Validate one parsed line; return ``(custom_id, model, prompt_chars, max_tokens)``."""
+    obj: Any, endpoint: str, catalog: ModelCatalog, min_quality: float | None
+) -> _Err | tuple[str, str, int, int, Resolved]:
+    """Validate one parsed line; return ``(custom_id, model, chars, max_tokens, resolved)``."""
     if type(obj) is not dict:
         return INVALID_REQUEST_LINE, "each line must be a JSON object", None
     cid = obj.get("custom_id")
@@ -309,33 +313,31 @@ def _check_line(
         return MISSING_PARAMETER, "body.model is required (a fleet model or 'auto')", "body.model"
     if type(model) is not str:
         return INVALID_TYPE, "body.model must be a string", "body.model"
-    if model == AUTO_MODEL:
-        if min_quality is None:
-            return (
-                MIN_QUALITY_REQUIRED,
-                "model 'auto' needs min_quality on the batch (extra_body={'min_quality': ...})",
-                "body.model",
-            )
-    elif model not in models:
-        return (
-            MODEL_NOT_FOUND,
-            f"model {_show(model)} is not in the fleet; use one of {sorted(models)} or 'auto'",
-            "body.model",
-        )
-    chars = _chat_chars(body) if endpoint == CHAT else _completion_chars(body)
-    if type(chars) is tuple:
-        return chars
-    mt = _common(body, "max_completion_tokens" if endpoint == CHAT else "max_tokens")
-    if type(mt) is tuple:
-        return mt
-    return cid, model, chars, mt  # type: ignore[return-value]
+    resolved = catalog.resolve(model, endpoint, min_quality)
+    if not isinstance(resolved, Resolved):
+        return resolved
+    if endpoint == EMBEDDINGS:
+        checked = embedding_chars(body, dimensions_ok=resolved.part_key in catalog.dimensions_ok)
+    elif endpoint == RESPONSES:
+        checked = response_chars(body)
+    else:
+        chars = _chat_chars(body) if endpoint == CHAT else _completion_chars(body)
+        if isinstance(chars, tuple):
+            return chars
+        mt = _common(body, "max_completion_tokens" if endpoint == CHAT else "max_tokens")
+        if isinstance(mt, tuple):
+            return mt
+        checked = (chars, mt)
+    if len(checked) == 3:
+        return checked
+    return cid, model, checked[0], checked[1], resolved
 
 
 def scan_lines(
     lines: Iterable[bytes],
     *,
     endpoint: str,
-    models: Collection[str],
+    models: Collection[str] | ModelCatalog,
     min_quality: float | None,
     max_requests: int,
 ) -> ScanResult:
@@ -343,8 +345,9 @@ def scan_lines(
 
     Args:
         lines: Raw lines in file order.
-        endpoint: The batch's endpoint (``/v1/chat/completions`` or ``/v1/completions``).
-        models: Model names of the fleet (``auto`` is always allowed with ``min_quality``).
+        endpoint: The batch's endpoint (one of ``ENDPOINTS``).
+        models: The fleet's ``ModelCatalog`` (kinds, aliases, default floor), or plain
+            generation-model names (``auto`` is then allowed with ``min_quality``).
         min_quality: The batch's minimum quality, or None.
         max_requests: Stop with ``too_many_requests`` beyond this many requests.
 
@@ -352,6 +355,8 @@ def scan_lines(
         The per-request integers and every error found (see ``ScanResult``).
     """
     res = ScanResult()
+    catalog = ModelCatalog.coerce(models)
+    requested: dict[str, None] = {}
     model_idx: dict[str, int] = {}
     seen: dict[str, int] = {}  # custom_id -> line; insertion order is request order
     offset = 0
@@ -385,11 +390,11 @@ def scan_lines(
         except (ValueError, RecursionError) as e:
             res.add_error(line_no, INVALID_JSON_LINE, _json_problem(e), None)
             continue
-        out = _check_line(obj, endpoint, models, min_quality)
+        out = _check_line(obj, endpoint, catalog, min_quality)
         if len(out) == 3:
             res.add_error(line_no, out[0], out[1], out[2])
             continue
-        cid, model, chars, mt = out
+        cid, name, chars, mt, resolved = out
         first = seen.get(cid)
         if first is not None:
             res.add_error(
@@ -410,12 +415,17 @@ def scan_lines(
             res.custom_ids = list(seen)
             return res
         seen[cid] = line_no
+        requested[name] = None
+        model = resolved.part_key
         idx = model_idx.get(model)
         if idx is None:
             idx = model_idx[model] = len(res.models)
             res.models.append(model)
+            if resolved.floor is not None:
+                res.floors[model] = resolved.floor
         extend((line_no, start, length, chars // 4 or 1, mt, idx))
     res.custom_ids = list(seen)
+    res.requested = list(requested)
     if res.error_count == 0 and not seen:
         res.add_error(
             None, EMPTY_FILE, "the file has no requests: add one JSON object per line", None
@@ -427,7 +437,7 @@ def scan_file(
     path: Path,
     *,
     endpoint: str,
-    models: Collection[str],
+    models: Collection[str] | ModelCatalog,
     min_quality: float | None,
     max_requests: int,
 ) -> ScanResult:

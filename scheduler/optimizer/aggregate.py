@@ -70,7 +70,7 @@ def allowed_models(problem: PlanningProblem, batch: PlanningBatch) -> list[int]:
     if batch.model is not None:
         return [i for i, m in enumerate(models) if m.name == batch.model]
     floor = batch.min_quality if batch.min_quality is not None else float("-inf")
-    ok = [i for i, m in enumerate(models) if m.quality >= floor - 1e-12]
+    ok = [i for i, m in enumerate(models) if m.quality >= floor - 1e-12 and not m.embeds]
     ceiling = problem.max_quality_by_batch.get(batch.id, problem.max_quality)
     if ceiling is None or not ok:
         return ok

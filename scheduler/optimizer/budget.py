@@ -81,7 +81,8 @@ def allowed_models_for(
         the state (see the module docstring). Empty only if no model meets the floor.
     """
     qualifying = sorted(
-        (m for m in models if m.quality >= min_quality - 1e-12), key=lambda m: m.quality
+        (m for m in models if m.quality >= min_quality - 1e-12 and not m.embeds),
+        key=lambda m: m.quality,
     )
     if not qualifying:
         return ()

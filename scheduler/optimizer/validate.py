@@ -77,7 +77,7 @@ def allowed_models(problem: PlanningProblem, batch: PlanningBatch) -> list[Model
     if batch.model is not None:
         return [m for m in problem.fleet.models if m.name == batch.model]
     floor = batch.min_quality if batch.min_quality is not None else -math.inf
-    return [m for m in problem.fleet.models if m.quality >= floor - 1e-12]
+    return [m for m in problem.fleet.models if m.quality >= floor - 1e-12 and not m.embeds]
 
 
 def allowed_sites(problem: PlanningProblem, batch: PlanningBatch) -> list[Site]:

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scheduler.domain import TERMINAL_BATCH_STATUSES
-from scheduler.errors import LimitExceeded, NotFound
+from scheduler.errors import InvalidTransition, LimitExceeded, NotFound
 from scheduler.store.paging import cursor_page, new_id, storable
 from scheduler.store.tables import Batch, File, now_utc
 
@@ -113,6 +113,7 @@ def add_file(
     purpose: str,
     file_id: str | None = None,
     expires_at: int | None = None,
+    expires_after_s: int | None = None,
 ) -> File:
     """Move staged content into place and add its row to ``session`` (flushed, not committed).
 
@@ -123,6 +124,9 @@ def add_file(
     final = (files_dir / fid).resolve()
     os.replace(staged.tmp_path, final)
     _fsync_dir(files_dir)  # the rename itself must survive a power cut before the row commits
+    created_at = int(now_utc().timestamp())
+    if expires_after_s is not None:
+        expires_at = created_at + expires_after_s
     row = File(
         id=fid,
         tenant_id=tenant_id,
@@ -132,7 +136,7 @@ def add_file(
         sha256=staged.sha256,
         path=str(final),
         status="processed",
-        created_at=int(now_utc().timestamp()),
+        created_at=created_at,
         expires_at=expires_at,
         deleted=False,
     )
@@ -175,6 +179,7 @@ def save_file(
     max_bytes: int | None = None,
     file_id: str | None = None,
     expires_at: int | None = None,
+    expires_after_s: int | None = None,
 ) -> File:
     """Store ``source`` as a new file and COMMIT ``session``; nothing is left if any step fails.
 
@@ -193,6 +198,7 @@ def save_file(
         max_bytes: Size limit in bytes.
         file_id: Deterministic id (idempotent retries); default a new ``file-...`` id.
         expires_at: Unix seconds after which the file may be removed.
+        expires_after_s: Or: seconds after its creation (wins over ``expires_at``).
 
     Raises:
         LimitExceeded: content larger than ``max_bytes``.
@@ -213,6 +219,7 @@ def save_file(
             purpose=purpose,
             file_id=fid,
             expires_at=expires_at,
+            expires_after_s=expires_after_s,
         )
         session.commit()
     except BaseException:
@@ -243,6 +250,11 @@ def get_file(session: Session, tenant_id: str | None, file_id: str) -> File:
     """
     row = session.get(File, file_id) if storable(file_id) else None
     if row is None or row.deleted or (tenant_id is not None and row.tenant_id != tenant_id):
+        if row is not None and row.status == "expired" and row.tenant_id == tenant_id:
+            raise NotFound(
+                f"file {row.id} expired at {row.expires_at} (Unix seconds; its expires_after "
+                "policy) and its content was deleted"
+            )
         raise NotFound(f"no file {file_id[:80]!r}: list yours with GET /v1/files")
     return row
 
@@ -270,23 +282,35 @@ def delete_file(session: Session, tenant_id: str, file_id: str) -> File:
 
     Raises:
         NotFound: no such visible file of this tenant.
+        InvalidTransition: a batch that has not finished still reads this file (409).
     """
     row = get_file(session, tenant_id, file_id)
+    users = batches_using(session, row.id)
+    if users:
+        raise InvalidTransition(
+            f"file {row.id} is the input of batch {users[0][0]}, which is {users[0][1]}; "
+            "wait until it has finished (or cancel it), then delete the file"
+        )
     row.deleted = True
     session.flush()
     return row
 
 
-def _in_use(session: Session, file_id: str) -> bool:
-    active = [s.value for s in TERMINAL_BATCH_STATUSES]
-    return (
-        session.scalars(
-            select(Batch.id)
-            .where(Batch.input_file_id == file_id, Batch.status.not_in(active))
-            .limit(1)
-        ).first()
-        is not None
-    )
+def batches_using(session: Session, file_id: str) -> list[tuple[str, str]]:
+    """``(batch_id, status)`` of the batches not yet finished whose input is ``file_id``."""
+    finished = [s.value for s in TERMINAL_BATCH_STATUSES]
+    rows = session.execute(
+        select(Batch.id, Batch.status)
+        .where(Batch.input_file_id == file_id, Batch.status.not_in(finished))
+        .order_by(Batch.created_at)
+        .limit(5)
+    ).all()
+    return [(str(b), str(st)) for b, st in rows]
+
+
+def file_in_use(session: Session, file_id: str) -> bool:
+    """Whether a batch that has not finished still reads ``file_id``."""
+    return bool(batches_using(session, file_id))
 
 
 def purge_content(session: Session, file: File) -> bool:
@@ -295,7 +319,7 @@ def purge_content(session: Session, file: File) -> bool:
     Returns:
         Whether the content was removed (else ``sweep_files`` removes it later).
     """
-    if not file.deleted or _in_use(session, file.id):
+    if not file.deleted or file_in_use(session, file.id):
         return False
     Path(file.path).unlink(missing_ok=True)
     return True
@@ -332,7 +356,7 @@ def sweep_files(session: Session, files_dir: Path, *, grace_s: float = 900.0) ->
                 if name not in known and p.stat().st_mtime <= cutoff:
                     p.unlink()
                     orphans += 1
-                elif known.get(name) and not _in_use(session, name):
+                elif known.get(name) and not file_in_use(session, name):
                     p.unlink()
                     purged += 1
     return SweepReport(temp_removed=temp, orphans_removed=orphans, deleted_purged=purged)

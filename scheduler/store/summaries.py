@@ -25,6 +25,7 @@ from scheduler.store.tables import (
     PlanRecord,
     Shard,
 )
+from scheduler.store.usage import batch_usage
 
 # Batch ids per round of queries: keeps every ``IN (...)`` list well under the bound-parameter
 # limits of SQLite and PostgreSQL while a page of batches (at most 100) takes one round.
@@ -95,6 +96,7 @@ def _summaries(session: Session, ids: Sequence[str]) -> dict[str, dict[str, Any]
     planned = _planned(session, ids)
     shards = _shards(session, ids)
     actual = _actual(session, ids)
+    usage = batch_usage(session, ids)
     return {
         batch_id: {
             "deadline": _unix(batches[batch_id].deadline),
@@ -116,6 +118,7 @@ def _summaries(session: Session, ids: Sequence[str]) -> dict[str, dict[str, Any]
             "planned": planned[batch_id],
             "shards": shards[batch_id],
             **actual[batch_id],
+            **usage[batch_id],
         }
         for batch_id in ids
     }

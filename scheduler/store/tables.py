@@ -165,6 +165,9 @@ class Batch(Base):
     min_quality: Mapped[float | None] = mapped_column(Float)
     sites: Mapped[list[Any] | None]
     priority: Mapped[float] = mapped_column(Float, default=1.0)
+    # OpenAI ``output_expires_after.seconds``: output and error files expire that long after
+    # they are written (None: kept until deleted).
+    output_expires_after_s: Mapped[int | None] = mapped_column(Integer)
 
 
 class BatchRequest(Base):

@@ -153,7 +153,7 @@ def test_startup_sweep_removes_leftovers_of_crashes_but_not_live_files(
     assert content_files(settings) == [live.id]
 
 
-def test_deleting_the_input_of_a_running_batch_keeps_its_content_until_the_batch_ends(
+def test_deleting_the_input_of_a_running_batch_is_refused_until_the_batch_ends(
     sessions: sessionmaker[Session], settings: Settings, tenant_id: str, fleet: Fleet
 ) -> None:
     # Given an in-progress batch reading its input file
@@ -161,17 +161,18 @@ def test_deleting_the_input_of_a_running_batch_keeps_its_content_until_the_batch
     with sessions() as s:
         batch = create_batch(s, fleet, tenant_id, BatchOptions(file.id, CHAT), max_requests=10)
         s.commit()
-        # When the client deletes the file
-        row = repo.delete_file(s, tenant_id, file.id)
-        s.commit()
-        # Then it is hidden but its content stays for the workers
-        assert repo.purge_content(s, row) is False
-        assert repo.content_path(row).exists()
-        assert repo.list_files(s, tenant_id) == ([], False)
-        # When the batch ends, Then the sweep removes the content
+        # When the client deletes the file, Then it is refused naming the batch, and kept
+        with pytest.raises(InvalidTransition, match=rf"input of batch {batch.id}.*in_progress"):
+            repo.delete_file(s, tenant_id, file.id)
+        s.rollback()
+        assert repo.get_file(s, tenant_id, file.id).deleted is False
+        assert repo.content_path(file).exists()
+        # When the batch ends, Then the delete succeeds and the content goes
         cancel_batch(s, tenant_id, batch.id)
         s.commit()
-        assert repo.sweep_files(s, settings.files_dir, grace_s=0).deleted_purged == 1
+        row = repo.delete_file(s, tenant_id, file.id)
+        s.commit()
+        assert repo.purge_content(s, row) is True
     assert not repo.content_path(row).exists()
 
 

@@ -58,7 +58,8 @@ def test_past_unreadable_or_naive_deadlines_are_refused(bad: object) -> None:
 @pytest.mark.parametrize(
     ("changes", "param"),
     [
-        ({"endpoint": "/v1/embeddings"}, "endpoint"),
+        ({"endpoint": "/v1/moderations"}, "endpoint"),
+        ({"endpoint": "/v1/images/generations"}, "endpoint"),
         ({"sites": ("mars",)}, "sites"),
         ({"sites": ()}, "sites"),
         ({"min_quality": 0.9}, "min_quality"),

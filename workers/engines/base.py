@@ -61,6 +61,7 @@ class EngineConfig:
 
     kind: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    task: str = "generate"  # the model's kind: "generate" or "embed"
 
 
 def free_cuda_memory() -> None:

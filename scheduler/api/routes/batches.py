@@ -1,14 +1,18 @@
-"""OpenAI ``/v1/batches``: create (validated synchronously), retrieve, list, cancel."""
+"""OpenAI ``/v1/batches``: create (small files validated at once, large ones in the background),
+retrieve, list, cancel."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, BackgroundTasks, Query, Request
 from sqlalchemy.orm import Session
 
 from scheduler.api.deps import FleetDep, SessionDep, SettingsDep, TenantDep
 from scheduler.api.schemas import Batch, BatchCreate, BatchList
+from scheduler.domain import BatchStatus
+from scheduler.intake.expiry import parse_expires_after
+from scheduler.intake.pending import validate_pending
 from scheduler.intake.submit import BatchOptions, create_batch
 from scheduler.store import batches as repo
 from scheduler.store.quotas import check_batch_quota
@@ -25,12 +29,16 @@ def _public(session: Session, row: BatchRow) -> Batch:
 @router.post("/batches")
 def post_batch(
     body: BatchCreate,
+    request: Request,
+    background: BackgroundTasks,
     session: SessionDep,
     settings: SettingsDep,
     caller: TenantDep,
     fleet: FleetDep,
 ) -> Batch:
-    """Create a batch; its input file is validated before the answer (``in_progress`` or ``failed``)."""
+    """Create a batch: a small input file is validated before the answer (``in_progress`` or
+    ``failed``), a large one (over ``GRIDSHIFT_VALIDATE_SYNC_MAX_BYTES``) answers ``validating``
+    and is validated after the answer."""
     check_batch_quota(
         session, caller.tenant_id, max_in_flight=settings.tenant_max_batches_in_flight
     )
@@ -43,6 +51,7 @@ def post_batch(
         sites=tuple(body.sites) if body.sites is not None else None,
         priority=body.priority,
         metadata=body.metadata,
+        output_expires_after=parse_expires_after(body.output_expires_after, "output_expires_after"),
     )
     row = create_batch(
         session,
@@ -50,8 +59,17 @@ def post_batch(
         caller.tenant_id,
         options,
         max_requests=settings.max_requests_per_batch,
+        sync_max_bytes=settings.validate_sync_max_bytes,
     )
     session.commit()
+    if row.status == BatchStatus.VALIDATING.value and fleet is not None:
+        background.add_task(
+            validate_pending,
+            request.app.state.sessions,
+            fleet,
+            row.id,
+            max_requests=settings.max_requests_per_batch,
+        )
     return _public(session, row)
 
 

@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse
 from scheduler.api.deps import SessionDep, SettingsDep, TenantDep
 from scheduler.api.schemas import FileDeleted, FileList, FileObject
 from scheduler.errors import InvalidInput, LineError
+from scheduler.intake.expiry import BATCH_INPUT_DEFAULT_S, ExpiresAfter, parse_expires_after
 from scheduler.store import files as repo
 from scheduler.store.quotas import check_file_quota
 
@@ -25,11 +26,24 @@ def create_file(
     caller: TenantDep,
     file: UploadFile,
     purpose: Annotated[str, Form()],
+    expires_anchor: Annotated[str | None, Form(alias="expires_after[anchor]")] = None,
+    expires_seconds: Annotated[str | None, Form(alias="expires_after[seconds]")] = None,
 ) -> FileObject:
-    """Store an uploaded file (copied from Starlette's spool in 1 MiB chunks, hashed on the way)."""
+    """Store an uploaded file (copied from Starlette's spool in 1 MiB chunks, hashed on the way).
+
+    ``expires_after`` (the openai client sends ``expires_after[anchor]`` and
+    ``expires_after[seconds]`` form fields) sets ``expires_at``; a ``batch`` file without it
+    expires after 30 days, as on OpenAI.
+    """
     if purpose not in UPLOAD_PURPOSES:
         msg = f"purpose must be one of {list(UPLOAD_PURPOSES)}, got {purpose!r}"
         raise InvalidInput(msg, [LineError(None, "invalid_value", msg, "purpose")])
+    policy = (
+        parse_expires_after({"anchor": expires_anchor, "seconds": expires_seconds}, "expires_after")
+        if expires_anchor is not None or expires_seconds is not None
+        else ExpiresAfter(seconds=BATCH_INPUT_DEFAULT_S)
+    )
+    assert policy is not None
     check_file_quota(
         session,
         caller.tenant_id,
@@ -45,6 +59,7 @@ def create_file(
         filename=file.filename or "upload.jsonl",
         purpose=purpose,
         max_bytes=settings.max_file_bytes,
+        expires_after_s=policy.seconds,
     )
     return FileObject.from_row(row)
 

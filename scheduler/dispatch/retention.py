@@ -1,0 +1,146 @@
+"""Retention sweep (one call per dispatcher tick): expired files, per-shard files, crash leftovers.
+
+1. Files whose ``expires_at`` has passed (``expires_after`` on upload, 30 days by default for
+   ``batch`` inputs, ``output_expires_after`` on a batch's output and error files) lose their
+   content and are marked ``deleted`` with status ``expired``: they leave ``GET /v1/files`` and
+   answer 404 saying they expired. An input file that a batch still running needs is kept
+   until that batch has finished.
+2. Per-shard result files under ``data_dir/shards`` (every attempt's output and error JSONL) are
+   removed once their batch is finalised: the batch's output and error files hold the results.
+3. Crash leftovers (``files/.tmp/*.part`` of interrupted uploads, ``shards/.*.tmp`` of
+   interrupted shard writes) older than ``part_file_max_age_s`` are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from scheduler.config import Settings
+from scheduler.domain import TERMINAL_BATCH_STATUSES
+from scheduler.store.db import transaction
+from scheduler.store.files import TMP_DIR, file_in_use
+from scheduler.store.tables import Batch, File, Shard
+
+log = logging.getLogger(__name__)
+
+EXPIRED_STATUS = "expired"
+_SHARD_FILE = re.compile(r"^([^.].*)\.a\d+\.(?:out|err)\.jsonl$")  # workers.execute.shard_paths
+_CHUNK = 500
+
+
+@dataclass
+class RetentionReport:
+    """What one sweep removed."""
+
+    files_expired: list[str] = field(default_factory=list)
+    shard_files_removed: int = 0
+    leftovers_removed: int = 0
+
+
+def sweep_retention(
+    factory: sessionmaker[Session], settings: Settings, *, now_s: float | None = None
+) -> RetentionReport:
+    """Run the three steps of the module docstring; safe to call at any period.
+
+    Args:
+        factory: session factory.
+        settings: ``data_dir``, ``files_dir`` and ``part_file_max_age_s``.
+        now_s: Unix seconds (default: the wall clock; expiry times are wall-clock stamps).
+    """
+    now = time.time() if now_s is None else now_s
+    report = RetentionReport()
+    report.files_expired = _expire_files(factory, int(now))
+    report.shard_files_removed = _remove_shard_files(factory, settings.data_dir / "shards")
+    report.leftovers_removed = _remove_leftovers(settings, now - settings.part_file_max_age_s)
+    if report.files_expired or report.shard_files_removed or report.leftovers_removed:
+        log.info(
+            "retention: %d files expired, %d shard files and %d leftovers removed",
+            len(report.files_expired),
+            report.shard_files_removed,
+            report.leftovers_removed,
+        )
+    return report
+
+
+def _expire_files(factory: sessionmaker[Session], now: int) -> list[str]:
+    expired: list[str] = []
+    with transaction(factory) as s:
+        due = list(
+            s.scalars(
+                select(File).where(
+                    File.deleted.is_(False), File.expires_at.is_not(None), File.expires_at <= now
+                )
+            )
+        )
+        for f in due:
+            if file_in_use(s, f.id):
+                continue  # a running batch still reads it; expires once that batch finished
+            s.execute(
+                update(File)
+                .where(File.id == f.id, File.deleted.is_(False))
+                .values(deleted=True, status=EXPIRED_STATUS)
+            )
+            expired.append(f.id)
+        paths = [Path(f.path) for f in due if f.id in set(expired)]
+    for p in paths:  # after the commit: a row never points at removed content while visible
+        p.unlink(missing_ok=True)
+    return expired
+
+
+def _remove_shard_files(factory: sessionmaker[Session], shards_dir: Path) -> int:
+    if not shards_dir.is_dir():
+        return 0
+    by_shard: dict[str, list[Path]] = {}
+    for p in shards_dir.iterdir():
+        m = _SHARD_FILE.match(p.name)
+        if m:
+            by_shard.setdefault(m.group(1), []).append(p)
+    if not by_shard:
+        return 0
+    finished = [s.value for s in TERMINAL_BATCH_STATUSES]
+    removable: list[str] = []
+    ids = sorted(by_shard)
+    with factory() as s:
+        for i in range(0, len(ids), _CHUNK):
+            removable += s.scalars(
+                select(Shard.id)
+                .join(Batch, Batch.id == Shard.batch_id)
+                .where(Shard.id.in_(ids[i : i + _CHUNK]), Batch.status.in_(finished))
+            )
+    if removable:
+        with transaction(factory) as s:
+            for i in range(0, len(removable), _CHUNK):
+                s.execute(
+                    update(Shard)
+                    .where(Shard.id.in_(removable[i : i + _CHUNK]))
+                    .values(output_path=None, error_path=None)
+                )
+    n = 0
+    for shard_id in removable:
+        for p in by_shard[shard_id]:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                n += 1
+    return n
+
+
+def _remove_leftovers(settings: Settings, cutoff: float) -> int:
+    candidates = [
+        *(settings.files_dir / TMP_DIR).glob("*.part"),
+        *(settings.data_dir / "shards").glob(".*.tmp"),
+    ]
+    n = 0
+    for p in candidates:
+        with contextlib.suppress(FileNotFoundError):
+            if p.is_file() and p.stat().st_mtime <= cutoff:
+                p.unlink()
+                n += 1
+    return n
