@@ -133,9 +133,9 @@ def _aliases(raw: Any, models: tuple[ModelSpec, ...], where: str) -> dict[str, M
                 f"{w}: model must be 'auto' or one of the fleet's models {sorted(names)}, "
                 f"got {target!r}"
             )
-        quality = _opt_quality(spec, models, w) if isinstance(spec, Mapping) else None
-        if quality is not None and target != AUTO:
+        if isinstance(spec, Mapping) and spec.get("min_quality") is not None and target != AUTO:
             raise ConfigError(f"{w}: min_quality applies only to model 'auto'")
+        quality = _opt_quality(spec, models, w) if isinstance(spec, Mapping) else None
         out[name] = ModelAlias(name=name, model=target, min_quality=quality)
     return out
 
