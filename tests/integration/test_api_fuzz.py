@@ -42,7 +42,7 @@ MAX_FILE_BYTES = 1 << 20
 DERANDOMIZE = os.environ.get("CI") == "true"
 # Deeper local runs: FUZZ_SCALE=10 multiplies every example count; FUZZ_DATABASE=postgresql.
 SCALE = float(os.environ.get("FUZZ_SCALE", "1"))
-FUZZED_PREFIXES = ("/v1/files", "/v1/batches", "/v1/fleet")
+FUZZED_PREFIXES = ("/v1/files", "/v1/batches", "/v1/fleet", "/v1/models")
 NOT_FUZZED = {"/v1/batches/{batch_id}/review"}  # review routes belong to the review API tests
 VAGUE_MESSAGES = {"invalid request", "bad request", "error", "not found", "internal server error"}
 
@@ -185,6 +185,8 @@ OPERATIONS = [
     ("GET", "/v1/batches/{batch_id}"),
     ("POST", "/v1/batches/{batch_id}/cancel"),
     ("GET", "/v1/fleet"),
+    ("GET", "/v1/models"),
+    ("GET", "/v1/models/{model_id}"),
 ]
 
 
