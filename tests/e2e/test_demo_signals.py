@@ -57,7 +57,8 @@ def test_demo_plan_moves_work_and_beats_both_baselines(
     assert all(a.slot_start - plan.horizon_start >= timedelta(hours=1) for a in rows)
     assert len({a.site for a in rows}) >= 2
     # and the auto job runs on the smaller model that meets its floor (asap takes the larger)
-    assert {a.model for a in rows} == {"tiny-chat", "tiny-chat-mini"}
+    # (and the weekly embeddings job, whose lines name a hosted model, runs on the embedding one)
+    assert {a.model for a in rows} == {"tiny-chat", "tiny-chat-mini", "tiny-embed"}
     # and the whole night is in the past, all completed, booked at its planned slots
     assert submitted < int(now_utc().timestamp())
     assert {b.status for b in batches} == {"completed"}

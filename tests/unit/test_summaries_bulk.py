@@ -262,7 +262,7 @@ def test_bulk_summaries_take_the_same_number_of_queries_for_one_or_twenty_batche
             batch_summaries(s, ids)
         counts.append(len(statements))
     # Then both took the same few statements
-    assert counts[0] == counts[1] <= 8, counts
+    assert counts[0] == counts[1] <= 9, counts  # 9: token usage per model (batch.usage)
 
 
 def test_bulk_summaries_name_a_missing_batch_and_accept_no_ids(
