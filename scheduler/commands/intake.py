@@ -221,6 +221,7 @@ def register(app: typer.Typer) -> None:
             now = datetime.now(UTC)
             if dry_run:
                 from scheduler.api.deps import load_configured_fleet
+                from scheduler.config import get_settings
 
                 fleet = load_configured_fleet(get_settings())
                 if fleet is not None:  # the same checks as the server's POST /v1/batches
