@@ -35,6 +35,7 @@ class EngineCache:
         factory: EngineFactory | None = None,
         *,
         weights_override: Mapping[str, str] | None = None,
+        weights_builder: Callable[[ModelSpec], str] | None = None,
     ) -> None:
         """Create an empty cache.
 
@@ -42,9 +43,13 @@ class EngineCache:
             factory: builds an engine from a pool's engine spec (default ``build_engine``).
             weights_override: model name -> weights path, replacing fleet.yaml ``weights``
                 (the demo and tests point ``tiny-chat`` at a model built at runtime).
+            weights_builder: called on first use of a model that has no weights (neither
+                overridden nor in fleet.yaml) to build them; returns their path (the sample
+                fleet's tiny models build themselves this way).
         """
         self._factory = factory or default_engine_factory
         self._weights = dict(weights_override or {})
+        self._builder = weights_builder
         self._engine: InferenceEngine | None = None
         self._engine_key: str | None = None
         self._model: str | None = None
@@ -72,7 +77,10 @@ class EngineCache:
             if self._model is not None:
                 self.swaps += 1
                 log.info("swapping model %s -> %s", self._model, model.name)
-            self._engine.load(model.name, self._weights.get(model.name, model.weights))
+            weights = self._weights.get(model.name, model.weights)
+            if weights is None and self._builder is not None:
+                weights = self._weights[model.name] = self._builder(model)
+            self._engine.load(model.name, weights)
             self._model = model.name
         # /v1/responses runs on the engine's chat path (workers.engines.responses).
         return ResponsesAdapter(self._engine)

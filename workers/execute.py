@@ -253,6 +253,12 @@ def run_shard(
             in_planned_slot = (
                 planned if planned and (planned.site, planned.slot) == (site.name, slot) else None
             )
+            input_tokens = sum(r.input_tokens for r in results)
+            output_tokens = sum(r.output_tokens for r in results)
+            profile = model.profiles.get(pool.gpu)
+            energy = booked_energy(
+                measurement, profile, input_tokens=input_tokens, output_tokens=output_tokens
+            )
             allowance = renewable_allowance_kwh(
                 signal,
                 duration_s=measurement.duration_s,
@@ -261,12 +267,7 @@ def run_shard(
                     s, site.name, slot, slot + timedelta(minutes=fleet.slot_minutes)
                 ),
                 planned=in_planned_slot,
-            )
-            input_tokens = sum(r.input_tokens for r in results)
-            output_tokens = sum(r.output_tokens for r in results)
-            profile = model.profiles.get(pool.gpu)
-            energy = booked_energy(
-                measurement, profile, input_tokens=input_tokens, output_tokens=output_tokens
+                facility_kwh=energy.measurement.energy_kwh * site.pue,
             )
             values = compute_ledger_values(
                 energy.measurement,

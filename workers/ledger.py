@@ -99,11 +99,16 @@ def renewable_allowance_kwh(
     slot_hours: float,
     already_booked_kwh: float,
     planned: PlannedShare | None = None,
+    facility_kwh: float | None = None,
 ) -> float:
     """Renewable energy one execution may claim (``scheduler.optimizer.pricing``, rule 3).
 
     A shard that runs in its planned site and slot claims the renewables the plan allocated to
-    it (scaled by the slot's renewables now known against those planned). Anything else claims
+    it, scaled by the slot's renewables now known against those planned and by its booked
+    facility energy against its planned one (the same renewable share of its energy as
+    planned, rule 2 of the pricing module: a token estimate that was 10 % short books 10 % more
+    energy, with the same share from renewables, not all of the extra from the grid). Anything
+    else claims
     the panel output during its own run (``renewable_kw x duration``). Either way never more
     than what is left of the slot's renewable energy (``renewable_kw x slot_hours``) after the
     attempts already booked at that site and slot, so renewables are never counted twice.
@@ -114,6 +119,7 @@ def renewable_allowance_kwh(
         slot_hours: length of one slot in hours.
         already_booked_kwh: renewable kWh already booked by other attempts at that site and slot.
         planned: the shard's planned share, when it ran in its planned site and slot.
+        facility_kwh: the attempt's booked facility energy (default: as planned).
 
     Returns:
         The renewable allowance in kWh (>= 0).
@@ -123,6 +129,8 @@ def renewable_allowance_kwh(
     if planned is not None and planned.renewable_kwh is not None:
         planned_kw = planned.renewable_kw or 0.0
         want = planned.renewable_kwh * (renewable_kw / planned_kw) if planned_kw > 0 else 0.0
+        if facility_kwh is not None and planned.energy_kwh > 0:
+            want *= max(0.0, facility_kwh) / planned.energy_kwh
     else:
         want = renewable_kw * max(0.0, duration_s) / 3600.0
     return min(want, left_in_slot_kwh)

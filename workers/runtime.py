@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -17,6 +21,8 @@ from scheduler.store.tables import now_utc
 from workers.energy.base import EnergyMeter
 from workers.engine_cache import EngineCache
 from workers.execute import Clock, MeterFactory, ShardOutcome, run_shard
+
+log = logging.getLogger(__name__)
 
 
 def default_meter_factory(site: Site, pool: Pool, model: ModelSpec) -> EnergyMeter:
@@ -38,6 +44,33 @@ def resolve_fleet(settings: Settings) -> Fleet:
     from scheduler.samples import load_sample_fleet
 
     return load_sample_fleet()
+
+
+def sample_weights_builder(data_dir: Path) -> Callable[[ModelSpec], str]:
+    """Builds a sample-fleet model's tiny weights on first use into ``data_dir/models/NAME``.
+
+    The sample fleet's models have no ``weights``: as in the demo, each is a tiny random-weight
+    Llama built locally (about a second, no download). Workers of several pools may build at
+    once: each builds into its own temporary directory and renames it into place; the loser
+    uses the winner's copy.
+    """
+
+    def build(model: ModelSpec) -> str:
+        from workers.engines.tiny_model import build_tiny_model
+
+        target = data_dir / "models" / model.name
+        if (target / "config.json").exists():
+            return str(build_tiny_model(target))  # reuses a complete model, finishes a partial
+        tmp = target.with_name(f".{model.name}.{os.getpid()}.tmp")
+        build_tiny_model(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another worker renamed its copy first
+            shutil.rmtree(tmp, ignore_errors=True)
+        log.info("built the sample model %s at %s (tiny, random weights)", model.name, target)
+        return str(target)
+
+    return build
 
 
 @dataclass
@@ -67,11 +100,12 @@ class WorkerRuntime:
         (the demo points ``tiny-chat`` at the model it builds). ``serves`` is the worker's
         ``(site, pool)``: shards of any other pool are refused unclaimed.
         """
+        builder = None if settings.fleet else sample_weights_builder(settings.data_dir)
         return cls(
             settings=settings,
             fleet=resolve_fleet(settings),
             sessions=session_factory(engine_from_settings(settings)),
-            engine_cache=EngineCache(weights_override=weights_override),
+            engine_cache=EngineCache(weights_override=weights_override, weights_builder=builder),
             serves=serves,
         )
 

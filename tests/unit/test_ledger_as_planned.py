@@ -96,9 +96,14 @@ def test_a_shard_with_more_tokens_than_planned_books_them_and_says_by_how_much(
     assert _run(h, batch_id) == "completed"
     with h.sessions() as s:
         rows = list(s.scalars(select(LedgerEntry).where(LedgerEntry.batch_id == batch_id)))
-    # Then the booked energy is the token model on the actual tokens (twice the plan's)
+    # Then the booked energy is the token model on the actual tokens (twice the plan's), with
+    # the same renewable share as planned, so CO2 and water are off by the tokens' error only
     for r in rows:
         assert r.facility_energy_kwh == pytest.approx(2 * r.planned_energy_kwh, rel=1e-6)
+        assert r.co2_location_g + r.embodied_co2_g == pytest.approx(2 * r.planned_co2_g, rel=1e-6)
+        assert r.water_onsite_l + r.water_offsite_l == pytest.approx(
+            2 * r.planned_water_l, rel=1e-6
+        )
         d = r.deviations
         assert d["input_tokens"]["delta"] == pytest.approx(2.5 * r.requests_done)
         assert d["energy_kwh"]["actual"] == pytest.approx(r.facility_energy_kwh)

@@ -176,6 +176,16 @@ def test_shard_in_its_planned_slot_claims_the_renewables_the_plan_gave_it() -> N
         planned=planned,
     )
     assert late == pytest.approx(0.1)
+    # And a shard that needed 10 % more energy than planned keeps the planned renewable share
+    more = renewable_allowance_kwh(
+        _signal(renewable_kw=1.2),
+        duration_s=60,
+        slot_hours=1.0,
+        already_booked_kwh=0.0,
+        planned=planned,
+        facility_kwh=1.1,
+    )
+    assert more == pytest.approx(0.33)
 
 
 def test_marginal_signal_is_booked_as_avoided_emissions_never_as_scope_2() -> None:

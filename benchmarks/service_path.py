@@ -1,0 +1,166 @@
+"""The README's service path on a fresh data dir: time to a completed batch, planned vs booked.
+
+Runs exactly the README's steps with the sample fleet (no GRIDSHIFT_FLEET): ``gridshift db
+upgrade``, ``keys create``, ``serve`` (on a free port), ``dispatch``, one ``worker`` per sample
+pool (the tiny models build themselves on first use), then submits a batch with the official
+``openai`` client and a deadline relative to now, waits for it, and prints the batch's planned
+and booked energy and CO2 from its ``gridshift`` field, with their ratio.
+
+    python benchmarks/service_path.py [--requests 12] [--timeout-s 180]
+
+Every process is started here and stopped by its pid at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+GRIDSHIFT = str(Path(sys.executable).parent / "gridshift")  # the console script of this venv
+POOLS = (("gb-london", "cpu"), ("de-frankfurt", "cpu"), ("es-madrid", "cpu"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _gridshift(*args: str, env: dict[str, str]) -> str:
+    done = subprocess.run(
+        [GRIDSHIFT, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return done.stdout.strip()
+
+
+def _wait_http(url: str, timeout_s: float) -> None:
+    import urllib.request
+
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout_s} s")
+
+
+def main() -> int:  # noqa: D103
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=12)
+    parser.add_argument("--timeout-s", type=float, default=180.0)
+    args = parser.parse_args()
+    from openai import OpenAI
+
+    data = Path(tempfile.mkdtemp(prefix="gridshift-service-"))
+    env = {**os.environ, "GRIDSHIFT_DATA_DIR": str(data), "GRIDSHIFT_TICK_S": "2"}
+    for key in ("GRIDSHIFT_FLEET", "GRIDSHIFT_DATABASE_URL", "GRIDSHIFT_BROKER_URL"):
+        env.pop(key, None)
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = data / "logs"
+    logs.mkdir()
+    t0 = time.monotonic()
+    try:
+        _gridshift("db", "upgrade", env=env)
+        key = _gridshift("keys", "create", "--tenant", "acme", env=env).split()[-1]
+        port = _free_port()
+
+        def start(name: str, *cmd: str) -> None:
+            out = (logs / f"{name}.log").open("wb")
+            procs.append(
+                subprocess.Popen(
+                    [GRIDSHIFT, *cmd],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+
+        start("serve", "serve", "--port", str(port))
+        start("dispatch", "dispatch")
+        for site, pool in POOLS:
+            start(f"worker-{site}", "worker", "--site", site, "--pool", pool)
+        _wait_http(f"http://127.0.0.1:{port}/healthz", 60)
+        ready_s = time.monotonic() - t0
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key)
+        lines = [
+            {
+                "custom_id": f"r{i}",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {
+                    "model": "auto",
+                    "messages": [{"role": "user", "content": f"Summarise item {i}: the grid."}],
+                    "max_tokens": 16,
+                },
+            }
+            for i in range(args.requests)
+        ]
+        path = data / "requests.jsonl"
+        path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+        submitted = time.monotonic()
+        f = client.files.create(file=path.open("rb"), purpose="batch")
+        deadline = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+        batch = client.batches.create(
+            input_file_id=f.id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+            extra_body={"deadline": deadline, "min_quality": 0.4},
+        )
+        while batch.status not in ("completed", "failed", "expired", "cancelled"):
+            if time.monotonic() - submitted > args.timeout_s:
+                print(f"TIMEOUT after {args.timeout_s:.0f} s: status {batch.status}")
+                return 1
+            time.sleep(1.0)
+            batch = client.batches.retrieve(batch.id)
+        took = time.monotonic() - submitted
+        gs = (batch.model_extra or {})["gridshift"]
+        planned, actual = gs["planned"], gs["actual"]
+        print(f"servers ready in {ready_s:.1f} s; batch {batch.status} in {took:.1f} s")
+        print(f"request_counts: {batch.request_counts}")
+        print(f"energy method: {gs.get('energy_method')}")
+        for name in ("energy_kwh", "co2_g", "water_l", "cost"):
+            p, a = planned[name], actual[name]
+            ratio = a / p if p else float("nan")
+            print(f"{name:>10}: planned {p:.6g}  booked {a:.6g}  booked/planned {ratio:.3f}")
+        planned_in = sum(x["input_tokens"] for x in gs["parts"])
+        planned_out = sum(x["output_tokens"] for x in gs["parts"])
+        with sqlite3.connect(data / "gridshift.db") as db:
+            got_in, got_out = db.execute(
+                "SELECT SUM(input_tokens), SUM(output_tokens) FROM ledger_entries"
+            ).fetchone()
+        print(
+            f"tokens in/out: planned (estimate) {planned_in:.0f}/{planned_out:.0f}, "
+            f"counted by the engine {got_in}/{got_out}; data dir {data}"
+        )
+        return 0 if batch.status == "completed" else 1
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
