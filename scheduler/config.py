@@ -72,6 +72,30 @@ class Settings(BaseSettings):
     horizon_hours: int = Field(
         default=48, ge=1, description="Planning horizon (UK forecasts reach 48 h)."
     )
+    plan_budget_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="Total wall-clock budget of one service re-plan, all solver stages together.",
+    )
+    planner_debounce_s: float = Field(
+        default=1.0, ge=0, description="Planner: wait this long after an arrival to batch more."
+    )
+    planner_poll_s: float = Field(
+        default=1.0, gt=0, description="Planner: how often it looks for new work."
+    )
+    planner_retry_s: float = Field(
+        default=30.0, gt=0, description="Planner: wait before retrying a failed re-plan."
+    )
+    signals_fresh_s: float = Field(
+        default=900.0,
+        ge=0,
+        description="Re-plans reuse fetched forecasts this long; older ones trigger a re-plan.",
+    )
+    plan_retention_h: float = Field(
+        default=24.0,
+        ge=0,
+        description="Assignments of superseded plans older than this are compacted away.",
+    )
 
     # Hardening of the HTTP API (scheduler/api/guard.py); see docs/operations.md "Limits".
     max_json_bytes: int = Field(

@@ -43,11 +43,21 @@ def register_tasks(app: Celery) -> None:
 
     @app.task(name="gridshift.tick")
     def tick_task() -> dict[str, Any]:
-        """One dispatcher tick (for deployments that drive it with Celery beat)."""
+        """One dispatcher tick (for deployments that drive it with Celery beat).
+
+        It never re-plans: run `gridshift planner` beside beat (the tick never waits on a solve).
+        """
         from scheduler.dispatch.send import celery_sender
         from scheduler.dispatch.tick import tick
         from scheduler.store.tables import now_utc
 
         rt = runtime_for(settings, serves)
-        report = tick(rt.sessions, settings, now_utc(), celery_sender(app), fleet=rt.fleet)
+        report = tick(
+            rt.sessions,
+            settings,
+            now_utc(),
+            celery_sender(app),
+            fleet=rt.fleet,
+            allow_replan=False,
+        )
         return {"queued": len(report.queued), "plan_id": report.plan_id}

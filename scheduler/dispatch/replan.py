@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.config import Settings
@@ -19,16 +19,28 @@ from scheduler.dispatch.budget import (
     defer_parts,
     quality_ceilings,
 )
-from scheduler.dispatch.shards import (
-    create_shards,
-    release_planned_shards,
-    unleased_request_ids,
+from scheduler.dispatch.plan_write import (
+    ShardLimits,
+    any_free,
+    compact_assignments,
+    load_free,
+    write_assignments,
+    write_lock,
 )
 from scheduler.dispatch.signals import HorizonSignals
 from scheduler.dispatch.slots import slot_floor, slot_fraction_left, slots_between
-from scheduler.domain import BatchStatus, Fleet, Plan, PlanningBatch, ShardStatus, SlotSignal
+from scheduler.domain import (
+    Assignment,
+    BatchStatus,
+    Fleet,
+    Plan,
+    PlanningBatch,
+    ShardStatus,
+    SlotSignal,
+)
 from scheduler.optimizer.attribution import BatchFigures, baseline_by_batch, sum_figures
 from scheduler.optimizer.baselines import BASELINES
+from scheduler.optimizer.coverage import check_coverage
 from scheduler.optimizer.pricing import PricedPiece, price_problem
 from scheduler.optimizer.problem import FixedLoad, PlanningProblem
 from scheduler.store.db import transaction
@@ -73,7 +85,11 @@ def default_horizon_signals(settings: Settings, factory: sessionmaker[Session]) 
 def _part_batches(
     s: Session, fleet: Fleet, now: datetime
 ) -> tuple[list[PlanningBatch], dict[str, list[int]]]:
-    """Planning batches of unleased requests of in-progress batches, tokens pro rata."""
+    """Planning batches of the free requests of in-progress batches, tokens pro rata.
+
+    The free requests of all parts come from one query (``plan_write.load_free``).
+    """
+    free = load_free(s, now)
     rows = s.execute(
         select(BatchPart, Batch)
         .join(Batch, Batch.id == BatchPart.batch_id)
@@ -81,12 +97,10 @@ def _part_batches(
         .order_by(Batch.created_at, BatchPart.id)
     ).all()
     out: list[PlanningBatch] = []
-    free: dict[str, list[int]] = {}
     for part, batch in rows:
-        ids = unleased_request_ids(s, part.id)
+        ids = free.get(part.id)
         if not ids:
             continue
-        free[part.id] = ids
         share = len(ids) / part.requests if part.requests else 1.0
         submitted = min(datetime.fromtimestamp(batch.created_at, UTC), now)
         out.append(
@@ -109,12 +123,20 @@ def _part_batches(
 
 
 def _fixed_loads(s: Session, fleet: Fleet, now: datetime) -> tuple[FixedLoad, ...]:
-    """Queued and running shards, at their slot (or the current slot if it is past)."""
+    """Queued, running and due planned shards, at their slot (or the current slot if past).
+
+    A planned shard whose slot has started is the tick's to queue: re-plans leave it alone.
+    """
     current = slot_floor(now, fleet.slot_minutes)
     rows = s.execute(
         select(Shard.site, Shard.pool, Shard.slot_start, Shard.request_count, AssignmentRecord)
         .join(AssignmentRecord, AssignmentRecord.id == Shard.assignment_id)
-        .where(Shard.status.in_([ShardStatus.QUEUED.value, ShardStatus.RUNNING.value]))
+        .where(
+            or_(
+                Shard.status.in_([ShardStatus.QUEUED.value, ShardStatus.RUNNING.value]),
+                and_(Shard.status == ShardStatus.PLANNED.value, Shard.slot_start <= now),
+            )
+        )
     ).all()
     acc: dict[tuple[str, str, datetime], list[float]] = defaultdict(lambda: [0.0, 0.0])
     for site, pool, slot, n, a in rows:
@@ -196,9 +218,61 @@ def build_problem(
         fixed=_fixed_loads(s, fleet, now),
         slot_available={slots[0]: slot_fraction_left(now, fleet.slot_minutes)},
         time_limit_s=settings.plan_time_limit_s,
+        total_time_limit_s=settings.plan_budget_s,
         max_quality_by_batch=quality_ceilings(batches, states, fleet),
     )
     return problem, free, deferred
+
+
+def _assignment_row(
+    problem: PlanningProblem,
+    plan_id: int,
+    a: Assignment,
+    price: PricedPiece,
+    part_batch: Mapping[str, str],
+) -> dict[str, object]:
+    """The ``assignments`` row of one placement, with its planned figures and signals."""
+    sig = problem.signals.get((a.site, a.slot))
+    return {
+        "plan_id": plan_id,
+        "batch_id": part_batch.get(a.batch, a.batch.split("~", 1)[0]),
+        "part_id": a.batch,
+        "site": a.site,
+        "pool": a.pool,
+        "model": a.model,
+        "slot_start": a.slot,
+        "requests": a.requests,
+        "input_tokens": a.input_tokens,
+        "output_tokens": a.output_tokens,
+        "gpu_hours": a.gpu_hours,
+        "energy_kwh": a.energy_kwh,
+        "co2_g": price.co2_g,
+        "cost": price.cost,
+        "water_l": price.water_l,
+        "carbon_g_per_kwh": sig.carbon_g_per_kwh if sig is not None else None,
+        "renewable_kwh": price.renewable_kwh,
+        "grid_kwh": price.grid_kwh,
+        "price_per_kwh": sig.price_per_kwh if sig is not None else None,
+        "renewable_kw": sig.renewable_kw if sig is not None else None,
+        "wue_l_per_kwh": sig.wue_l_per_kwh if sig is not None else None,
+        "carbon_factor": sig.carbon_factor if sig is not None else None,
+    }
+
+
+def solve_checked(problem: PlanningProblem, planner: Planner | None = None) -> Plan:
+    """Solve ``problem`` and accept the answer only if every batch is planned or unplaced.
+
+    This is the whole decision of a re-plan, free of the store: ``build_problem`` makes the
+    problem from the store state, the clock and the signals; this solves and checks it. A
+    backtest replays the service by calling the same two functions.
+
+    Raises:
+        PlanningError: the planner failed, or its answer would lose a batch
+            (``scheduler.optimizer.coverage``).
+    """
+    plan = (planner or default_planner)(problem)
+    check_coverage(problem, plan)
+    return plan
 
 
 def replan(
@@ -211,18 +285,20 @@ def replan(
     signals_for: HorizonSignals | None = None,
     planner: Planner | None = None,
 ) -> int | None:
-    """Plan all unleased work again and make the result the current plan.
+    """Plan all free work again and make the result the current plan.
 
-    Builds the problem from the store (see ``build_problem``), solves it, stores a new
-    ``plans`` row (``is_current``; the previous one is retired) with its assignments and their
-    planned figures, and replaces the PLANNED shards of the batches concerned with shards cut
-    from the new assignments. Queued, running and done shards are fixed loads: never moved.
+    Builds the problem from the store (see ``build_problem``), solves and checks it
+    (``solve_checked``), then stores a new ``plans`` row (``is_current``; the previous one is
+    retired) with its assignments, and brings the PLANNED, not yet due shards in line with it
+    (``plan_write.write_assignments``: parts whose placement did not change keep their shards).
+    Queued, running, done and due shards are fixed loads: never moved. Assignments of plans
+    superseded more than ``plan_retention_h`` ago are compacted in the same transaction.
 
     Args:
         factory: session factory.
-        settings: horizon, shard bounds, solver time limit.
+        settings: horizon, shard bounds, solver time limit and total planning budget.
         fleet: the fleet.
-        now: the dispatcher's clock.
+        now: the planner's clock.
         trigger: why (``new_batch``, ``slot_boundary``, ``manual``...), stored on the plan.
         signals_for: horizon signals (default: forecasts service, synthetic fallback).
         planner: the solver (default ``plan_problem``).
@@ -231,20 +307,22 @@ def replan(
         The new plan's id, or None when nothing needed planning.
 
     Raises:
-        PlanningError: the planner failed.
+        PlanningError: the planner failed or its answer broke the invariant; nothing was
+            written and the current plan stays in force.
     """
     signals_for = signals_for or default_horizon_signals(settings, factory)
-    planner = planner or default_planner
     advance_pacer(factory, fleet, now)
     with factory() as s:
         states = budget_states(s, fleet, now)
         problem, free, deferred = build_problem(s, settings, fleet, now, signals_for, states)
     if problem is None:
         return None
-    plan = planner(problem)
+    plan = solve_checked(problem, planner)
     priced = price_assignments(problem, plan)
     part_batch = {p.id: p.id.split("~", 1)[0] for p in problem.batches}
+    limits = ShardLimits(settings.max_shard_requests, settings.max_shard_gpu_minutes)
     with transaction(factory) as s:
+        write_lock(s)
         s.execute(
             update(PlanRecord).where(PlanRecord.is_current.is_(True)).values(is_current=False)
         )
@@ -268,92 +346,98 @@ def replan(
         )
         s.add(record)
         s.flush()
-        held = {d["batch"].split("~", 1)[0] for d in deferred}
-        release_planned_shards(s, sorted(set(part_batch.values()) | held))
-        ordered = sorted(
-            zip(plan.assignments, priced, strict=True),
-            key=lambda x: (x[0].slot, x[0].site, x[0].pool),
-        )
-        cursor: dict[str, int] = defaultdict(int)
-        for a, price in ordered:
-            sig = problem.signals.get((a.site, a.slot))
-            ids = unleased_request_ids(s, a.batch) if a.batch not in free else free[a.batch]
-            take = ids[cursor[a.batch] : cursor[a.batch] + a.requests]
-            cursor[a.batch] += a.requests
-            row = AssignmentRecord(
-                plan_id=record.id,
-                batch_id=part_batch.get(a.batch, a.batch.split("~", 1)[0]),
-                part_id=a.batch,
-                site=a.site,
-                pool=a.pool,
-                model=a.model,
-                slot_start=a.slot,
-                requests=a.requests,
-                input_tokens=a.input_tokens,
-                output_tokens=a.output_tokens,
-                gpu_hours=a.gpu_hours,
-                energy_kwh=a.energy_kwh,
-                co2_g=price.co2_g,
-                cost=price.cost,
-                water_l=price.water_l,
-                carbon_g_per_kwh=sig.carbon_g_per_kwh if sig is not None else None,
-                renewable_kwh=price.renewable_kwh,
-                grid_kwh=price.grid_kwh,
-                price_per_kwh=sig.price_per_kwh if sig is not None else None,
-                renewable_kw=sig.renewable_kw if sig is not None else None,
-                wue_l_per_kwh=sig.wue_l_per_kwh if sig is not None else None,
-                carbon_factor=sig.carbon_factor if sig is not None else None,
-            )
-            s.add(row)
-            s.flush()
-            create_shards(
-                s,
-                row,
-                take,
-                max_requests=settings.max_shard_requests,
-                max_gpu_minutes=settings.max_shard_gpu_minutes,
-                now=now,
-            )
+        rows = [
+            _assignment_row(problem, record.id, a, price, part_batch)
+            for a, price in zip(plan.assignments, priced, strict=True)
+        ]
+        stats = write_assignments(s, rows, free, now=now, limits=limits)
+        record.notes = [*(record.notes or []), stats.note()]
+        compacted = compact_assignments(s, now, settings.plan_retention_h)
         plan_id = record.id
     log.info(
-        "plan %d (%s): %d assignments, %d unplaced, status %s",
+        "plan %d (%s): %d assignments, %d unplaced, status %s, solve %.2fs; %s; %d old "
+        "assignments compacted",
         plan_id,
         trigger,
         len(plan.assignments),
         len(plan.unplaced),
         plan.status,
+        plan.solve_s,
+        stats.note(),
+        compacted,
     )
     return plan_id
 
 
+def record_failure(
+    factory: sessionmaker[Session], fleet: Fleet, now: datetime, trigger: str, error: str
+) -> int:
+    """Store a failed re-plan as a ``plans`` row with status ``failed`` (never current).
+
+    The current plan stays in force; the row makes the failure visible in ``/v1/plans``, the
+    dashboard's plan history and the ``gridshift_plans_total{status="failed"}`` metric.
+    """
+    start = slot_floor(now, fleet.slot_minutes)
+    with transaction(factory) as s:
+        record = PlanRecord(
+            created_at=now,
+            trigger=trigger,
+            status="failed",
+            objectives=[],
+            tolerances=[],
+            totals={},
+            baselines={},
+            unplaced=[],
+            stage_optima={},
+            notes=[f"re-plan failed; the previous plan stays in force: {error}"],
+            solve_s=0.0,
+            fallback_signals=False,
+            horizon_start=start,
+            horizon_end=start,
+            is_current=False,
+        )
+        s.add(record)
+        s.flush()
+        return record.id
+
+
 def replan_trigger(s: Session, fleet: Fleet, now: datetime) -> str | None:
-    """Why the tick should re-plan now, or None.
+    """Why the planner should re-plan now, or None (a constant number of queries).
 
     ``new_batch``: an in-progress batch has a part that no shard and no current plan knows
     (a part in the plan's ``unplaced``, e.g. deferred by the carbon budget, is known).
     ``slot_boundary``: the current slot differs from the one the current plan started in and
-    some work is still unleased.
+    some work is still free.
     """
     current = s.scalars(select(PlanRecord).where(PlanRecord.is_current.is_(True))).first()
     known: set[str] = set()
     if current is not None:
         known |= set(
             s.scalars(
-                select(AssignmentRecord.part_id).where(AssignmentRecord.plan_id == current.id)
+                select(AssignmentRecord.part_id)
+                .where(AssignmentRecord.plan_id == current.id)
+                .distinct()
             )
         )
         known |= {u.get("batch") for u in (current.unplaced or [])}
-    parts = s.scalars(
+    open_parts = (
         select(BatchPart.id)
         .join(Batch, Batch.id == BatchPart.batch_id)
         .where(Batch.status == BatchStatus.IN_PROGRESS.value, Batch.deadline > now)
-    ).all()
+    )
+    parts = s.scalars(open_parts).all()
     if parts:
-        known |= set(s.scalars(select(Shard.part_id).where(Shard.part_id.in_(parts)).distinct()))
+        known |= set(
+            s.scalars(
+                select(Shard.part_id)
+                .join(Batch, Batch.id == Shard.batch_id)
+                .where(Batch.status == BatchStatus.IN_PROGRESS.value)
+                .distinct()
+            )
+        )
     if any(p not in known for p in parts):
         return "new_batch"
-    if current is not None and current.horizon_start != slot_floor(now, fleet.slot_minutes):
-        for p in parts:
-            if unleased_request_ids(s, p):
-                return "slot_boundary"
+    moved = current is not None and current.horizon_start != slot_floor(now, fleet.slot_minutes)
+    if moved and parts and any_free(s, now):
+        return "slot_boundary"
     return None

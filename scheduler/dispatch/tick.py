@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.config import Settings
 from scheduler.dispatch.budget import advance_pacer
+from scheduler.dispatch.plan_write import write_lock
 from scheduler.dispatch.reconcile import (
     all_queued,
     close_batches,
@@ -83,8 +84,14 @@ def order_for_pool(shards: list[Shard], loaded_model: str | None) -> list[Shard]
 
 
 def promote_due(factory: sessionmaker[Session], *, now: datetime) -> list[Shard]:
-    """Move due PLANNED shards (slot started) of in-progress batches to QUEUED, in send order."""
+    """Move due PLANNED shards (slot started) of in-progress batches to QUEUED, in send order.
+
+    Takes the plan write lock (``plan_write.write_lock``) for its short transaction, so a
+    re-plan being stored never replaces a shard this tick queues; only shards this call really
+    moved (compare-and-set) are returned to be sent.
+    """
     with transaction(factory) as s:
+        write_lock(s)
         due = list(
             s.scalars(
                 select(Shard)
@@ -105,13 +112,16 @@ def promote_due(factory: sessionmaker[Session], *, now: datetime) -> list[Shard]
         ordered = [
             sh for key in sorted(per_pool) for sh in order_for_pool(per_pool[key], loaded.get(key))
         ]
+        moved = []
         for sh in ordered:
-            s.execute(
+            res = s.execute(
                 update(Shard)
                 .where(Shard.id == sh.id, Shard.status == ShardStatus.PLANNED.value)
                 .values(status=ShardStatus.QUEUED.value, queued_at=now)
             )
-        return ordered
+            if getattr(res, "rowcount", 1):
+                moved.append(sh)
+        return moved
 
 
 def tick(
@@ -133,7 +143,10 @@ def tick(
        nothing of theirs runs; batches stuck in ``finalizing`` are finalized again. Batches
        left ``validating`` (large files) are validated; the retention sweep removes expired
        files, per-shard files of finalised batches and old crash leftovers.
-    3. Re-planning on a new batch or a slot boundary (see ``replan_trigger``).
+    3. Inline re-planning on a new batch or a slot boundary (see ``replan_trigger``), only
+       with ``allow_replan``: the embedded demo and tests plan inside the tick; the service
+       plans in its planner loop (``scheduler.dispatch.planner_loop``) so that a tick never
+       waits on a solve, and ticks with ``allow_replan=False``.
     4. Due shards (``slot_start <= now``) go ``planned`` -> ``queued`` and are sent by name to
        ``<site>.<pool>``, ordered per pool to minimise model swaps. Sending happens after the
        commit, so a worker always finds its shard queued; a lost message is re-sent by step 5.
@@ -147,7 +160,8 @@ def tick(
         fleet: the fleet.
         signals_for: horizon signals for re-planning (default: forecasts service).
         planner: the solver (default ``plan_problem``).
-        allow_replan: False skips step 3 (the demo runs one plan as made).
+        allow_replan: False skips step 3 (the service's planner loop re-plans; the demo runs
+            one plan as made).
         requeue_after_s: default ``max(2 x lease_s, 10 x tick_s)``.
 
     Returns:

@@ -127,20 +127,32 @@ class ColumnGenerationBackend:
         started = time.perf_counter()
         if not self._in.any():
             self._add(self._seed())
+        solved = False  # an answer is only taken from a master problem solved in THIS run
         for _ in range(_MAX_ROUNDS):
             left = time_limit_s - (time.perf_counter() - started)
             if left <= 0:
+                if not solved:
+                    raise PlanningError(
+                        "time limit reached before the master problem was solved; "
+                        "raise the time limit or plan fewer batches"
+                    )
                 return self._result("feasible", "time limit reached while pricing columns")
             self._h.setOptionValue("time_limit", float(left))
             self._h.run()
             status = self._h.getModelStatus()
             if status == highspy.HighsModelStatus.kTimeLimit:
+                if self._h.getInfo().primal_solution_status != 2:  # kSolutionStatusFeasible
+                    raise PlanningError(
+                        "time limit reached in the master problem without a feasible point; "
+                        "raise the time limit or plan fewer batches"
+                    )
                 return self._result("feasible", "time limit reached in the master problem")
             if status != highspy.HighsModelStatus.kOptimal:
                 raise PlanningError(
                     f"HiGHS master problem ended with {self._h.modelStatusToString(status)!r}; "
                     "check the fleet and forecasts for extreme values"
                 )
+            solved = True
             new = self._price()
             if len(new) == 0:
                 break

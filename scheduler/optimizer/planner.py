@@ -6,6 +6,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Sequence
+from contextvars import ContextVar
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from scheduler.optimizer.model import HEADROOM, FloatArray, LinearModel, build_m
 from scheduler.optimizer.problem import PlanningProblem
 from scheduler.optimizer.solve import (
     Backend,
+    BudgetedBackend,
     LexResult,
     make_backend,
     solve_lexicographic,
@@ -28,6 +30,8 @@ from scheduler.optimizer.solve import (
 #: of delay and saved no time on the 2,000-batch benchmark (docs/optimizer.md).
 AGGREGATE_ABOVE_COLUMNS = 4_000_000
 _MAX_DROP_ROUNDS = 6
+#: ``perf_counter`` deadline of the ``plan_problem`` call in progress (``total_time_limit_s``).
+_DEADLINE: ContextVar[float | None] = ContextVar("plan_deadline", default=None)
 _MAX_ADD_BACK = 8
 _FULL = 1.0 - 1e-6
 _LUMPY = (
@@ -63,6 +67,22 @@ def plan_problem(
             hit before any solution).
     """
     started = time.perf_counter()
+    total = problem.total_time_limit_s
+    token = _DEADLINE.set(started + total if total is not None else None)
+    try:
+        return _plan(problem, started, baselines=baselines, aggregate=aggregate, backend=backend)
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _plan(
+    problem: PlanningProblem,
+    started: float,
+    *,
+    baselines: bool,
+    aggregate: bool | None,
+    backend: str,
+) -> Plan:
     objectives = _check_objectives(problem)
     cands, unplaced = candidates(problem)
     if aggregate is None:
@@ -157,7 +177,9 @@ def _load(
 ) -> tuple[LinearModel, Backend]:
     groups = group_candidates(problem, active, aggregate=aggregate)
     model = build_model(problem, groups, headroom=headroom)
-    return model, make_backend(model, backend)
+    solver = make_backend(model, backend)
+    deadline = _DEADLINE.get()
+    return model, (solver if deadline is None else BudgetedBackend(solver, deadline))
 
 
 def _feasible(

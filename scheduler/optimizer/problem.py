@@ -40,6 +40,10 @@ class PlanningProblem:
         slot_available: optional fraction (0..1] of a slot still usable (the slot in progress
             when the service re-plans); missing slots are fully available.
         time_limit_s: wall-clock limit per solver call.
+        total_time_limit_s: optional wall-clock budget of the whole ``plan_problem`` call (all
+            stages and placement rounds together); each solver call gets at most what is left,
+            and a call with nothing left fails (``PlanningError`` before the first stage has an
+            answer, else the plan keeps the stages already solved).
         max_quality: optional ceiling on the quality of models chosen for ``min_quality``
             batches (carbon-budget tiers forbid larger models); never below the batch's floor.
         max_quality_by_batch: per-batch ceilings (by batch id), overriding ``max_quality``.
@@ -56,6 +60,7 @@ class PlanningProblem:
     fixed: tuple[FixedLoad, ...] = ()
     slot_available: Mapping[datetime, float] = field(default_factory=dict)
     time_limit_s: float = 60.0
+    total_time_limit_s: float | None = None
     max_quality: float | None = None
     max_quality_by_batch: Mapping[str, float] = field(default_factory=dict)
 

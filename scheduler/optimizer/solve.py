@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pulp
@@ -199,6 +200,39 @@ class PulpBackend:
             f"{self.name} ended with status {pulp.LpStatus[status]!r}; raise time_limit_s or "
             "check the fleet and forecasts"
         )
+
+
+class BudgetedBackend:
+    """A backend whose every ``run`` gets at most what is left of a total time budget.
+
+    ``deadline`` is a ``time.perf_counter()`` value. A run with nothing left raises
+    ``PlanningError``: the lexicographic solve then keeps the stages already solved, and a
+    first stage (or placement) without an answer fails the whole plan, never a partial one.
+    """
+
+    def __init__(self, inner: Backend, deadline: float) -> None:
+        self._inner = inner
+        self._deadline = deadline
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def set_objective(self, cost: FloatArray) -> None:  # noqa: D102
+        self._inner.set_objective(cost)
+
+    def add_upper_row(self, name: str, coef: FloatArray, upper: float) -> None:  # noqa: D102
+        self._inner.add_upper_row(name, coef, upper)
+
+    def set_complete_rows(self, lower: float) -> None:  # noqa: D102
+        self._inner.set_complete_rows(lower)
+
+    def run(self, time_limit_s: float) -> RunResult:  # noqa: D102
+        left = self._deadline - time.perf_counter()
+        if left <= 0:
+            raise PlanningError(
+                "the planning budget (total_time_limit_s) ran out before this solver stage"
+            )
+        return self._inner.run(min(time_limit_s, left))
 
 
 def make_backend(model: LinearModel, backend: str = "auto") -> Backend:

@@ -69,6 +69,18 @@ class StoreCollector(Collector):
             batches.add_metric([batch_status], n)
         yield batches
 
+        plans = CounterMetricFamily(
+            "gridshift_plans",
+            "Plan versions stored, by status (failed: a re-plan that left the previous plan in "
+            "force).",
+            labels=["status"],
+        )
+        for plan_status, n in s.execute(
+            select(PlanRecord.status, func.count()).group_by(PlanRecord.status)
+        ):
+            plans.add_metric([plan_status], n)
+        yield plans
+
         tok = s.execute(
             select(
                 func.coalesce(func.sum(LedgerEntry.input_tokens), 0),

@@ -1,0 +1,292 @@
+"""Set-based store work of a re-plan: free requests in one query, changed rows only, compaction.
+
+A re-plan reads the free (re-plannable) requests of every open batch part in one query and
+writes a new plan version with bulk statements: assignments in one multi-row insert, new shards
+in one, kept shards re-pointed and requests re-assigned by primary key in ``executemany``
+batches. A part whose shards come out the same as before (same site, pool, model, slot and
+sizes) keeps its shards and its requests' ``shard_id``; only parts whose placement changed are
+rewritten. The write happens under ``write_lock``, which the tick's promotion of due shards
+also takes, so a shard can never be queued and replaced at once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, delete, exists, insert, or_, select, text, update
+from sqlalchemy.orm import Session
+
+from scheduler.dispatch.shards import shard_sizes
+from scheduler.domain import BatchStatus, ShardStatus
+from scheduler.store.tables import AssignmentRecord, Batch, BatchRequest, PlanRecord, Shard
+
+#: Key of the PostgreSQL advisory lock that serialises plan writes and due-shard promotion.
+WRITE_LOCK_KEY = 0x67726964  # "grid"
+_CHUNK = 500
+
+
+def write_lock(s: Session) -> None:
+    """Serialise this transaction with other plan writes and the tick's promotion of shards.
+
+    PostgreSQL: a transaction-level advisory lock. SQLite: take the database write lock now
+    (a write that changes nothing), so that the reads that follow see the state the writes act on.
+    """
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITE_LOCK_KEY})
+    else:
+        s.execute(update(PlanRecord).where(PlanRecord.id < 0).values(is_current=False))
+
+
+def _replaceable(now: datetime) -> ColumnElement[bool]:
+    """Shards a re-plan may replace: PLANNED and not yet due (due ones are the tick's to queue)."""
+    return and_(Shard.status == ShardStatus.PLANNED.value, Shard.slot_start > now)
+
+
+def _open_batch(now: datetime) -> ColumnElement[bool]:
+    return and_(Batch.status == BatchStatus.IN_PROGRESS.value, Batch.deadline > now)
+
+
+def load_free(s: Session, now: datetime) -> dict[str, list[int]]:
+    """Free requests of every open part, in input order, in ONE query.
+
+    Free means in no shard, or in a PLANNED shard whose slot has not started: queued, running,
+    done and due planned shards are fixed (``_fixed_loads`` counts the due ones as load).
+    """
+    rows = s.execute(
+        select(BatchRequest.part_id, BatchRequest.id)
+        .join(Batch, Batch.id == BatchRequest.batch_id)
+        .outerjoin(Shard, Shard.id == BatchRequest.shard_id)
+        .where(_open_batch(now), or_(BatchRequest.shard_id.is_(None), _replaceable(now)))
+        .order_by(BatchRequest.part_id, BatchRequest.line_no)
+    ).all()
+    free: dict[str, list[int]] = defaultdict(list)
+    for part_id, rid in rows:
+        free[part_id].append(rid)
+    return dict(free)
+
+
+def any_free(s: Session, now: datetime) -> bool:
+    """Whether some open part has a free request (one query)."""
+    q = (
+        select(BatchRequest.id)
+        .join(Batch, Batch.id == BatchRequest.batch_id)
+        .outerjoin(Shard, Shard.id == BatchRequest.shard_id)
+        .where(_open_batch(now), or_(BatchRequest.shard_id.is_(None), _replaceable(now)))
+        .limit(1)
+    )
+    return s.execute(q).first() is not None
+
+
+@dataclass
+class WriteStats:
+    """Rows one re-plan wrote (the benchmark prints these)."""
+
+    assignments: int = 0
+    shards_new: int = 0
+    shards_kept: int = 0
+    shards_deleted: int = 0
+    requests: int = 0
+    stale_parts: int = 0
+
+    @property
+    def rows(self) -> int:
+        """Rows inserted, updated or deleted."""
+        return (
+            self.assignments + self.shards_new + self.shards_kept + self.shards_deleted
+        ) + self.requests
+
+    def note(self) -> str:
+        """One line for the plan's notes."""
+        return (
+            f"store: {self.rows} rows written ({self.assignments} assignments, "
+            f"{self.shards_new} new shards, {self.shards_kept} kept shards re-pointed, "
+            f"{self.shards_deleted} shards replaced, {self.requests} request rows); "
+            f"{self.stale_parts} parts changed during the solve and kept their shards"
+        )
+
+
+@dataclass(frozen=True)
+class ShardLimits:
+    """Shard size bounds (settings ``max_shard_requests``, ``max_shard_gpu_minutes``)."""
+
+    max_requests: int
+    max_gpu_minutes: float
+
+
+def _key(slot: datetime, site: str, pool: str, model: str) -> tuple[datetime, str, str, str]:
+    return (slot, site, pool, model)
+
+
+def write_assignments(
+    s: Session,
+    rows: Sequence[Mapping[str, Any]],
+    free: Mapping[str, list[int]],
+    *,
+    now: datetime,
+    limits: ShardLimits,
+) -> WriteStats:
+    """Store one plan version's assignment ``rows`` and bring the shards in line with them.
+
+    ``rows`` are ``assignments`` rows (``plan_id`` set). Must run inside the transaction that
+    holds ``write_lock``. Parts whose free requests differ from ``free`` (the tick queued one of
+    their shards during the solve) are left as they are, with their existing shards, and
+    counted in ``stale_parts``.
+    """
+    stats = WriteStats()
+    current = load_free(s, now)
+    stale = {p for p, ids in free.items() if current.get(p, []) != ids}
+    stats.stale_parts = len(stale)
+    rows = sorted(
+        (r for r in rows if r["part_id"] not in stale),
+        key=lambda r: (r["slot_start"], r["site"], r["pool"]),
+    )
+    plan_id = rows[0]["plan_id"] if rows else 0
+    ids: list[int] = []
+    for i in range(0, len(rows), _CHUNK):
+        ids += list(
+            s.scalars(
+                insert(AssignmentRecord).returning(
+                    AssignmentRecord.id, sort_by_parameter_order=True
+                ),
+                rows[i : i + _CHUNK],
+            )
+        )
+    stats.assignments = len(ids)
+    # part -> [(key, size, assignment id, row)]
+    wanted: dict[str, list[tuple[Any, int, int, Mapping[str, Any]]]] = defaultdict(list)
+    for aid, row in zip(ids, rows, strict=True):
+        key = _key(row["slot_start"], row["site"], row["pool"], row["model"])
+        for size in shard_sizes(
+            row["requests"],
+            row["gpu_hours"],
+            max_requests=limits.max_requests,
+            max_gpu_minutes=limits.max_gpu_minutes,
+        ):
+            wanted[row["part_id"]].append((key, size, aid, row))
+    existing: dict[str, list[tuple[tuple[datetime, str, str, str], int, str]]] = defaultdict(list)
+    for sid, part, site, pool, model, slot, n in s.execute(
+        select(
+            Shard.id,
+            Shard.part_id,
+            Shard.site,
+            Shard.pool,
+            Shard.model,
+            Shard.slot_start,
+            Shard.request_count,
+        )
+        .join(Batch, Batch.id == Shard.batch_id)
+        .where(_open_batch(now), _replaceable(now))
+    ):
+        if part not in stale:
+            existing[part].append((_key(slot, site, pool, model), n, sid))
+    kept: list[dict[str, object]] = []
+    new_shards: list[dict[str, object]] = []
+    request_rows: list[dict[str, object]] = []
+    drop: list[str] = []
+    freed: list[str] = []
+    for part in set(wanted) | set(existing):
+        want, have = wanted.get(part, []), existing.get(part, [])
+        if want and Counter((k, n) for k, n, _, _ in want) == Counter((k, n) for k, n, _ in have):
+            by_key: dict[tuple[object, int], list[tuple[int, Mapping[str, Any]]]] = defaultdict(
+                list
+            )
+            for k, n, aid, row in want:
+                by_key[(k, n)].append((aid, row))
+            for k, n, sid in have:
+                aid, row = by_key[(k, n)].pop()
+                kept.append(_shard_figures(sid, plan_id, aid, row, n))
+            continue
+        drop += [sid for _, _, sid in have]
+        if not want:
+            freed += [sid for _, _, sid in have]
+            continue
+        request_ids, start = free.get(part, []), 0
+        for _k, size, aid, row in want:
+            sid = f"shard_{uuid.uuid4().hex[:24]}"
+            new_shards.append(
+                {
+                    "id": sid,
+                    "batch_id": row["batch_id"],
+                    "part_id": part,
+                    "site": row["site"],
+                    "pool": row["pool"],
+                    "model": row["model"],
+                    "slot_start": row["slot_start"],
+                    "status": ShardStatus.PLANNED.value,
+                    "attempts": 0,
+                    "created_at": now,
+                    "requests_done": 0,
+                    "requests_failed": 0,
+                    **_shard_figures(sid, plan_id, aid, row, size),
+                }
+            )
+            request_rows += [
+                {"id": rid, "shard_id": sid} for rid in request_ids[start : start + size]
+            ]
+            start += size
+    for i in range(0, len(freed), _CHUNK):
+        s.execute(
+            update(BatchRequest)
+            .where(BatchRequest.shard_id.in_(freed[i : i + _CHUNK]))
+            .values(shard_id=None)
+            .execution_options(synchronize_session=False)
+        )
+    for i in range(0, len(drop), _CHUNK):
+        s.execute(
+            delete(Shard)
+            .where(Shard.id.in_(drop[i : i + _CHUNK]), Shard.status == ShardStatus.PLANNED.value)
+            .execution_options(synchronize_session=False)
+        )
+    if kept:
+        s.execute(update(Shard), kept)
+    if new_shards:
+        for i in range(0, len(new_shards), _CHUNK):
+            s.execute(insert(Shard), new_shards[i : i + _CHUNK])
+    if request_rows:
+        s.execute(update(BatchRequest), request_rows)
+    stats.shards_kept, stats.shards_new = len(kept), len(new_shards)
+    stats.shards_deleted, stats.requests = len(drop), len(request_rows) + len(freed)
+    return stats
+
+
+def _shard_figures(
+    sid: str, plan_id: int, aid: int, row: Mapping[str, object], size: int
+) -> dict[str, object]:
+    requests = int(row["requests"])  # type: ignore[call-overload]
+    share = size / requests if requests else 0.0
+    return {
+        "id": sid,
+        "plan_id": plan_id,
+        "assignment_id": aid,
+        "request_count": size,
+        "planned_energy_kwh": float(row["energy_kwh"]) * share,  # type: ignore[arg-type]
+        "planned_co2_g": float(row["co2_g"]) * share,  # type: ignore[arg-type]
+    }
+
+
+def compact_assignments(s: Session, now: datetime, retention_h: float) -> int:
+    """Delete assignments of superseded plans older than ``retention_h`` that no shard uses.
+
+    The ``plans`` rows stay (each version's totals, baselines with per-batch figures, unplaced,
+    notes); a batch's planned placement stays with the newest plan that holds it and with the
+    shards that ran it.
+
+    Returns:
+        The number of assignment rows deleted.
+    """
+    cutoff = now - timedelta(hours=retention_h)
+    old = select(PlanRecord.id).where(
+        PlanRecord.is_current.is_(False), PlanRecord.created_at < cutoff
+    )
+    used = exists().where(Shard.assignment_id == AssignmentRecord.id)
+    res = s.execute(
+        delete(AssignmentRecord)
+        .where(AssignmentRecord.plan_id.in_(old), ~used)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(res, "rowcount", 0) or 0)

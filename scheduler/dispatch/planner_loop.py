@@ -1,0 +1,263 @@
+"""The planner loop: re-planning off the dispatch path, one instance per database.
+
+The tick (``scheduler.dispatch.tick``) only queues due shards, expires leases and finalises
+batches; it never waits on a solve. This loop, a thread of ``gridshift dispatch`` or its own
+process (``gridshift planner``), watches the store and publishes plan versions:
+
+- ``new_batch`` (debounced by ``planner_debounce_s`` so that a burst of arrivals is planned
+  once), ``slot_boundary`` and ``forecast_update`` (the reused signals are older than
+  ``signals_fresh_s``) trigger a re-plan (``scheduler.dispatch.replan.replan``);
+- a failed or over-budget re-plan leaves the current plan in force, is logged, stored as a
+  ``failed`` plan version (``/v1/plans``, dashboard, ``gridshift_plans_total``) and retried
+  after ``planner_retry_s``;
+- ``PlannerLock`` keeps to one planner per database (PostgreSQL advisory lock; on SQLite an
+  exclusive lock on a file beside the database).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from scheduler.config import Settings
+from scheduler.dispatch.plan_write import any_free
+from scheduler.dispatch.replan import (
+    Planner,
+    default_horizon_signals,
+    record_failure,
+    replan,
+    replan_trigger,
+)
+from scheduler.dispatch.signals import HorizonSignals
+from scheduler.domain import Fleet, SlotSignal
+from scheduler.store.tables import now_utc
+
+log = logging.getLogger(__name__)
+
+#: PostgreSQL session advisory lock held by the one running planner.
+PLANNER_LOCK_KEY = 0x706C616E  # "plan"
+
+
+class SignalCache:
+    """Horizon signals reused while younger than ``fresh_s`` (by the planner's clock).
+
+    A re-plan asks for the signals of its slots; the cache answers from the last fetch when it
+    covers those slots and is fresh, and fetches again otherwise (providers, their cache table
+    and fallbacks are behind ``fetch``).
+    """
+
+    def __init__(self, fetch: HorizonSignals, fresh_s: float) -> None:
+        """Wrap ``fetch``; ``fresh_s`` = 0 fetches on every call."""
+        self._fetch = fetch
+        self._fresh = timedelta(seconds=fresh_s)
+        self._at: datetime | None = None
+        self._signals: dict[tuple[str, datetime], SlotSignal] = {}
+        self.fetches = 0
+
+    def stale(self, now: datetime) -> bool:
+        """Whether the next re-plan would fetch again because the signals are old."""
+        return self._at is not None and now - self._at >= self._fresh
+
+    def __call__(
+        self, fleet: Fleet, slots: tuple[datetime, ...], now: datetime
+    ) -> Mapping[tuple[str, datetime], SlotSignal]:
+        """The signals of ``slots`` for every site, fetched only when needed."""
+        wanted = set(slots)
+        have = {slot for _, slot in self._signals}
+        if self._at is None or self.stale(now) or not wanted <= have:
+            self._signals = dict(self._fetch(fleet, slots, now))
+            self._at = now
+            self.fetches += 1
+        return {k: v for k, v in self._signals.items() if k[1] in wanted}
+
+
+class PlannerLock:
+    """At most one planner per database; ``acquire`` does not block."""
+
+    def __init__(self, engine: Engine) -> None:
+        """Lock for the database behind ``engine``."""
+        self._engine = engine
+        self._conn: Connection | None = None
+        self._file: IO[str] | None = None
+
+    @property
+    def held(self) -> bool:
+        """Whether this instance holds the lock."""
+        return self._conn is not None or self._file is not None
+
+    def acquire(self) -> bool:
+        """Take the lock if free; True when held afterwards."""
+        if self.held:
+            return True
+        if self._engine.dialect.name == "postgresql":
+            conn = self._engine.connect()
+            got = bool(
+                conn.execute(
+                    text("SELECT pg_try_advisory_lock(:k)"), {"k": PLANNER_LOCK_KEY}
+                ).scalar_one()
+            )
+            conn.commit()
+            if got:
+                self._conn = conn
+            else:
+                conn.close()
+            return got
+        path = Path(self._engine.url.database or "gridshift.db")
+        handle = open(f"{path}.planner.lock", "a")  # noqa: SIM115 (held while planning)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        self._file = handle
+        return True
+
+    def release(self) -> None:
+        """Give the lock back (closing its connection or file)."""
+        if self._conn is not None:
+            try:
+                self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PLANNER_LOCK_KEY})
+                self._conn.commit()
+            finally:
+                self._conn.close()
+                self._conn = None
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+@dataclass
+class PlannerState:
+    """What the loop did last (logs, tests, the benchmark)."""
+
+    plans: list[int] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    last_trigger: str | None = None
+    last_replan_s: float = 0.0
+    retry_after: float = 0.0  # monotonic time before which a failed re-plan is not retried
+
+
+class PlannerLoop:
+    """Watches the store and re-plans; see the module docstring."""
+
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        settings: Settings,
+        fleet: Fleet,
+        *,
+        signals_for: HorizonSignals | None = None,
+        planner: Planner | None = None,
+        clock: Callable[[], datetime] = now_utc,
+    ) -> None:
+        """Plan through ``factory``; ``signals_for`` is wrapped in a ``SignalCache``."""
+        self.factory = factory
+        self.settings = settings
+        self.fleet = fleet
+        self.signals = SignalCache(
+            signals_for or default_horizon_signals(settings, factory), settings.signals_fresh_s
+        )
+        self.planner = planner
+        self.clock = clock
+        self.state = PlannerState()
+
+    def trigger(self, now: datetime) -> str | None:
+        """Why to re-plan now, or None (see ``replan_trigger``; plus ``forecast_update``)."""
+        with self.factory() as s:
+            why = replan_trigger(s, self.fleet, now)
+            if why is None and self.signals.stale(now) and any_free(s, now):
+                why = "forecast_update"
+        return why
+
+    def step(self, stop: threading.Event | None = None) -> int | None:
+        """Re-plan once if something calls for it; returns the new plan id, if any.
+
+        Never raises for a planning failure: it is logged, stored as a ``failed`` plan
+        version and retried after ``planner_retry_s``; the current plan stays in force.
+        """
+        if time.monotonic() < self.state.retry_after:
+            return None
+        why = self.trigger(self.clock())
+        if why is None:
+            return None
+        if why == "new_batch" and self.settings.planner_debounce_s > 0:
+            if stop is not None:
+                stop.wait(self.settings.planner_debounce_s)
+            else:
+                time.sleep(self.settings.planner_debounce_s)
+        now = self.clock()
+        self.state.last_trigger = why
+        started = time.perf_counter()
+        try:
+            plan_id = replan(
+                self.factory,
+                self.settings,
+                self.fleet,
+                now,
+                trigger=why,
+                signals_for=self.signals,
+                planner=self.planner,
+            )
+        except Exception as e:  # any failure: keep the current plan, make it visible, retry
+            self.state.last_replan_s = time.perf_counter() - started
+            self.state.failures.append(str(e))
+            self.state.retry_after = time.monotonic() + self.settings.planner_retry_s
+            log.exception("re-plan (%s) failed; the current plan stays in force: %s", why, e)
+            try:
+                record_failure(self.factory, self.fleet, now, why, str(e))
+            except Exception:  # the store itself may be what failed
+                log.exception("could not record the failed re-plan")
+            return None
+        self.state.last_replan_s = time.perf_counter() - started
+        if plan_id is not None:
+            self.state.plans.append(plan_id)
+        return plan_id
+
+    def run(self, stop: threading.Event, lock: PlannerLock | None = None) -> None:
+        """Loop until ``stop`` is set: hold the lock (retrying), then step every poll period."""
+        warned = False
+        try:
+            while not stop.is_set():
+                if lock is not None and not lock.acquire():
+                    if not warned:
+                        log.warning("another planner holds the lock for this database; waiting")
+                        warned = True
+                    stop.wait(self.settings.planner_poll_s)
+                    continue
+                try:
+                    self.step(stop)
+                except Exception:  # the trigger query failed (database away): try again
+                    log.exception("planner step failed; retrying")
+                stop.wait(self.settings.planner_poll_s)
+        finally:
+            if lock is not None:
+                lock.release()
+
+
+def start_planner_thread(
+    factory: sessionmaker[Session], settings: Settings, fleet: Fleet, **kw: Any
+) -> tuple[threading.Thread, threading.Event, PlannerLoop]:
+    """Run a ``PlannerLoop`` (holding the ``PlannerLock``) in a daemon thread.
+
+    Returns:
+        ``(thread, stop, loop)``: set ``stop`` and join the thread to end it.
+    """
+    loop = PlannerLoop(factory, settings, fleet, **kw)
+    stop = threading.Event()
+    engine = factory.kw["bind"]
+    thread = threading.Thread(
+        target=loop.run, args=(stop, PlannerLock(engine)), name="gridshift-planner", daemon=True
+    )
+    thread.start()
+    return thread, stop, loop
