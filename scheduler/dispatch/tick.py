@@ -112,16 +112,21 @@ def promote_due(factory: sessionmaker[Session], *, now: datetime) -> list[Shard]
         ordered = [
             sh for key in sorted(per_pool) for sh in order_for_pool(per_pool[key], loaded.get(key))
         ]
-        moved = []
-        for sh in ordered:
-            res = s.execute(
-                update(Shard)
-                .where(Shard.id == sh.id, Shard.status == ShardStatus.PLANNED.value)
-                .values(status=ShardStatus.QUEUED.value, queued_at=now)
+        ids = [sh.id for sh in ordered]
+        moved: set[str] = set()
+        for i in range(0, len(ids), 500):
+            moved |= set(
+                s.scalars(
+                    update(Shard)
+                    .where(
+                        Shard.id.in_(ids[i : i + 500]), Shard.status == ShardStatus.PLANNED.value
+                    )
+                    .values(status=ShardStatus.QUEUED.value, queued_at=now)
+                    .returning(Shard.id)
+                    .execution_options(synchronize_session=False)
+                )
             )
-            if getattr(res, "rowcount", 1):
-                moved.append(sh)
-        return moved
+        return [sh for sh in ordered if sh.id in moved]
 
 
 def tick(
