@@ -51,6 +51,19 @@ def _open_batch(now: datetime) -> ColumnElement[bool]:
     return and_(Batch.status == BatchStatus.IN_PROGRESS.value, Batch.deadline > now)
 
 
+def _free_requests(*cols: Any) -> Any:
+    """``SELECT cols`` over requests joined to their batch and shard (filter: ``_free_where``)."""
+    return (
+        select(*cols)
+        .join(Batch, Batch.id == BatchRequest.batch_id)
+        .outerjoin(Shard, Shard.id == BatchRequest.shard_id)
+    )
+
+
+def _free_where(now: datetime) -> ColumnElement[bool]:
+    return and_(_open_batch(now), or_(BatchRequest.shard_id.is_(None), _replaceable(now)))
+
+
 def load_free(s: Session, now: datetime) -> dict[str, list[int]]:
     """Free requests of every open part, in input order, in ONE query.
 
@@ -58,10 +71,8 @@ def load_free(s: Session, now: datetime) -> dict[str, list[int]]:
     done and due planned shards are fixed (``_fixed_loads`` counts the due ones as load).
     """
     rows = s.execute(
-        select(BatchRequest.part_id, BatchRequest.id)
-        .join(Batch, Batch.id == BatchRequest.batch_id)
-        .outerjoin(Shard, Shard.id == BatchRequest.shard_id)
-        .where(_open_batch(now), or_(BatchRequest.shard_id.is_(None), _replaceable(now)))
+        _free_requests(BatchRequest.part_id, BatchRequest.id)
+        .where(_free_where(now))
         .order_by(BatchRequest.part_id, BatchRequest.line_no)
     ).all()
     free: dict[str, list[int]] = defaultdict(list)
@@ -72,13 +83,7 @@ def load_free(s: Session, now: datetime) -> dict[str, list[int]]:
 
 def any_free(s: Session, now: datetime) -> bool:
     """Whether some open part has a free request (one query)."""
-    q = (
-        select(BatchRequest.id)
-        .join(Batch, Batch.id == BatchRequest.batch_id)
-        .outerjoin(Shard, Shard.id == BatchRequest.shard_id)
-        .where(_open_batch(now), or_(BatchRequest.shard_id.is_(None), _replaceable(now)))
-        .limit(1)
-    )
+    q = _free_requests(BatchRequest.id).where(_free_where(now)).limit(1)
     return s.execute(q).first() is not None
 
 
