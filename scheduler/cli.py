@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "scheduler.commands.forecasts",
     "scheduler.commands.review",
     "scheduler.commands.ops",
+    "scheduler.commands.profiles",
     "workers.commands",
 )
 

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
         ge=0,
         description="Assignments of superseded plans older than this are compacted away.",
     )
+    calibrated_profiles: bool = Field(
+        default=False,
+        description="Plan with the profiles workers measured (gridshift profiles) instead of "
+        "fleet.yaml's, where there is enough evidence.",
+    )
 
     # Hardening of the HTTP API (scheduler/api/guard.py); see docs/operations.md "Limits".
     max_json_bytes: int = Field(

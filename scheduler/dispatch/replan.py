@@ -179,6 +179,14 @@ def baselines_with_batches(
     return out
 
 
+def _calibrated(s: Session, fleet: Fleet) -> Fleet:
+    """The fleet with the profiles workers measured (``GRIDSHIFT_CALIBRATED_PROFILES``)."""
+    from scheduler.optimizer.calibration import calibrated_fleet, calibrations
+    from scheduler.store.profiles import observed_profiles
+
+    return calibrated_fleet(fleet, calibrations(fleet, observed_profiles(s, fleet)))
+
+
 def build_problem(
     s: Session,
     settings: Settings,
@@ -200,6 +208,8 @@ def build_problem(
     batches, free = _part_batches(s, fleet, now)
     if not batches:
         return None, free, []
+    if settings.calibrated_profiles:
+        fleet = _calibrated(s, fleet)
     states = states if states is not None else budget_states(s, fleet, now)
     slots = slots_between(now, now + timedelta(hours=settings.horizon_hours), fleet.slot_minutes)
     horizon_end = slots[-1] + timedelta(minutes=fleet.slot_minutes)

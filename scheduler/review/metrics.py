@@ -15,10 +15,11 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
-from sqlalchemy import ColumnElement, Numeric, case, cast, func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.domain import ShardStatus
+from scheduler.store.ledger import seconds_between
 from scheduler.store.tables import Batch, Execution, LedgerEntry, PlanRecord, Shard
 
 TOKENS_WINDOW = timedelta(minutes=5)
@@ -100,7 +101,7 @@ class StoreCollector(Collector):
             s,
             "gridshift_shard_duration_seconds",
             "Wall time of booked execution attempts, s.",
-            _seconds_between(s, LedgerEntry.started_at, LedgerEntry.ended_at),
+            seconds_between(s, LedgerEntry.started_at, LedgerEntry.ended_at),
             SHARD_BUCKETS_S,
         )
         yield _histogram(
@@ -172,15 +173,6 @@ class StoreCollector(Collector):
         yield energy
         yield _merge(co2)
         yield requests
-
-
-def _seconds_between(s: Session, start: Any, end: Any) -> ColumnElement[float]:
-    """``end - start`` in seconds, in the database's own dialect (SQLite or PostgreSQL)."""
-    if s.get_bind().dialect.name == "sqlite":
-        # julianday is a float of days: round to the millisecond it can resolve
-        return func.round((func.julianday(end) - func.julianday(start)) * 86400.0, 3)
-    seconds: ColumnElement[float] = func.round(cast(func.extract("epoch", end - start), Numeric), 3)
-    return seconds
 
 
 def _histogram(

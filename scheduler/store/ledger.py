@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, Numeric, cast, func, select
 from sqlalchemy.orm import Session
 
 from scheduler.domain import is_estimate
@@ -268,3 +268,12 @@ def spent_g(s: Session, start: datetime, end: datetime, tenant_id: str | None = 
     if tenant_id is not None:
         q = q.where(LedgerEntry.tenant_id == tenant_id)
     return math.fsum(a + b for a, b in s.execute(q).all())
+
+
+def seconds_between(s: Session, start: Any, end: Any) -> ColumnElement[float]:
+    """``end - start`` in seconds as a SQL expression, in SQLite's or PostgreSQL's dialect."""
+    if s.get_bind().dialect.name == "sqlite":
+        # julianday is a float of days: round to the millisecond it can resolve
+        return func.round((func.julianday(end) - func.julianday(start)) * 86400.0, 3)
+    seconds: ColumnElement[float] = func.round(cast(func.extract("epoch", end - start), Numeric), 3)
+    return seconds

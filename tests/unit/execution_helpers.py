@@ -142,6 +142,31 @@ def make_harness(
     return Harness(settings, sessions, fleet, runtime, signals)
 
 
+def run_planned_slots(h: Harness, batch_id: str, *, steps: int = 12) -> str:
+    """Plan at T0, then tick and run slot by slot (no re-plans) until the batch is done.
+
+    Each slot's shards run with a clock 30 minutes into the slot, so an attempt starts and
+    ends in the slot it was planned for. Returns the batch's last status.
+    """
+    from sqlalchemy import func, select
+
+    from scheduler.store.tables import Batch, Shard
+
+    now = T0
+    h.tick(now)
+    status = "in_progress"
+    for _ in range(steps):
+        h.tick(now, allow_replan=False)
+        h.drain(now + timedelta(minutes=30))
+        with h.sessions() as s:
+            status = s.get(Batch, batch_id).status  # type: ignore[union-attr]
+            nxt = s.scalar(select(func.min(Shard.slot_start)).where(Shard.status == "planned"))
+        if status not in ("in_progress", "finalizing") or nxt is None:
+            break
+        now = max(now, nxt)
+    return status
+
+
 def book_co2(h: Harness, when: datetime, co2_g: float, tenant_id: str = "t") -> None:
     """Book ``co2_g`` of finished work at ``when`` in the ledger (one row each call)."""
     with transaction(h.sessions) as s:

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from execution_helpers import T0, Harness, chat_line, make_harness
+from execution_helpers import T0, Harness, chat_line, make_harness, run_planned_slots
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.config import Settings
 from scheduler.store.db import transaction
 from scheduler.store.summaries import batch_summary
-from scheduler.store.tables import Batch, BatchPart, LedgerEntry, PlanRecord, Shard
+from scheduler.store.tables import BatchPart, LedgerEntry, PlanRecord
 from workers.energy import meter_for_pool
 from workers.engines.echo import EchoEngine
 
@@ -33,22 +33,6 @@ def echo_harness(tmp_path: Path, sessions: sessionmaker[Session]) -> Harness:
     return h
 
 
-def _run(h: Harness, batch_id: str) -> str:
-    now: datetime = T0
-    h.tick(now)
-    status = "in_progress"
-    for _ in range(12):
-        h.tick(now, allow_replan=False)
-        h.drain(now + timedelta(minutes=30))  # ends within the slot it started in
-        with h.sessions() as s:
-            status = s.get(Batch, batch_id).status  # type: ignore[union-attr]
-            nxt = s.scalar(select(func.min(Shard.slot_start)).where(Shard.status == "planned"))
-        if status not in ("in_progress", "finalizing") or nxt is None:
-            break
-        now = max(now, nxt)
-    return status
-
-
 def test_a_shard_run_as_planned_books_its_planned_figures_exactly(
     echo_harness: Harness, tmp_path: Path
 ) -> None:
@@ -60,7 +44,7 @@ def test_a_shard_run_as_planned_books_its_planned_figures_exactly(
             part.input_tokens = 5.0 * part.requests
             part.output_tokens = 5.0 * part.requests
     # When it is planned and every shard runs in its planned slot with the planned signals
-    assert _run(h, batch_id) == "completed"
+    assert run_planned_slots(h, batch_id) == "completed"
     with h.sessions() as s:
         rows = list(s.scalars(select(LedgerEntry).where(LedgerEntry.batch_id == batch_id)))
     # Then every row books its planned energy, CO2, water and cost to 1e-6, says nothing differs
@@ -93,7 +77,7 @@ def test_a_shard_with_more_tokens_than_planned_books_them_and_says_by_how_much(
             part.input_tokens = 2.5 * part.requests
             part.output_tokens = 2.5 * part.requests
     # When it runs
-    assert _run(h, batch_id) == "completed"
+    assert run_planned_slots(h, batch_id) == "completed"
     with h.sessions() as s:
         rows = list(s.scalars(select(LedgerEntry).where(LedgerEntry.batch_id == batch_id)))
     # Then the booked energy is the token model on the actual tokens (twice the plan's), with
@@ -115,7 +99,7 @@ def test_a_finished_batch_keeps_its_planned_figures_after_a_later_replan(
     # Given a batch that ran to completion under plan 1
     h = echo_harness
     first = h.submit([chat_line(f"a{i}", WORDS) for i in range(4)], tmp=tmp_path)
-    assert _run(h, first) == "completed"
+    assert run_planned_slots(h, first) == "completed"
     with h.sessions() as s:
         before = batch_summary(s, first)["planned"]
         booked = s.scalar(
