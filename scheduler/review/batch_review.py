@@ -9,10 +9,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scheduler.domain import MeasurementMethod
-from scheduler.review.schedule import current_plan_record
 from scheduler.review.signals import signal_at
 from scheduler.review.views import BatchReview, ShardRun, Totals
 from scheduler.store.batches import get_batch
+from scheduler.store.summaries import batch_summary
 from scheduler.store.tables import AssignmentRecord, Batch, LedgerEntry, Shard
 
 
@@ -132,7 +132,6 @@ def batch_review(session: Session, batch_id: str, *, tenant_id: str | None = Non
         by_shard[r.shard_id].append(r)
     asap, asap_ci = asap_counterfactual(session, list(rows), submitted)
     runs: list[ShardRun] = []
-    planned = Totals()
     for s in shards:
         led = by_shard.get(s.id, [])
         energy = sum(r.facility_energy_kwh for r in led) if led else None
@@ -167,11 +166,7 @@ def batch_review(session: Session, batch_id: str, *, tenant_id: str | None = Non
                 planned_co2_g=s.planned_co2_g,
             )
         )
-        planned.energy_kwh += s.planned_energy_kwh
-        planned.co2_g += s.planned_co2_g
-        planned.cost += sum(r.planned_cost or 0.0 for r in led)
-        planned.water_l += sum(r.planned_water_l or 0.0 for r in led)
-    _add_uncut_assignments(session, batch_id, planned)
+    planned = planned_totals(session, batch_id)
     actual = actual_totals(list(rows), submitted)
     market = [r.co2_market_g for r in rows if r.co2_market_g is not None]
     methods = sorted({r.energy_method for r in rows})
@@ -201,25 +196,13 @@ def _planned_ci(session: Session, shard: Shard) -> float | None:
     return signal_at(session, shard.site, "carbon_g_per_kwh", shard.slot_start)
 
 
-def _add_uncut_assignments(session: Session, batch_id: str, planned: Totals) -> None:
-    """Add the current plan's assignments of the batch that are not cut into shards yet."""
-    plan = current_plan_record(session)
-    if plan is None:
-        return
-    cut = set(
-        session.scalars(
-            select(Shard.assignment_id).where(
-                Shard.batch_id == batch_id, Shard.assignment_id.is_not(None)
-            )
-        ).all()
+def planned_totals(session: Session, batch_id: str) -> Totals:
+    """The batch's planned figures, exactly as its summary's ``planned`` (one source of truth).
+
+    Each shard at the assignment it was cut from plus the current plan's uncut assignments
+    (``scheduler.store.summaries``), so the review, the batch object and the dashboard agree.
+    """
+    p = batch_summary(session, batch_id)["planned"]
+    return Totals(
+        co2_g=p["co2_g"], cost=p["cost"], water_l=p["water_l"], energy_kwh=p["energy_kwh"]
     )
-    for a in session.scalars(
-        select(AssignmentRecord).where(
-            AssignmentRecord.plan_id == plan.id, AssignmentRecord.batch_id == batch_id
-        )
-    ).all():
-        if a.id not in cut:
-            planned.energy_kwh += a.energy_kwh
-            planned.co2_g += a.co2_g
-            planned.cost += a.cost
-            planned.water_l += a.water_l
