@@ -73,8 +73,11 @@ SHARD_TRANSITIONS: Mapping[ShardStatus, frozenset[ShardStatus]] = {
             ShardStatus.FAILED,
         }
     ),
-    # RUNNING -> QUEUED when a lease expires (the worker died).
-    ShardStatus.RUNNING: frozenset({ShardStatus.DONE, ShardStatus.FAILED, ShardStatus.QUEUED}),
+    # RUNNING -> QUEUED when a lease expires (the worker died) or a worker gives the shard back;
+    # RUNNING -> RUNNING when a worker re-claims a shard whose lease expired (attempt + 1).
+    ShardStatus.RUNNING: frozenset(
+        {ShardStatus.DONE, ShardStatus.FAILED, ShardStatus.QUEUED, ShardStatus.RUNNING}
+    ),
     ShardStatus.DONE: frozenset(),
     ShardStatus.FAILED: frozenset(),
     ShardStatus.CANCELLED: frozenset(),

@@ -17,6 +17,7 @@ from scheduler.domain import BatchStatus, ShardStatus
 from scheduler.store.batches import now_s
 from scheduler.store.db import transaction
 from scheduler.store.files import save_file
+from scheduler.store.shard_moves import shard_from
 from scheduler.store.tables import Batch, BatchRequest, Shard
 
 _OPEN_SHARDS = (ShardStatus.PLANNED.value, ShardStatus.QUEUED.value, ShardStatus.RUNNING.value)
@@ -212,7 +213,10 @@ def finalize_batch(
         if outcome is not BatchStatus.CANCELLED:
             s.execute(
                 update(Shard)
-                .where(Shard.batch_id == batch_id, Shard.status.in_(_OPEN_SHARDS[:2]))
+                .where(
+                    Shard.batch_id == batch_id,
+                    shard_from(ShardStatus.CANCELLED, ShardStatus.PLANNED, ShardStatus.QUEUED),
+                )
                 .values(status=ShardStatus.CANCELLED.value, finished_at=now)
             )
         return bool(res.rowcount == 1)  # type: ignore[attr-defined]

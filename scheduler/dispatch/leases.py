@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from scheduler.domain import ShardStatus
 from scheduler.errors import LeaseLost
 from scheduler.store.db import transaction
+from scheduler.store.shard_moves import shard_from
 from scheduler.store.tables import Execution, Shard
 
 
@@ -49,8 +50,11 @@ def claim_shard(
             .where(
                 Shard.id == shard_id,
                 or_(
-                    Shard.status == ShardStatus.QUEUED.value,
-                    and_(Shard.status == ShardStatus.RUNNING.value, Shard.lease_expires_at < now),
+                    shard_from(ShardStatus.RUNNING, ShardStatus.QUEUED),
+                    and_(
+                        shard_from(ShardStatus.RUNNING, ShardStatus.RUNNING),  # re-claim
+                        Shard.lease_expires_at < now,
+                    ),
                 ),
             )
             .values(
@@ -84,11 +88,14 @@ def claim_shard(
     return Claim(shard_id, worker_id, attempt, now, expires)
 
 
-def lease_guard(claim: Claim) -> list[object]:
-    """SQL conditions that hold only while ``claim`` still owns its shard."""
+def lease_guard(claim: Claim, *, to: ShardStatus | None = None) -> list[object]:
+    """SQL conditions that hold only while ``claim`` still owns its shard.
+
+    With ``to``, the conditions of moving the claimed (running) shard to ``to``.
+    """
     return [
         Shard.id == claim.shard_id,
-        Shard.status == ShardStatus.RUNNING.value,
+        shard_from(to or ShardStatus.RUNNING, ShardStatus.RUNNING),
         Shard.lease_owner == claim.worker_id,
         Shard.attempts == claim.attempt,
     ]
@@ -130,7 +137,7 @@ def mark_done(
     """
     res = session.execute(
         update(Shard)
-        .where(*lease_guard(claim))  # type: ignore[arg-type]
+        .where(*lease_guard(claim, to=ShardStatus.DONE))  # type: ignore[arg-type]
         .values(
             status=ShardStatus.DONE.value,
             finished_at=now,
@@ -172,7 +179,7 @@ def release_shard(
     with transaction(factory) as s:
         res = s.execute(
             update(Shard)
-            .where(*lease_guard(claim))  # type: ignore[arg-type]
+            .where(*lease_guard(claim, to=status))  # type: ignore[arg-type]
             .values(
                 status=status.value,
                 lease_owner=None,
@@ -208,7 +215,7 @@ def requeue_expired(session: Session, *, now: datetime) -> list[str]:
             update(Shard)
             .where(
                 Shard.id == shard_id,
-                Shard.status == ShardStatus.RUNNING.value,
+                shard_from(ShardStatus.QUEUED, ShardStatus.RUNNING),
                 Shard.attempts == attempts,
                 Shard.lease_expires_at < now,
             )

@@ -12,6 +12,7 @@ from scheduler.dispatch.finalize import finalize_batch, has_running_shards
 from scheduler.dispatch.leases import requeue_expired
 from scheduler.domain import BatchStatus, ShardStatus
 from scheduler.store.db import transaction
+from scheduler.store.shard_moves import shard_from
 from scheduler.store.tables import Batch, Shard
 
 _STOPPABLE = (ShardStatus.PLANNED.value, ShardStatus.QUEUED.value)
@@ -40,7 +41,7 @@ def unqueue(session: Session, shard_ids: list[str], *, queued_at: datetime) -> i
         update(Shard)
         .where(
             Shard.id.in_(shard_ids),
-            Shard.status == ShardStatus.QUEUED.value,
+            shard_from(ShardStatus.PLANNED, ShardStatus.QUEUED),
             Shard.queued_at == queued_at,
         )
         .values(status=ShardStatus.PLANNED.value, queued_at=None)
@@ -75,7 +76,10 @@ def stop_unstarted(session: Session, batch_id: str, *, now: datetime) -> int:
     """Cancel the planned and queued shards of a batch (running ones finish)."""
     res = session.execute(
         update(Shard)
-        .where(Shard.batch_id == batch_id, Shard.status.in_(_STOPPABLE))
+        .where(
+            Shard.batch_id == batch_id,
+            shard_from(ShardStatus.CANCELLED, ShardStatus.PLANNED, ShardStatus.QUEUED),
+        )
         .values(status=ShardStatus.CANCELLED.value, finished_at=now)
     )
     return int(res.rowcount)  # type: ignore[attr-defined]

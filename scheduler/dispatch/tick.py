@@ -29,6 +29,7 @@ from scheduler.dispatch.signals import HorizonSignals
 from scheduler.domain import BatchStatus, Fleet, ShardStatus
 from scheduler.intake.pending import validate_all_pending
 from scheduler.store.db import transaction
+from scheduler.store.shard_moves import shard_from
 from scheduler.store.tables import Batch, Shard
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,8 @@ def promote_due(factory: sessionmaker[Session], *, now: datetime) -> list[Shard]
                 s.scalars(
                     update(Shard)
                     .where(
-                        Shard.id.in_(ids[i : i + 500]), Shard.status == ShardStatus.PLANNED.value
+                        Shard.id.in_(ids[i : i + 500]),
+                        shard_from(ShardStatus.QUEUED, ShardStatus.PLANNED),
                     )
                     .values(status=ShardStatus.QUEUED.value, queued_at=now)
                     .returning(Shard.id)

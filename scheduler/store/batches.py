@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from scheduler.domain import BatchStatus, ShardStatus, can_transition_batch
 from scheduler.errors import InvalidTransition, NotFound
 from scheduler.store.paging import cursor_page, new_id, storable
+from scheduler.store.shard_moves import shard_from
 from scheduler.store.tables import Batch, BatchPart, BatchRequest, Shard, now_utc
 
 BATCH_PREFIX = "batch_"
@@ -191,7 +192,7 @@ def cancel_batch(session: Session, tenant_id: str | None, batch_id: str) -> Batc
         update(Shard)
         .where(
             Shard.batch_id == batch.id,
-            Shard.status.in_([ShardStatus.PLANNED.value, ShardStatus.QUEUED.value]),
+            shard_from(ShardStatus.CANCELLED, ShardStatus.PLANNED, ShardStatus.QUEUED),
         )
         .values(status=ShardStatus.CANCELLED.value)
     )
