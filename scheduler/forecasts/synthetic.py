@@ -92,7 +92,7 @@ def clear_sky_fraction(t: datetime, latitude: float, longitude: float) -> float:
     sin_elev = math.sin(lat) * math.sin(declination) + math.cos(lat) * math.cos(
         declination
     ) * math.cos(hour_angle)
-    return max(0.0, sin_elev) ** 1.2
+    return float(max(0.0, sin_elev) ** 1.2)
 
 
 def _local_hour(t: datetime, longitude: float) -> float:

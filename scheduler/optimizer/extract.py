@@ -199,13 +199,15 @@ def _score(model: LinearModel, objective: str, p: Piece, o: Option, t: int) -> f
     fleet = model.problem.fleet
     s = o.site
     if objective == "cost":
-        return p.fac_kwh_per_req * sig.price[s, t]
+        return float(p.fac_kwh_per_req * sig.price[s, t])
     if objective == "water":
-        return p.it_kwh_per_req * sig.wue[s, t] + p.fac_kwh_per_req * fleet.sites[s].ewif_l_per_kwh
+        return float(
+            p.it_kwh_per_req * sig.wue[s, t] + p.fac_kwh_per_req * fleet.sites[s].ewif_l_per_kwh
+        )
     if objective == "delay":
         return float(t)
     emb = fleet.sites[s].pools[o.pool].embodied_g_per_gpu_hour
-    return p.gpu_h_per_req * emb + p.fac_kwh_per_req * sig.carbon[s, t]
+    return float(p.gpu_h_per_req * emb + p.fac_kwh_per_req * sig.carbon[s, t])
 
 
 def _repair(model: LinearModel, pieces: list[Piece], usage: _Usage, objective: str) -> list[str]:

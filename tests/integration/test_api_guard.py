@@ -310,3 +310,26 @@ def test_admin_api_creates_lists_and_revokes_keys_at_once(pg_url: str, tmp_path:
         refused = api.call("GET", "/v1/files", key=new["key"])
         assert refused.status_code == 401 and "revoked" in refused.json()["error"]["message"]
         assert api.call("DELETE", "/v1/admin/keys/key_nope", key=admin).status_code == 404
+
+
+def test_a_body_that_never_arrives_gets_a_504_after_the_timeout(
+    pg_url: str, tmp_path: Path
+) -> None:
+    key, _ = _keys(pg_url)
+    settings = Settings(data_dir=tmp_path / "data", database_url=pg_url, request_timeout_s=1.0)
+    with running_server(settings) as base_url:
+        parts = urlsplit(base_url)
+        # When a client announces 100 bytes of JSON and sends none (slowloris)
+        with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+            sock.sendall(
+                (
+                    f"POST /v1/batches HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                    f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+                    "Content-Length: 100\r\n\r\n"
+                ).encode()
+            )
+            answer = sock.recv(4096)
+        # Then the server gives up on it after the timeout with a 504 in OpenAI's envelope
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.split(b" ")[1] == b"504"
+        assert json.loads(body)["error"]["code"] == "timeout"

@@ -71,8 +71,7 @@ def test_every_shard_status_update_is_a_checked_compare_and_set() -> None:
     assert len(updates) >= 8, updates
     unguarded = [f"{path}:{line}" for path, line, ok in updates if not ok]
     assert not unguarded, (
-        "shard status updated without shard_from()/lease_guard(to=...) in its WHERE: "
-        f"{unguarded}"
+        f"shard status updated without shard_from()/lease_guard(to=...) in its WHERE: {unguarded}"
     )
 
 

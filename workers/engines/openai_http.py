@@ -175,7 +175,7 @@ class OpenAIHTTPEngine:
         if retry_after and retry_after.strip().replace(".", "", 1).isdigit():
             # seconds; an HTTP-date form is ignored and our own backoff kept
             delay = min(self.backoff_max_s, max(delay, float(retry_after)))
-        return delay
+        return float(delay)
 
     @staticmethod
     def _result(custom_id: str, response: requests.Response) -> EngineResult:
