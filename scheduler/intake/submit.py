@@ -16,11 +16,10 @@ from sqlalchemy.orm import Session
 from scheduler.dispatch.slots import slot_floor
 from scheduler.domain import BatchStatus, Fleet
 from scheduler.errors import ConfigError, InvalidInput, LineError
-from scheduler.intake.catalog import ModelCatalog
+from scheduler.intake.catalog import EMBEDDINGS, ModelCatalog
 from scheduler.intake.expiry import ExpiresAfter
 from scheduler.intake.validate import (
     DEFAULT_MAX_TOKENS,
-    EMBEDDINGS,
     ENDPOINTS,
     ScanResult,
     scan_file,
