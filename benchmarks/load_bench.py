@@ -40,14 +40,9 @@ from typing import Any
 
 import requests
 
-FLEET_YAML = """\
-slot_minutes: 60
-sites:
-  - {name: site-a, pue: 1.2, wue_l_per_kwh: 0.5, ewif_l_per_kwh: 1.5,
-     pools: [{name: cpu, gpu: CPU, count: 1}]}
-models:
-  - {name: tiny-chat, quality: 0.3, profiles: {CPU: {gpus: 1, prefill_tok_s: 500, decode_tok_s: 50, power_w: 30}}}
-"""
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.intake_bench import FLEET_YAML  # noqa: E402  (the same small fleet)
+
 MiB = 1024 * 1024
 GRIDSHIFT = str(Path(sys.executable).parent / "gridshift")
 CHAT = "/v1/chat/completions"

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.config import Settings
-from scheduler.dispatch.send import celery_client, celery_sender
+from scheduler.dispatch.send import CelerySender, celery_client, celery_sender
 from scheduler.dispatch.tick import TickReport, tick
 from scheduler.domain import ShardStatus
 from scheduler.store.tables import Shard
@@ -114,6 +114,19 @@ def _messages(server: RedisServer, queues: set[str]) -> int:
     return sum(server.llen(q) for q in queues)
 
 
+def _tick(h: Harness, sender: CelerySender, now: datetime) -> TickReport:
+    """One dispatcher tick with the real Celery sender, without re-planning."""
+    return tick(
+        h.sessions,
+        h.settings,
+        now,
+        sender,
+        fleet=h.fleet,
+        signals_for=h.signals_for,
+        allow_replan=False,
+    )
+
+
 def test_a_broker_restart_that_loses_messages_delays_work_by_at_most_two_ticks(
     tmp_path: Path, sessions: sessionmaker[Session], redis_server: RedisServer
 ) -> None:
@@ -121,15 +134,7 @@ def test_a_broker_restart_that_loses_messages_delays_work_by_at_most_two_ticks(
     sender = celery_sender(celery_client(h.settings))
 
     def run_tick(now: datetime) -> TickReport:
-        return tick(
-            h.sessions,
-            h.settings,
-            now,
-            sender,
-            fleet=h.fleet,
-            signals_for=h.signals_for,
-            allow_replan=False,
-        )
+        return _tick(h, sender, now)
 
     # Given due shards sent to Redis
     now = _first_slot(h)
@@ -167,30 +172,14 @@ def test_a_tick_whose_sends_fail_puts_the_shards_back_to_due(
     now = _first_slot(h)
     # Given the broker is down when shards fall due
     redis_server.stop()
-    report = tick(
-        h.sessions,
-        h.settings,
-        now,
-        sender,
-        fleet=h.fleet,
-        signals_for=h.signals_for,
-        allow_replan=False,
-    )
+    report = _tick(h, sender, now)
     # Then the tick does not fail, sends nothing, and leaves no shard queued without a message
     assert report.queued == [] and report.unsent
     assert _queued(h) == {}
     # When the broker is back, the next tick sends them
     redis_server.start()
     now += timedelta(seconds=h.settings.tick_s)
-    again = tick(
-        h.sessions,
-        h.settings,
-        now,
-        sender,
-        fleet=h.fleet,
-        signals_for=h.signals_for,
-        allow_replan=False,
-    )
+    again = _tick(h, sender, now)
     assert set(again.queued) == set(report.unsent)
     queued = _queued(h)
     assert _messages(redis_server, set(queued.values())) == len(queued) > 0

@@ -7,12 +7,11 @@ planner stores), so the plan endpoints are exercised on the data that used to le
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PG_ADMIN_URL, unavailable
+from conftest import PG_ADMIN_URL, _create_pg_database, _drop_pg_database
 from fastapi.testclient import TestClient
 from review_seed import Seeded, seed_review_store
 from sqlalchemy import select
@@ -31,17 +30,9 @@ NOT_TENANT_DATA = re.compile(r"^/(dashboard|openapi\.json|docs|redoc)")
 
 
 def _pg_url() -> Iterator[str]:
-    import psycopg
-
-    name = f"gridshift_scope_{uuid.uuid4().hex[:8]}"
-    try:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as e:
-        unavailable(f"PostgreSQL at {PG_ADMIN_URL} ({e})")
+    name = _create_pg_database()
     yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _drop_pg_database(name)
 
 
 def _per_batch_plan_details(sessions: sessionmaker[Session], seeded: Seeded) -> None:
