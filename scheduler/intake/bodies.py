@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from scheduler.intake.bounds import MAX_EMBEDDING_DIMENSIONS, MAX_OUTPUT_TOKENS
+
 MAX_EMBEDDING_INPUTS = 2048
 EMBEDDING_FIELDS = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
 RESPONSE_FIELDS = frozenset(
@@ -91,10 +93,11 @@ def embedding_chars(body: dict[str, Any], *, dimensions_ok: bool) -> Checked:
         )
     dims = body.get("dimensions")
     if dims is not None:
-        if type(dims) is not int or dims < 1:
+        if type(dims) is not int or not 1 <= dims <= MAX_EMBEDDING_DIMENSIONS:
             return (
                 INVALID_VALUE,
-                f"dimensions must be a positive integer, got {_show(dims)}",
+                f"dimensions must be a positive integer of at most {MAX_EMBEDDING_DIMENSIONS}, "
+                f"got {_show(dims)}",
                 "body.dimensions",
             )
         if not dimensions_ok:
@@ -148,10 +151,11 @@ def response_chars(body: dict[str, Any]) -> Checked:
     if isinstance(chars, tuple):
         return chars
     mt = body.get("max_output_tokens")
-    if mt is not None and (type(mt) is not int or mt < 1):
+    if mt is not None and (type(mt) is not int or not 1 <= mt <= MAX_OUTPUT_TOKENS):
         return (
             INVALID_VALUE,
-            f"max_output_tokens must be a positive integer, got {_show(mt)}",
+            f"max_output_tokens must be a positive integer of at most {MAX_OUTPUT_TOKENS}, "
+            f"got {_show(mt)}",
             "body.max_output_tokens",
         )
     for key, hi in (("temperature", 2.0), ("top_p", 1.0)):

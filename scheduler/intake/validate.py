@@ -16,6 +16,7 @@ from typing import Any
 
 from scheduler.errors import LineError
 from scheduler.intake.bodies import embedding_chars, response_chars
+from scheduler.intake.bounds import MAX_OUTPUT_TOKENS
 from scheduler.intake.catalog import EMBEDDINGS, ModelCatalog, Resolved
 from scheduler.store.paging import storable
 
@@ -145,11 +146,6 @@ def _json_problem(e: ValueError | RecursionError) -> str:
     if isinstance(e, RecursionError):
         return "line is not valid JSON: it is nested too deeply"
     return f"line is not valid JSON: {e}"
-
-
-# The largest max_tokens accepted: beyond any served model's context window (1 Mi tokens), and
-# small enough for every integer column and the request arrays (a bigger number can never run).
-MAX_OUTPUT_TOKENS = 1 << 20
 
 
 def _positive_int(value: Any) -> bool:
