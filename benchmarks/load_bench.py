@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.intake_bench import FLEET_YAML  # noqa: E402  (the same small fleet)
 
 MiB = 1024 * 1024
+MAX_FILE_BYTES = 20 * MiB  # the server's upload limit in this benchmark
 GRIDSHIFT = str(Path(sys.executable).parent / "gridshift")
 CHAT = "/v1/chat/completions"
 
@@ -88,6 +89,7 @@ class Server:
             "GRIDSHIFT_DATABASE_URL": database_url,
             "GRIDSHIFT_FLEET": str(workdir / "fleet.yaml"),
             "GRIDSHIFT_ADMIN_KEY": admin_key,
+            "GRIDSHIFT_MAX_FILE_BYTES": str(MAX_FILE_BYTES),
         }
         self.log = (workdir / "serve.log").open("wb")
         self.proc = subprocess.Popen(
@@ -111,15 +113,35 @@ class Server:
         self.log.close()
 
 
-def hostile(server: Server, total: int = 300 * MiB) -> dict[str, Any]:
-    """Stream ``total`` bytes chunked with no key; return RSS growth and the answer."""
+MULTIPART_START = (
+    b'--x\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n'
+    b"Content-Type: application/octet-stream\r\n\r\n"
+)
+
+
+def hostile(
+    server: Server, total: int = 300 * MiB, *, key: str | None = None, upload: bool = False
+) -> dict[str, Any]:
+    """Stream ``total`` bytes chunked (JSON to /v1/batches, or a multipart upload to /v1/files),
+    with or without a key; return the answer, what was sent, and the server's RSS growth."""
     before = rss_mb(server.proc.pid)
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    path, ctype = (
+        ("/v1/files", "multipart/form-data; boundary=x")
+        if upload
+        else (
+            "/v1/batches",
+            "application/json",
+        )
+    )
+    auth = f"Authorization: Bearer {key}\r\n" if key else ""
     head = (
-        f"POST /v1/batches HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
-        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n{auth}"
+        f"Content-Type: {ctype}\r\nTransfer-Encoding: chunked\r\n\r\n"
     )
     sock.sendall(head.encode())
+    if upload:
+        sock.sendall(f"{len(MULTIPART_START):x}\r\n".encode() + MULTIPART_START + b"\r\n")
     chunk = 256 * 1024
     piece = f"{chunk:x}\r\n".encode() + b"x" * chunk + b"\r\n"
     sent = 0
@@ -337,6 +359,16 @@ def run(database: str, args: argparse.Namespace) -> bool:
         )
         good &= h["rss_growth_mb"] < 100 and " 401 " in h["answer"] + " "
         keys = make_keys(server, admin, args.tenants + 1)
+        spool = Path(tempfile.gettempdir())
+        spool_before = sum(p.stat().st_size for p in spool.glob("tmp*") if p.is_file())
+        k = hostile(server, 100 * MiB, key=keys[0], upload=True)
+        spool_after = sum(p.stat().st_size for p in spool.glob("tmp*") if p.is_file())
+        print(
+            f"  hostile: 100 MB chunked upload with a key, limit {MAX_FILE_BYTES // MiB} MB -> "
+            f"{k['answer']!r} after {k['sent_mb']:.1f} MB sent; server RSS grew "
+            f"{k['rss_growth_mb']:.1f} MB; temp files left {(spool_after - spool_before) / MiB:.1f} MB"
+        )
+        good &= " 413 " in k["answer"] + " " and k["sent_mb"] < 60
         rec, accepted, wall = load(server, keys[:-1], args.rounds, args.requests)
         report(f"load ({args.tenants} tenants x {args.rounds} rounds)", rec, wall)
         p95_idle = pct(idle, 0.95)
