@@ -126,15 +126,22 @@ def _head(path: str, served: Served, *, key: bool, content_type: str) -> str:
     return "\r\n".join(lines) + "\r\n"
 
 
+BODIES = [("/v1/batches", "application/json"), ("/v1/files", "multipart/form-data; boundary=x")]
+
+
+def _stream_200mb(served: Served, *, key: bool) -> dict[str, tuple[int, int]]:
+    """Stream 200 MB chunked at each of ``BODIES``; return path -> (status, bytes sent)."""
+    return {
+        path: push(
+            served.base_url, _head(path, served, key=key, content_type=ctype), total=200 * MiB
+        )
+        for path, ctype in BODIES
+    }
+
+
 def test_a_chunked_body_without_key_is_refused_before_it_is_read(served: Served) -> None:
     # When an anonymous client streams 200 MB at POST /v1/batches and POST /v1/files
-    for path, ctype in [
-        ("/v1/batches", "application/json"),
-        ("/v1/files", "multipart/form-data; boundary=x"),
-    ]:
-        status, sent = push(
-            served.base_url, _head(path, served, key=False, content_type=ctype), total=200 * MiB
-        )
+    for path, (status, sent) in _stream_200mb(served, key=False).items():
         # Then it gets a 401 while it has sent at most what socket buffers absorb
         assert status == 401, path
         assert sent < 32 * MiB, (path, sent)
@@ -147,13 +154,7 @@ def test_oversized_chunked_bodies_are_refused_as_soon_as_they_cross_the_limit(
     served: Served,
 ) -> None:
     # When a tenant streams 200 MB of JSON (limit 64 KiB) and of upload (limit 2 MiB)
-    for path, ctype in [
-        ("/v1/batches", "application/json"),
-        ("/v1/files", "multipart/form-data; boundary=x"),
-    ]:
-        status, sent = push(
-            served.base_url, _head(path, served, key=True, content_type=ctype), total=200 * MiB
-        )
+    for path, (status, sent) in _stream_200mb(served, key=True).items():
         # Then the 413 arrives long before the body ends
         assert status == 413, path
         assert sent < 40 * MiB, (path, sent)
