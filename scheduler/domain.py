@@ -226,7 +226,9 @@ class Site:
     pools: tuple[Pool, ...]
     water_cap_l_per_day: float | None = None
     grid_cap_kw: float | None = None
-    market_factor_g_per_kwh: float | None = None
+    market_factor_g_per_kwh: float | None = None  # contractual instruments (PPA, certificates)
+    market_share_covered: float | None = None  # share of grid energy they cover (default 1)
+    residual_mix_g_per_kwh: float | None = None  # market-based factor of the uncovered rest
     average_carbon_g_per_kwh: float | None = None  # booking's fallback when no signal is known
     signals: Mapping[str, SignalSource] = field(default_factory=dict)
 

@@ -176,6 +176,16 @@ def _opt(raw: Mapping[str, Any], key: str, where: str) -> float | None:
     return None if raw.get(key) is None else _num(raw[key], f"{where}: {key}", nonneg=True)
 
 
+def _share(raw: Mapping[str, Any], key: str, where: str) -> float | None:
+    value = _opt(raw, key, where)
+    if value is not None and value > 1:
+        raise ConfigError(
+            f"{where}: {key} is {value}; give the share of grid energy covered as 0..1 "
+            "(e.g. 0.6 for 60 %)"
+        )
+    return value
+
+
 def _site(raw: Any, where: str) -> Site:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected a mapping")
@@ -205,6 +215,8 @@ def _site(raw: Any, where: str) -> Site:
         water_cap_l_per_day=_opt(raw, "water_cap_l_per_day", where),
         grid_cap_kw=_opt(raw, "grid_cap_kw", where),
         market_factor_g_per_kwh=_opt(raw, "market_factor_g_per_kwh", where),
+        market_share_covered=_share(raw, "market_share_covered", where),
+        residual_mix_g_per_kwh=_opt(raw, "residual_mix_g_per_kwh", where),
         average_carbon_g_per_kwh=_opt(raw, "average_carbon_g_per_kwh", where),
         signals=signals,
     )

@@ -31,7 +31,7 @@ Per piece, with the slot's signal (carbon ``c``, price ``p``, WUE ``w`` defaulti
 site's, EWIF ``e``)::
 
     co2_location_g  = grid_kwh * c              (operational, location-based)
-    co2_market_g    = grid_kwh * market factor  (None without a contractual factor)
+    co2_market_g    = grid_kwh * market factor  (instruments, residual mix, else None)
     embodied_co2_g  = gpu_hours * embodied_g_per_gpu_hour(pool)
     water_onsite_l  = it_kwh * w
     water_offsite_l = grid_kwh * e
@@ -150,6 +150,26 @@ def share_renewables(facility_kwh: Sequence[float], left_kwh: float) -> list[flo
     return [used * f / total for f in facility_kwh]
 
 
+def market_g_per_kwh(site: Site, location_g_per_kwh: float) -> float | None:
+    """The site's market-based factor (GHG Protocol scope 2 hierarchy), g/kWh.
+
+    Contractual instruments cover ``market_share_covered`` (default all) of the grid energy at
+    ``market_factor_g_per_kwh``; the rest is priced at the ``residual_mix_g_per_kwh``, else at
+    the location-based factor. A site with neither instruments nor a residual mix has no
+    market-based figure (None): reports fall back to location-based and count those rows.
+    """
+    factor, residual = site.market_factor_g_per_kwh, site.residual_mix_g_per_kwh
+    if factor is None and residual is None:
+        return None
+    covered = (
+        0.0
+        if factor is None
+        else (site.market_share_covered if site.market_share_covered is not None else 1.0)
+    )
+    rest = residual if residual is not None else location_g_per_kwh
+    return covered * (factor or 0.0) + (1.0 - covered) * rest
+
+
 def price_piece(
     *,
     site: Site,
@@ -167,8 +187,8 @@ def price_piece(
         signal: the slot's carbon, price, renewables and optional WUE.
         energy: the piece's GPU-hours, IT and facility energy.
         renewable_kwh: renewables allocated to it (capped at its facility energy).
-        market_factor_g_per_kwh: contractual factor for market-based CO2 (default: the
-            site's ``market_factor_g_per_kwh``; None books no market-based figure).
+        market_factor_g_per_kwh: market-based factor to use (default: ``market_g_per_kwh``
+            of the site; None there books no market-based figure).
 
     Returns:
         The priced piece.
@@ -177,11 +197,9 @@ def price_piece(
     renewable = min(facility, max(0.0, renewable_kwh))
     grid = facility - renewable
     wue = signal.wue_l_per_kwh if signal.wue_l_per_kwh is not None else site.wue_l_per_kwh
-    market = (
-        market_factor_g_per_kwh
-        if market_factor_g_per_kwh is not None
-        else site.market_factor_g_per_kwh
-    )
+    market = market_factor_g_per_kwh
+    if market is None:
+        market = market_g_per_kwh(site, signal.carbon_g_per_kwh)
     return PricedPiece(
         gpu_hours=energy.gpu_hours,
         it_kwh=energy.it_kwh,

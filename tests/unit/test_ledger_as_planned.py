@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from execution_helpers import T0, Harness, chat_line, make_harness, run_planned_slots
@@ -33,20 +34,25 @@ def echo_harness(tmp_path: Path, sessions: sessionmaker[Session]) -> Harness:
     return h
 
 
+def _run_with_estimates(h: Harness, tmp: Path, n: int, tokens_per_request: float) -> list[Any]:
+    """Submit ``n`` echo requests whose parts estimate ``tokens_per_request`` in and out each,
+    run them in their planned slots, and return the batch's ledger rows."""
+    batch_id = h.submit([chat_line(f"r{i}", WORDS) for i in range(n)], tmp=tmp)
+    with transaction(h.sessions) as s:
+        for part in s.scalars(select(BatchPart).where(BatchPart.batch_id == batch_id)):
+            part.input_tokens = tokens_per_request * part.requests
+            part.output_tokens = tokens_per_request * part.requests
+    assert run_planned_slots(h, batch_id) == "completed"
+    with h.sessions() as s:
+        return list(s.scalars(select(LedgerEntry).where(LedgerEntry.batch_id == batch_id)))
+
+
 def test_a_shard_run_as_planned_books_its_planned_figures_exactly(
     echo_harness: Harness, tmp_path: Path
 ) -> None:
     # Given a batch whose token estimates are exact (5 tokens in, 5 out per request)
-    h = echo_harness
-    batch_id = h.submit([chat_line(f"r{i}", WORDS) for i in range(7)], tmp=tmp_path)
-    with transaction(h.sessions) as s:
-        for part in s.scalars(select(BatchPart).where(BatchPart.batch_id == batch_id)):
-            part.input_tokens = 5.0 * part.requests
-            part.output_tokens = 5.0 * part.requests
     # When it is planned and every shard runs in its planned slot with the planned signals
-    assert run_planned_slots(h, batch_id) == "completed"
-    with h.sessions() as s:
-        rows = list(s.scalars(select(LedgerEntry).where(LedgerEntry.batch_id == batch_id)))
+    rows = _run_with_estimates(echo_harness, tmp_path, 7, 5.0)
     # Then every row books its planned energy, CO2, water and cost to 1e-6, says nothing differs
     assert rows
     for r in rows:
@@ -70,16 +76,8 @@ def test_a_shard_with_more_tokens_than_planned_books_them_and_says_by_how_much(
     echo_harness: Harness, tmp_path: Path
 ) -> None:
     # Given a batch whose token estimates are half of what the engine will count
-    h = echo_harness
-    batch_id = h.submit([chat_line(f"r{i}", WORDS) for i in range(3)], tmp=tmp_path)
-    with transaction(h.sessions) as s:
-        for part in s.scalars(select(BatchPart).where(BatchPart.batch_id == batch_id)):
-            part.input_tokens = 2.5 * part.requests
-            part.output_tokens = 2.5 * part.requests
     # When it runs
-    assert run_planned_slots(h, batch_id) == "completed"
-    with h.sessions() as s:
-        rows = list(s.scalars(select(LedgerEntry).where(LedgerEntry.batch_id == batch_id)))
+    rows = _run_with_estimates(echo_harness, tmp_path, 3, 2.5)
     # Then the booked energy is the token model on the actual tokens (twice the plan's), with
     # the same renewable share as planned, so CO2 and water are off by the tokens' error only
     for r in rows:

@@ -121,3 +121,43 @@ def test_fleet_without_the_model_prices_nothing() -> None:
     # Then it is priced as zero (the validator reports it), never as a made-up figure
     (piece,) = price_problem(p, [bad])
     assert piece.facility_kwh == 0.0 and piece.co2_g == 0.0
+
+
+@pytest.mark.parametrize(
+    ("extra", "market_g"),
+    [
+        ({}, None),  # nothing contracted: no market figure (reports fall back, counted)
+        ({"market_factor_g_per_kwh": 20.0}, 20.0),  # instruments cover everything
+        # 60 % covered at 20 g, the rest at the residual mix of 500 g
+        (
+            {
+                "market_factor_g_per_kwh": 20.0,
+                "market_share_covered": 0.6,
+                "residual_mix_g_per_kwh": 500.0,
+            },
+            0.6 * 20.0 + 0.4 * 500.0,
+        ),
+        # 60 % covered, no residual mix: the rest at the location-based 100 g
+        ({"market_factor_g_per_kwh": 20.0, "market_share_covered": 0.6}, 0.6 * 20 + 0.4 * 100),
+        ({"residual_mix_g_per_kwh": 500.0}, 500.0),  # no instruments: residual mix only
+    ],
+)
+def test_market_based_co2_follows_instruments_then_residual_mix_then_location(
+    extra: dict[str, float], market_g: float | None
+) -> None:
+    # Given 1 kWh of grid energy at a location-based 100 g/kWh
+    p = problem(fleet([site("a", **extra)]), {"a": [100.0]}, [batch("b")])
+    (piece,) = price_problem(p, [_piece("b", 1.0)])
+    # Then the market-based figure follows the GHG Protocol's hierarchy
+    assert piece.co2_location_g == pytest.approx(100.0)
+    if market_g is None:
+        assert piece.co2_market_g is None
+    else:
+        assert piece.co2_market_g == pytest.approx(market_g)
+
+
+def test_a_covered_share_above_one_is_refused_with_how_to_fix_it() -> None:
+    from scheduler.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="0..1"):
+        fleet([site("a", market_factor_g_per_kwh=20.0, market_share_covered=60)])
