@@ -37,6 +37,9 @@ class ModelCatalog:
     dimensions_ok: frozenset[str] = frozenset()
     aliases: Mapping[str, ModelAlias] = field(default_factory=dict)
     default_min_quality: float | None = None
+    # Per model: the most tokens a request may ask it to generate (fleet.yaml ``max_output_tokens``
+    # of the model); models without it are bound by ``bounds.MAX_OUTPUT_TOKENS`` only.
+    output_limits: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def of(cls, fleet: Fleet) -> ModelCatalog:
@@ -49,6 +52,12 @@ class ModelCatalog:
             ),
             aliases=dict(fleet.model_aliases),
             default_min_quality=fleet.default_min_quality,
+            output_limits={
+                m.name: int(m.extra["max_output_tokens"])
+                for m in fleet.models
+                if type(m.extra.get("max_output_tokens")) is int
+                and m.extra["max_output_tokens"] > 0
+            },
         )
 
     @classmethod

@@ -326,6 +326,16 @@ def _check_line(
         checked = (chars, mt)
     if len(checked) == 3:
         return checked
+    limit = catalog.output_limits.get(resolved.part_key)
+    if limit is not None and checked[1] > limit:
+        key = {RESPONSES: "max_output_tokens", CHAT: "max_completion_tokens"}.get(endpoint)
+        key = key if key in body else "max_tokens"
+        return (
+            INVALID_VALUE,
+            f"{key} of {checked[1]} exceeds what model {resolved.part_key!r} can generate "
+            f"({limit} tokens, its max_output_tokens in the fleet); ask for at most {limit}",
+            f"body.{key}",
+        )
     return cid, model, checked[0], checked[1], resolved
 
 

@@ -57,3 +57,34 @@ def test_the_bound_itself_is_accepted() -> None:
         [line], endpoint="/v1/chat/completions", models=CATALOG, min_quality=None, max_requests=10
     )
     assert res.error_count == 0, res.errors
+
+
+def test_a_models_own_output_limit_from_the_fleet_is_enforced() -> None:
+    from dataclasses import replace
+
+    # Given a fleet whose tiny-chat declares max_output_tokens: 64
+    fleet = load_sample_fleet()
+    models = tuple(
+        replace(m, extra={**m.extra, "max_output_tokens": 64}) if m.name == "tiny-chat" else m
+        for m in fleet.models
+    )
+    catalog = ModelCatalog.of(replace(fleet, models=models))
+    assert catalog.output_limits == {"tiny-chat": 64}
+    chat = [{"role": "user", "content": "hi"}]
+    lines = [
+        _line("/v1/chat/completions", "ok", model="tiny-chat", messages=chat, max_tokens=64),
+        _line("/v1/chat/completions", "big", model="tiny-chat", messages=chat, max_tokens=65),
+        _line(
+            "/v1/chat/completions", "new", model="tiny-chat", messages=chat,
+            max_completion_tokens=500,
+        ),
+    ]  # fmt: skip
+    res = scan_lines(
+        lines, endpoint="/v1/chat/completions", models=catalog, min_quality=None, max_requests=10
+    )
+    # Then the lines over the model's limit are errors naming the parameter and the limit
+    assert {e.line: e.param for e in res.errors} == {
+        2: "body.max_tokens",
+        3: "body.max_completion_tokens",
+    }
+    assert all("at most 64" in e.message for e in res.errors)
