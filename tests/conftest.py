@@ -148,3 +148,19 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from workers.engines.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """One ``gridshift demo`` run per session, offline, in a fresh data dir (about 20 s).
+
+    Returns a ``tests/e2e/demo_run.DemoRun`` (data dir, exit code, printed lines).
+    """
+    from demo_run import DemoRun
+
+    from workers.demo import run_demo
+
+    data = tmp_path_factory.mktemp("demo") / "data"
+    lines: list[str] = []
+    code = run_demo(Settings(data_dir=data, database_url=""), echo=lines.append)
+    return DemoRun(data, code, lines)

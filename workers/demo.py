@@ -278,7 +278,7 @@ def run_demo(
         print_plan(echo, sessions, jobs, plan_id, evening, signals)
     code = print_outcome(echo, sessions, jobs, plan_id, shards_run, time.monotonic() - t_start)
     if serve:
-        _keep_serving(echo, server, thread, url, key, root)
+        _keep_serving(echo, server, thread, url, key, root, evening)
     else:
         server.should_exit = True
         thread.join(timeout=10)
@@ -363,10 +363,21 @@ def _serve_port(settings: Settings) -> int:
 
 
 def _keep_serving(
-    echo: Echo, server: Any, thread: threading.Thread, url: str, key: str, root: Path
+    echo: Echo,
+    server: Any,
+    thread: threading.Thread,
+    url: str,
+    key: str,
+    root: Path,
+    evening: datetime,
 ) -> None:
     """Keep the demo's API up until Ctrl-C, saying how to reach it."""
-    echo(f"\nthe API and the dashboard are up on this night: {url}/dashboard (API key {key})")
+    night = (
+        f"from={(evening - timedelta(hours=2)):%Y-%m-%dT%H:%MZ}"
+        f"&to={(evening + timedelta(hours=22)):%Y-%m-%dT%H:%MZ}"
+    )
+    echo(f"\nthe API and the dashboard are up on this night: {url}/dashboard?{night}")
+    echo(f"  sign in with the demo's admin key: {key}")
     echo(f"  export GRIDSHIFT_API_URL={url} GRIDSHIFT_API_KEY={key}")
     echo(f"  then `gridshift batches list`; `gridshift schedule` and `report` read {root}")
     echo("  Ctrl-C stops the server")

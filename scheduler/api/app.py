@@ -25,6 +25,7 @@ ROUTERS = [
     "scheduler.api.routes.fleet",
     "scheduler.api.routes.models",
     "scheduler.api.routes.review",
+    "scheduler.api.routes.operations",
     "scheduler.api.routes.metrics",
     "scheduler.api.routes.dashboard",
     "scheduler.api.routes.keys",

@@ -13,34 +13,24 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from demo_run import DemoRun
 from sqlalchemy import select
 from typer.testing import CliRunner
 
 from scheduler.cli import EXIT_OK, EXIT_USAGE, build_app
-from scheduler.config import Settings
 from scheduler.review.signals import site_signals
 from scheduler.samples import load_sample_fleet
 from scheduler.store.db import make_engine, session_factory
 from scheduler.store.tables import AssignmentRecord, Batch, LedgerEntry, PlanRecord, now_utc
-from workers.demo import run_demo
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, list[str]]:
-    """Run the demo once, offline, into a fresh data dir."""
-    data = tmp_path_factory.mktemp("demo") / "data"
-    lines: list[str] = []
-    code = run_demo(Settings(data_dir=data, database_url=""), echo=lines.append)
-    return data, code, lines
 
 
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_demo_plan_moves_work_and_beats_both_baselines(
-    demo_run: tuple[Path, int, list[str]],
+    demo_run: DemoRun,
 ) -> None:
     # Given the demo ran in a fresh data dir
-    data, code, lines = demo_run
+    data, code, lines = demo_run.data_dir, demo_run.code, demo_run.lines
     assert code == 0, "\n".join(lines)
     sessions = session_factory(make_engine(f"sqlite:///{data / 'gridshift.db'}"))
     with sessions() as s:
@@ -74,9 +64,9 @@ def test_demo_plan_moves_work_and_beats_both_baselines(
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_demo_caches_the_signals_it_planned_on_for_all_three_sample_sites(
-    demo_run: tuple[Path, int, list[str]],
+    demo_run: DemoRun,
 ) -> None:
-    data, code, _lines = demo_run
+    data = demo_run.data_dir
     sessions = session_factory(make_engine(f"sqlite:///{data / 'gridshift.db'}"))
     sites = [s.name for s in load_sample_fleet().sites]
     with sessions() as s:
@@ -97,10 +87,10 @@ def test_demo_caches_the_signals_it_planned_on_for_all_three_sample_sites(
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_schedule_and_report_read_the_demo_store_with_no_flag(
-    demo_run: tuple[Path, int, list[str]],
+    demo_run: DemoRun,
 ) -> None:
     # Given the demo's data dir as the only setting (what `make demo` then `gridshift ...` does)
-    data, _code, _lines = demo_run
+    data = demo_run.data_dir
     env = {"GRIDSHIFT_DATA_DIR": str(data), "GRIDSHIFT_DATABASE_URL": "", "COLUMNS": "100"}
     runner = CliRunner()
     # When the schedule and the default report are asked for
@@ -127,3 +117,45 @@ def test_a_read_of_a_missing_store_fails_with_exit_2_and_creates_nothing(tmp_pat
         assert result.exit_code == EXIT_USAGE, (argv, result.output)
         assert "gridshift demo" in result.stderr and "gridshift db upgrade" in result.stderr
         assert not (tmp_path / "none" / "gridshift.db").exists()
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_explanations_and_workers_of_the_demo_night(demo_run: DemoRun) -> None:
+    from fastapi.testclient import TestClient
+
+    from scheduler.api.app import create_app
+    from scheduler.config import Settings
+    from scheduler.store.tenants import create_api_key
+
+    # Given the demo's store served by the real app, an admin and a plain key of its tenant
+    settings = Settings(data_dir=demo_run.data_dir, database_url="")
+    sessions = session_factory(make_engine(demo_run.url))
+    with sessions() as s, s.begin():
+        admin = create_api_key(s, "demo", admin=True)
+        plain = create_api_key(s, "demo")
+        jobs = {b.metadata_["gridshift_job"]: b.id for b in s.scalars(select(Batch)).all()}
+    with TestClient(create_app(settings)) as client:
+        auth = {"Authorization": f"Bearer {admin}"}
+        why = {
+            job: client.get(f"/v1/batches/{batch_id}/explain", headers=auth).json()
+            for job, batch_id in jobs.items()
+        }
+        workers = client.get("/v1/workers", headers=auth)
+        refused = client.get("/v1/workers", headers={"Authorization": f"Bearer {plain}"})
+    # Then the EU-only job is limited by residency (London's windy night was cleaner)
+    tickets = why["ticket-summaries"]
+    assert tickets["limited_by"] == "residency" and "gb-london" in tickets["because"]
+    # and the backlog ran where its site's own solar covers it, beside running at once
+    backlog = why["backlog-classify"]
+    assert backlog["net_of_solar_g_per_kwh"] < backlog["got_g_per_kwh"]
+    assert backlog["got_g_per_kwh"] < backlog["at_once_here_g_per_kwh"]
+    # and every explanation names a next-best option with its CO2
+    assert all(w["next_best"] and w["next_best"]["co2_g"] > 0 for w in why.values())
+    # and the workers view lists the three pools and the worker that ran the shards
+    assert workers.status_code == 200 and refused.status_code == 403
+    view = workers.json()
+    assert len(view["pools"]) == 3
+    assert sum(w["attempts_done"] for w in view["workers"]) == sum(
+        p["shards"].get("done", 0) for p in view["pools"]
+    )

@@ -5,7 +5,10 @@ const KEY_STORE = "gridshift.apiKey";
 const SVGNS = "http://www.w3.org/2000/svg";
 const BATCH_COLOURS = ["#2f6fb0", "#e07b24", "#2e9d6a", "#8e5cc2", "#c9443f", "#1f9bb0",
   "#b08a1f", "#d15b9c", "#5a7d2a", "#6b6ff0", "#8c5a3c", "#3f8f8f"];
-const SITE_COLOURS = ["#c0392b", "#2f6fb0", "#0f8a5f", "#8e5cc2", "#e07b24", "#1f9bb0"];
+// Sites are drawn as dark neutral lines told apart by their dash pattern, so that they never
+// look like a batch (batches take the saturated colours above).
+const SITE_COLOURS = ["#222222", "#6b6b6b", "#9a9a9a", "#444444", "#808080", "#b0b0b0"];
+const SITE_DASHES = ["", "6 3", "2 3", "10 3 2 3", "1 2", "4 4"];
 const SIGNALS = [
   { field: "carbon_g_per_kwh", cls: "signal-carbon", label: "Carbon intensity", unit: "gCO₂/kWh" },
   { field: "price_per_kwh", cls: "signal-price", label: "Electricity price", unit: "per kWh" },
@@ -70,16 +73,30 @@ function show(view) {
   state.view = view;
   for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("active", b.dataset.view === view);
   for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== "view-" + view;
-  const load = { schedule: loadSchedule, savings: loadSavings, budget: loadBudget, forecasts: loadForecasts }[view];
+  const load = { schedule: loadSchedule, batches: loadBatches, workers: loadWorkers, savings: loadSavings, budget: loadBudget, forecasts: loadForecasts }[view];
   load().catch((e) => console.error(e));
 }
 
-async function loadSchedule() {
+// The schedule's range: the from/to inputs (UTC) when set, else the window around now.
+function scheduleRange() {
+  const f = $("range-from").value, t = $("range-to").value;
+  if (f && t) return [new Date(f + ":00Z"), new Date(t + ":00Z")];
   const hours = Number($("window").value);
-  const now = Date.now();
-  const from = new Date(now - hours * 0.45 * 3600e3);
+  const from = new Date(Date.now() - hours * 0.45 * 3600e3);
   from.setUTCMinutes(0, 0, 0);
-  const to = new Date(from.getTime() + hours * 3600e3);
+  return [from, new Date(from.getTime() + hours * 3600e3)];
+}
+function setRange(from, to) {
+  const iso = (d) => (d ? new Date(d).toISOString().slice(0, 16) : "");
+  $("range-from").value = iso(from); $("range-to").value = iso(to);
+  const params = new URLSearchParams(location.search);
+  if (from && to) { params.set("from", new Date(from).toISOString()); params.set("to", new Date(to).toISOString()); } else { params.delete("from"); params.delete("to"); }
+  const rest = params.toString();
+  history.replaceState(null, "", location.pathname + (rest ? "?" + rest : "") + location.hash);
+}
+
+async function loadSchedule() {
+  const [from, to] = scheduleRange();
   const q = "?from=" + encodeURIComponent(from.toISOString()) + "&to=" + encodeURIComponent(to.toISOString());
   const data = await api("/v1/schedule" + q);
   state.schedule = data;
@@ -169,6 +186,10 @@ function drawGantt(data) {
     r.appendChild(svg("title", {}, `${b.batch_id} · ${b.kind} ${b.id}\n${b.model} at ${lane}\n${b.status}: ${hhmm(b.start)}–${hhmm(b.end)} UTC · ${b.requests} requests`));
     r.addEventListener("click", () => openBatch(b.batch_id, b.id));
     barsG.appendChild(r);
+    const label = `${b.label || b.batch_id.slice(-6)} · ${b.requests}`;
+    if (x1 - x0 > label.length * 6.5 + 6) {
+      barsG.appendChild(svg("text", { x: x0 + 4, y: attrs.y + rowH - 9, class: "bar-label", "pointer-events": "none" }, label));
+    }
   }
   root.appendChild(barsG);
 
@@ -200,7 +221,18 @@ function drawGantt(data) {
         const xe = x(new Date(Date.parse(p.time) + data.slot_minutes * 60e3).toISOString());
         d += (d ? "L" : "M") + xx.toFixed(1) + "," + yv(v).toFixed(1) + "L" + Math.min(xe, width - right).toFixed(1) + "," + yv(v).toFixed(1);
       }
-      if (d) root.appendChild(svg("path", { d, class: sig.cls, stroke: SITE_COLOURS[i % SITE_COLOURS.length], "data-site": s.site }));
+      if (d) {
+        const path = svg("path", { d, class: sig.cls, stroke: SITE_COLOURS[i % SITE_COLOURS.length], "stroke-dasharray": SITE_DASHES[i % SITE_DASHES.length], "data-site": s.site, "data-source": s.source || "" });
+        path.appendChild(svg("title", {}, `${s.site} · ${sig.label} (${s.source || "forecast"})`));
+        root.appendChild(path);
+        for (const p of s.points) {  // a hover target per slot: the value in a tooltip
+          const v = p[sig.field];
+          if (v === null || v === undefined) continue;
+          const dot = svg("circle", { cx: x(p.time), cy: yv(v), r: 2.5, class: "signal-dot", fill: SITE_COLOURS[i % SITE_COLOURS.length] });
+          dot.appendChild(svg("title", {}, `${s.site} ${when(p.time)} UTC: ${fmt(v, v < 1 ? 3 : 0)} ${sig.unit}`));
+          root.appendChild(dot);
+        }
+      }
     });
     py += panelH + panelGap;
   }
@@ -235,8 +267,9 @@ function drawLegend(colours, sites, bars) {
   lg.appendChild(el("span", { class: "muted" }, "│ signals:"));
   sites.forEach((site, i) => {
     const s = el("span");
-    const sw = el("i"); sw.style.background = SITE_COLOURS[i % SITE_COLOURS.length]; sw.style.height = "3px"; sw.style.verticalAlign = "3px";
-    s.appendChild(sw); s.appendChild(document.createTextNode(site));
+    const sw = svg("svg", { width: 26, height: 8 });
+    sw.appendChild(svg("line", { x1: 1, x2: 25, y1: 4, y2: 4, stroke: SITE_COLOURS[i % SITE_COLOURS.length], "stroke-width": 2, "stroke-dasharray": SITE_DASHES[i % SITE_DASHES.length] }));
+    s.appendChild(sw); s.appendChild(document.createTextNode(" " + site));
     lg.appendChild(s);
   });
 }
@@ -259,25 +292,27 @@ async function openBatch(batchId, barId, scroll = true) {
   const est = r.estimated ? " (incl. estimates)" : "";
   const kpis = el("div", { class: "kpis" });
   const kpi = (label, value, sub) => { const k = el("div", { class: "kpi" }); k.appendChild(el("small", {}, label)); k.appendChild(el("b", {}, value)); if (sub) k.appendChild(el("small", {}, sub)); kpis.appendChild(k); };
-  kpi("CO₂ booked" + est, fmt(r.actual.co2_g) + " g", "planned " + fmt(r.planned.co2_g) + " g");
-  kpi("CO₂ had it run at once", fmt(r.asap_counterfactual.co2_g) + " g", "saved " + fmt(r.asap_counterfactual.co2_g - r.actual.co2_g) + " g (location-based)");
-  kpi("Energy" + est, fmt(r.actual.energy_kwh, 3) + " kWh", "planned " + fmt(r.planned.energy_kwh, 3) + " kWh");
-  kpi("Water", fmt(r.actual.water_l, 2) + " L", "planned " + fmt(r.planned.water_l, 2) + " L");
-  kpi("Cost", fmt(r.actual.cost, 3), "planned " + fmt(r.planned.cost, 3));
-  kpi("Embodied CO₂", fmt(r.embodied_co2_g) + " g", r.co2_market_g === null ? "market-based: n/a" : "market-based " + fmt(r.co2_market_g) + " g");
+  kpi("CO₂ booked" + est, si(r.actual.co2_g, "g"), "planned " + si(r.planned.co2_g, "g"));
+  const savedG = r.asap_counterfactual.co2_g - r.actual.co2_g;
+  kpi("CO₂ had it run at once", si(r.asap_counterfactual.co2_g, "g"), (savedG >= 0 ? "saved " + si(savedG, "g") : "cost " + si(-savedG, "g") + " more") + " (location-based)");
+  kpi("Energy" + est, si(r.actual.energy_kwh, "kWh"), "planned " + si(r.planned.energy_kwh, "kWh"));
+  kpi("Water", si(r.actual.water_l, "L"), "planned " + si(r.planned.water_l, "L"));
+  kpi("Cost (fleet currency)", money(r.actual.cost), "planned " + money(r.planned.cost));
+  kpi("Embodied CO₂", si(r.embodied_co2_g, "g"), r.co2_market_g === null ? "market-based: n/a" : "market-based " + si(r.co2_market_g, "g"));
   box.appendChild(kpis);
+  try { box.appendChild(await loadWhy(batchId)); } catch (e) { console.error(e); }
   const t = el("table", { id: "batch-shards" });
-  const hdr = ["shard", "site / pool", "model", "status", "slot", "ran", "g/kWh got", "g/kWh at once", "energy kWh", "CO₂ g", "water L", "cost", "plan kWh", "plan CO₂ g"];
+  const hdr = ["shard", "site / pool", "model", "status", "slot", "ran", "gCO2/kWh got", "g/kWh at once", "energy", "CO₂", "water", "cost", "plan energy", "plan CO₂"];
   const tr = el("tr"); hdr.forEach((h, i) => tr.appendChild(el("th", i < 4 ? { class: "l" } : {}, h))); t.appendChild(tr);
   for (const s of r.shards) {
     const row = el("tr", { "data-shard-id": s.shard_id });
     if (s.shard_id === barId) row.style.background = "#eef6ff";
     const ran = s.started_at ? hhmm(s.started_at) + "–" + (s.finished_at ? hhmm(s.finished_at) : "…") : "–";
     const better = s.carbon_g_per_kwh !== null && s.asap_carbon_g_per_kwh !== null && s.carbon_g_per_kwh < s.asap_carbon_g_per_kwh;
-    const energy = s.energy_kwh === null ? "–" : fmt(s.energy_kwh, 3) + (s.estimated ? " est." : "");
+    const energy = s.energy_kwh === null ? "–" : si(s.energy_kwh, "kWh") + (s.estimated ? " est." : "");
     const cells = [[s.shard_id, "l"], [s.site + "/" + s.pool, "l"], [s.model, "l"], [s.status, "l"], [when(s.slot_start), ""], [ran, ""],
       [fmt(s.carbon_g_per_kwh, 0), better ? "good" : ""], [fmt(s.asap_carbon_g_per_kwh, 0), ""], [energy, s.estimated ? "est" : ""],
-      [fmt(s.co2_g), ""], [fmt(s.water_l, 2), ""], [fmt(s.cost, 3), ""], [fmt(s.planned_energy_kwh, 3), ""], [fmt(s.planned_co2_g), ""]];
+      [si(s.co2_g, "g"), ""], [si(s.water_l, "L"), ""], [money(s.cost), ""], [si(s.planned_energy_kwh, "kWh"), ""], [si(s.planned_co2_g, "g"), ""]];
     for (const [v, c] of cells) row.appendChild(el("td", c ? { class: c } : {}, v));
     t.appendChild(row);
   }
@@ -301,20 +336,23 @@ function table(headers, rows, id) {
   return t;
 }
 function saved(v) { return [fmt(v), v > 0 ? "good" : v < 0 ? "bad" : ""]; }
+function savedSi(v) { return [si(v, "g"), v > 0 ? "good" : v < 0 ? "bad" : ""]; }
 
 async function loadSavings() {
   const d = await api("/v1/savings");
   $("caveat").textContent = d.caveat;
   const box = $("savings"); box.textContent = "";
   const c1 = el("div", { class: "card" }); c1.appendChild(el("h3", {}, "Per day (ledger vs running each batch at its submission hour)"));
-  c1.appendChild(table(["day", "CO₂ g", "at once g", "saved g", "energy kWh", "cost", "water L", ""],
-    d.per_day.map((r) => [r.key, fmt(r.actual.co2_g), fmt(r.asap_counterfactual.co2_g), saved(r.saved_co2_g_vs_asap), fmt(r.actual.energy_kwh, 3), fmt(r.actual.cost, 3), fmt(r.actual.water_l, 2), r.estimated ? ["incl. estimates", "est"] : ""]), "savings-days"));
+  if (d.per_day.length) c1.appendChild(savingsChart(d.per_day));
+  c1.appendChild(el("p", { class: "muted" }, "grey: had each batch run at once · green: booked"));
+  c1.appendChild(table(["day", "CO₂", "at once", "saved", "energy", "cost", "water", ""],
+    d.per_day.map((r) => [r.key, si(r.actual.co2_g, "g"), si(r.asap_counterfactual.co2_g, "g"), savedSi(r.saved_co2_g_vs_asap), si(r.actual.energy_kwh, "kWh"), money(r.actual.cost), si(r.actual.water_l, "L"), r.estimated ? ["incl. estimates", "est"] : ""]), "savings-days"));
   const c2 = el("div", { class: "card" }); c2.appendChild(el("h3", {}, "Per batch"));
-  c2.appendChild(table(["batch", "CO₂ g", "at once g", "saved g", "asap baseline g", "carbon-greedy g", "delay h", ""],
-    d.per_batch.map((r) => [r.key, fmt(r.actual.co2_g), fmt(r.asap_counterfactual.co2_g), saved(r.saved_co2_g_vs_asap), r.asap ? fmt(r.asap.co2_g) : "–", r.carbon_greedy ? fmt(r.carbon_greedy.co2_g) : "–", fmt(r.actual.delay_h), r.estimated ? ["incl. estimates", "est"] : ""])));
+  c2.appendChild(table(["batch", "CO₂", "at once", "saved", "asap baseline", "carbon-greedy", "delay h", ""],
+    d.per_batch.map((r) => [r.key, si(r.actual.co2_g, "g"), si(r.asap_counterfactual.co2_g, "g"), savedSi(r.saved_co2_g_vs_asap), r.asap ? si(r.asap.co2_g, "g") : "–", r.carbon_greedy ? si(r.carbon_greedy.co2_g, "g") : "–", fmt(r.actual.delay_h), r.estimated ? ["incl. estimates", "est"] : ""])));
   const c3 = el("div", { class: "card" }); c3.appendChild(el("h3", {}, "Per plan (planner's totals against the contract's baselines)"));
-  c3.appendChild(d.plans.length ? table(["plan", "created", "planned CO₂ g", "asap g", "saved vs asap", "carbon-greedy g", "saved vs greedy", "planned cost", "asap cost"],
-    d.plans.map((p) => ["#" + p.plan_id, when(p.created_at), fmt(p.planned.co2_g), p.asap ? fmt(p.asap.co2_g) : "–", saved(p.saved_co2_g_vs_asap), p.carbon_greedy ? fmt(p.carbon_greedy.co2_g) : "–", saved(p.saved_co2_g_vs_carbon_greedy), fmt(p.planned.cost, 3), p.asap ? fmt(p.asap.cost, 3) : "–"]))
+  c3.appendChild(d.plans.length ? table(["plan", "created", "planned CO₂", "asap", "saved vs asap", "carbon-greedy", "saved vs greedy", "planned cost", "asap cost"],
+    d.plans.map((p) => ["#" + p.plan_id, when(p.created_at), si(p.planned.co2_g, "g"), p.asap ? si(p.asap.co2_g, "g") : "–", savedSi(p.saved_co2_g_vs_asap), p.carbon_greedy ? si(p.carbon_greedy.co2_g, "g") : "–", savedSi(p.saved_co2_g_vs_carbon_greedy), money(p.planned.cost), p.asap ? money(p.asap.cost) : "–"]))
     : el("p", { class: "muted" }, "Plan totals are fleet-wide: shown to admin keys only."));
   box.append(c1, c2, c3);
 }
@@ -382,11 +420,23 @@ async function loadForecasts() {
 function start() {
   for (const b of document.querySelectorAll("#tabs button")) b.addEventListener("click", () => show(b.dataset.view));
   $("refresh").addEventListener("click", () => loadSchedule());
-  $("window").addEventListener("change", () => loadSchedule());
+  $("window").addEventListener("change", () => { setRange(null, null); loadSchedule(); });
+  for (const id of ["range-from", "range-to"]) $(id).addEventListener("change", () => {
+    const [f, t] = scheduleRange(); if ($("range-from").value && $("range-to").value) setRange(f, t); loadSchedule();
+  });
+  $("range-now").addEventListener("click", () => { setRange(null, null); loadSchedule(); });
+  $("range-plan").addEventListener("click", async () => {
+    const p = await api("/v1/plans/current");
+    if (p.plan) { setRange(p.plan.horizon_start, p.plan.horizon_end); loadSchedule(); }
+  });
+  $("batch-refresh").addEventListener("click", () => loadBatches());
+  $("batch-status").addEventListener("change", () => loadBatches());
+  $("batch-q").addEventListener("input", () => loadBatches());
   $("signout").addEventListener("click", () => signOut());
   $("keyform").addEventListener("submit", (e) => { e.preventDefault(); signIn($("keyinput").value.trim()); });
   window.addEventListener("resize", () => { if (state.schedule && state.view === "schedule") drawGantt(state.schedule); });
   const params = new URLSearchParams(location.search);
+  if (params.has("from") && params.has("to")) setRange(params.get("from"), params.get("to"));  // a shared range
   const inUrl = params.has("key");
   if (inUrl) {  // refused: a link must not sign anyone in or replace the stored key
     params.delete("key");
