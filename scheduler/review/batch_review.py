@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from scheduler.domain import MeasurementMethod
 from scheduler.review.signals import signal_at
+from scheduler.review.units import si
 from scheduler.review.views import BatchReview, ShardRun, Totals
 from scheduler.store.batches import get_batch
 from scheduler.store.summaries import batch_summary
@@ -102,7 +103,7 @@ def _reason(
         text += "."
     if actual.energy_kwh > 0 and asap.co2_g > 0:
         text += (
-            f" Booked {actual.co2_g:.1f} g CO2 against {asap.co2_g:.1f} g running at once"
+            f" Booked {si(actual.co2_g, 'g')} CO2 against {si(asap.co2_g, 'g')} running at once"
             " (location-based)."
         )
     return text

@@ -252,6 +252,7 @@ def schedule_view(
     tenant_id: str | None = None,
     now: datetime | None = None,
     slot_minutes: int | None = None,
+    pools: Iterable[tuple[str, str]] = (),
 ) -> ScheduleView:
     """Return the Gantt data over ``[start, end)``.
 
@@ -266,8 +267,11 @@ def schedule_view(
         tenant_id: only this tenant's work (``None``: all).
         now: the "now" marker (default: the clock).
         slot_minutes: slot length; inferred from the slots shown when ``None``.
+        pools: the fleet's (site, pool) pairs: each gets a lane and its site's signals even
+            with no bar in the range, so the strips show every site the plan could use.
     """
     now = now or now_utc()
+    pools = list(pools)
     plan = current_plan_record(session)
     horizon = timedelta(days=1)
     sq = (
@@ -315,8 +319,8 @@ def schedule_view(
         for a, t in uncut
     ]
     bars.sort(key=lambda b: (b.site, b.pool, b.start, b.id))
-    lanes = sorted({f"{b.site}/{b.pool}" for b in bars})
-    sites = {b.site for b in bars}
+    lanes = sorted({f"{b.site}/{b.pool}" for b in bars} | {f"{s}/{p}" for s, p in pools})
+    sites = {b.site for b in bars} | {s for s, _ in pools}
     return ScheduleView(
         start=start,
         end=end,

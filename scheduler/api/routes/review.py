@@ -58,11 +58,15 @@ def get_current_plan(session: SessionDep, caller: TenantDep) -> CurrentPlan:
 
 @router.get("/schedule", response_model=ScheduleView, summary="Gantt data")
 def get_schedule(
-    session: SessionDep, caller: TenantDep, start: From = None, end: To = None
+    session: SessionDep, caller: TenantDep, fleet: FleetDep, start: From = None, end: To = None
 ) -> ScheduleView:
-    """One bar per shard (and per assignment not yet cut), each site's signals, and now."""
+    """One bar per shard (and per assignment not yet cut), each fleet site's signals, and now."""
     lo, hi = check_range(start, end)
-    return schedule_view(session, lo, hi, tenant_id=scope_of(caller))
+    pools = [(s.name, p.name) for s in fleet.sites for p in s.pools] if fleet else []
+    slot_minutes = fleet.slot_minutes if fleet else None
+    return schedule_view(
+        session, lo, hi, tenant_id=scope_of(caller), pools=pools, slot_minutes=slot_minutes
+    )
 
 
 @router.get("/batches/{batch_id}/review", response_model=BatchReview, summary="Batch review")

@@ -143,7 +143,7 @@ function drawGantt(data) {
   const { rows, depth } = packRows(data.bars);
   const laneY = {};
   let y = top;
-  for (const lane of data.lanes) { laneY[lane] = y; y += depth[lane] * rowH + laneGap; }
+  for (const lane of data.lanes) { depth[lane] = depth[lane] || 1; laneY[lane] = y; y += depth[lane] * rowH + laneGap; }  // idle pools keep a lane
   const ganttBottom = y;
   const sites = data.signals.map((s) => s.site);
   const height = ganttBottom + 20 + SIGNALS.length * (panelH + panelGap) + 10;
@@ -186,10 +186,10 @@ function drawGantt(data) {
     r.appendChild(svg("title", {}, `${b.batch_id} · ${b.kind} ${b.id}\n${b.model} at ${lane}\n${b.status}: ${hhmm(b.start)}–${hhmm(b.end)} UTC · ${b.requests} requests`));
     r.addEventListener("click", () => openBatch(b.batch_id, b.id));
     barsG.appendChild(r);
-    const label = `${b.label || b.batch_id.slice(-6)} · ${b.requests}`;
-    if (x1 - x0 > label.length * 6.5 + 6) {
-      barsG.appendChild(svg("text", { x: x0 + 4, y: attrs.y + rowH - 9, class: "bar-label", "pointer-events": "none" }, label));
-    }
+    // a label inside the bar when it fits, else just after it (short shards are a few pixels)
+    const label = `${b.label || "…" + b.batch_id.slice(-6)} · ${b.requests}`;
+    const inside = x1 - x0 > label.length * 6.5 + 6;
+    barsG.appendChild(svg("text", { x: inside ? x0 + 4 : Math.max(x0, x1) + 4, y: attrs.y + rowH - 9, class: "bar-label", "pointer-events": "none" }, label));
   }
   root.appendChild(barsG);
 

@@ -157,7 +157,7 @@ async function loadWorkers() {
 
 // ------------------------------------------------------------------ savings chart
 function savingsChart(days) {
-  const w = 900, h = 200, l = 60, b = 28, bw = Math.max(6, Math.min(60, (w - l - 20) / Math.max(1, days.length) / 2.6));
+  const w = 900, h = 200, l = 60, b = 28, bw = Math.max(6, Math.min(36, (w - l - 20) / Math.max(1, days.length) / 2.6));
   const g = svg("svg", { width: "100%", viewBox: `0 0 ${w} ${h}`, id: "savings-chart", role: "img" });
   const hi = Math.max(1e-12, ...days.flatMap((d) => [d.actual.co2_g, d.asap_counterfactual.co2_g]));
   const y = (v) => h - b - (v / hi) * (h - b - 20);
