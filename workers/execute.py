@@ -326,6 +326,7 @@ def run_shard(
                         output_tokens=output_tokens,
                         values=values,
                         renewable_kw=signal.renewable_kw,
+                        busy_gpu_s=measurement.duration_s * (profile.gpus if profile else 1),
                     ),
                     created_at=now_utc(),
                 )

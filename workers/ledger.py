@@ -40,6 +40,7 @@ class PlannedShare:
     renewable_kw: float | None
     renewable_kwh: float | None = None
     grid_kwh: float | None = None
+    gpu_hours: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +90,7 @@ def planned_share(assignment: AssignmentRecord | None, shard_requests: int) -> P
         renewable_kw=assignment.renewable_kw,
         renewable_kwh=None if assignment.renewable_kwh is None else assignment.renewable_kwh * f,
         grid_kwh=None if assignment.grid_kwh is None else assignment.grid_kwh * f,
+        gpu_hours=assignment.gpu_hours * f,
     )
 
 
@@ -222,12 +224,14 @@ def deviations(
     output_tokens: int,
     values: LedgerValues,
     renewable_kw: float,
+    busy_gpu_s: float | None = None,
 ) -> dict[str, Any] | None:
     """What differs between a shard's plan and its booking, and by how much.
 
     Returns:
         ``{name: {"planned", "actual", "delta"}}`` for each of ``site``/``slot`` (ran
-        elsewhere or at another time), ``input_tokens``, ``output_tokens``, ``energy_kwh``
+        elsewhere or at another time), ``input_tokens``, ``output_tokens``, ``busy_gpu_s``
+        (GPU-seconds the profile implies against those the meter timed), ``energy_kwh``
         (facility), ``energy_method`` (the plan is a token-model estimate), ``carbon_g_per_kwh``,
         ``renewable_kw``, ``grid_kwh``, ``co2_g`` that differ (relative 1e-9); None without a
         plan, and an empty dict when the booking is exactly the plan.
@@ -249,6 +253,11 @@ def deviations(
         ("input_tokens", planned.input_tokens, float(input_tokens)),
         ("output_tokens", planned.output_tokens, float(output_tokens)),
         ("energy_kwh", planned.energy_kwh, values.facility_energy_kwh),
+        (
+            "busy_gpu_s",
+            None if planned.gpu_hours is None or busy_gpu_s is None else planned.gpu_hours * 3600,
+            busy_gpu_s if busy_gpu_s is not None else 0.0,
+        ),
         ("carbon_g_per_kwh", planned.carbon_g_per_kwh, values.carbon_g_per_kwh),
         ("renewable_kw", planned.renewable_kw, renewable_kw),
         ("grid_kwh", planned.grid_kwh, values.grid_kwh),

@@ -68,7 +68,9 @@ def test_a_shard_run_as_planned_books_its_planned_figures_exactly(
         )
         assert r.cost == pytest.approx(r.planned_cost, rel=1e-6, abs=1e-12)
         assert r.grid_kwh == pytest.approx(r.planned_grid_kwh, rel=1e-6, abs=1e-12)
-        assert r.deviations == {}
+        # nothing differs but the wall time, which no plan controls (the echo engine is
+        # instant; the profile says how long the tokens take on the pool)
+        assert set(r.deviations) <= {"busy_gpu_s"}
         assert r.signal_fallback is None
 
 

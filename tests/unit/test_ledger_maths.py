@@ -237,6 +237,12 @@ def test_deviations_name_what_differs_from_the_plan_and_by_how_much() -> None:
     assert set(d) == {"output_tokens", "carbon_g_per_kwh", "co2_g"}
     assert d["output_tokens"]["delta"] == pytest.approx(50.0)
     assert d["carbon_g_per_kwh"]["delta"] == pytest.approx(30.0)
+    # And busy time is compared when the meter timed it: 0.5 GPU-h planned, 1,980 s timed
+    timed = deviations(
+        planned, site="de", slot=T, input_tokens=1000, output_tokens=550, values=v,
+        renewable_kw=1.2, busy_gpu_s=1980.0,
+    )  # fmt: skip
+    assert timed is not None and timed["busy_gpu_s"]["delta"] == pytest.approx(1980.0 - 1800.0)
 
 
 @pytest.mark.parametrize(
