@@ -66,10 +66,13 @@ def main() -> int:  # noqa: D103
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=12)
     parser.add_argument("--timeout-s", type=float, default=180.0)
+    parser.add_argument("--data-dir", type=Path, help="fresh data dir (default: a temp dir)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     from openai import OpenAI
 
-    data = Path(tempfile.mkdtemp(prefix="gridshift-service-"))
+    data = args.data_dir or Path(tempfile.mkdtemp(prefix="gridshift-service-"))
+    data.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "GRIDSHIFT_DATA_DIR": str(data), "GRIDSHIFT_TICK_S": "2"}
     for key in ("GRIDSHIFT_FLEET", "GRIDSHIFT_DATABASE_URL", "GRIDSHIFT_BROKER_URL"):
         env.pop(key, None)
@@ -133,6 +136,15 @@ def main() -> int:  # noqa: D103
         took = time.monotonic() - submitted
         gs = (batch.model_extra or {})["gridshift"]
         planned, actual = gs["planned"], gs["actual"]
+        if args.json:
+            out = {
+                "status": batch.status,
+                "ready_s": ready_s,
+                "took_s": took,
+                "data_dir": str(data),
+            }
+            print(json.dumps({**out, "planned": planned, "actual": actual, "parts": gs["parts"]}))
+            return 0 if batch.status == "completed" else 1
         print(f"servers ready in {ready_s:.1f} s; batch {batch.status} in {took:.1f} s")
         print(f"request_counts: {batch.request_counts}")
         print(f"energy method: {gs.get('energy_method')}")

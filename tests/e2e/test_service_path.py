@@ -1,0 +1,55 @@
+"""The README's service path on a fresh data dir: a batch completes, booked = plan's pricing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from scheduler.optimizer.pricing import energy_from_tokens
+from scheduler.samples import load_sample_fleet
+from scheduler.store.db import make_engine, session_factory
+from scheduler.store.tables import LedgerEntry
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "service_path.py"
+
+
+def test_readme_service_path_completes_a_batch_and_books_the_plans_pricing(tmp_path: Path) -> None:
+    # Given a fresh data dir and the README's steps with the sample fleet (serve, dispatch,
+    # one worker per pool; the tiny models build themselves), run by the benchmark script
+    data = tmp_path / "data"
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--json", "--requests", "6", "--data-dir", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    # Then the batch completed within a minute of its submission
+    assert out["status"] == "completed"
+    assert out["took_s"] < 60
+    # And every row booked the planner's token model on the tokens the engine counted
+    fleet = load_sample_fleet()
+    engine = make_engine(f"sqlite:///{data / 'gridshift.db'}")
+    with session_factory(engine)() as s:
+        rows = list(s.scalars(select(LedgerEntry)))
+    engine.dispose()
+    assert rows and all(r.energy_method == "estimated-profile" for r in rows)
+    for r in rows:
+        site = fleet.site(r.site)
+        profile = fleet.model(r.model).profiles[site.pool(r.pool).gpu]
+        expected = energy_from_tokens(profile, site.pue, r.input_tokens, r.output_tokens)
+        assert r.facility_energy_kwh == pytest.approx(expected.facility_kwh, rel=1e-9)
+        assert r.signal_fallback is None
+    # And booked sits within the token estimate's error of planned: energy, CO2 and water all
+    # move by the same factor, the token model's ratio
+    planned, actual = out["planned"], out["actual"]
+    ratio = actual["energy_kwh"] / planned["energy_kwh"]
+    assert actual["co2_g"] / planned["co2_g"] == pytest.approx(ratio, rel=1e-6)
+    assert actual["water_l"] / planned["water_l"] == pytest.approx(ratio, rel=1e-6)
