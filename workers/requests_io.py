@@ -1,4 +1,4 @@
-"""Running a shard's requests on an engine: read by byte offset, chunks, retries, isolation."""
+"""Running a shard's requests on an engine: read by byte offset, whole shard or chunks, isolation."""
 
 from __future__ import annotations
 
@@ -52,12 +52,23 @@ def run_requests(
     *,
     lease_lost: Callable[[], bool] = lambda: False,
 ) -> list[EngineResult]:
-    """Run ``requests`` in chunks, checking between chunks that the lease is still held.
+    """Run ``requests`` on ``engine``, checking that the lease is still held.
+
+    An engine that batches by itself (``whole_shard``, vLLM) gets the whole shard in one call,
+    so its scheduler always has work, and polls ``lease_lost`` between its steps; it isolates
+    bad requests itself and a failure it raises fails the attempt. Other engines get chunks,
+    with the lease checked between them.
 
     Raises:
         LeaseLost: the heartbeat found the lease taken.
         TransientEngineError: the engine kept failing transiently.
+        EngineError: a whole-shard engine failed as a whole.
     """
+    if getattr(engine, "whole_shard", False):
+        if lease_lost():
+            raise LeaseLost("the lease was lost before running; stopping this attempt")
+        run: Callable[..., list[EngineResult]] = engine.run
+        return run(requests, cancelled=lease_lost)
     results: list[EngineResult] = []
     for i in range(0, len(requests), CHUNK_REQUESTS):
         if lease_lost():

@@ -1,17 +1,17 @@
-"""The vLLM adapter's pure mappings (vLLM cannot run here: its outputs are stand-in dataclasses)."""
+"""The vLLM adapter's pure mappings on stand-in outputs (tests/integration/test_vllm_real.py runs vLLM)."""
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pytest
 
 from scheduler.errors import EngineError, InvalidInput
-from workers.engines import EngineConfig, EngineResult, build_engine
-from workers.engines.openai_shapes import error_result, parse_options
-from workers.engines.vllm import VLLMEngine, choices_of, result_of, run_isolated, sampling_kwargs
+from workers.engines import EngineConfig, build_engine
+from workers.engines.openai_shapes import parse_options
+from workers.engines.vllm import VLLMEngine, choices_of, result_of
+from workers.engines.vllm_params import sampling_kwargs
 
 
 @dataclass
@@ -42,8 +42,8 @@ def test_request_options_map_to_sampling_params() -> None:
         }
     )
     # When mapped
-    kwargs = sampling_kwargs(options, default_max_tokens=1024)
-    # Then SamplingParams gets the same values (max_completion_tokens wins)
+    kwargs = sampling_kwargs({}, "chat", max_tokens=64, vocab_size=100, options=options)
+    # Then SamplingParams gets the same values
     assert kwargs == {
         "n": 3,
         "max_tokens": 64,
@@ -54,10 +54,72 @@ def test_request_options_map_to_sampling_params() -> None:
     }
 
 
-def test_missing_max_tokens_uses_the_engine_default_and_temperature_zero_is_greedy() -> None:
-    kwargs = sampling_kwargs(parse_options({"temperature": 0}), default_max_tokens=77)
+def test_temperature_zero_is_greedy_and_unset_options_stay_unset() -> None:
+    kwargs = sampling_kwargs({"temperature": 0}, "chat", max_tokens=77, vocab_size=100)
     assert kwargs["max_tokens"] == 77 and kwargs["temperature"] == 0.0
-    assert "seed" not in kwargs and kwargs["stop"] is None
+    assert "seed" not in kwargs and kwargs["stop"] is None and "logprobs" not in kwargs
+
+
+def test_every_vllm_option_is_mapped() -> None:
+    body = {
+        "presence_penalty": 0.5,
+        "frequency_penalty": -0.25,
+        "logit_bias": {"7": -100, "9": 2.5},
+        "logprobs": True,
+        "top_logprobs": 3,
+        "top_k": 20,
+        "min_p": 0.1,
+        "repetition_penalty": 1.1,
+        "min_tokens": 2,
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "label", "schema": {"type": "string", "enum": ["a", "b"]}},
+        },
+    }
+    kwargs = sampling_kwargs(body, "chat", max_tokens=16, vocab_size=100)
+    assert kwargs["presence_penalty"] == 0.5 and kwargs["frequency_penalty"] == -0.25
+    assert kwargs["logit_bias"] == {7: -100.0, 9: 2.5}
+    assert kwargs["logprobs"] == 3 and kwargs["top_k"] == 20 and kwargs["min_p"] == 0.1
+    assert kwargs["repetition_penalty"] == 1.1 and kwargs["min_tokens"] == 2
+    assert kwargs["structured_outputs"] == {"json": {"type": "string", "enum": ["a", "b"]}}
+    json_object = sampling_kwargs(
+        {"response_format": {"type": "json_object"}, "logprobs": 2},
+        "completion",
+        max_tokens=4,
+        vocab_size=100,
+    )
+    assert json_object["structured_outputs"] == {"json_object": True}
+    assert json_object["logprobs"] == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"logit_bias": {"500": 1}}, "outside this model's vocabulary"),
+        ({"logit_bias": {"x": 1}}, "not a token id"),
+        ({"top_logprobs": 2}, "needs 'logprobs': true"),
+        ({"logprobs": True, "top_logprobs": 21}, "between 0 and 20"),
+        ({"response_format": {"type": "json_schema"}}, "needs"),
+        ({"response_format": {"type": "yaml"}}, "must be 'text'"),
+        ({"presence_penalty": 3}, "between -2 and 2"),
+    ],
+)
+def test_bad_vllm_options_are_refused_with_what_to_change(
+    body: dict[str, object], message: str
+) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        sampling_kwargs(body, "chat", max_tokens=4, vocab_size=100)
+
+
+def test_options_an_engine_cannot_honour_are_named_with_the_engines_that_can() -> None:
+    from scheduler.engine_options import refusal_message, refused_options
+
+    body = {"messages": [], "logprobs": True, "presence_penalty": 0, "tools": [{"x": 1}]}
+    assert refused_options(body, "transformers") == ["logprobs", "tools"]
+    assert refused_options(body, "vllm") == ["tools"]
+    assert refused_options(body, "openai") == []  # the server decides
+    message = refusal_message(["logprobs"], "transformers", {"logprobs": True})
+    assert "'logprobs'" in message and "vllm or openai" in message
 
 
 def test_top_p_zero_means_greedy() -> None:
@@ -111,26 +173,6 @@ def test_completion_output_becomes_a_text_completion() -> None:
     assert body["choices"][0]["text"] == "abc"
 
 
-def test_a_rejected_request_is_isolated_from_its_batch() -> None:
-    # Given a batch call that rejects the whole batch when any prompt is too long
-    calls: list[list[str]] = []
-
-    def call(items: Sequence[str]) -> list[EngineResult]:
-        calls.append(list(items))
-        if any(len(p) > 10 for p in items):
-            raise ValueError("prompt longer than max_model_len")
-        return [EngineResult(p, 200) for p in items]
-
-    # When five prompts with one long one run
-    results = run_isolated(
-        ["a", "b", "x" * 20, "c", "d"], call, lambda p, e: error_result(p, str(e))
-    )
-    # Then only the long one failed, with vLLM's message, and order is kept
-    assert [r.status_code for r in results] == [200, 200, 400, 200, 200]
-    assert results[2].error is not None and "max_model_len" in results[2].error["message"]
-    assert len(calls) < 2 * 5  # halving, not one call per prompt for everything
-
-
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed")
 def test_loading_without_vllm_says_how_to_install_it() -> None:
     engine = build_engine(EngineConfig(kind="vllm", options={"gpu_memory_utilization": 0.85}))
@@ -144,3 +186,8 @@ def test_unknown_vllm_option_and_unknown_kind_are_errors() -> None:
         build_engine(EngineConfig(kind="vllm", options={"gpu_mem": 0.9}))
     with pytest.raises(EngineError, match="unknown engine kind"):
         build_engine(EngineConfig(kind="tgi"))
+
+
+def test_swap_space_is_refused_as_removed_from_vllm() -> None:
+    with pytest.raises(EngineError, match="removed 'swap_space'"):
+        build_engine(EngineConfig(kind="vllm", options={"swap_space": 4}))

@@ -41,11 +41,12 @@ class GenerationOptions:
 
 @dataclass(frozen=True, slots=True)
 class Choice:
-    """One generated sequence: its text, why it ended, and its real token count."""
+    """One generated sequence: its text, why it ended, its real token count, its logprobs."""
 
     text: str
     finish_reason: str
     completion_tokens: int
+    logprobs: Mapping[str, Any] | None = None
 
 
 def endpoint_of(url: str) -> Endpoint:
@@ -215,7 +216,7 @@ def response_body(
             {
                 "index": i,
                 "message": {"role": "assistant", "content": c.text},
-                "logprobs": None,
+                "logprobs": c.logprobs,
                 "finish_reason": c.finish_reason,
             }
             for i, c in enumerate(choices)
@@ -223,7 +224,7 @@ def response_body(
     else:
         prefix, obj = "cmpl", "text_completion"
         shaped = [
-            {"index": i, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason}
+            {"index": i, "text": c.text, "logprobs": c.logprobs, "finish_reason": c.finish_reason}
             for i, c in enumerate(choices)
         ]
     return {

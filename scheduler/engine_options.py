@@ -1,0 +1,98 @@
+"""Which request options each engine kind honours: the one table intake and engines share.
+
+A request option is honoured by the engine that runs it or refused with a clear error, never
+silently dropped. ``openai`` forwards the body to an OpenAI-compatible server, which then
+honours or refuses each option itself (``None`` below). docs/workers.md prints this table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+# Keys that carry the request itself or change nothing about the generated text.
+PASSIVE_KEYS = frozenset(
+    {"model", "messages", "prompt", "user", "metadata", "store", "stream", "service_tier"}
+)
+
+_COMMON = frozenset(
+    {"n", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed"}
+)
+
+VLLM_OPTIONS = _COMMON | frozenset(
+    {
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "response_format",
+        # vLLM's own sampling extensions, accepted by its OpenAI server too
+        "top_k",
+        "min_p",
+        "repetition_penalty",
+        "min_tokens",
+    }
+)
+
+TRANSFORMERS_OPTIONS = _COMMON
+
+# None: the engine forwards every option to its server, which honours or refuses it.
+ENGINE_OPTIONS: Mapping[str, frozenset[str] | None] = {
+    "vllm": VLLM_OPTIONS,
+    "transformers": TRANSFORMERS_OPTIONS,
+    "openai": None,
+}
+
+# Values that mean "the option is off": a request that sets them asks for nothing.
+_NEUTRAL: Mapping[str, tuple[Any, ...]] = {
+    "presence_penalty": (0, 0.0),
+    "frequency_penalty": (0, 0.0),
+    "logit_bias": ({},),
+    "logprobs": (False,),
+    "top_logprobs": (0,),
+    "response_format": ({"type": "text"},),
+    "tools": ([],),
+    "functions": ([],),
+    "tool_choice": ("none",),
+    "parallel_tool_calls": (True, False),
+    "stream_options": (None,),
+}
+
+
+def _neutral(key: str, value: Any) -> bool:
+    if value is None:
+        return True
+    return any(value == v and type(value) is type(v) for v in _NEUTRAL.get(key, ()))
+
+
+def refused_options(body: Mapping[str, Any], kind: str) -> list[str]:
+    """The options in ``body`` that an engine of ``kind`` cannot honour, in body order.
+
+    An option set to its neutral value (``logprobs: false``, ``presence_penalty: 0``,
+    ``response_format: {"type": "text"}``, ``tools: []``) asks for nothing and is accepted.
+    """
+    supported = ENGINE_OPTIONS.get(kind)
+    if supported is None:
+        return []
+    return [
+        key
+        for key, value in body.items()
+        if key not in PASSIVE_KEYS and key not in supported and not _neutral(key, value)
+    ]
+
+
+def refusal_message(refused: Iterable[str], kind: str, body: Mapping[str, Any]) -> str:
+    """The error text for options ``kind`` does not honour, saying what to change."""
+    names = ", ".join(repr(k) for k in refused)
+    where = [k for k in honouring_kinds(body, ENGINE_OPTIONS) if k != kind]
+    hint = f", or run it on a pool whose engine is {' or '.join(where)}" if where else ""
+    return (
+        f"option(s) {names} not supported by the {kind} engine; remove them{hint} "
+        "(docs/workers.md lists the options of each engine)"
+    )
+
+
+def honouring_kinds(body: Mapping[str, Any], kinds: Iterable[str]) -> list[str]:
+    """The engine kinds among ``kinds`` that honour every option of ``body``."""
+    return [k for k in kinds if not refused_options(body, k)]
