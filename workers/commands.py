@@ -12,7 +12,10 @@ from scheduler.config import get_settings
 
 
 def register(app: typer.Typer) -> None:
-    """Mount ``worker`` and ``demo`` on ``app``."""
+    """Mount ``worker``, ``demo`` and ``run-batch`` on ``app``."""
+    from workers.run_batch_command import register_run_batch
+
+    register_run_batch(app)
 
     @app.command()
     def worker(

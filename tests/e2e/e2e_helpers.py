@@ -29,8 +29,14 @@ from scheduler.store.tables import Shard, now_utc
 SITE, POOL = "e2e-site", "cpu"
 
 
-def write_fleet(path: Path, weights: Path) -> Path:
-    """A one-site fleet with a CPU pool running ``tiny-chat`` from ``weights``; synthetic signals."""
+TRANSFORMERS_ENGINE = {"kind": "transformers", "device": "cpu", "max_batch_size": 8}
+
+
+def write_fleet(path: Path, weights: Path, engine: dict[str, Any] | None = None) -> Path:
+    """A one-site fleet with a CPU pool running ``tiny-chat`` from ``weights``; synthetic signals.
+
+    ``engine`` is the pool's engine block (default: transformers on the CPU).
+    """
     fleet = {
         "slot_minutes": 60,
         "sites": [
@@ -50,7 +56,7 @@ def write_fleet(path: Path, weights: Path) -> Path:
                         "gpu": "CPU",
                         "count": 1,
                         "embodied_g_per_gpu_hour": 2.0,
-                        "engine": {"kind": "transformers", "device": "cpu", "max_batch_size": 8},
+                        "engine": engine or TRANSFORMERS_ENGINE,
                     }
                 ],
             }
@@ -79,6 +85,7 @@ def migrated_settings(
     max_shard_requests: int,
     lease_s: float,
     heartbeat_s: float,
+    engine: dict[str, Any] | None = None,
 ) -> Settings:
     """Migrate ``database_url``, then settings with data and fleet (``write_fleet``) under ``tmp_path``."""
     engine = make_engine(database_url)
@@ -88,7 +95,7 @@ def migrated_settings(
         data_dir=tmp_path / "data",
         database_url=database_url,
         broker_url=broker_url,
-        fleet=write_fleet(tmp_path / "fleet.yaml", weights),
+        fleet=write_fleet(tmp_path / "fleet.yaml", weights, engine),
         max_shard_requests=max_shard_requests,
         lease_s=lease_s,
         heartbeat_s=heartbeat_s,

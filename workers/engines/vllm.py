@@ -252,8 +252,13 @@ class VLLMEngine:
         """Drop the ``LLM`` and free what vLLM lets go of in-process."""
         if self._llm is None:
             return
-        self._llm = None
+        llm, self._llm = self._llm, None
         self._source = self.model_name = None
+        try:  # stop vLLM's engine-core process now, not at interpreter exit
+            llm.llm_engine.engine_core.shutdown()
+        except Exception:
+            log.warning("vLLM engine shutdown failed", exc_info=True)
+        del llm
         gc.collect()
         free_cuda_memory()
 
