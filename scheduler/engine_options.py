@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from scheduler.domain import Fleet
+
 # Keys that carry the request itself or change nothing about the generated text.
 PASSIVE_KEYS = frozenset(
     {"model", "messages", "prompt", "user", "metadata", "store", "stream", "service_tier"}
@@ -96,3 +98,61 @@ def refusal_message(refused: Iterable[str], kind: str, body: Mapping[str, Any]) 
 def honouring_kinds(body: Mapping[str, Any], kinds: Iterable[str]) -> list[str]:
     """The engine kinds among ``kinds`` that honour every option of ``body``."""
     return [k for k in kinds if not refused_options(body, k)]
+
+
+def engine_kinds_by_model(fleet: Fleet) -> dict[str, frozenset[str]]:
+    """The engine kinds of the pools that could serve each model (a pool whose GPU type has a
+    profile of the model); ``auto`` gets every kind of the fleet."""
+    pools = [pool for site in fleet.sites for pool in site.pools]
+    out = {
+        m.name: frozenset(p.engine.kind for p in pools if p.gpu in m.profiles) for m in fleet.models
+    }
+    out["auto"] = frozenset(p.engine.kind for p in pools)
+    for alias in fleet.model_aliases.values():  # a hosted name standing for a fleet model
+        if alias.model in out:
+            out[alias.name] = out[alias.model]
+    return out
+
+
+class OptionCheck:
+    """Intake's per-line check: options no engine that could serve the line's model honours.
+
+    Built once per batch; the common line (only options some engine of its model honours) costs
+    one set comparison.
+    """
+
+    def __init__(self, kinds_by_model: Mapping[str, Iterable[str]]) -> None:
+        """Precompute, per model, the kinds and the union of the options they honour."""
+        self._kinds: dict[str, tuple[str, ...]] = {}
+        self._allowed: dict[str, frozenset[str] | None] = {}
+        for model, kinds in kinds_by_model.items():
+            ks = tuple(sorted(kinds))
+            sets = [ENGINE_OPTIONS.get(k) for k in ks]
+            self._kinds[model] = ks
+            if not ks or any(s is None for s in sets):
+                self._allowed[model] = None  # unknown, or a forwarding engine: nothing to refuse
+            else:
+                self._allowed[model] = PASSIVE_KEYS.union(*[s for s in sets if s is not None])
+
+    def problem(self, model: str, body: Mapping[str, Any]) -> tuple[str, str] | None:
+        """``(message, first refused option)`` when no engine of ``model`` honours ``body``."""
+        allowed = self._allowed.get(model)
+        if allowed is None:
+            return None
+        if allowed.issuperset(body) and len(self._kinds[model]) == 1:
+            return None
+        kinds = self._kinds[model]
+        if honouring_kinds(body, kinds):
+            return None
+        refused = refused_options(body, kinds[0])
+        others = [r for k in kinds[1:] for r in refused_options(body, k) if r not in refused]
+        names = refused + others
+        if not names:
+            return None
+        served = " or ".join(kinds)
+        return (
+            f"option(s) {', '.join(repr(n) for n in names)} cannot be honoured by any engine that "
+            f"serves model {model!r} ({served}); remove them or send the line to a model served "
+            "by an engine that honours them (docs/workers.md lists the options of each engine)",
+            names[0],
+        )

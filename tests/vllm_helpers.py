@@ -11,8 +11,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 # vLLM-CPU: 1 GiB of KV cache is plenty for the tiny model and leaves memory to the neighbours.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

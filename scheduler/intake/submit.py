@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from scheduler.dispatch.slots import slot_floor
 from scheduler.domain import BatchStatus, Fleet
+from scheduler.engine_options import OptionCheck, engine_kinds_by_model
 from scheduler.errors import ConfigError, InvalidInput, LineError
 from scheduler.intake.catalog import EMBEDDINGS, ModelCatalog
 from scheduler.intake.expiry import ExpiresAfter
@@ -277,6 +278,7 @@ def scan_batch_file(fleet: Fleet, path: Path, batch: Batch, *, max_requests: int
         models=ModelCatalog.of(fleet),
         min_quality=batch.min_quality,
         max_requests=max_requests,
+        options=OptionCheck(engine_kinds_by_model(fleet)),
     )
 
 

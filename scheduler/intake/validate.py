@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scheduler.engine_options import OptionCheck
 from scheduler.errors import LineError
 from scheduler.intake.bodies import embedding_chars, response_chars
 from scheduler.intake.bounds import MAX_OUTPUT_TOKENS
-from scheduler.intake.catalog import EMBEDDINGS, ModelCatalog, Resolved
+from scheduler.intake.catalog import AUTO_MODEL, EMBEDDINGS, ModelCatalog, Resolved
 from scheduler.store.paging import storable
 
 CHAT = "/v1/chat/completions"
@@ -47,6 +48,7 @@ MIN_QUALITY_REQUIRED = "min_quality_required"
 EMPTY_FILE = "empty_file"
 TOO_MANY_REQUESTS = "too_many_requests"
 TOO_MANY_ERRORS = "too_many_errors"
+UNSUPPORTED_OPTION = "unsupported_option"
 
 _Err = tuple[str, str, str | None]  # (code, message, param)
 
@@ -276,7 +278,11 @@ def _completion_chars(body: dict[str, Any]) -> _Err | int:
 
 
 def _check_line(
-    obj: Any, endpoint: str, catalog: ModelCatalog, min_quality: float | None
+    obj: Any,
+    endpoint: str,
+    catalog: ModelCatalog,
+    min_quality: float | None,
+    options: OptionCheck | None = None,
 ) -> _Err | tuple[str, str, int, int, Resolved]:
     """Validate one parsed line; return ``(custom_id, model, chars, max_tokens, resolved)``."""
     if type(obj) is not dict:
@@ -323,6 +329,10 @@ def _check_line(
         mt = _common(body, "max_completion_tokens" if endpoint == CHAT else "max_tokens")
         if isinstance(mt, tuple):
             return mt
+        target = AUTO_MODEL if resolved.floor is not None else resolved.part_key
+        problem = options.problem(target, body) if options is not None else None
+        if problem is not None:
+            return UNSUPPORTED_OPTION, problem[0], f"body.{problem[1]}"
         checked = (chars, mt)
     if len(checked) == 3:
         return checked
@@ -346,6 +356,7 @@ def scan_lines(
     models: Collection[str] | ModelCatalog,
     min_quality: float | None,
     max_requests: int,
+    options: OptionCheck | None = None,
 ) -> ScanResult:
     """Validate raw JSONL lines (each with its terminator, as a binary file yields them).
 
@@ -356,6 +367,7 @@ def scan_lines(
             generation-model names (``auto`` is then allowed with ``min_quality``).
         min_quality: The batch's minimum quality, or None.
         max_requests: Stop with ``too_many_requests`` beyond this many requests.
+        options: Refuses lines with options no engine that serves their model honours.
 
     Returns:
         The per-request integers and every error found (see ``ScanResult``).
@@ -396,7 +408,7 @@ def scan_lines(
         except (ValueError, RecursionError) as e:
             res.add_error(line_no, INVALID_JSON_LINE, _json_problem(e), None)
             continue
-        out = _check_line(obj, endpoint, catalog, min_quality)
+        out = _check_line(obj, endpoint, catalog, min_quality, options)
         if len(out) == 3:
             res.add_error(line_no, out[0], out[1], out[2])
             continue
@@ -446,9 +458,15 @@ def scan_file(
     models: Collection[str] | ModelCatalog,
     min_quality: float | None,
     max_requests: int,
+    options: OptionCheck | None = None,
 ) -> ScanResult:
     """Validate the JSONL file at ``path`` (streamed; see ``scan_lines`` for the arguments)."""
     with path.open("rb", buffering=1 << 20) as f:
         return scan_lines(
-            f, endpoint=endpoint, models=models, min_quality=min_quality, max_requests=max_requests
+            f,
+            endpoint=endpoint,
+            models=models,
+            min_quality=min_quality,
+            max_requests=max_requests,
+            options=options,
         )

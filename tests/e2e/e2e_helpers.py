@@ -85,7 +85,7 @@ def migrated_settings(
     max_shard_requests: int,
     lease_s: float,
     heartbeat_s: float,
-    engine: dict[str, Any] | None = None,
+    pool_engine: dict[str, Any] | None = None,
 ) -> Settings:
     """Migrate ``database_url``, then settings with data and fleet (``write_fleet``) under ``tmp_path``."""
     engine = make_engine(database_url)
@@ -95,7 +95,7 @@ def migrated_settings(
         data_dir=tmp_path / "data",
         database_url=database_url,
         broker_url=broker_url,
-        fleet=write_fleet(tmp_path / "fleet.yaml", weights, engine),
+        fleet=write_fleet(tmp_path / "fleet.yaml", weights, pool_engine),
         max_shard_requests=max_shard_requests,
         lease_s=lease_s,
         heartbeat_s=heartbeat_s,

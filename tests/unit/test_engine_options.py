@@ -1,0 +1,91 @@
+"""Options honoured or refused: intake refuses, per line, what no engine of the model honours."""
+
+from __future__ import annotations
+
+import json
+
+from scheduler.engine_options import OptionCheck, engine_kinds_by_model
+from scheduler.fleet import parse_fleet
+from scheduler.intake.validate import UNSUPPORTED_OPTION, scan_lines
+
+CHAT = "/v1/chat/completions"
+
+
+def _fleet():  # type: ignore[no-untyped-def]
+    profile = {"gpus": 1, "prefill_tok_s": 1000, "decode_tok_s": 100, "power_w": 300}
+    return parse_fleet(
+        {
+            "sites": [
+                {
+                    "name": "s",
+                    "pools": [
+                        {
+                            "name": "cpu",
+                            "gpu": "CPU",
+                            "count": 1,
+                            "engine": {"kind": "transformers"},
+                        },
+                        {"name": "gpu", "gpu": "H100", "count": 1, "engine": {"kind": "vllm"}},
+                    ],
+                }
+            ],
+            "models": [
+                {"name": "small", "quality": 0.5, "profiles": {"CPU": profile}},
+                {"name": "big", "quality": 0.9, "profiles": {"H100": profile}},
+            ],
+        }
+    )
+
+
+def _line(cid: str, model: str, **body: object) -> bytes:
+    messages = [{"role": "user", "content": "hi"}]
+    line = {"custom_id": cid, "method": "POST", "url": CHAT}
+    return (
+        json.dumps({**line, "body": {"model": model, "messages": messages, **body}}) + "\n"
+    ).encode()
+
+
+def test_kinds_per_model_follow_the_pools_that_have_its_profile() -> None:
+    kinds = engine_kinds_by_model(_fleet())
+    assert kinds == {
+        "small": frozenset({"transformers"}),
+        "big": frozenset({"vllm"}),
+        "auto": frozenset({"transformers", "vllm"}),
+    }
+
+
+def test_intake_refuses_per_line_what_no_engine_of_the_model_honours() -> None:
+    # Given lines asking for logprobs and a JSON schema of a model served only by transformers,
+    # the same of a model served by vLLM, tools on vLLM, and neutral values anywhere
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string"}}}
+    lines = [
+        _line("a", "small", logprobs=True),
+        _line("b", "big", logprobs=True, top_logprobs=2, response_format=fmt),
+        _line("c", "big", tools=[{"type": "function", "function": {"name": "f"}}]),
+        _line("d", "small", logprobs=False, presence_penalty=0, response_format={"type": "text"}),
+        _line("e", "auto", logprobs=True),
+    ]
+    scan = scan_lines(
+        lines,
+        endpoint=CHAT,
+        models={"small", "big"},
+        min_quality=0.5,
+        max_requests=100,
+        options=OptionCheck(engine_kinds_by_model(_fleet())),
+    )
+    # Then lines 1 and 3 are refused with their line numbers, the option and what to change
+    errors = {e.line: e for e in scan.errors}
+    assert sorted(errors) == [1, 3]
+    assert errors[1].code == UNSUPPORTED_OPTION and errors[1].param == "body.logprobs"
+    assert "model 'small' (transformers)" in errors[1].message
+    assert "remove them" in errors[1].message
+    assert errors[3].param == "body.tools"
+    # and the others are accepted (vLLM honours them; neutral values ask for nothing; `auto`
+    # may be placed on a vLLM pool)
+    assert scan.custom_ids == ["b", "d", "e"]
+
+
+def test_a_forwarding_engine_refuses_nothing_at_intake() -> None:
+    check = OptionCheck({"m": ["openai", "transformers"]})
+    assert check.problem("m", {"logprobs": True, "tools": [{"x": 1}]}) is None
+    assert OptionCheck({"m": []}).problem("m", {"anything": 1}) is None
