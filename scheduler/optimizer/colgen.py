@@ -299,7 +299,7 @@ class ColumnGenerationBackend:
         if len(cand) == 0:
             return cand
         order = cand[np.lexsort((r[cand], m.col_group[cand]))]
-        keep = order[_rank_in_group(m.col_group[order]) < _ADD_PER_GROUP]
+        keep: npt.NDArray[np.int64] = order[_rank_in_group(m.col_group[order]) < _ADD_PER_GROUP]
         return keep
 
     def _add(self, cols: npt.NDArray[np.int64]) -> None:
