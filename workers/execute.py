@@ -17,6 +17,7 @@ from scheduler.config import Settings
 from scheduler.dispatch.finalize import begin_finalizing, finalize_batch, has_running_shards
 from scheduler.dispatch.leases import Claim, claim_shard, mark_done, release_shard
 from scheduler.dispatch.outputs import failure_line, success_line, write_jsonl_atomic
+from scheduler.dispatch.poison import MAX_ATTEMPTS
 from scheduler.dispatch.signals import SignalLookup, ledger_signal
 from scheduler.domain import BatchStatus, Fleet, ModelSpec, Pool, Site
 from scheduler.errors import LeaseLost, NotFound
@@ -46,8 +47,6 @@ log = logging.getLogger(__name__)
 
 MeterFactory = Callable[[Site, Pool, ModelSpec], EnergyMeter]
 Clock = Callable[[], datetime]
-
-MAX_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)

@@ -246,8 +246,9 @@ def _write_output(sessions: Any, batch_id: str, output: Path) -> tuple[int, int]
             line = by_id.get(cid)
             if line is None:
                 continue
-            ok += line["response"]["status_code"] == 200
-            failed += line["response"]["status_code"] != 200
+            status = (line.get("response") or {}).get("status_code")
+            ok += status == 200
+            failed += status != 200
             fh.write(json.dumps(line, ensure_ascii=False) + "\n")
     os.replace(tmp, output)
     return ok, failed
@@ -266,12 +267,14 @@ def _report(sessions: Any, batch_id: str, echo: Echo) -> None:
     tokens_in = sum(r.input_tokens for r in rows)
     tokens_out = sum(r.output_tokens for r in rows)
     intensity = sum(r.carbon_g_per_kwh for r in rows) / len(rows)
-    label = "MEASURED" if all(m in ("nvml", "rapl") for m in methods) else "ESTIMATED"
+    label = "MEASURED" if all(m.startswith("measured") for m in methods) else "ESTIMATED"
     echo(
         f"tokens: {tokens_in} in, {tokens_out} out (from the engine's outputs); "
         f"ledger rows: {len(rows)}"
     )
     echo(f"energy: {kwh * 1000:.4f} Wh facility, {label} (method: {', '.join(methods)})")
+    if label == "ESTIMATED" and kwh == 0:
+        echo("  nothing could measure this machine and no --power-w was given: pass --power-w W")
     echo(
         f"CO2: {co2:.4f} g location-based at {intensity:.1f} g/kWh "
         f"(signal source: {', '.join(sources)})"
@@ -299,10 +302,10 @@ def run_batch(
     Raises:
         InvalidInput: the input file is not a valid batch file.
     """
+    from scheduler.dispatch.poison import MAX_ATTEMPTS
     from scheduler.store.db import make_engine, session_factory
     from scheduler.store.migrate import upgrade
     from workers.engine_cache import EngineCache
-    from workers.execute import MAX_ATTEMPTS
     from workers.runtime import WorkerRuntime
 
     t0 = time.perf_counter()
@@ -329,6 +332,12 @@ def run_batch(
             if runtime.run(shard_id).status != "released":
                 break
     ok, failed = _write_output(sessions, batch_id, args.output_file)
+    with sessions() as s:
+        errors = s.scalars(
+            select(Shard.last_error).where(Shard.batch_id == batch_id, Shard.status == "failed")
+        ).all()
+    for error in errors[:3]:
+        echo(f"a shard failed: {error}")
     with sessions() as s:
         total = s.get(Batch, batch_id).request_total  # type: ignore[union-attr]
     echo(

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from scheduler.dispatch.poison import MAX_ATTEMPTS
 from scheduler.domain import ShardStatus
 from scheduler.errors import LeaseLost
 from scheduler.store.db import transaction
@@ -54,6 +55,7 @@ def claim_shard(
                     and_(
                         shard_from(ShardStatus.RUNNING, ShardStatus.RUNNING),  # re-claim
                         Shard.lease_expires_at < now,
+                        Shard.attempts < MAX_ATTEMPTS,  # the cap holds on this path too
                     ),
                 ),
             )
@@ -199,18 +201,29 @@ def release_shard(
 
 
 def requeue_expired(session: Session, *, now: datetime) -> list[str]:
-    """Move running shards whose lease expired back to ``queued``; return their ids.
+    """Move running shards whose lease expired back to ``queued``; return the ids to send.
+
+    A shard that already lost its worker ``POISON_AFTER`` times is split in halves (their ids
+    are returned) or, alone with one request, failed (``scheduler.dispatch.poison``).
 
     Each move is a compare-and-set on (status, attempts, lease): a worker finishing at the same
     moment either commits ``done`` first (the move then matches nothing) or loses its lease.
     """
-    rows = session.execute(
-        select(Shard.id, Shard.attempts).where(
-            Shard.status == ShardStatus.RUNNING.value, Shard.lease_expires_at < now
-        )
+    from scheduler.dispatch.finalize import begin_finalizing
+    from scheduler.dispatch.poison import handle_expired
+
+    expired = session.scalars(
+        select(Shard).where(Shard.status == ShardStatus.RUNNING.value, Shard.lease_expires_at < now)
     ).all()
     moved = []
-    for shard_id, attempts in rows:
+    ended: set[str] = set()
+    for shard in expired:
+        shard_id, attempts = shard.id, shard.attempts
+        children, handled = handle_expired(session, shard, now=now)  # poison: split or fail
+        if handled:
+            moved.extend(children)
+            ended.add(shard.batch_id)
+            continue
         res = session.execute(
             update(Shard)
             .where(
@@ -234,4 +247,6 @@ def requeue_expired(session: Session, *, now: datetime) -> list[str]:
                 .values(status="lost", finished_at=now, error="lease expired")
             )
             moved.append(shard_id)
+    for batch_id in sorted(ended):  # a failed poison request may have been the last one
+        begin_finalizing(session, batch_id)
     return moved

@@ -139,8 +139,11 @@ class ResponsesAdapter:
         """Close the wrapped engine."""
         self.inner.close()
 
-    def run(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
-        """Run ``requests``; responses ones as chat, the rest as they are, results in order."""
+    def run(self, requests: Sequence[EngineRequest], **kwargs: Any) -> list[EngineResult]:
+        """Run ``requests``; responses ones as chat, the rest as they are, results in order.
+
+        ``kwargs`` (a whole-shard engine's ``cancelled`` poll) go to the wrapped engine.
+        """
         results: list[EngineResult | None] = [None] * len(requests)
         forward: list[EngineRequest] = []
         where: list[int] = []
@@ -157,7 +160,9 @@ class ResponsesAdapter:
                 continue
             forward.append(EngineRequest(custom_id=r.custom_id, url=CHAT_URL, body=body))
             where.append(i)
-        for i, result in zip(where, self.inner.run(forward) if forward else [], strict=True):
+        inner_run: Any = self.inner.run
+        done = inner_run(forward, **kwargs) if forward else []
+        for i, result in zip(where, done, strict=True):
             results[i] = self._back(requests[i], result)
         return [r for r in results if r is not None]
 
