@@ -82,13 +82,24 @@ def _cached(
 def _persisted(
     session: Session, fleet: Fleet, site_name: str, kind: str, slot: datetime
 ) -> float | None:
-    """The same time of day on the latest earlier day with a cached value (14 days back)."""
+    """The same time of day on the latest earlier day with a cached value (14 days back).
+
+    Two queries (actual and forecast points of the 14 days before), whatever the gap.
+    """
+    found = _provider_key(fleet, site_name, kind)
+    if found is None:
+        return None
+    provider, key, _ = found
+    step = timedelta(minutes=fleet.slot_minutes)
+    lo = slot - timedelta(days=PERSISTENCE_DAYS)
+    actual = load_points(session, provider, key, kind, ACTUAL, lo, slot)
+    forecast = load_points(session, provider, key, kind, FORECAST, lo, slot)
     for days in range(1, PERSISTENCE_DAYS + 1):
-        shifted = slot - timedelta(days=days)
-        for point_kind in (ACTUAL, FORECAST):
-            value = _cached(session, fleet, site_name, kind, shifted, point_kind)
-            if value is not None:
-                return value
+        start = slot - timedelta(days=days)
+        for points in (actual, forecast):
+            values = [v for t, v in points.items() if start <= t < start + step]
+            if values:
+                return sum(values) / len(values)
     return None
 
 
