@@ -83,6 +83,15 @@ class Settings(BaseSettings):
     planner_poll_s: float = Field(
         default=1.0, gt=0, description="Planner: how often it looks for new work."
     )
+    planner_fast_path: bool = Field(
+        default=True,
+        description="Planner: place new batches around the current plan at once (then re-plan).",
+    )
+    planner_full_every_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="Planner: a full re-plan follows fast-path additions after this long.",
+    )
     planner_retry_s: float = Field(
         default=30.0, gt=0, description="Planner: wait before retrying a failed re-plan."
     )

@@ -134,8 +134,11 @@ def write_assignments(
     *,
     now: datetime,
     limits: ShardLimits,
+    only: set[str] | None = None,
 ) -> WriteStats:
     """Store one plan version's assignment ``rows`` and bring the shards in line with them.
+
+    With ``only`` (the fast path's new parts), shards of other parts are not looked at.
 
     ``rows`` are ``assignments`` rows (``plan_id`` set). Must run inside the transaction that
     holds ``write_lock``. Parts whose free requests differ from ``free`` (the tick queued one of
@@ -187,7 +190,7 @@ def write_assignments(
         .join(Batch, Batch.id == Shard.batch_id)
         .where(_open_batch(now), _replaceable(now))
     ):
-        if part not in stale:
+        if part not in stale and (only is None or part in only):
             existing[part].append((_key(slot, site, pool, model), n, sid))
     kept: list[dict[str, object]] = []
     new_shards: list[dict[str, object]] = []

@@ -5,8 +5,10 @@ batches; it never waits on a solve. This loop, a thread of ``gridshift dispatch`
 process (``gridshift planner``), watches the store and publishes plan versions:
 
 - ``new_batch`` (debounced by ``planner_debounce_s`` so that a burst of arrivals is planned
-  once), ``slot_boundary`` and ``forecast_update`` (the reused signals are older than
-  ``signals_fresh_s``) trigger a re-plan (``scheduler.dispatch.replan.replan``);
+  once) places the new parts around the current plan at once (``fast_path.add_new_parts``);
+  a full re-plan (``scheduler.dispatch.replan.replan``) follows as ``consolidate`` after
+  ``planner_full_every_s``; ``slot_boundary`` and ``forecast_update`` (the reused signals are
+  older than ``signals_fresh_s``) re-plan in full;
 - a failed or over-budget re-plan leaves the current plan in force, is logged, stored as a
   ``failed`` plan version (``/v1/plans``, dashboard, ``gridshift_plans_total``) and retried
   after ``planner_retry_s``;
@@ -30,6 +32,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.config import Settings
+from scheduler.dispatch.fast_path import add_new_parts
 from scheduler.dispatch.plan_write import any_free
 from scheduler.dispatch.replan import (
     Planner,
@@ -146,6 +149,8 @@ class PlannerState:
     last_trigger: str | None = None
     last_replan_s: float = 0.0
     retry_after: float = 0.0  # monotonic time before which a failed re-plan is not retried
+    last_full: float = 0.0  # monotonic time of the last full re-plan
+    pending_full: bool = False  # fast-path additions since the last full re-plan
 
 
 class PlannerLoop:
@@ -173,11 +178,15 @@ class PlannerLoop:
         self.state = PlannerState()
 
     def trigger(self, now: datetime) -> str | None:
-        """Why to re-plan now, or None (see ``replan_trigger``; plus ``forecast_update``)."""
+        """Why to re-plan now, or None (``replan_trigger``; ``forecast_update``: the reused
+        signals are stale; ``consolidate``: fast-path additions wait for a full re-plan)."""
         with self.factory() as s:
             why = replan_trigger(s, self.fleet, now)
             if why is None and self.signals.stale(now) and any_free(s, now):
                 why = "forecast_update"
+        full_due = time.monotonic() - self.state.last_full >= self.settings.planner_full_every_s
+        if why is None and self.state.pending_full and full_due:
+            why = "consolidate"
         return why
 
     def step(self, stop: threading.Event | None = None) -> int | None:
@@ -200,15 +209,29 @@ class PlannerLoop:
         self.state.last_trigger = why
         started = time.perf_counter()
         try:
-            plan_id = replan(
-                self.factory,
-                self.settings,
-                self.fleet,
-                now,
-                trigger=why,
-                signals_for=self.signals,
-                planner=self.planner,
-            )
+            plan_id = None
+            fast = why == "new_batch" and self.settings.planner_fast_path
+            if fast:
+                plan_id = add_new_parts(
+                    self.factory,
+                    self.settings,
+                    self.fleet,
+                    now,
+                    signals_for=self.signals,
+                    planner=self.planner,
+                )
+                self.state.pending_full |= plan_id is not None
+            if plan_id is None:
+                plan_id = replan(
+                    self.factory,
+                    self.settings,
+                    self.fleet,
+                    now,
+                    trigger=why,
+                    signals_for=self.signals,
+                    planner=self.planner,
+                )
+                self.state.last_full, self.state.pending_full = time.monotonic(), False
         except Exception as e:  # any failure: keep the current plan, make it visible, retry
             self.state.last_replan_s = time.perf_counter() - started
             self.state.failures.append(str(e))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -122,10 +123,13 @@ def _part_batches(
     return out, free
 
 
-def _fixed_loads(s: Session, fleet: Fleet, now: datetime) -> tuple[FixedLoad, ...]:
+def _fixed_loads(
+    s: Session, fleet: Fleet, now: datetime, *, all_planned: bool = False
+) -> tuple[FixedLoad, ...]:
     """Queued, running and due planned shards, at their slot (or the current slot if past).
 
     A planned shard whose slot has started is the tick's to queue: re-plans leave it alone.
+    With ``all_planned`` every planned shard counts (the fast path keeps the current plan).
     """
     current = slot_floor(now, fleet.slot_minutes)
     rows = s.execute(
@@ -134,7 +138,9 @@ def _fixed_loads(s: Session, fleet: Fleet, now: datetime) -> tuple[FixedLoad, ..
         .where(
             or_(
                 Shard.status.in_([ShardStatus.QUEUED.value, ShardStatus.RUNNING.value]),
-                and_(Shard.status == ShardStatus.PLANNED.value, Shard.slot_start <= now),
+                and_(Shard.status == ShardStatus.PLANNED.value, Shard.slot_start <= now)
+                if not all_planned
+                else Shard.status == ShardStatus.PLANNED.value,
             )
         )
     ).all()
@@ -321,16 +327,21 @@ def replan(
             written and the current plan stays in force.
     """
     signals_for = signals_for or default_horizon_signals(settings, factory)
+    t0 = time.perf_counter()
     advance_pacer(factory, fleet, now)
     with factory() as s:
         states = budget_states(s, fleet, now)
         problem, free, deferred = build_problem(s, settings, fleet, now, signals_for, states)
     if problem is None:
         return None
+    t1 = time.perf_counter()
     plan = solve_checked(problem, planner)
+    t2 = time.perf_counter()
     priced = price_assignments(problem, plan)
     part_batch = {p.id: p.id.split("~", 1)[0] for p in problem.batches}
+    baselines = baselines_with_batches(problem, plan, part_batch)
     limits = ShardLimits(settings.max_shard_requests, settings.max_shard_gpu_minutes)
+    t3 = time.perf_counter()
     with transaction(factory) as s:
         write_lock(s)
         s.execute(
@@ -343,7 +354,7 @@ def replan(
             objectives=[str(o) for o in plan.objectives],
             tolerances=list(plan.tolerances),
             totals={k: getattr(plan.totals, k) for k in plan.totals.__dataclass_fields__},
-            baselines=baselines_with_batches(problem, plan, part_batch),
+            baselines=baselines,
             unplaced=[{"batch": u.batch, "reason": u.reason} for u in plan.unplaced] + deferred,
             stage_optima=dict(plan.stage_optima),
             notes=list(plan.notes) + states.notes(),
@@ -364,15 +375,19 @@ def replan(
         record.notes = [*(record.notes or []), stats.note()]
         compacted = compact_assignments(s, now, settings.plan_retention_h)
         plan_id = record.id
+    t4 = time.perf_counter()
     log.info(
-        "plan %d (%s): %d assignments, %d unplaced, status %s, solve %.2fs; %s; %d old "
-        "assignments compacted",
+        "plan %d (%s): %d assignments, %d unplaced, status %s; build %.2fs, solve %.2fs "
+        "(with baselines), pricing %.2fs, store %.2fs; %s; %d old assignments compacted",
         plan_id,
         trigger,
         len(plan.assignments),
         len(plan.unplaced),
         plan.status,
-        plan.solve_s,
+        t1 - t0,
+        t2 - t1,
+        t3 - t2,
+        t4 - t3,
         stats.note(),
         compacted,
     )

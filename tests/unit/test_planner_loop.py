@@ -223,3 +223,47 @@ def test_signals_are_reused_within_their_freshness() -> None:
     assert cache.stale(T0 + timedelta(minutes=10))
     cache(None, slots, T0 + timedelta(minutes=10))  # type: ignore[arg-type]
     assert len(calls) == 2
+
+
+def test_a_new_batch_takes_the_fast_path_and_a_full_replan_follows(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    # Given a current plan for batch A
+    h = _harness(settings, sessions, tmp_path)
+    a = h.submit([chat_line(f"a{i}") for i in range(3)], tmp=tmp_path)
+    first = h.tick(T0).plan_id
+    with h.sessions() as s:
+        before = s.get(PlanRecord, first)
+        assert before is not None
+        co2_before = before.totals["co2_g"]
+    a_shards = {sh.id for sh in _shards(h, a)}
+    # When batch B arrives
+    b = h.submit([chat_line(f"b{i}") for i in range(2)], tmp=tmp_path)
+    loop = _loop(h, T0, default_planner)
+    # Then B is placed around the plan in force, which it extends (A's shards untouched)
+    assert loop.step() == first
+    assert loop.state.pending_full
+    assert {sh.status for sh in _shards(h, b)} == {"planned"}
+    assert {sh.id for sh in _shards(h, a)} == a_shards
+    with h.sessions() as s:
+        plan = s.get(PlanRecord, first)
+        assert plan is not None and plan.is_current
+        assert plan.totals["co2_g"] > co2_before
+        assert any("fast path" in n for n in plan.notes or [])
+        parts = set(
+            s.scalars(select(AssignmentRecord.part_id).where(AssignmentRecord.plan_id == first))
+        )
+    assert any(p.startswith(b) for p in parts) and any(p.startswith(a) for p in parts)
+    # And once planner_full_every_s has passed, a full re-plan (consolidate) publishes a version
+    loop.settings = loop.settings.model_copy(update={"planner_full_every_s": 0.0})
+    assert loop.trigger(T0) == "consolidate"
+    second = loop.step()
+    assert second is not None and second != first and not loop.state.pending_full
+    with h.sessions() as s:
+        current = s.scalars(select(PlanRecord).where(PlanRecord.is_current.is_(True))).one()
+        parts = set(
+            s.scalars(select(AssignmentRecord.part_id).where(AssignmentRecord.plan_id == second))
+        )
+    assert current.id == second and current.trigger == "consolidate"
+    assert any(p.startswith(b) for p in parts) and any(p.startswith(a) for p in parts)
+    assert loop.trigger(T0) is None
