@@ -276,8 +276,8 @@ def _last_plan(sessions: Any) -> int | None:
 
 
 def _rows(notes: list[str]) -> int | None:
-    for note in notes:
-        m = re.match(r"store: (\d+) rows written", note)
+    for note in reversed(notes):  # the newest write (a fast-path addition ends the notes)
+        m = re.search(r"store: (\d+) rows written", note)
         if m:
             return int(m.group(1))
     return None
@@ -298,7 +298,7 @@ def main() -> None:
     print()
     print(
         "| open batches | new batch -> planned (median / max of 3) | bulk arrival planned "
-        "| tick for due shards during a re-plan | rows written by the incremental re-plan "
+        "| tick for due shards during a re-plan | rows written for the last new batch "
         "| dispatcher peak RSS | planner peak RSS |"
     )
     print("|---|---|---|---|---|---|---|")

@@ -14,7 +14,6 @@ from-scratch solve again (placing new work around fixed old work can cost some o
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Mapping
 from datetime import datetime
@@ -29,7 +28,6 @@ from scheduler.dispatch.plan_write import ShardLimits, write_assignments, write_
 from scheduler.dispatch.replan import (
     Planner,
     _assignment_row,
-    _fixed_loads,
     baselines_with_batches,
     build_problem,
     price_assignments,
@@ -98,17 +96,16 @@ def add_new_parts(
         if current is None:
             return None
         states = budget_states(s, fleet, now)
-        problem, free, deferred = build_problem(s, settings, fleet, now, signals_for, states)
+        known = _known_parts(s, current)
+        problem, free, deferred = build_problem(
+            s, settings, fleet, now, signals_for, states, exclude=known
+        )
         if problem is None:
             return None
-        known = _known_parts(s, current)
-        new = [b for b in problem.batches if b.id not in known]
+        new = list(problem.batches)
         held = [d for d in deferred if d["batch"] not in known]
         if not new and not held:
             return None
-        problem = dataclasses.replace(
-            problem, batches=tuple(new), fixed=_fixed_loads(s, fleet, now, all_planned=True)
-        )
     new_ids = {b.id for b in new}
     plan = solve_checked(problem, planner) if new else None
     priced = price_assignments(problem, plan) if plan else []

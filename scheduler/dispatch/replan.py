@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.config import Settings
@@ -84,40 +84,55 @@ def default_horizon_signals(settings: Settings, factory: sessionmaker[Session]) 
 
 
 def _part_batches(
-    s: Session, fleet: Fleet, now: datetime
+    s: Session, fleet: Fleet, now: datetime, *, exclude: set[str] | None = None
 ) -> tuple[list[PlanningBatch], dict[str, list[int]]]:
     """Planning batches of the free requests of in-progress batches, tokens pro rata.
 
-    The free requests of all parts come from one query (``plan_write.load_free``).
+    The free requests of all parts come from one query (``plan_write.load_free``), the parts
+    from another (columns, not ORM objects). ``exclude``: parts to leave out (the fast path's
+    parts the current plan already holds).
     """
     free = load_free(s, now)
     rows = s.execute(
-        select(BatchPart, Batch)
+        select(
+            BatchPart.id,
+            BatchPart.requests,
+            BatchPart.input_tokens,
+            BatchPart.output_tokens,
+            BatchPart.model,
+            BatchPart.min_quality,
+            BatchPart.tokens_estimated,
+            Batch.created_at,
+            Batch.deadline,
+            Batch.sites,
+            Batch.priority,
+            Batch.tenant_id,
+        )
         .join(Batch, Batch.id == BatchPart.batch_id)
         .where(Batch.status == BatchStatus.IN_PROGRESS.value, Batch.deadline > now)
         .order_by(Batch.created_at, BatchPart.id)
     ).all()
     out: list[PlanningBatch] = []
-    for part, batch in rows:
-        ids = free.get(part.id)
-        if not ids:
+    for r in rows:
+        ids = free.get(r.id)
+        if not ids or (exclude is not None and r.id in exclude):
             continue
-        share = len(ids) / part.requests if part.requests else 1.0
-        submitted = min(datetime.fromtimestamp(batch.created_at, UTC), now)
+        share = len(ids) / r.requests if r.requests else 1.0
+        submitted = min(datetime.fromtimestamp(r.created_at, UTC), now)
         out.append(
             PlanningBatch(
-                id=part.id,
+                id=r.id,
                 requests=len(ids),
-                input_tokens=part.input_tokens * share,
-                output_tokens=part.output_tokens * share,
+                input_tokens=r.input_tokens * share,
+                output_tokens=r.output_tokens * share,
                 submitted_at=submitted,
-                deadline=batch.deadline,
-                model=part.model,
-                min_quality=part.min_quality if part.model is None else None,
-                sites=tuple(batch.sites) if batch.sites else None,
-                priority=batch.priority,
-                tenant=batch.tenant_id,
-                tokens_estimated=part.tokens_estimated,
+                deadline=r.deadline,
+                model=r.model,
+                min_quality=r.min_quality if r.model is None else None,
+                sites=tuple(r.sites) if r.sites else None,
+                priority=r.priority,
+                tenant=r.tenant_id,
+                tokens_estimated=r.tokens_estimated,
             )
         )
     return out, free
@@ -133,7 +148,15 @@ def _fixed_loads(
     """
     current = slot_floor(now, fleet.slot_minutes)
     rows = s.execute(
-        select(Shard.site, Shard.pool, Shard.slot_start, Shard.request_count, AssignmentRecord)
+        select(
+            Shard.site,
+            Shard.pool,
+            Shard.slot_start,
+            Shard.request_count,
+            AssignmentRecord.requests,
+            AssignmentRecord.gpu_hours,
+            AssignmentRecord.energy_kwh,
+        )
         .join(AssignmentRecord, AssignmentRecord.id == Shard.assignment_id)
         .where(
             or_(
@@ -145,11 +168,11 @@ def _fixed_loads(
         )
     ).all()
     acc: dict[tuple[str, str, datetime], list[float]] = defaultdict(lambda: [0.0, 0.0])
-    for site, pool, slot, n, a in rows:
-        share = n / a.requests if a.requests else 0.0
+    for site, pool, slot, n, a_requests, a_gpu_hours, a_energy_kwh in rows:
+        share = n / a_requests if a_requests else 0.0
         key = (site, pool, max(slot, current))
-        acc[key][0] += a.gpu_hours * share
-        acc[key][1] += a.energy_kwh * share
+        acc[key][0] += a_gpu_hours * share
+        acc[key][1] += a_energy_kwh * share
     return tuple(
         FixedLoad(site=k[0], pool=k[1], slot=k[2], gpu_hours=v[0], facility_kwh=v[1])
         for k, v in acc.items()
@@ -200,8 +223,13 @@ def build_problem(
     now: datetime,
     signals_for: HorizonSignals,
     states: BudgetStates | None = None,
+    *,
+    exclude: set[str] | None = None,
 ) -> tuple[PlanningProblem | None, dict[str, list[int]], list[dict[str, str]]]:
     """The planning problem of everything not yet leased, or None when there is nothing.
+
+    With ``exclude`` (the fast path: the parts the current plan holds), those parts are left
+    out and every planned shard counts as fixed load.
 
     Budget states (``states``, default: read from the store) cap the model tier of
     ``"auto"`` parts through ``max_quality_by_batch`` and, at CRITICAL, defer those whose
@@ -211,7 +239,7 @@ def build_problem(
         ``(problem, free, deferred)`` where ``free[part_id]`` lists the unleased request ids in
         order and ``deferred`` the held-back parts as ``unplaced`` records.
     """
-    batches, free = _part_batches(s, fleet, now)
+    batches, free = _part_batches(s, fleet, now, exclude=exclude)
     if not batches:
         return None, free, []
     if settings.calibrated_profiles:
@@ -231,7 +259,7 @@ def build_problem(
         tolerances=fleet.default_tolerances,
         carbon_cap_g=cap,
         carbon_price_per_g=price,
-        fixed=_fixed_loads(s, fleet, now),
+        fixed=_fixed_loads(s, fleet, now, all_planned=exclude is not None),
         slot_available={slots[0]: slot_fraction_left(now, fleet.slot_minutes)},
         time_limit_s=settings.plan_time_limit_s,
         total_time_limit_s=settings.plan_budget_s,
@@ -435,34 +463,31 @@ def replan_trigger(s: Session, fleet: Fleet, now: datetime) -> str | None:
     some work is still free.
     """
     current = s.scalars(select(PlanRecord).where(PlanRecord.is_current.is_(True))).first()
-    known: set[str] = set()
-    if current is not None:
-        known |= set(
-            s.scalars(
-                select(AssignmentRecord.part_id)
-                .where(AssignmentRecord.plan_id == current.id)
-                .distinct()
-            )
-        )
-        known |= {u.get("batch") for u in (current.unplaced or [])}
-    open_parts = (
+    # Parts of open batches with no shard and no assignment in the current plan: only those
+    # rows leave the database (NOT EXISTS on the indexed batch ids), whatever the open count.
+    unknown = (
         select(BatchPart.id)
         .join(Batch, Batch.id == BatchPart.batch_id)
-        .where(Batch.status == BatchStatus.IN_PROGRESS.value, Batch.deadline > now)
+        .where(
+            Batch.status == BatchStatus.IN_PROGRESS.value,
+            Batch.deadline > now,
+            ~exists().where(Shard.batch_id == BatchPart.batch_id, Shard.part_id == BatchPart.id),
+        )
     )
-    parts = s.scalars(open_parts).all()
-    if parts:
-        known |= set(
-            s.scalars(
-                select(Shard.part_id)
-                .join(Batch, Batch.id == Shard.batch_id)
-                .where(Batch.status == BatchStatus.IN_PROGRESS.value)
-                .distinct()
+    if current is not None:
+        unknown = unknown.where(
+            ~exists().where(
+                AssignmentRecord.plan_id == current.id,
+                AssignmentRecord.batch_id == BatchPart.batch_id,
+                AssignmentRecord.part_id == BatchPart.id,
             )
         )
-    if any(p not in known for p in parts):
-        return "new_batch"
+    candidates = set(s.scalars(unknown))
+    if candidates:
+        unplaced = {u.get("batch") for u in (current.unplaced or [])} if current else set()
+        if candidates - unplaced:
+            return "new_batch"
     moved = current is not None and current.horizon_start != slot_floor(now, fleet.slot_minutes)
-    if moved and parts and any_free(s, now):
+    if moved and any_free(s, now):
         return "slot_boundary"
     return None
