@@ -220,7 +220,6 @@ def run_size(n: int, pg: str, gridshift: str) -> dict[str, Any]:
             last = s.scalars(select(PlanRecord).order_by(PlanRecord.id.desc()).limit(1)).one()
         rows = _rows(last.notes or [])
         # A tick for due shards while a re-plan runs: a new batch starts one, then tick.
-        before = _last_plan(sessions)
         bid = create(0)
         time.sleep(0.8)  # past the planner's 0.5 s debounce: the re-plan is under way
         settings = Settings(database_url=url, data_dir=tmp / "data")
@@ -231,7 +230,7 @@ def run_size(n: int, pg: str, gridshift: str) -> dict[str, Any]:
             sessions, settings, clean, lambda *a, **k: None, fleet=fleet, allow_replan=False
         )
         tick_s = time.perf_counter() - t0
-        replan_running = _last_plan(sessions) == before
+        replan_running = not planned(bid)  # the batch's re-plan outlasted the whole tick
         _wait(lambda: planned(bid), 300, "the overlapping re-plan to finish")
         peaks = {"dispatcher": _peak_mib(dispatcher.pid), "planner": _peak_mib(planner.pid)}
         return {
@@ -263,16 +262,6 @@ def _up(client: Any) -> bool:
         return True
     except Exception:
         return False
-
-
-def _last_plan(sessions: Any) -> int | None:
-    from sqlalchemy import func, select
-
-    from scheduler.store.tables import PlanRecord
-
-    with sessions() as s:
-        v = s.scalar(select(func.max(PlanRecord.id)))
-        return int(v) if v is not None else None
 
 
 def _rows(notes: list[str]) -> int | None:
