@@ -11,21 +11,16 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import requests
 from demo_run import DemoRun
 from sqlalchemy import func, select
-from test_dashboard_browser import _free_port, _sign_in, _wait, browser  # noqa: F401
+from test_dashboard_browser import _sign_in, _wait, browser, serve_store  # noqa: F401
 
 from scheduler.client import GridshiftClient
 from scheduler.store.db import make_engine, session_factory
@@ -56,32 +51,7 @@ def console(demo_run: DemoRun) -> Iterator[Console]:
     sessions = session_factory(make_engine(demo_run.url))
     with sessions() as s, s.begin():
         key = create_api_key(s, "demo", admin=True)
-    port = _free_port()
-    exe = shutil.which("gridshift") or str(Path(sys.executable).with_name("gridshift"))
-    env = {
-        **os.environ,
-        "GRIDSHIFT_DATA_DIR": str(demo_run.data_dir),
-        "GRIDSHIFT_DATABASE_URL": "",
-    }
-    proc = subprocess.Popen(
-        [exe, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                err = proc.stderr.read().decode() if proc.stderr else ""
-                pytest.fail(f"gridshift serve did not come up on {url}: {err[-2000:]}")
-            time.sleep(0.2)
+    with serve_store(demo_run.data_dir, "") as url:
         with GridshiftClient(url, key) as client:
             good = client.upload_file("faq.jsonl", (JOBS / "faq-sample.jsonl").read_bytes())
             pending = client.create_batch(good["id"], endpoint="/v1/chat/completions", options={})
@@ -89,13 +59,6 @@ def console(demo_run: DemoRun) -> Iterator[Console]:
             bad = client.upload_file("bad.jsonl", bad_lines.encode())
             failed = client.create_batch(bad["id"], endpoint="/v1/chat/completions", options={})
         yield Console(url, key, demo_run.url, pending["id"], failed["id"])
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _shot(driver: object, name: str) -> None:

@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -49,16 +50,15 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def server(settings: Settings, sessions: sessionmaker[Session]) -> Iterator[tuple[str, Seeded]]:
-    """``gridshift serve`` in a subprocess on a store seeded with a real plan and ledger."""
-    seeded = seed_review_store(sessions)
+@contextmanager
+def serve_store(data_dir: Path, database_url: str) -> Iterator[str]:
+    """``gridshift serve`` in a subprocess on a free port over a store; yields its URL."""
     port = _free_port()
     exe = shutil.which("gridshift") or str(Path(sys.executable).with_name("gridshift"))
     env = {
         **os.environ,
-        "GRIDSHIFT_DATABASE_URL": settings.resolved_database_url,
-        "GRIDSHIFT_DATA_DIR": str(settings.data_dir),
+        "GRIDSHIFT_DATABASE_URL": database_url,
+        "GRIDSHIFT_DATA_DIR": str(data_dir),
     }
     proc = subprocess.Popen(
         [exe, "serve", "--port", str(port)],
@@ -79,7 +79,7 @@ def server(settings: Settings, sessions: sessionmaker[Session]) -> Iterator[tupl
                 err = proc.stderr.read().decode() if proc.stderr else ""
                 pytest.fail(f"gridshift serve did not come up on {url}: {err[-2000:]}")
             time.sleep(0.2)
-        yield url, seeded
+        yield url
     finally:
         proc.terminate()
         try:
@@ -87,6 +87,14 @@ def server(settings: Settings, sessions: sessionmaker[Session]) -> Iterator[tupl
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def server(settings: Settings, sessions: sessionmaker[Session]) -> Iterator[tuple[str, Seeded]]:
+    """``gridshift serve`` in a subprocess on a store seeded with a real plan and ledger."""
+    seeded = seed_review_store(sessions)
+    with serve_store(settings.data_dir, settings.resolved_database_url) as url:
+        yield url, seeded
 
 
 @pytest.fixture
