@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +13,7 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
@@ -21,11 +21,11 @@ from scheduler.commands.common import exit_on_error, print_json
 from scheduler.config import get_settings
 from scheduler.errors import ConfigError, InvalidInput, NotFound
 from scheduler.review.reports import ReportFormat, ledger_entries, render_report
-from scheduler.review.schedule import current_plan
+from scheduler.review.schedule import batch_labels, current_plan
 from scheduler.review.units import money, plural, si
 from scheduler.review.views import AssignmentView, CurrentPlan
 from scheduler.store.db import existing_store_engine, session_factory
-from scheduler.store.tables import Batch, now_utc
+from scheduler.store.tables import now_utc
 from scheduler.store.tenants import get_tenant
 
 TenantOption = Annotated[
@@ -90,17 +90,6 @@ def tenant_id_of(session: Session, name: str | None) -> str | None:
     if tenant is None:
         raise NotFound(f"no tenant called {name!r}; create one with `gridshift keys create`")
     return tenant.id
-
-
-def batch_labels(session: Session, batch_ids: Iterable[str]) -> dict[str, str]:
-    """A short label per batch: its job's name when it came from ``jobs submit``, else its id."""
-    from scheduler.jobs import JOB_METADATA_KEY
-
-    ids = sorted(set(batch_ids))
-    rows = session.execute(select(Batch.id, Batch.metadata_).where(Batch.id.in_(ids))).all()
-    return {
-        batch_id: str((meta or {}).get(JOB_METADATA_KEY) or batch_id) for batch_id, meta in rows
-    }
 
 
 def schedule_tables(plan: CurrentPlan, labels: Mapping[str, str] | None = None) -> list[Table]:

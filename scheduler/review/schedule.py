@@ -211,6 +211,17 @@ def current_plan(session: Session, *, tenant_id: str | None = None) -> CurrentPl
     return CurrentPlan(plan=version, assignments=views, signals=signals if rows else [])
 
 
+def batch_labels(session: Session, batch_ids: Iterable[str]) -> dict[str, str]:
+    """A short label per batch: its job's name when it came from ``jobs submit``, else its id."""
+    from scheduler.jobs import JOB_METADATA_KEY
+
+    ids = sorted(set(batch_ids))
+    rows = session.execute(select(Batch.id, Batch.metadata_).where(Batch.id.in_(ids))).all()
+    return {
+        batch_id: str((meta or {}).get(JOB_METADATA_KEY) or batch_id) for batch_id, meta in rows
+    }
+
+
 def infer_slot_minutes(times: Iterable[datetime], default: int = 60) -> int:
     """Guess the slot length in minutes as the GCD of the gaps between distinct slot starts."""
     stamps = sorted({int(t.timestamp()) // 60 for t in times})
@@ -318,6 +329,9 @@ def schedule_view(
         )
         for a, t in uncut
     ]
+    labels = batch_labels(session, (b.batch_id for b in bars))
+    for b in bars:
+        b.label = labels.get(b.batch_id)
     bars.sort(key=lambda b: (b.site, b.pool, b.start, b.id))
     lanes = sorted({f"{b.site}/{b.pool}" for b in bars} | {f"{s}/{p}" for s, p in pools})
     sites = {b.site for b in bars} | {s for s, _ in pools}

@@ -118,6 +118,9 @@ class GanttBar(BaseModel):
     status: str = Field(description="planned | queued | running | done | failed | cancelled")
     requests: int
     planned: bool = Field(description="Times are the planned slot (not yet started).")
+    label: str | None = Field(
+        default=None, description="The batch's job name (from `jobs submit`), for labels."
+    )
 
 
 class ScheduleView(BaseModel):

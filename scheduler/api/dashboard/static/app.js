@@ -115,14 +115,19 @@ function batchColours(bars) {
   return map;
 }
 
-function packRows(bars) {
-  // Greedy interval packing per lane so that overlapping bars get their own row.
+function barLabel(b) {
+  return `${b.label && b.label !== b.batch_id ? b.label : "…" + b.batch_id.slice(-6)} · ${b.requests}`;
+}
+
+function packRows(bars, msPerPx = 0) {
+  // Greedy interval packing per lane so that overlapping bars (and their labels, which may
+  // run past a short bar) get their own row.
   const rows = {};
   const ends = {};
   for (const b of bars) {
     const lane = b.site + "/" + b.pool;
     ends[lane] = ends[lane] || [];
-    const s = Date.parse(b.start), e = Date.parse(b.end);
+    const s = Date.parse(b.start), e = Math.max(Date.parse(b.end), s + (barLabel(b).length * 6.5 + 12) * msPerPx);
     let r = ends[lane].findIndex((end) => end <= s);
     if (r < 0) { r = ends[lane].length; ends[lane].push(e); } else ends[lane][r] = e;
     rows[b.id] = r;
@@ -140,7 +145,7 @@ function drawGantt(data) {
   const t0 = Date.parse(data.start), t1 = Date.parse(data.end);
   const x = (t) => left + ((Date.parse(t) - t0) / (t1 - t0)) * (width - left - right);
   const colours = batchColours(data.bars);
-  const { rows, depth } = packRows(data.bars);
+  const { rows, depth } = packRows(data.bars, (t1 - t0) / (width - left - right));
   const laneY = {};
   let y = top;
   for (const lane of data.lanes) { depth[lane] = depth[lane] || 1; laneY[lane] = y; y += depth[lane] * rowH + laneGap; }  // idle pools keep a lane
@@ -187,7 +192,7 @@ function drawGantt(data) {
     r.addEventListener("click", () => openBatch(b.batch_id, b.id));
     barsG.appendChild(r);
     // a label inside the bar when it fits, else just after it (short shards are a few pixels)
-    const label = `${b.label || "…" + b.batch_id.slice(-6)} · ${b.requests}`;
+    const label = barLabel(b);
     const inside = x1 - x0 > label.length * 6.5 + 6;
     barsG.appendChild(svg("text", { x: inside ? x0 + 4 : Math.max(x0, x1) + 4, y: attrs.y + rowH - 9, class: "bar-label", "pointer-events": "none" }, label));
   }
@@ -249,11 +254,12 @@ function drawGantt(data) {
 function drawLegend(colours, sites, bars) {
   const lg = $("legend");
   lg.textContent = "";
-  const models = {};
-  for (const b of bars) models[b.batch_id] = b.model;
+  const models = {}, names = {};
+  for (const b of bars) { models[b.batch_id] = b.model; names[b.batch_id] = b.label; }
   for (const [id, c] of Object.entries(colours)) {
-    const s = el("span", { title: models[id] });
-    const i = el("i"); i.style.background = c; s.appendChild(i); s.appendChild(document.createTextNode(id));
+    const s = el("span", { title: id + " · " + models[id] });
+    const name = names[id] && names[id] !== id ? names[id] : id;
+    const i = el("i"); i.style.background = c; s.appendChild(i); s.appendChild(document.createTextNode(name));
     lg.appendChild(s);
   }
   lg.appendChild(el("span", { class: "muted" }, "│ status:"));
