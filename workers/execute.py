@@ -316,6 +316,7 @@ def run_shard(
                     carbon_factor=values.carbon_factor,
                     signal_fallback=booking.fallback or booking.average_fallback,
                     co2_marginal_g=values.co2_marginal_g,
+                    market_basis=values.market_basis,
                     busy_estimate_kwh=energy.busy_estimate_kwh,
                     deviations=deviations(
                         planned,

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from scheduler.domain import CarbonFactor, Pool, Site, SlotSignal
-from scheduler.optimizer.pricing import PieceEnergy, price_piece
+from scheduler.optimizer.pricing import PieceEnergy, market_basis, price_piece
 from scheduler.store.tables import AssignmentRecord
 from workers.energy.base import Measurement
 
@@ -70,6 +70,7 @@ class LedgerValues:
     cost: float
     carbon_factor: str = CarbonFactor.AVERAGE_DIRECT.value
     co2_marginal_g: float | None = None
+    market_basis: str | None = None
 
 
 def planned_share(assignment: AssignmentRecord | None, shard_requests: int) -> PlannedShare | None:
@@ -208,6 +209,7 @@ def compute_ledger_values(
         cost=priced.cost,
         carbon_factor=scope2.carbon_factor if not marginal else CarbonFactor.MARGINAL.value,
         co2_marginal_g=priced.grid_kwh * signal.carbon_g_per_kwh if marginal else None,
+        market_basis=market_basis(site),
     )
 
 

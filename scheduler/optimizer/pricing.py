@@ -150,6 +150,31 @@ def share_renewables(facility_kwh: Sequence[float], left_kwh: float) -> list[flo
     return [used * f / total for f in facility_kwh]
 
 
+MARKET_INSTRUMENTS = "instruments"
+MARKET_INSTRUMENTS_RESIDUAL = "instruments+residual"
+MARKET_INSTRUMENTS_LOCATION = "instruments+location"
+MARKET_RESIDUAL = "residual"
+MARKET_LOCATION = "location"
+MARKET_PARTIAL_FALLBACK = frozenset({MARKET_INSTRUMENTS_LOCATION})
+"""Market bases whose uncovered rest is priced at the location-based factor (a partial fallback)."""
+
+
+def market_basis(site: Site) -> str:
+    """What the site's market-based figure rests on (``market_g_per_kwh``'s hierarchy).
+
+    ``instruments`` (all covered), ``instruments+residual``, ``instruments+location`` (partly
+    covered, the rest at the location-based factor: a partial location fallback), ``residual``
+    (no instruments) or ``location`` (neither: no market-based figure, reports fall back).
+    """
+    factor, residual = site.market_factor_g_per_kwh, site.residual_mix_g_per_kwh
+    if factor is None:
+        return MARKET_LOCATION if residual is None else MARKET_RESIDUAL
+    covered = site.market_share_covered if site.market_share_covered is not None else 1.0
+    if covered >= 1.0:
+        return MARKET_INSTRUMENTS
+    return MARKET_INSTRUMENTS_LOCATION if residual is None else MARKET_INSTRUMENTS_RESIDUAL
+
+
 def market_g_per_kwh(site: Site, location_g_per_kwh: float) -> float | None:
     """The site's market-based factor (GHG Protocol scope 2 hierarchy), g/kWh.
 

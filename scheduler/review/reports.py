@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from scheduler.domain import Fleet
 from scheduler.errors import InvalidInput
+from scheduler.optimizer.pricing import MARKET_PARTIAL_FALLBACK
 from scheduler.review.batch_review import is_estimate
 from scheduler.review.views import LedgerRow
 from scheduler.store.tables import LedgerEntry
@@ -93,6 +94,7 @@ GRIDSHIFT_COLUMNS: tuple[str, ...] = (
     "planned_co2_g",
     "carbon_factor",
     "signal_fallback",
+    "market_basis",
     "co2_marginal_g",
     "busy_estimate_kwh",
 )
@@ -122,6 +124,7 @@ class EmissionsTotals:
     scope2_location_g: float
     scope2_market_g: float
     market_fallback_rows: int
+    market_partial_fallback_rows: int
     signal_fallback_rows: int
     marginal_rows: int
     avoided_marginal_co2_g: float
@@ -169,6 +172,11 @@ def emissions_totals(rows: Sequence[LedgerEntry]) -> EmissionsTotals:
         scope2_location_g=math.fsum(r.co2_location_g for r in rows),
         scope2_market_g=math.fsum(_market_g(r) for r in rows),
         market_fallback_rows=sum(1 for r in rows if r.co2_market_g is None),
+        market_partial_fallback_rows=sum(
+            1
+            for r in rows
+            if r.co2_market_g is not None and r.market_basis in MARKET_PARTIAL_FALLBACK
+        ),
         signal_fallback_rows=sum(1 for r in rows if r.signal_fallback),
         marginal_rows=sum(1 for r in rows if r.co2_marginal_g is not None),
         avoided_marginal_co2_g=math.fsum(r.co2_marginal_g or 0.0 for r in rows),
@@ -265,6 +273,7 @@ def ghg_scope2(totals: EmissionsTotals) -> dict[str, Any]:
         "location_based_tco2e": totals.scope2_location_g / 1e6,
         "market_based_tco2e": totals.scope2_market_g / 1e6,
         "market_based_fallback_rows": totals.market_fallback_rows,
+        "market_based_partial_fallback_rows": totals.market_partial_fallback_rows,
         "signal_fallback_rows": totals.signal_fallback_rows,
         "marginal_rows": totals.marginal_rows,
         "avoided_emissions_marginal_estimate_g": totals.avoided_marginal_co2_g,
@@ -276,7 +285,9 @@ def ghg_scope2(totals: EmissionsTotals) -> dict[str, Any]:
             "(persistence, a configured factor, the zone average) are counted in "
             "signal_fallback_rows. Market-based uses each site's contractual factor; rows "
             "without one fall back to the location-based grid factor "
-            "(market_based_fallback_rows). Embodied hardware carbon is scope 3, reported apart."
+            "(market_based_fallback_rows); rows whose instruments cover only part of the grid "
+            "energy and whose site has no residual mix price the rest at the location-based "
+            "factor (market_based_partial_fallback_rows). Embodied hardware carbon is scope 3, reported apart."
         ),
     }
 

@@ -295,6 +295,11 @@ class LedgerRow(BaseModel):
     carbon_source: str
     co2_location_g: float
     co2_market_g: float | None
+    market_basis: str | None = Field(
+        default=None,
+        description="instruments | instruments+residual | instruments+location | residual | "
+        "location (no market-based figure)",
+    )
     embodied_co2_g: float
     water_onsite_l: float
     water_offsite_l: float

@@ -350,6 +350,7 @@ class LedgerEntry(Base):
     planned_grid_kwh: Mapped[float | None] = mapped_column(Float)
     carbon_factor: Mapped[str | None] = mapped_column(String(32))
     signal_fallback: Mapped[str | None] = mapped_column(String(64))
+    market_basis: Mapped[str | None] = mapped_column(String(32))
     co2_marginal_g: Mapped[float | None] = mapped_column(Float)
     busy_estimate_kwh: Mapped[float | None] = mapped_column(Float)
     deviations: Mapped[dict[str, Any] | None] = mapped_column(JSON)

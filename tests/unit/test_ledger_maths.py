@@ -90,6 +90,51 @@ def test_market_based_carbon_uses_the_contract_factor_and_slot_wue_overrides_the
     assert v.gpu_hours == pytest.approx(2.0)
 
 
+@pytest.mark.parametrize(
+    ("extra", "basis", "market_g_per_kwh"),
+    [
+        ({}, "location", None),
+        ({"market_factor_g_per_kwh": 35.0}, "instruments", 35.0),
+        (
+            {"market_factor_g_per_kwh": 35.0, "market_share_covered": 0.25},
+            "instruments+location",
+            0.25 * 35.0 + 0.75 * 300.0,
+        ),
+        (
+            {
+                "market_factor_g_per_kwh": 35.0,
+                "market_share_covered": 0.25,
+                "residual_mix_g_per_kwh": 500.0,
+            },
+            "instruments+residual",
+            0.25 * 35.0 + 0.75 * 500.0,
+        ),
+        ({"residual_mix_g_per_kwh": 500.0}, "residual", 500.0),
+    ],
+)
+def test_ledger_row_says_what_its_market_based_figure_rests_on(
+    extra: dict[str, float], basis: str, market_g_per_kwh: float | None
+) -> None:
+    # Given a site partly or wholly covered by contractual instruments, or not at all
+    site = _site(**extra)
+    v = compute_ledger_values(
+        _m(1.0, 1800),
+        site=site,
+        pool=site.pools[0],
+        gpus_per_replica=1,
+        signal=_signal(),
+        carbon_source="actual",
+        renewable_allowance_kwh=0.0,
+    )
+    # Then the row names its basis, and a partly covered site without a residual mix prices
+    # the uncovered rest at the location factor (300 g/kWh)
+    assert v.market_basis == basis
+    if market_g_per_kwh is None:
+        assert v.co2_market_g is None
+    else:
+        assert v.co2_market_g == pytest.approx(v.grid_kwh * market_g_per_kwh)
+
+
 def test_renewables_reduce_grid_energy_and_are_never_attributed_beyond_the_slot() -> None:
     # Given 2 kW of solar over a one-hour slot, and 1.5 kWh already booked by earlier attempts
     sig = _signal(renewable_kw=2.0)

@@ -134,6 +134,27 @@ def test_market_based_scope2_falls_back_to_location_based_where_no_contract(
     assert totals.scope2_market_g < totals.scope2_location_g
 
 
+def test_a_partly_covered_row_without_residual_mix_counts_as_a_partial_location_fallback(
+    rows: list[LedgerEntry],
+) -> None:
+    # Given rows whose market-based figure rests on different bases
+    bases = ["instruments", "instruments+location", "instruments+residual", "instruments+location"]
+    for r, basis in zip(rows, bases, strict=False):
+        r.market_basis = basis
+    with_market = [r for r in rows[:4] if r.co2_market_g is not None]
+    expected = sum(1 for r in with_market if r.market_basis == "instruments+location")
+    assert expected >= 1
+    # When the reports are rendered
+    totals = emissions_totals(rows)
+    esrs = json.loads(render_report(rows, "esrs", T0, T1)[0])
+    body = json.loads(render_report(rows, "json", T0, T1)[0])
+    # Then the partial fallbacks are counted apart from the rows with no market figure
+    assert totals.market_partial_fallback_rows == expected
+    assert esrs["ghg_scope_2"]["market_based_partial_fallback_rows"] == expected
+    assert body["ghg_scope_2"]["market_based_fallback_rows"] == totals.market_fallback_rows
+    assert body["rows"][1]["market_basis"] == "instruments+location"
+
+
 def test_esrs_summary_reports_energy_in_mwh_and_scope2_in_tco2e(rows: list[LedgerEntry]) -> None:
     # Given ledger rows
     # When the ESRS E1 summary is rendered
