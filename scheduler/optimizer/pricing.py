@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from scheduler.domain import Assignment, Fleet, Pool, Profile, Site, SlotSignal
@@ -238,6 +238,27 @@ def price_piece(
         water_onsite_l=energy.it_kwh * wue,
         water_offsite_l=grid * site.ewif_l_per_kwh,
         cost=grid * signal.price_per_kwh,
+    )
+
+
+def reprice_grid(
+    piece: PricedPiece, *, carbon_g_per_kwh: float | None, price_per_kwh: float | None
+) -> PricedPiece:
+    """The same piece's grid energy priced at another slot's carbon intensity and price.
+
+    A counterfactual at the same site (e.g. run at submission): energy, renewables, embodied
+    CO2, water and the market-based figure stay; location-based CO2 and cost follow the other
+    slot's signals as ``price_piece`` prices them. ``None`` (signal unknown) keeps the piece's
+    own figure, so no saving is claimed from a missing signal.
+    """
+    ci = piece.carbon_g_per_kwh if carbon_g_per_kwh is None else carbon_g_per_kwh
+    return replace(
+        piece,
+        carbon_g_per_kwh=ci,
+        co2_location_g=piece.co2_location_g
+        if carbon_g_per_kwh is None
+        else piece.grid_kwh * carbon_g_per_kwh,
+        cost=piece.cost if price_per_kwh is None else piece.grid_kwh * price_per_kwh,
     )
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scheduler.domain import MeasurementMethod
+from scheduler.optimizer.pricing import PricedPiece, reprice_grid, sum_pieces
 from scheduler.review.signals import signal_at
 from scheduler.review.units import si
 from scheduler.review.views import BatchReview, ShardRun, Totals
@@ -44,14 +45,33 @@ def actual_totals(rows: list[LedgerEntry], submitted: datetime) -> Totals:
     )
 
 
+def booked_piece(r: LedgerEntry) -> PricedPiece:
+    """A ledger row as the priced piece it was booked as (``scheduler.optimizer.pricing``)."""
+    return PricedPiece(
+        gpu_hours=r.gpu_hours,
+        it_kwh=r.it_energy_kwh,
+        facility_kwh=r.facility_energy_kwh,
+        renewable_kwh=max(0.0, r.facility_energy_kwh - r.grid_kwh),
+        grid_kwh=r.grid_kwh,
+        carbon_g_per_kwh=r.carbon_g_per_kwh,
+        co2_location_g=r.co2_location_g,
+        co2_market_g=r.co2_market_g,
+        embodied_co2_g=r.embodied_co2_g,
+        water_onsite_l=r.water_onsite_l,
+        water_offsite_l=r.water_offsite_l,
+        cost=r.cost,
+    )
+
+
 def asap_counterfactual(
     session: Session, rows: list[LedgerEntry], submitted: datetime
 ) -> tuple[Totals, dict[str, float | None]]:
     """Price the booked energy at the signals of the submission slot (same site, run at once).
 
-    Grid energy, embodied carbon and water stay as booked; only the hour changes, so this is a
-    location-based counterfactual. Sites with no cached intensity at submission keep their
-    booked intensity (no saving is claimed for them).
+    Each row's booked piece is re-priced by ``pricing.reprice_grid``: grid energy, embodied
+    carbon and water stay as booked; only the hour changes, so this is a location-based
+    counterfactual. Sites with no cached intensity (or price) at submission keep their booked
+    figure (no saving is claimed for them).
 
     Returns:
         The counterfactual totals and the submission-slot intensity per site (``None`` if unknown).
@@ -61,18 +81,20 @@ def asap_counterfactual(
     for site in sorted({r.site for r in rows}):
         intensity[site] = signal_at(session, site, "carbon_g_per_kwh", submitted)
         price[site] = signal_at(session, site, "price_per_kwh", submitted)
-    co2 = cost = 0.0
-    longest_h = 0.0
-    for r in rows:
-        ci, pr = intensity[r.site], price[r.site]
-        co2 += (r.grid_kwh * ci if ci is not None else r.co2_location_g) + r.embodied_co2_g
-        cost += r.grid_kwh * pr if pr is not None else r.cost
-        longest_h = max(longest_h, (r.ended_at - r.started_at).total_seconds() / 3600.0)
+    total = sum_pieces(
+        reprice_grid(
+            booked_piece(r), carbon_g_per_kwh=intensity[r.site], price_per_kwh=price[r.site]
+        )
+        for r in rows
+    )
+    longest_h = max(
+        ((r.ended_at - r.started_at).total_seconds() / 3600.0 for r in rows), default=0.0
+    )
     totals = Totals(
-        co2_g=co2,
-        cost=cost,
-        water_l=sum(r.water_onsite_l + r.water_offsite_l for r in rows),
-        energy_kwh=sum(r.facility_energy_kwh for r in rows),
+        co2_g=total.co2_g,
+        cost=total.cost,
+        water_l=total.water_l,
+        energy_kwh=total.facility_kwh,
         delay_h=longest_h,
     )
     return totals, intensity

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.errors import InvalidInput
+from scheduler.review.batch_review import asap_counterfactual
 from scheduler.review.budget_view import budget_state
 from scheduler.review.reports import (
     CODECARBON_COLUMNS,
@@ -22,7 +23,7 @@ from scheduler.review.reports import (
     ledger_entries,
     render_report,
 )
-from scheduler.store.tables import LedgerEntry, Tenant
+from scheduler.store.tables import ForecastPoint, LedgerEntry, Tenant
 
 T0 = datetime(2026, 11, 22, 0, 0, tzinfo=UTC)
 T1 = T0 + timedelta(days=1)
@@ -283,3 +284,39 @@ def test_fallback_and_marginal_rows_are_counted_and_kept_out_of_scope_2(
         (math.fsum(r.co2_location_g for r in rows) + math.fsum(r.embodied_co2_g for r in rows))
         / 1e6
     )
+
+
+def test_asap_counterfactual_reprices_booked_grid_energy_at_the_submission_hour(
+    rows: list[LedgerEntry], sessions: sessionmaker[Session]
+) -> None:
+    # Given cached signals at submission for de-frankfurt only
+    submitted = T0 - timedelta(hours=2)
+    with sessions.begin() as s:
+        for signal, value in (("carbon", 512.0), ("price", 0.31)):
+            s.add(
+                ForecastPoint(
+                    provider="synthetic",
+                    key="de-frankfurt|{}",
+                    signal=signal,
+                    kind="forecast",
+                    time=submitted,
+                    value=value,
+                    fetched_at=submitted,
+                )
+            )
+    # When the batch's rows are re-priced as if run at submission
+    with sessions() as s:
+        asap, intensity = asap_counterfactual(s, rows, submitted)
+    # Then de-frankfurt's grid energy is priced at 512 g/kWh and 0.31 per kWh, se-lulea keeps
+    # its booked figures (no signal: no saving claimed), energy and water stay as booked
+    de = [r for r in rows if r.site == "de-frankfurt"]
+    se = [r for r in rows if r.site == "se-lulea"]
+    assert de and se and intensity == {"de-frankfurt": 512.0, "se-lulea": None}
+    co2 = sum(r.grid_kwh * 512.0 for r in de) + sum(r.co2_location_g for r in se)
+    co2 += sum(r.embodied_co2_g for r in rows)
+    assert asap.co2_g == pytest.approx(co2, rel=1e-12)
+    assert asap.cost == pytest.approx(
+        sum(r.grid_kwh * 0.31 for r in de) + sum(r.cost for r in se), rel=1e-12
+    )
+    assert asap.energy_kwh == pytest.approx(sum(r.facility_energy_kwh for r in rows))
+    assert asap.water_l == pytest.approx(sum(r.water_onsite_l + r.water_offsite_l for r in rows))
