@@ -152,9 +152,10 @@ def print_outcome(
         "  both sides are estimates from the same pricing and model profiles, so they differ only "
         "where the tokens do: the plan guesses them (prompt characters / 4, max_tokens x the "
         "model's expected output fraction), the ledger books the tokens the run read and wrote "
-        "(the tiny model's 512-token vocabulary reads about 2 characters per token); energy "
-        "beyond the plan's is booked from the grid, as the on-site solar was allotted to the "
-        "planned amount"
+        "(the tiny model's 512-token vocabulary reads about 2 characters per token); a shard "
+        "that books more energy than planned keeps its planned on-site solar share of it, as "
+        "far as the slot's solar has energy left after the shards booked before it; the rest "
+        "is booked from the grid"
     )
     market = "n/a" if total.co2_market_g is None else si(total.co2_market_g, "g")
     echo(
