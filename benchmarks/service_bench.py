@@ -111,7 +111,7 @@ def _wait(cond: Any, timeout_s: float, what: str, every_s: float = 0.05) -> floa
     raise TimeoutError(f"waited {timeout_s:.0f} s for {what}")
 
 
-def run_size(n: int, pg: str, gridshift: str) -> dict[str, Any]:
+def run_size(n: int, pg: str, gridshift: str, full_every_s: float = 120.0) -> dict[str, Any]:
     """Measure one size on a fresh database; returns the figures."""
     from sqlalchemy import func, select
 
@@ -139,6 +139,7 @@ def run_size(n: int, pg: str, gridshift: str) -> dict[str, Any]:
             "GRIDSHIFT_BROKER_URL": "memory://",
             "GRIDSHIFT_PLANNER_POLL_S": "0.2",
             "GRIDSHIFT_PLANNER_DEBOUNCE_S": "0.5",
+            "GRIDSHIFT_PLANNER_FULL_EVERY_S": str(full_every_s),
             # one tenant stands for many: lift the per-tenant quotas (not what is measured)
             "GRIDSHIFT_TENANT_MAX_BATCHES_IN_FLIGHT": "1000000",
             "GRIDSHIFT_TENANT_REQUESTS_PER_MINUTE": "1000000",
@@ -235,6 +236,8 @@ def run_size(n: int, pg: str, gridshift: str) -> dict[str, Any]:
         peaks = {"dispatcher": _peak_mib(dispatcher.pid), "planner": _peak_mib(planner.pid)}
         return {
             "n": n,
+            "full_every_s": full_every_s,
+            "full_replans": _count(tmp / "planner.log", "INFO scheduler.dispatch.replan: plan "),
             "submit_per_s": n / submit_s,
             "bulk_plan_s": bulk_s,
             "new_batch_s": latencies,
@@ -264,6 +267,10 @@ def _up(client: Any) -> bool:
         return False
 
 
+def _count(path: Path, text: str) -> int:
+    return sum(text in line for line in path.read_text(errors="replace").splitlines())
+
+
 def _rows(notes: list[str]) -> int | None:
     for note in reversed(notes):  # the newest write (a fast-path addition ends the notes)
         m = re.search(r"store: (\d+) rows written", note)
@@ -277,11 +284,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sizes", default="100,1000,5000")
     ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    ap.add_argument(
+        "--full-every-s",
+        type=float,
+        default=120.0,
+        help="GRIDSHIFT_PLANNER_FULL_EVERY_S; small values keep a full re-plan running while "
+        "new batches arrive (their fast path runs beside it)",
+    )
     args = ap.parse_args()
     gridshift = str(Path(sys.executable).with_name("gridshift"))
     results = []
     for n in (int(x) for x in args.sizes.split(",")):
-        r = run_size(n, args.pg, gridshift)
+        r = run_size(n, args.pg, gridshift, args.full_every_s)
         results.append(r)
         print(json.dumps(r), flush=True)
     print()

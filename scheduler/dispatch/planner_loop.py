@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.config import Settings
@@ -43,7 +43,7 @@ from scheduler.dispatch.replan import (
 )
 from scheduler.dispatch.signals import HorizonSignals
 from scheduler.domain import Fleet, SlotSignal
-from scheduler.store.tables import now_utc
+from scheduler.store.tables import PlanRecord, now_utc
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class SignalCache:
         self._fresh = timedelta(seconds=fresh_s)
         self._at: datetime | None = None
         self._signals: dict[tuple[str, datetime], SlotSignal] = {}
+        self._lock = threading.Lock()
         self.fetches = 0
 
     def stale(self, now: datetime) -> bool:
@@ -74,7 +75,13 @@ class SignalCache:
     def __call__(
         self, fleet: Fleet, slots: tuple[datetime, ...], now: datetime
     ) -> Mapping[tuple[str, datetime], SlotSignal]:
-        """The signals of ``slots`` for every site, fetched only when needed."""
+        """The signals of ``slots`` for every site, fetched only when needed (thread-safe)."""
+        with self._lock:
+            return self._get(fleet, slots, now)
+
+    def _get(
+        self, fleet: Fleet, slots: tuple[datetime, ...], now: datetime
+    ) -> Mapping[tuple[str, datetime], SlotSignal]:
         wanted = set(slots)
         have = {slot for _, slot in self._signals}
         if self._at is None or self.stale(now) or not wanted <= have:
@@ -151,6 +158,7 @@ class PlannerState:
     retry_after: float = 0.0  # monotonic time before which a failed re-plan is not retried
     last_full: float = 0.0  # monotonic time of the last full re-plan
     pending_full: bool = False  # fast-path additions since the last full re-plan
+    last_fast: float = 0.0  # monotonic time of the last fast-path addition
 
 
 class PlannerLoop:
@@ -189,8 +197,19 @@ class PlannerLoop:
             why = "consolidate"
         return why
 
-    def step(self, stop: threading.Event | None = None) -> int | None:
+    def _has_current(self) -> bool:
+        with self.factory() as s:
+            return (
+                s.scalar(select(PlanRecord.id).where(PlanRecord.is_current.is_(True))) is not None
+            )
+
+    def step(self, stop: threading.Event | None = None, mode: str = "both") -> int | None:
         """Re-plan once if something calls for it; returns the new plan id, if any.
+
+        ``mode``: ``both`` (one thread does everything), ``fast`` (only new batches, by the
+        fast path) or ``full`` (everything else; new batches too while no plan is current).
+        ``run`` drives ``fast`` and ``full`` in two threads, so a new batch never waits for a
+        full re-plan in progress.
 
         Never raises for a planning failure: it is logged, stored as a ``failed`` plan
         version and retried after ``planner_retry_s``; the current plan stays in force.
@@ -199,6 +218,11 @@ class PlannerLoop:
             return None
         why = self.trigger(self.clock())
         if why is None:
+            return None
+        fast_ok = self.settings.planner_fast_path
+        if mode == "fast" and (why != "new_batch" or not fast_ok):
+            return None
+        if mode == "full" and why == "new_batch" and fast_ok and self._has_current():
             return None
         if why == "new_batch" and self.settings.planner_debounce_s > 0:
             if stop is not None:
@@ -210,8 +234,7 @@ class PlannerLoop:
         started = time.perf_counter()
         try:
             plan_id = None
-            fast = why == "new_batch" and self.settings.planner_fast_path
-            if fast:
+            if why == "new_batch" and fast_ok:
                 plan_id = add_new_parts(
                     self.factory,
                     self.settings,
@@ -220,8 +243,10 @@ class PlannerLoop:
                     signals_for=self.signals,
                     planner=self.planner,
                 )
-                self.state.pending_full |= plan_id is not None
-            if plan_id is None:
+                if plan_id is not None:
+                    self.state.pending_full, self.state.last_fast = True, time.monotonic()
+            if plan_id is None and mode != "fast":
+                mark = time.monotonic()
                 plan_id = replan(
                     self.factory,
                     self.settings,
@@ -231,7 +256,9 @@ class PlannerLoop:
                     signals_for=self.signals,
                     planner=self.planner,
                 )
-                self.state.last_full, self.state.pending_full = time.monotonic(), False
+                # fast-path additions made while it solved are not in it: still pending
+                self.state.last_full = mark
+                self.state.pending_full = self.state.last_fast > mark
         except Exception as e:  # any failure: keep the current plan, make it visible, retry
             self.state.last_replan_s = time.perf_counter() - started
             self.state.failures.append(str(e))
@@ -247,8 +274,28 @@ class PlannerLoop:
             self.state.plans.append(plan_id)
         return plan_id
 
+    def _loop(self, stop: threading.Event, mode: str, held: Callable[[], bool]) -> None:
+        while not stop.is_set():
+            if held():
+                try:
+                    self.step(stop, mode)
+                except Exception:  # the trigger query failed (database away): try again
+                    log.exception("planner step (%s) failed; retrying", mode)
+            stop.wait(self.settings.planner_poll_s)
+
     def run(self, stop: threading.Event, lock: PlannerLock | None = None) -> None:
-        """Loop until ``stop`` is set: hold the lock (retrying), then step every poll period."""
+        """Loop until ``stop`` is set, holding the lock (retrying until it is free).
+
+        Two threads: this one runs full re-plans, a second one the fast path for new batches
+        (``step`` modes ``full`` and ``fast``); their writes are serialised by the plan write
+        lock, and a full re-plan leaves alone the parts it did not plan.
+        """
+        fast = threading.Thread(
+            target=self._loop,
+            args=(stop, "fast", lambda: lock is None or lock.held),
+            name="gridshift-planner-fast",
+            daemon=True,
+        )
         warned = False
         try:
             while not stop.is_set():
@@ -258,12 +305,17 @@ class PlannerLoop:
                         warned = True
                     stop.wait(self.settings.planner_poll_s)
                     continue
+                if not fast.is_alive() and fast.ident is None:
+                    fast.start()
                 try:
-                    self.step(stop)
+                    self.step(stop, "full")
                 except Exception:  # the trigger query failed (database away): try again
                     log.exception("planner step failed; retrying")
                 stop.wait(self.settings.planner_poll_s)
         finally:
+            stop.set()
+            if fast.ident is not None:
+                fast.join(timeout=60)
             if lock is not None:
                 lock.release()
 

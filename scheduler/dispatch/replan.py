@@ -399,7 +399,8 @@ def replan(
             _assignment_row(problem, record.id, a, price, part_batch)
             for a, price in zip(plan.assignments, priced, strict=True)
         ]
-        stats = write_assignments(s, rows, free, now=now, limits=limits)
+        # parts that arrived during the solve (the fast path may have placed them) stay as they are
+        stats = write_assignments(s, rows, free, now=now, limits=limits, only=set(free))
         record.notes = [*(record.notes or []), stats.note()]
         compacted = compact_assignments(s, now, settings.plan_retention_h)
         plan_id = record.id

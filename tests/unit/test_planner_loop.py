@@ -267,3 +267,50 @@ def test_a_new_batch_takes_the_fast_path_and_a_full_replan_follows(
     assert current.id == second and current.trigger == "consolidate"
     assert any(p.startswith(b) for p in parts) and any(p.startswith(a) for p in parts)
     assert loop.trigger(T0) is None
+
+
+def test_a_new_batch_is_placed_while_a_full_replan_is_still_solving(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    # Given a plan for A and B, and a full re-plan of both (a slot boundary) held mid-solve
+    h = _harness(settings, sessions, tmp_path)
+    a, b = (h.submit([chat_line(f"{k}{i}") for i in range(3)], tmp=tmp_path) for k in "ab")
+    first = h.tick(T0).plan_id
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_when_full(problem: PlanningProblem) -> Plan:
+        if len(problem.batches) > 1:  # the full re-plan; the fast path solves one part
+            entered.set()
+            assert release.wait(60), "the test never released the solve"
+        return default_planner(problem)
+
+    later = T0 + timedelta(hours=1)
+    loop = _loop(h, later, slow_when_full)
+    full: list[int | None] = []
+    worker = threading.Thread(target=lambda: full.append(loop.step(mode="full")))
+    worker.start()
+    try:
+        assert entered.wait(30), "the full re-plan never reached the solver"
+        # When batch C arrives meanwhile
+        c = h.submit([chat_line("c0")], now=later, tmp=tmp_path)
+        # Then the fast path places it at once, extending the plan in force
+        assert loop.step(mode="fast") == first
+        assert worker.is_alive()
+        assert {sh.status for sh in _shards(h, c)} == {"planned"}
+        c_shards = {sh.id for sh in _shards(h, c)}
+    finally:
+        release.set()
+        worker.join(60)
+    # And the full re-plan, published after, leaves C's shards alone (it did not plan C)
+    assert full and full[0] not in (None, first)
+    assert {sh.id for sh in _shards(h, c)} == c_shards
+    assert _shards(h, a) and _shards(h, b)
+    # And C is consolidated by the next full re-plan
+    loop.settings = loop.settings.model_copy(update={"planner_full_every_s": 0.0})
+    assert loop.trigger(later) == "consolidate"
+    third = loop.step(mode="full")
+    with h.sessions() as s:
+        parts = set(
+            s.scalars(select(AssignmentRecord.part_id).where(AssignmentRecord.plan_id == third))
+        )
+    assert any(p.startswith(c) for p in parts)
