@@ -199,7 +199,7 @@ def register(app: typer.Typer) -> None:
             fleet = load_configured_fleet(get_settings())
             with store_session() as session:
                 rows = ledger_entries(session, lo, hi, tenant_id=tenant_id_of(session, tenant))
-                text, _media = render_report(rows, fmt, lo, hi, fleet=fleet)
+                text, _media = render_report(rows, fmt, lo, hi, fleet=fleet, session=session)
         if output is None:
             typer.echo(text, nl=not text.endswith("\n"))
         else:

@@ -16,7 +16,14 @@ CARBON = "carbon"
 PRICE = "price"
 SOLAR = "solar"
 WUE = "wue"
-SIGNALS = (CARBON, PRICE, SOLAR, WUE)
+MIX = "mix"
+FOSSIL_SHARE = "fossil_share"
+NUCLEAR_SHARE = "nuclear_share"
+RENEWABLE_SHARE = "renewable_share"
+MIX_KINDS = (FOSSIL_SHARE, NUCLEAR_SHARE, RENEWABLE_SHARE)
+"""The grid's generation mix, each in percent of the energy: what ``signals.mix`` fetches and
+caches (reporting only: ESRS E1-5 splits purchased electricity by source with it)."""
+SIGNALS = (CARBON, PRICE, SOLAR, WUE, MIX)
 """Signal kinds a site may configure under ``signals:`` in ``fleet.yaml``."""
 
 SIGNAL_ALIASES = {"renewable": SOLAR, "renewables": SOLAR, "water": WUE}
@@ -26,6 +33,9 @@ SIGNAL_COLUMNS = {
     PRICE: "price_per_kwh",
     SOLAR: "renewable_kw",
     WUE: "wue_l_per_kwh",
+    FOSSIL_SHARE: "fossil_share_pct",
+    NUCLEAR_SHARE: "nuclear_share_pct",
+    RENEWABLE_SHARE: "renewable_share_pct",
 }
 """The ``forecasts.csv`` column each signal kind fills (planning-formats.md section 2)."""
 

@@ -9,6 +9,7 @@ from typing import Any
 from scheduler.domain import Site
 from scheduler.forecasts.base import (
     CARBON,
+    MIX_KINDS,
     FetchResult,
     ProviderError,
     Series,
@@ -19,6 +20,7 @@ from scheduler.forecasts.base import (
     require_option,
 )
 from scheduler.forecasts.http import HttpClient
+from scheduler.forecasts.mix import electricitymaps_mix
 
 DEFAULT_BASE_URL = "https://api.electricitymaps.com"
 
@@ -32,10 +34,13 @@ class ElectricityMapsProvider:
     factors; ``lifecycle``, the API's own default, labels the signal ``average-lifecycle``),
     ``base_url``. The token comes from
     ``GRIDSHIFT_ELECTRICITYMAPS_TOKEN`` and travels in the ``auth-token`` header.
+
+    The generation mix (``signals.mix``) comes from ``/v3/power-breakdown/history?zone=`` (the
+    last 24 h of the consumed mix, returned as actuals; see ``mix.electricitymaps_mix``).
     """
 
     name = "electricitymaps"
-    signals = frozenset({CARBON})
+    signals = frozenset({CARBON, *MIX_KINDS})
 
     def __init__(self, http: HttpClient, *, token: str) -> None:
         """Use ``http`` for requests and ``token`` for authentication."""
@@ -57,6 +62,18 @@ class ElectricityMapsProvider:
             )
         zone = require_option(options, "zone", self.name, site.name)
         base = base_url(options, DEFAULT_BASE_URL)
+        if signal in MIX_KINDS:
+            history = self.http.get_json(
+                f"{base}/v3/power-breakdown/history",
+                params={"zone": zone},
+                headers={"auth-token": self.token},
+                what=f"{self.name} power breakdown (site {site.name})",
+            )
+            mix = electricitymaps_mix(history)[signal]
+            if not mix:
+                raise ProviderError(f"{self.name}: no power breakdown for zone {zone}")
+            series = Series(mix, infer_step(mix), "%")
+            return FetchResult(forecast=series, actual=series)
         payload = self.http.get_json(
             f"{base}/v3/carbon-intensity/forecast",
             params={"zone": zone, "emissionFactorType": _factor_type(options), **_horizon(options)},

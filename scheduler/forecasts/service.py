@@ -15,6 +15,8 @@ from scheduler.forecasts.base import (
     ACTUAL,
     CARBON,
     FORECAST,
+    MIX,
+    MIX_KINDS,
     PRICE,
     SIGNAL_ALIASES,
     SOLAR,
@@ -213,6 +215,30 @@ class _Collector:
                     filled.fallback.add(t)
                     break
 
+    def cache_mix(self, site: Site, source: SignalSource) -> list[str]:
+        """Fetch and cache the site's generation mix (reporting only: never blocks a plan).
+
+        Returns:
+            Notes for the shares that could not be had (their rows report an unknown mix).
+        """
+        notes: list[str] = []
+        name = ALIASES.get(source.provider, source.provider)
+        key = cache_key(site.name, source.options)
+        for kind in MIX_KINDS:
+            stamp = self.cache.last_fetched(name, key, kind)
+            within = self.reuse_within
+            if stamp is not None and within is not None and self.now - stamp <= within:
+                continue
+            try:
+                self._fetch(site, kind, source)
+            except (ProviderError, ValueError, TypeError, KeyError) as e:
+                log.warning("site %s mix: provider %s failed: %s", site.name, name, e)
+                notes.append(
+                    f"site {site.name} mix: {e}; its rows are reported with an unknown mix"
+                )
+                break
+        return notes
+
     def collect(self, site: Site, kind: str, source: SignalSource) -> _Filled:
         filled = _Filled()
         name = ALIASES.get(source.provider, source.provider)
@@ -342,6 +368,9 @@ def collect_signals(
             sources[(site.name, kind)] = filled.first_hand
             notes.extend(filled.notes)
             any_fallback = any_fallback or bool(filled.fallback)
+        mix_source = site_source(site, MIX) or (defaults or {}).get(MIX)
+        if mix_source is not None:
+            notes.extend(collector.cache_mix(site, mix_source))
         carbon_source = site_source(site, CARBON) or (defaults or {}).get(CARBON)
         factor = (
             carbon_factor_of(

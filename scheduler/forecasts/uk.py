@@ -9,6 +9,7 @@ from typing import Any
 from scheduler.domain import Site
 from scheduler.forecasts.base import (
     CARBON,
+    MIX_KINDS,
     FetchResult,
     ProviderError,
     Series,
@@ -17,6 +18,7 @@ from scheduler.forecasts.base import (
     parse_utc,
 )
 from scheduler.forecasts.http import HttpClient
+from scheduler.forecasts.mix import uk_generation_mix
 
 DEFAULT_BASE_URL = "https://api.carbonintensity.org.uk"
 STEP = timedelta(minutes=30)
@@ -74,10 +76,14 @@ class UkCarbonIntensityProvider:
 
     National answers carry ``actual`` for past half-hours; those are returned as actuals.
     Regional answers carry forecasts only.
+
+    The generation mix (``signals.mix``, percent per fuel classified by ``mix.UK_FUELS``):
+    national from ``/generation/{from}/{to}`` (the measured mix, returned as actuals too),
+    regional from the ``generationmix`` of the regional forecast periods.
     """
 
     name = "uk-carbon-intensity"
-    signals = frozenset({CARBON})
+    signals = frozenset({CARBON, *MIX_KINDS})
 
     def __init__(self, http: HttpClient) -> None:
         """Use ``http`` for every request (timeouts and retries live there)."""
@@ -93,6 +99,8 @@ class UkCarbonIntensityProvider:
                 shape.
         """
         base = base_url(options, DEFAULT_BASE_URL)
+        if signal in MIX_KINDS:
+            return self._mix(site, signal, options, base, start, end)
         forecast: dict[datetime, float] = {}
         actual: dict[datetime, float] = {}
         cursor = start
@@ -118,6 +126,43 @@ class UkCarbonIntensityProvider:
             actual=Series(actual, STEP, "g/kWh") if actual else None,
         )
 
+    def _mix(
+        self,
+        site: Site,
+        signal: str,
+        options: Mapping[str, Any],
+        base: str,
+        start: datetime,
+        end: datetime,
+    ) -> FetchResult:
+        frm, to = start.strftime("%Y-%m-%dT%H:%MZ"), end.strftime("%Y-%m-%dT%H:%MZ")
+        regional = bool(options.get("postcode")) or options.get("region") not in (None, "")
+        if options.get("postcode"):
+            path = f"/regional/intensity/{frm}/fw48h/postcode/{options['postcode']}"
+        elif regional:
+            path = f"/regional/intensity/{frm}/fw48h/regionid/{region_id(options['region'], site.name)}"
+        else:
+            path = f"/generation/{frm}/{to}"
+        payload = self.http.get_json(base + path, what=f"{self.name} mix (site {site.name})")
+        values = uk_generation_mix(_periods(payload))[signal]
+        if not values:
+            raise ProviderError(f"{self.name}: no generation mix from {start} for {site.name}")
+        series = Series(values, STEP, "%")
+        return FetchResult(forecast=series, actual=None if regional else series)
+
+
+def _periods(payload: Any) -> Any:
+    """The list of periods of a national or regional answer (see ``parse_periods``)."""
+    if not isinstance(payload, Mapping) or "data" not in payload:
+        raise ProviderError("uk-carbon-intensity: answer has no 'data'")
+    data = payload["data"]
+    one = isinstance(data, list) and len(data) == 1 and isinstance(data[0], Mapping)
+    if one and "data" in data[0]:
+        data = data[0]
+    if isinstance(data, Mapping) and "generationmix" in data:
+        return [data]  # /generation (current half-hour) answers one period
+    return data.get("data") if isinstance(data, Mapping) else data
+
 
 def parse_periods(payload: Any) -> tuple[dict[datetime, float], dict[datetime, float]]:
     """Read forecasts and actuals (``from`` -> gCO2/kWh) from a national or regional answer.
@@ -129,17 +174,7 @@ def parse_periods(payload: Any) -> tuple[dict[datetime, float], dict[datetime, f
     Raises:
         ProviderError: the payload does not have either shape.
     """
-    if not isinstance(payload, Mapping) or "data" not in payload:
-        raise ProviderError("uk-carbon-intensity: answer has no 'data'")
-    data = payload["data"]
-    if (
-        isinstance(data, list)
-        and len(data) == 1
-        and isinstance(data[0], Mapping)
-        and "data" in data[0]
-    ):
-        data = data[0]
-    periods = data.get("data") if isinstance(data, Mapping) else data
+    periods = _periods(payload)
     if not isinstance(periods, list):
         raise ProviderError("uk-carbon-intensity: 'data' is not a list of periods")
     forecast: dict[datetime, float] = {}

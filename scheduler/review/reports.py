@@ -19,6 +19,7 @@ from scheduler.domain import Fleet
 from scheduler.errors import InvalidInput
 from scheduler.optimizer.pricing import MARKET_PARTIAL_FALLBACK
 from scheduler.review.batch_review import is_estimate
+from scheduler.review.grid_mix import GridMixSplit, grid_mix_split
 from scheduler.review.views import LedgerRow
 from scheduler.store.tables import LedgerEntry
 
@@ -292,11 +293,19 @@ def ghg_scope2(totals: EmissionsTotals) -> dict[str, Any]:
     }
 
 
-def esrs_e1_summary(totals: EmissionsTotals, start: datetime, end: datetime) -> dict[str, Any]:
-    """ESRS E1 datapoints: E1-5 energy (MWh, renewable share) and E1-6 gross scope 2 (tCO2e)."""
+def esrs_e1_summary(
+    totals: EmissionsTotals, start: datetime, end: datetime, mix: GridMixSplit | None = None
+) -> dict[str, Any]:
+    """ESRS E1 datapoints: E1-5 energy (MWh, by source) and E1-6 gross scope 2 (tCO2e).
+
+    ``mix`` splits purchased grid electricity by source (``grid_mix.grid_mix_split``); without
+    it every purchased MWh is of unknown mix.
+    """
     total_mwh = totals.facility_energy_kwh / 1000.0
     renewable_mwh = totals.onsite_renewable_kwh / 1000.0
     grid_mwh = totals.grid_kwh / 1000.0
+    if mix is None:
+        mix = GridMixSplit(unknown_mix_kwh=totals.grid_kwh, rows_without_mix=totals.rows)
     return {
         "standard": "ESRS E1",
         "period": {"from": start.isoformat(), "to": end.isoformat()},
@@ -304,21 +313,31 @@ def esrs_e1_summary(totals: EmissionsTotals, start: datetime, end: datetime) -> 
             "total_energy_consumption_mwh": total_mwh,
             "self_generated_renewable_mwh": renewable_mwh,
             "purchased_grid_electricity_mwh": grid_mwh,
-            "renewable_share": renewable_mwh / total_mwh if total_mwh > 0 else 0.0,
+            "renewable_share": (renewable_mwh + mix.renewable_kwh / 1000.0) / total_mwh
+            if total_mwh > 0
+            else 0.0,
+            "self_generated_renewable_share": renewable_mwh / total_mwh if total_mwh > 0 else 0.0,
             "estimated_energy_mwh": totals.estimated_facility_energy_kwh / 1000.0,
             "by_source": {
                 "renewable_self_generated_mwh": renewable_mwh,
-                "renewable_purchased_mwh": None,
-                "fossil_purchased_mwh": None,
-                "nuclear_purchased_mwh": None,
-                "purchased_mix_unknown_mwh": grid_mwh,
+                "renewable_purchased_mwh": mix.renewable_kwh / 1000.0,
+                "fossil_purchased_mwh": mix.fossil_kwh / 1000.0,
+                "nuclear_purchased_mwh": mix.nuclear_kwh / 1000.0,
+                "purchased_mix_unclassified_mwh": mix.unclassified_kwh / 1000.0,
+                "purchased_mix_unknown_mwh": mix.unknown_mix_kwh / 1000.0,
             },
+            "rows_with_grid_mix": mix.rows_with_mix,
+            "rows_with_unknown_mix": mix.rows_without_mix,
             "note": (
-                "Facility energy (IT x PUE). The renewable share counts on-site renewables only. "
-                "The forecast providers gridshift reads give carbon intensity, not a generation "
-                "mix, so purchased grid electricity is not split into fossil, nuclear and "
-                "renewable (null) and is reported as purchased_mix_unknown_mwh; the renewable "
-                "part of the grid mix is not claimed."
+                "Facility energy (IT x PUE). Self-generated is the on-site renewables; purchased "
+                "grid electricity is split into fossil, nuclear and renewable by the grid's "
+                "generation mix when it ran (signals.mix: UK Carbon Intensity generationmix, "
+                "Electricity Maps power breakdown, or CSV columns). The part of a known mix its "
+                "source does not classify (imports, other, unknown) is "
+                "purchased_mix_unclassified_mwh; rows whose site has no cached mix are "
+                "purchased_mix_unknown_mwh, counted in rows_with_unknown_mix. The renewable "
+                "share counts on-site and purchased renewables (self_generated_renewable_share: "
+                "on-site only)."
             ),
         },
         "E1-6": {
@@ -354,6 +373,7 @@ def render_report(
     end: datetime,
     *,
     fleet: Fleet | None = None,
+    session: Session | None = None,
 ) -> tuple[str, str]:
     """Render an emissions report over ledger rows.
 
@@ -364,6 +384,8 @@ def render_report(
         start: period start, for the header.
         end: period end, for the header.
         fleet: optional fleet, to name GPU models in the CSV.
+        session: an open session, to split ESRS purchased electricity by the cached grid mix
+            (without it, the mix is unknown).
 
     Returns:
         The text and its media type.
@@ -379,7 +401,8 @@ def render_report(
         return codecarbon_csv(rows, fleet=fleet), "text/csv"
     totals = emissions_totals(rows)
     if fmt is ReportFormat.ESRS:
-        body: dict[str, Any] = esrs_e1_summary(totals, start, end)
+        mix = grid_mix_split(session, rows) if session is not None else None
+        body: dict[str, Any] = esrs_e1_summary(totals, start, end, mix)
         body["ghg_scope_2"] = ghg_scope2(totals)
     else:
         body = {

@@ -11,7 +11,17 @@ import pytest
 from forecast_server import FIXTURES, FixtureServer
 
 from scheduler.domain import Pool, Site
-from scheduler.forecasts.base import CARBON, PRICE, SOLAR, ProviderError, resample
+from scheduler.forecasts.base import (
+    CARBON,
+    FOSSIL_SHARE,
+    MIX_KINDS,
+    NUCLEAR_SHARE,
+    PRICE,
+    RENEWABLE_SHARE,
+    SOLAR,
+    ProviderError,
+    resample,
+)
 from scheduler.forecasts.csv import CsvProvider
 from scheduler.forecasts.electricitymaps import ElectricityMapsProvider
 from scheduler.forecasts.http import HttpClient
@@ -231,3 +241,61 @@ def test_forecasts_csv_itself_is_a_source_for_every_signal(tmp_path: Path):
 def test_csv_missing_file_says_which_option_to_fix(tmp_path: Path):
     with pytest.raises(ProviderError, match="fix 'path'"):
         CsvProvider(base_dir=tmp_path).fetch(make_site(), PRICE, {"path": "nope.csv"}, T0, END)
+
+
+def test_uk_national_generation_mix_is_read_per_half_hour_by_source(server, http):
+    # Given the national /generation answer (percent per fuel)
+    server.route("/generation/", fixture="uk_generation_national.json")
+    provider = UkCarbonIntensityProvider(http)
+    end = T0 + timedelta(hours=1)
+    opts = {"base_url": server.base_url}
+    # When each share is fetched
+    got = {k: provider.fetch(make_site(), k, opts, T0, end) for k in MIX_KINDS}
+    # Then fossil = coal + gas (+ oil), renewable = wind + solar + hydro + biomass, nuclear as
+    # given; imports and other stay unclassified; the measured mix is returned as actuals too
+    assert got[FOSSIL_SHARE].forecast.values[T0] == pytest.approx(28.3)
+    assert got[NUCLEAR_SHARE].forecast.values[T0] == pytest.approx(15.2)
+    assert got[RENEWABLE_SHARE].forecast.values[T0] == pytest.approx(6.1 + 1.8 + 36.8)
+    later = T0 + timedelta(minutes=30)
+    assert got[FOSSIL_SHARE].actual is not None
+    assert got[FOSSIL_SHARE].actual.values[later] == pytest.approx(30.1)
+    assert server.seen[0].path == "/generation/2026-11-22T00:00Z/2026-11-22T01:00Z"
+
+
+def test_uk_regional_generation_mix_comes_from_the_regional_forecast_periods(server, http):
+    server.route("/regional/", fixture="uk_regional_fw48h_london.json")
+    opts = {"base_url": server.base_url, "region": "London"}
+    got = UkCarbonIntensityProvider(http).fetch(make_site(), FOSSIL_SHARE, opts, T0, END)
+    assert got.forecast.values[T0] == pytest.approx(41.2)
+    assert got.actual is None  # regional answers are forecasts
+    nuclear = UkCarbonIntensityProvider(http).fetch(make_site(), NUCLEAR_SHARE, opts, T0, END)
+    assert nuclear.forecast.values[T0] == pytest.approx(14.1)
+
+
+def test_electricitymaps_power_breakdown_gives_fossil_nuclear_and_renewable_shares(server, http):
+    # Given the recorded /v3/power-breakdown/history answer for DE
+    server.route(
+        "/v3/power-breakdown/history",
+        fixture="electricitymaps_power_breakdown_history_de.json",
+    )
+    provider = ElectricityMapsProvider(http, token="secret-token")
+    opts = {"zone": "DE", "base_url": server.base_url}
+    site = make_site("de-frankfurt")
+    got = {k: provider.fetch(site, k, opts, T0, END).forecast.values for k in MIX_KINDS}
+    one = T0 + timedelta(hours=1)
+    # Then fossil = 100 - fossil-free, renewable as reported, nuclear its consumption share
+    assert got[FOSSIL_SHARE][T0] == pytest.approx(42.0)
+    assert got[RENEWABLE_SHARE][one] == pytest.approx(51.0)
+    assert got[NUCLEAR_SHARE][T0] == pytest.approx(0.0)
+    assert got[NUCLEAR_SHARE][one] == pytest.approx(100.0 * 2400 / 48000)
+    assert server.seen[0].query == {"zone": ["DE"]}
+    assert server.seen[0].headers.get("auth-token") == "secret-token"
+
+
+def test_a_generation_mix_of_the_wrong_shape_is_a_provider_error(server, http):
+    server.route("/v3/power-breakdown/history", body={"zone": "DE"})
+    provider = ElectricityMapsProvider(http, token="t")
+    with pytest.raises(ProviderError, match="history"):
+        provider.fetch(
+            make_site(), FOSSIL_SHARE, {"zone": "DE", "base_url": server.base_url}, T0, END
+        )

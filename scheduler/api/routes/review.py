@@ -129,7 +129,7 @@ def get_emissions_report(
     """CodeCarbon-compatible ``emissions.csv``, JSON totals with GHG scope 2, or an ESRS E1 summary."""
     lo, hi = check_range(start, end, before=REPORT_BEFORE, after=REPORT_AFTER)
     rows = ledger_entries(session, lo, hi, tenant_id=scope_of(caller))
-    text, media = render_report(rows, format, lo, hi, fleet=fleet)
+    text, media = render_report(rows, format, lo, hi, fleet=fleet, session=session)
     headers = {}
     if format is ReportFormat.CSV:
         headers["Content-Disposition"] = 'attachment; filename="emissions.csv"'
