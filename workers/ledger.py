@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from scheduler.domain import CarbonFactor, Pool, Site, SlotSignal
-from scheduler.optimizer.pricing import PieceEnergy, market_basis, price_piece
+from scheduler.optimizer.pricing import PieceEnergy, PricedPiece, market_basis, price_piece
 from scheduler.store.tables import AssignmentRecord
 from workers.energy.base import Measurement
 
@@ -44,33 +44,36 @@ class PlannedShare:
 
 
 @dataclass(frozen=True, slots=True)
-class LedgerValues:
-    """Everything a ``ledger_entries`` row holds about energy, carbon, water and cost.
+class LedgerValues(PricedPiece):
+    """A ``ledger_entries`` row's figures: the priced piece plus how it was booked.
 
-    Energies in kWh, masses of CO2 in grams, water in litres, cost in the fleet's currency.
-    ``co2_location_g`` is location-based scope 2 and always uses an average factor;
-    ``co2_marginal_g`` is set only when the slot's signal is a marginal rate (an
-    avoided-emissions estimate, never scope 2).
+    The energy, carbon, water and cost fields are ``PricedPiece``'s (kWh, grams, litres, the
+    fleet's currency), priced with the scope 2 signal: ``co2_location_g`` always uses an
+    average factor; ``co2_marginal_g`` is set only when the slot's signal is a marginal rate
+    (an avoided-emissions estimate, never scope 2). ``it_energy_kwh``, ``facility_energy_kwh``
+    and ``renewable_share`` name them as the ledger's columns do.
     """
 
-    gpu_hours: float
-    it_energy_kwh: float
-    facility_energy_kwh: float
     energy_method: str
-    renewable_kwh: float
-    renewable_share: float
-    grid_kwh: float
-    carbon_g_per_kwh: float
     carbon_source: str
-    co2_location_g: float
-    co2_market_g: float | None
-    embodied_co2_g: float
-    water_onsite_l: float
-    water_offsite_l: float
-    cost: float
     carbon_factor: str = CarbonFactor.AVERAGE_DIRECT.value
     co2_marginal_g: float | None = None
     market_basis: str | None = None
+
+    @property
+    def it_energy_kwh(self) -> float:
+        """IT energy in kWh (the ledger's column name for ``it_kwh``)."""
+        return self.it_kwh
+
+    @property
+    def facility_energy_kwh(self) -> float:
+        """Facility energy (IT x PUE) in kWh (the ledger's name for ``facility_kwh``)."""
+        return self.facility_kwh
+
+    @property
+    def renewable_share(self) -> float:
+        """Share of the facility energy from on-site renewables (0 without energy)."""
+        return self.renewable_kwh / self.facility_kwh if self.facility_kwh > 0 else 0.0
 
 
 def planned_share(assignment: AssignmentRecord | None, shard_requests: int) -> PlannedShare | None:
@@ -190,23 +193,9 @@ def compute_ledger_values(
         renewable_kwh=renewable_allowance_kwh,
     )
     return LedgerValues(
-        gpu_hours=priced.gpu_hours,
-        it_energy_kwh=priced.it_kwh,
-        facility_energy_kwh=priced.facility_kwh,
+        **{f.name: getattr(priced, f.name) for f in dataclasses.fields(PricedPiece)},
         energy_method=str(measurement.method),
-        renewable_kwh=priced.renewable_kwh,
-        renewable_share=priced.renewable_kwh / priced.facility_kwh
-        if priced.facility_kwh > 0
-        else 0.0,
-        grid_kwh=priced.grid_kwh,
-        carbon_g_per_kwh=scope2.carbon_g_per_kwh,
         carbon_source=carbon_source,
-        co2_location_g=priced.co2_location_g,
-        co2_market_g=priced.co2_market_g,
-        embodied_co2_g=priced.embodied_co2_g,
-        water_onsite_l=priced.water_onsite_l,
-        water_offsite_l=priced.water_offsite_l,
-        cost=priced.cost,
         carbon_factor=scope2.carbon_factor if not marginal else CarbonFactor.MARGINAL.value,
         co2_marginal_g=priced.grid_kwh * signal.carbon_g_per_kwh if marginal else None,
         market_basis=market_basis(site),

@@ -11,6 +11,7 @@ import pytest
 from scheduler.dispatch.shards import shard_sizes
 from scheduler.dispatch.tick import order_for_pool
 from scheduler.domain import CarbonFactor, MeasurementMethod, Pool, Site, SlotSignal
+from scheduler.optimizer.pricing import PricedPiece
 from scheduler.store.tables import AssignmentRecord
 from workers.energy.base import Measurement
 from workers.ledger import (
@@ -71,6 +72,9 @@ def test_grid_energy_carries_carbon_cost_and_offsite_water_while_it_energy_carri
     assert v.embodied_co2_g == pytest.approx(0.5 * 25.0)
     assert v.co2_market_g is None and v.renewable_share == 0.0
     assert v.energy_method == "measured-nvml" and v.carbon_source == "actual"
+    # and the row is the priced piece itself (one field list), under the ledger's names too
+    assert isinstance(v, PricedPiece) and v.it_energy_kwh == v.it_kwh == 1.0
+    assert v.co2_g == v.co2_location_g + v.embodied_co2_g
 
 
 def test_market_based_carbon_uses_the_contract_factor_and_slot_wue_overrides_the_site() -> None:
