@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from forecast_server import FixtureServer
 from sqlalchemy.orm import Session, sessionmaker
+from test_forecasts_service import fleet_with
 from test_reports import _row
 
 from scheduler.config import Settings
 from scheduler.domain import Fleet
-from scheduler.fleet import parse_fleet
 from scheduler.forecasts import HttpClient, SqlForecastCache, build_registry, collect_signals
 from scheduler.review.grid_mix import grid_mix_split
 from scheduler.review.reports import render_report
@@ -30,25 +30,7 @@ def _fleet(mix: dict[str, Any] | None) -> Fleet:
     }
     if mix is not None:
         signals["mix"] = mix
-    return parse_fleet(
-        {
-            "slot_minutes": 60,
-            "sites": [
-                {
-                    "name": "gb-london",
-                    "pue": 1.2,
-                    "signals": signals,
-                    "pools": [{"name": "cpu", "gpu": "CPU", "count": 1}],
-                }
-            ],
-            "models": [
-                {
-                    "name": "m",
-                    "profiles": {"CPU": {"prefill_tok_s": 1, "decode_tok_s": 1, "power_w": 1}},
-                }
-            ],
-        }
-    )
+    return fleet_with(signals)
 
 
 @pytest.fixture
