@@ -351,3 +351,30 @@ def test_option_the_api_refuses_is_a_usage_error_with_its_message(server: Server
     # Then the API's refusal (400) becomes exit 2 with its message on stderr
     assert result.exit_code == EXIT_USAGE
     assert "mars-base" in result.stderr
+
+
+def test_job_dry_run_refuses_what_the_server_would_refuse_and_accepts_embeddings(
+    server: Server, tmp_path: Path
+) -> None:
+    # Given the weekly embeddings job (lines name the hosted text-embedding-3-small)
+    spec = str(JOBS_DIR / "doc-embeddings.yaml")
+    # When it is dry-run and submitted, Then both accept it: 24 requests on the alias
+    dry = run(server, "jobs", "submit", spec, "--dry-run", "--json")
+    assert dry.exit_code == EXIT_OK, dry.stderr
+    assert json.loads(dry.stdout)["requests"] == 24
+    real = run(server, "jobs", "submit", spec, "--json")
+    assert real.exit_code == EXIT_OK, real.stderr
+    assert json.loads(real.stdout)["status"] in ("validating", "in_progress")
+    # Given a job whose embeddings lines carry an option no engine honours
+    bad_input = tmp_path / "bad.jsonl"
+    body = {"model": "tiny-embed", "input": "x", "truncate": "END"}
+    line = {"custom_id": "d1", "method": "POST", "url": "/v1/embeddings", "body": body}
+    bad_input.write_text(json.dumps(line) + "\n")
+    bad = tmp_path / "bad-embeddings.yaml"
+    bad.write_text(
+        "name: bad-embeddings\ninput: bad.jsonl\nendpoint: /v1/embeddings\nmodel: tiny-embed\n"
+    )
+    # When it is dry-run, Then it fails the way the server would, naming the line and field
+    result = run(server, "jobs", "submit", str(bad), "--dry-run")
+    assert result.exit_code != EXIT_OK
+    assert "line 1" in result.stderr and "'truncate' is not supported" in result.stderr

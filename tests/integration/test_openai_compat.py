@@ -266,3 +266,28 @@ def test_embeddings_and_responses_batches_complete_with_openais_shapes_and_expir
     with pytest.raises(openai.NotFoundError, match="expired"):
         client.files.content(emb.output_file_id)
     assert not list((service.settings.data_dir / "shards").glob("*.jsonl"))
+
+
+def test_litellm_sdk_runs_an_embeddings_batch_against_gridshift(service: Service) -> None:
+    # LiteLLM's own Files and Batches SDK, pointed at gridshift as an OpenAI provider
+    import litellm  # in the dev extra
+    where = {
+        "custom_llm_provider": "openai",
+        "api_base": f"{service.base_url}/v1",
+        "api_key": service.key,
+    }
+    path = service.tmp / "litellm.jsonl"
+    lines = [embedding(f"l{i}", "text-embedding-3-small", f"text {i}") for i in range(2)]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    with path.open("rb") as f:
+        uploaded = litellm.create_file(file=f, purpose="batch", **where)
+    batch = litellm.create_batch(
+        completion_window="24h", endpoint="/v1/embeddings", input_file_id=uploaded.id, **where
+    )
+    service.run_until_done(service.client(), [batch.id])
+    done = litellm.retrieve_batch(batch_id=batch.id, **where)
+    assert done.status == "completed" and done.output_file_id
+    content = litellm.file_content(file_id=done.output_file_id, **where)
+    bodies = [json.loads(x)["response"]["body"] for x in content.text.splitlines() if x.strip()]
+    assert [b["object"] for b in bodies] == ["list", "list"]
+    assert all(b["data"][0]["object"] == "embedding" for b in bodies)

@@ -26,9 +26,9 @@ _GENERATION_ONLY = frozenset({"default_max_tokens", "max_n"})
 class VLLMEmbedEngine:
     """Embeds ``/v1/embeddings`` requests with vLLM's pooling runner, one ``LLM`` per process.
 
-    All inputs of a call go to one ``LLM.embed``; if vLLM refuses that call (``ValueError``,
-    e.g. an input longer than ``max_model_len``), each request is retried alone so only the
-    culprit fails (400).
+    All inputs of a call go to one ``LLM.embed``; if vLLM refuses that call (``ValueError`` or
+    its ``VLLMClientError``, e.g. an input longer than ``max_model_len``), each request is
+    retried alone so only the culprit fails (400).
     """
 
     kind = "vllm"
@@ -48,6 +48,7 @@ class VLLMEmbedEngine:
         self.model_name: str | None = None
         self._source: str | None = None
         self._llm: Any = None
+        self._refused: tuple[type[Exception], ...] = (ValueError,)
 
     def load(self, model: str, weights: str | None) -> None:
         """Hold ``model`` as an embedding model; no-op if already held.
@@ -71,6 +72,12 @@ class VLLMEmbedEngine:
                 f"vLLM cannot load embedding model {model!r} from {source!r}: {e}. Check the "
                 "model's 'weights' in fleet.yaml and the engine options"
             ) from e
+        try:  # vLLM's own "this request is invalid" errors (e.g. longer than max_model_len)
+            from vllm.exceptions import VLLMClientError
+
+            self._refused = (ValueError, VLLMClientError)
+        except ImportError:
+            self._refused = (ValueError,)
         self._source, self.model_name = source, model
         log.info("vllm embedding engine loaded %s from %s", model, source)
 
@@ -100,12 +107,12 @@ class VLLMEmbedEngine:
                 results[i] = error_result(request.custom_id, str(e))
         try:
             done = self._embed(requests, parsed)
-        except ValueError:
+        except self._refused:
             done = []
             for item in parsed:
                 try:
                     done += self._embed(requests, [item])
-                except ValueError as e:
+                except self._refused as e:
                     i = item[0]
                     done.append((i, error_result(requests[i].custom_id, f"vLLM refused: {e}")))
         for i, result in done:

