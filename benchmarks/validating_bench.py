@@ -13,17 +13,42 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import uvicorn
 
+from scheduler.api.app import create_app
 from scheduler.config import Settings
 from scheduler.store.db import make_engine, session_factory
 from scheduler.store.migrate import upgrade
 from scheduler.store.tenants import create_api_key
-from tests.integration.api_harness import running_server
+
+
+@contextmanager
+def running_server(settings: Settings) -> Iterator[str]:
+    """The real app under uvicorn on a free 127.0.0.1 port, stopped on exit."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def write_file(path: Path, n: int) -> int:
@@ -43,7 +68,9 @@ def write_file(path: Path, n: int) -> int:
 def create_and_wait(client: httpx.Client, file_id: str) -> tuple[float, float, str]:
     """Seconds to the create answer, seconds until a final validation status, first status."""
     t0 = time.perf_counter()
-    answer = client.post("/v1/batches", json={"input_file_id": file_id, "endpoint": "/v1/chat/completions"})
+    answer = client.post(
+        "/v1/batches", json={"input_file_id": file_id, "endpoint": "/v1/chat/completions"}
+    )
     answered = time.perf_counter() - t0
     answer.raise_for_status()
     batch = answer.json()
@@ -77,9 +104,12 @@ def main() -> None:
                 database_url=url,
                 validate_sync_max_bytes=threshold,
             )
-            with running_server(settings) as base, httpx.Client(
-                base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=300
-            ) as client:
+            with (
+                running_server(settings) as base,
+                httpx.Client(
+                    base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=300
+                ) as client,
+            ):
                 with path.open("rb") as f:
                     up = client.post("/v1/files", files={"file": f}, data={"purpose": "batch"})
                 up.raise_for_status()
@@ -90,7 +120,9 @@ def main() -> None:
         for label, status, answered, ready in rows:
             print(f"{label:<24} {status:<13} {answered:>9.3f} {ready:>14.3f}")
         peer, ours = rows[0][2], rows[1][2]
-        print(f"answer time, validating / in the request: {ours / peer:.3f} x ({peer / ours:.0f} x faster)")
+        print(
+            f"answer time, validating / in the request: {ours / peer:.3f} x ({peer / ours:.0f} x faster)"
+        )
 
 
 if __name__ == "__main__":

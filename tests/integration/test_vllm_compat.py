@@ -38,7 +38,6 @@ from tests.integration.test_openai_compat import (
     usage_sum,
 )
 from workers.engine_cache import EngineCache
-from workers.engines import EngineConfig, EngineRequest, build_engine
 from workers.runtime import WorkerRuntime
 
 pytestmark = [
@@ -124,40 +123,17 @@ def service(tmp_path_factory: pytest.TempPathFactory, wide_model: Path) -> Itera
         engine.dispose()
 
 
-def test_vllm_embed_engine_isolates_a_too_long_input_and_encodes_base64(wide_model: Path) -> None:
-    engine = build_engine(EngineConfig(kind="vllm", options=VLLM_OPTIONS, task="embed"))
-    engine.load("tiny-embed", str(wide_model))
-    try:
-        ok, too_long, b64 = engine.run(
-            [
-                EngineRequest("a", "/v1/embeddings", {"model": "m", "input": ["hello", "solar"]}),
-                EngineRequest("b", "/v1/embeddings", {"model": "m", "input": [1] * 600}),
-                EngineRequest(
-                    "c",
-                    "/v1/embeddings",
-                    {"model": "m", "input": "hello", "encoding_format": "base64"},
-                ),
-            ]
-        )
-    finally:
-        engine.close()
-    body = CreateEmbeddingResponse.model_validate(ok.body)
-    assert [len(d.embedding) for d in body.data] == [128, 128]
-    assert math.isclose(math.fsum(v * v for v in body.data[0].embedding), 1.0, rel_tol=1e-5)
-    assert body.usage.prompt_tokens == ok.input_tokens > 0
-    assert too_long.status_code == 400 and "maximum context length" in too_long.error["message"]
-    raw = base64.b64decode(b64.body["data"][0]["embedding"])
-    assert struct.unpack(f"<{len(raw) // 4}f", raw) == pytest.approx(
-        body.data[0].embedding, abs=1e-5
-    )
-
-
 def test_hosted_request_files_complete_on_vllm(service: Service) -> None:
     client = service.client()
+    too_long = embedding("e-long", "tiny-embed", "x")
+    too_long["body"]["input"] = [1] * 600  # beyond max_model_len 512: that line alone fails
+    as_base64 = embedding("e-b64", "text-embedding-3-small", "doc 0")
+    as_base64["body"]["encoding_format"] = "base64"
     emb_file = service.upload(
         client,
         "emb.jsonl",
-        [embedding(f"e{i}", "text-embedding-3-small", f"doc {i}") for i in range(3)],
+        [*(embedding(f"e{i}", "text-embedding-3-small", f"doc {i}") for i in range(3)), too_long]
+        + [as_base64],
     )
     chat_file = service.upload(
         client, "chat.jsonl", [chat(f"c{i}", "gpt-4o-mini") for i in range(3)]
@@ -183,11 +159,23 @@ def test_hosted_request_files_complete_on_vllm(service: Service) -> None:
     for batch, shape in checks:
         assert batch.status == "completed", (batch.errors, batch.request_counts)
         lines = output_lines(client, batch.output_file_id)
-        assert len(lines) == batch.request_counts.total
+        assert len(lines) == batch.request_counts.completed
         if shape is not None:
             for ln in lines:
                 shape.model_validate(ln["response"]["body"])
         assert batch.usage is not None
         assert (batch.usage.input_tokens, batch.usage.output_tokens) == usage_sum(lines)
     assert emb.model == "tiny-embed"
+    assert (emb.request_counts.completed, emb.request_counts.failed) == (4, 1)
+    (error,) = output_lines(client, emb.error_file_id)
+    assert error["custom_id"] == "e-long" and error["response"]["status_code"] == 400
+    assert "maximum context length" in error["response"]["body"]["error"]["message"]
+    by_id = {
+        ln["custom_id"]: ln["response"]["body"] for ln in output_lines(client, emb.output_file_id)
+    }
+    floats = by_id["e0"]["data"][0]["embedding"]
+    assert len(floats) == 128  # the widened tiny model's hidden size
+    assert math.isclose(math.fsum(v * v for v in floats), 1.0, rel_tol=1e-5)
+    raw = base64.b64decode(by_id["e-b64"]["data"][0]["embedding"])
+    assert struct.unpack(f"<{len(raw) // 4}f", raw) == pytest.approx(floats, abs=1e-5)
     assert json.dumps(emb.model_extra["gridshift"]["models"])  # every model that ran is listed

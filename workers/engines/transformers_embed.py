@@ -120,16 +120,23 @@ class TransformersEmbedEngine:
         """
         if self._model is None or self.model_name is None:
             raise EngineError("no model loaded: call load(model, weights) before run()")
-        results: list[EngineResult] = []
-        for request in requests:
+        results: list[EngineResult | None] = [None] * len(requests)
+        todo: list[tuple[int, EmbeddingRequest, list[list[int]]]] = []
+        for i, request in enumerate(requests):
             try:
                 parsed = parse_embedding_request(request.url, request.body)
-                ids = [self._ids(x, i) for i, x in enumerate(parsed.inputs)]
-                vectors = self._embed(ids)
-                results.append(self._result(request.custom_id, parsed, vectors, ids))
+                todo.append((i, parsed, [self._ids(x, k) for k, x in enumerate(parsed.inputs)]))
             except InvalidInput as e:
-                results.append(error_result(request.custom_id, str(e)))
-        return results
+                results[i] = error_result(request.custom_id, str(e))
+        # Every input of every request in one sequence of batched forward passes
+        vectors = iter(self._embed([ids for _, _, inputs in todo for ids in inputs]))
+        for i, parsed, inputs in todo:
+            mine = [next(vectors) for _ in inputs]
+            try:
+                results[i] = self._result(requests[i].custom_id, parsed, mine, inputs)
+            except InvalidInput as e:
+                results[i] = error_result(requests[i].custom_id, str(e))
+        return [r for r in results if r is not None]
 
     def _ids(self, item: str | list[int], index: int) -> list[int]:
         if isinstance(item, str):
