@@ -16,6 +16,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -33,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from scheduler.config import Settings
 from scheduler.dispatch.retention import sweep_retention
 from scheduler.dispatch.tick import tick
+from scheduler.domain import Fleet
 from scheduler.forecasts.synthetic import synthetic_signals
 from scheduler.samples import load_sample_fleet
 from scheduler.store.db import make_engine, session_factory
@@ -108,6 +110,26 @@ class Service:
         raise AssertionError("batches did not finish")
 
 
+@contextmanager
+def serve(settings: Settings, fleet: Fleet, cache: EngineCache, tmp: Path) -> Iterator[Service]:
+    """Migrate ``settings``' database, make a key, serve the API and wire an in-process worker."""
+    engine = make_engine(settings.resolved_database_url)
+    upgrade(engine)
+    sessions = session_factory(engine)
+    with sessions() as s:
+        key = create_api_key(s, f"hosted-{uuid.uuid4().hex[:8]}")
+        s.commit()
+    runtime = WorkerRuntime(
+        settings=settings, fleet=fleet, sessions=sessions, engine_cache=cache, worker_id="w1"
+    )
+    try:
+        with running_server(settings) as base_url:
+            yield Service(base_url, key, settings, sessions, runtime, tmp)
+    finally:
+        cache.close()
+        engine.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def service(
     request: pytest.FixtureRequest, tmp_path: Path, tiny_model_dir: Path
@@ -120,23 +142,10 @@ def service(
     settings = Settings(
         data_dir=tmp_path / "data", database_url=url, fleet=None, validate_sync_max_bytes=0
     )
-    engine = make_engine(url)
-    upgrade(engine)
-    sessions = session_factory(engine)
-    with sessions() as s:
-        key = create_api_key(s, f"hosted-{uuid.uuid4().hex[:8]}")
-        s.commit()
     fleet = load_sample_fleet()
     cache = EngineCache(weights_override={m.name: str(tiny_model_dir) for m in fleet.models})
-    runtime = WorkerRuntime(
-        settings=settings, fleet=fleet, sessions=sessions, engine_cache=cache, worker_id="w1"
-    )
-    try:
-        with running_server(settings) as base_url:
-            yield Service(base_url, key, settings, sessions, runtime, tmp_path)
-    finally:
-        cache.close()
-        engine.dispose()
+    with serve(settings, fleet, cache, tmp_path) as svc:
+        yield svc
 
 
 def chat(cid: str, model: str) -> dict[str, Any]:
@@ -271,6 +280,7 @@ def test_embeddings_and_responses_batches_complete_with_openais_shapes_and_expir
 def test_litellm_sdk_runs_an_embeddings_batch_against_gridshift(service: Service) -> None:
     # LiteLLM's own Files and Batches SDK, pointed at gridshift as an OpenAI provider
     import litellm  # in the dev extra
+
     where = {
         "custom_llm_provider": "openai",
         "api_base": f"{service.base_url}/v1",
