@@ -322,6 +322,14 @@ def _check_line(
         checked = embedding_chars(body, dimensions_ok=resolved.part_key in catalog.dimensions_ok)
     elif endpoint == RESPONSES:
         checked = response_chars(body)
+        fmt = ((body.get("text") or {}).get("format") or {}) if len(checked) == 2 else {}
+        if options is not None and fmt.get("type") in ("json_object", "json_schema"):
+            # runs on the chat path as response_format: refused where no engine constrains JSON
+            target = AUTO_MODEL if resolved.floor is not None else resolved.part_key
+            problem = options.problem(target, {"response_format": fmt})
+            if problem is not None:
+                message = problem[0].replace("'response_format'", "'text.format' (JSON output)")
+                return UNSUPPORTED_OPTION, message, "body.text.format"
     else:
         chars = _chat_chars(body) if endpoint == CHAT else _completion_chars(body)
         if isinstance(chars, tuple):

@@ -247,3 +247,32 @@ def test_fleet_refuses_an_alias_to_an_unknown_model_or_shadowing_a_model() -> No
         parse_fleet({**base, "model_aliases": {"x": {"model": "m", "min_quality": 0.1}}})
     with pytest.raises(ConfigError, match="kind must be one of"):
         parse_fleet({**base, "models": [{**base["models"][0], "kind": "rerank"}]})
+
+
+def test_a_json_text_format_is_refused_at_intake_where_no_engine_constrains_output() -> None:
+    from scheduler.engine_options import OptionCheck, engine_kinds_by_model
+
+    fmt = {"type": "json_schema", "name": "a", "schema": {"type": "object"}}
+    body = {"input": "x", "text": {"format": fmt}}
+    sample_pools = OptionCheck(engine_kinds_by_model(SAMPLE))  # transformers pools only
+    res = scan_lines(
+        [line(RESP, model="gpt-4o-mini", **body), line(RESP, "b", model="tiny-chat", input="y")],
+        endpoint=RESP,
+        models=CATALOG,
+        min_quality=None,
+        max_requests=10,
+        options=sample_pools,
+    )
+    code, param, message = only_error(res)
+    assert (code, param) == ("unsupported_option", "body.text.format")
+    assert "(transformers)" in message and "text.format" in message
+    vllm_pools = OptionCheck({m: {"vllm"} for m in ("tiny-chat", "tiny-chat-mini", "auto")})
+    ok = scan_lines(
+        [line(RESP, model="gpt-4o-mini", **body)],
+        endpoint=RESP,
+        models=CATALOG,
+        min_quality=None,
+        max_requests=10,
+        options=vllm_pools,
+    )
+    assert ok.ok, ok.errors
