@@ -13,17 +13,11 @@ import numpy as np
 from scheduler.domain import Objective, Plan, PlanStatus, PlanTotals, Unplaced
 from scheduler.errors import PlanningError
 from scheduler.optimizer.aggregate import Candidate, candidates, group_candidates
+from scheduler.optimizer.backends import Backend, BudgetedBackend, make_backend
 from scheduler.optimizer.extract import extract
 from scheduler.optimizer.model import HEADROOM, FloatArray, LinearModel, build_model
 from scheduler.optimizer.problem import PlanningProblem
-from scheduler.optimizer.solve import (
-    Backend,
-    BudgetedBackend,
-    LexResult,
-    make_backend,
-    solve_lexicographic,
-    solve_placement,
-)
+from scheduler.optimizer.solve import LexResult, solve_lexicographic, solve_placement
 
 #: ``aggregate=None`` groups interchangeable batches only when the exact LP would exceed this many
 #: placement columns (a memory guard): grouping shares placements proportionally, which cost 23 %

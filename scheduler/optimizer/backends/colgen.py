@@ -3,9 +3,17 @@
 The LP has few rows (groups + pools x slots + sites x slots) and very many columns (every
 feasible cell of every batch). Most cells are never used, so the master starts from a few cheap
 cells per group plus one artificial column per group (an "unplaced" share with a big cost that
-keeps the master feasible), and each round adds the cells whose reduced cost
-``c_j - y . A_j`` is negative. When no cell prices out, the master's optimum is the optimum of the
-full LP (the usual LP duality argument), so the status stays ``optimal``. After a stage with no
+keeps the master feasible and steers pricing towards cells that place work), and each round
+adds the cells whose reduced cost ``r_j = c_j - y . A_j`` is negative. Every round proves a lower
+bound on the full LP, ``z + sum_j min(0, r_j) u_j`` over the cells left out of the master (with
+the master's duals, that is the full LP's dual objective); when no cell prices out the bound
+meets ``z`` and the status is ``optimal``.
+
+The artificial columns only steer: they never decide infeasibility. When the master ends with an
+unplaced share, a placement stage (completeness relaxed to ``<= 1``, artificial columns off,
+placed tokens maximised, by the same column generation) decides it for the full LP: either it
+places every group, and the stage goes on from those cells with the artificial columns fixed at
+zero, or it proves that not everything fits and the run is ``infeasible``. After a stage with no
 slack, ``restrict_to_optimal_face`` keeps the next stages on that stage's optimal face instead
 of adding a dense lexicographic row (see its docstring and docs/optimizer.md).
 """
@@ -20,13 +28,15 @@ import numpy as np
 import numpy.typing as npt
 
 from scheduler.errors import PlanningError
-from scheduler.optimizer.model import FloatArray, LinearModel
-from scheduler.optimizer.solve import RunResult
+from scheduler.optimizer.backends.base import RunResult
+from scheduler.optimizer.model import PLACED, FloatArray, LinearModel
 
 _SEED_PER_GROUP = 4
 _ADD_PER_GROUP = 6
 _MAX_ROUNDS = 400
 _PURGE_ABOVE_PER_ROW = 6
+#: A group counts as placed when its share is at least this (the artificial share below 1e-7).
+_FULL = 1.0 - 1e-7
 
 
 class ColumnGenerationBackend:
@@ -57,6 +67,8 @@ class ColumnGenerationBackend:
         self._lex: list[FloatArray] = []
         self._cost = np.zeros(model.n_cols)
         self._placement = False
+        self._phase_one = False  # deciding placement: stop as soon as everything is placed
+        self._snapshot: tuple[FloatArray, npt.NDArray[np.int64]] | None = None
         lp = highspy.HighsLp()
         lp.num_col_ = self._n_grid + n_g
         lp.num_row_ = model.n_rows
@@ -127,16 +139,17 @@ class ColumnGenerationBackend:
         started = time.perf_counter()
         if not self._in.any():
             self._add(self._seed())
-        solved = False  # an answer is only taken from a master problem solved in THIS run
+        self._snapshot = None  # an answer is only taken from a master solved in THIS run
+        bound = -math.inf
         for _ in range(_MAX_ROUNDS):
             left = time_limit_s - (time.perf_counter() - started)
             if left <= 0:
-                if not solved:
+                if self._snapshot is None:
                     raise PlanningError(
                         "time limit reached before the master problem was solved; "
                         "raise the time limit or plan fewer batches"
                     )
-                return self._result("feasible", "time limit reached while pricing columns")
+                return self._result("feasible", "time limit reached while pricing columns", bound)
             self._h.setOptionValue("time_limit", float(left))
             self._h.run()
             status = self._h.getModelStatus()
@@ -146,21 +159,59 @@ class ColumnGenerationBackend:
                         "time limit reached in the master problem without a feasible point; "
                         "raise the time limit or plan fewer batches"
                     )
+                self._take_snapshot(self._h.getSolution())
                 return self._result("feasible", "time limit reached in the master problem")
             if status != highspy.HighsModelStatus.kOptimal:
                 raise PlanningError(
                     f"HiGHS master problem ended with {self._h.modelStatusToString(status)!r}; "
                     "check the fleet and forecasts for extreme values"
                 )
-            solved = True
-            new = self._price()
+            sol = self._h.getSolution()  # one copy per round (highspy copies every vector)
+            self._take_snapshot(sol)
+            if self._phase_one and self._placed():
+                # Everything placed is the most placement can reach: optimal, no more pricing.
+                return self._result("optimal", "", -math.inf)
+            r = self._reduced_costs(np.asarray(sol.row_dual))
+            bound = self._dual_bound(r)
+            new = self._price(r)
             if len(new) == 0:
-                break
+                if self._placement or self._placed():
+                    return self._result("optimal", "", bound)
+                # Optimal with an unplaced (artificial) share: placement decides.
+                if not self._place_all(time_limit_s - (time.perf_counter() - started)):
+                    return RunResult("infeasible", None, math.nan, "not every group can be placed")
+                continue
             self._purge()
             self._add(new)
-        else:
-            return self._result("feasible", "column generation hit its round limit")
-        return self._result("optimal", "")
+        return self._result("feasible", "column generation hit its round limit", bound)
+
+    def _place_all(self, time_limit_s: float) -> bool:
+        """Placement stage: can the full LP place every group? Leaves such cells in the master.
+
+        When it can, the artificial columns stay at zero for the rest of this stage.
+
+        Raises:
+            PlanningError: the placement stage stopped early without placing every group.
+        """
+        cost = self._cost
+        self.set_complete_rows(0.0)
+        self.set_objective(self._m.objectives[PLACED])
+        self._phase_one = True
+        try:
+            res = self._run(time_limit_s)
+        finally:
+            self._phase_one = False
+            self.set_complete_rows(1.0)
+            self.set_objective(cost)
+        full = self._placed()
+        if full:
+            self._set_artificial_upper(0.0)
+        elif res.status != "optimal":
+            raise PlanningError(
+                f"the placement stage stopped early ({res.message}) without placing every "
+                "group; raise time_limit_s or plan fewer batches"
+            )
+        return full
 
     def restrict_to_optimal_face(self, objective_value: float) -> bool:
         """Keep later stages on the optimal face of the stage just solved (zero tolerance).
@@ -194,7 +245,7 @@ class ColumnGenerationBackend:
         cols = self._x_cols()
         x_val = np.zeros(m.n_x)
         x_val[cols] = col_val[off:]
-        r = self._reduced_costs()
+        r = self._reduced_costs(np.asarray(sol.row_dual))
         self._banned |= (r > eps) & (x_val <= 1e-9)
         at_one = np.flatnonzero((col_dual[off:] < -eps) & (col_val[off:] >= 1.0 - 1e-9))
         if len(at_one):
@@ -278,9 +329,8 @@ class ColumnGenerationBackend:
         first = early[_rank_in_group(m.col_group[early]) < _SEED_PER_GROUP]
         return np.unique(np.concatenate([cheap, first]))
 
-    def _reduced_costs(self) -> FloatArray:
+    def _reduced_costs(self, y: FloatArray) -> FloatArray:
         m = self._m
-        y = np.asarray(self._h.getSolution().row_dual)
         n_x = m.n_x
         end = m.a_start[n_x]
         contrib = m.a_value[:end] * y[m.a_index[:end]]
@@ -290,9 +340,23 @@ class ColumnGenerationBackend:
             r -= y[m.n_rows + i] * coef[:n_x]
         return r
 
-    def _price(self) -> npt.NDArray[np.int64]:
+    def _dual_bound(self, r: FloatArray) -> float:
+        """``z + sum min(0, r_j) u_j`` over the cells outside the master (and not banned).
+
+        With the master's optimal duals ``y``, the full LP's dual objective at ``y`` is at least
+        the master's optimum ``z`` plus that sum (each cell left out adds its box term; the
+        artificial columns' terms, which the full LP lacks, are never positive), so it is a
+        lower bound on the full LP's optimum (weak duality).
+        """
+        neg = np.minimum(r, 0.0)
+        u = self._m.col_upper[: self._m.n_x]
+        left_out = float(neg @ u)  # all cells, then minus those in the master or banned
+        inside = np.flatnonzero(self._in | self._banned)
+        left_out -= float(neg[inside] @ u[inside])
+        return float(self._h.getInfo().objective_function_value) + left_out
+
+    def _price(self, r: FloatArray) -> npt.NDArray[np.int64]:
         m = self._m
-        r = self._reduced_costs()
         info = self._h.getInfo()
         tol = 1e-9 * max(1.0, abs(float(info.objective_function_value)))
         cand = np.flatnonzero((r < -tol) & ~self._in & ~self._banned)
@@ -345,22 +409,33 @@ class ColumnGenerationBackend:
             value[0],
         )
 
-    def _result(self, status: str, message: str) -> RunResult:
-        m = self._m
-        sol = np.asarray(self._h.getSolution().col_value)
-        n_grid, n_g = self._n_grid, self._n_groups
-        art = sol[n_grid : n_grid + n_g]
-        if not self._placement and status == "optimal" and art.max(initial=0.0) > 1e-7:
-            return RunResult("infeasible", None, math.nan, "not every group can be placed")
+    def _take_snapshot(self, sol: highspy.HighsSolution) -> None:
+        """Keep the master's solution now: adding or deleting cells invalidates HiGHS's."""
+        values = np.asarray(sol.col_value, dtype=np.float64)
+        self._snapshot = (values, self._x_cols().copy())
+
+    def _placed(self) -> bool:
+        """Whether the last snapshot places every group completely (no artificial share)."""
+        assert self._snapshot is not None
+        sol, cols = self._snapshot
+        m, n_grid = self._m, self._n_grid
+        x = sol[n_grid + self._n_groups :]
+        share = np.bincount(m.col_group[cols], weights=x, minlength=self._n_groups)
+        return bool(share.min(initial=1.0) >= _FULL)
+
+    def _result(self, status: str, message: str, bound: float = -math.inf) -> RunResult:
+        assert self._snapshot is not None
+        sol, cols = self._snapshot
+        m, n_grid, n_g = self._m, self._n_grid, self._n_groups
         values = np.zeros(m.n_cols)
         values[m.n_x :] = sol[:n_grid]
-        values[self._x_cols()] = sol[n_grid + n_g :]
-        if art.max(initial=0.0) > 1e-7:
+        values[cols] = sol[n_grid + n_g :]
+        if not self._placement and not self._placed():
             raise PlanningError(
                 f"{message}: no complete solution yet; raise time_limit_s or plan fewer batches"
             )
         obj = float(self._cost @ values)
-        return RunResult(status, values, obj, message)
+        return RunResult(status, values, obj, message, bound=min(bound, obj))
 
 
 def _rank_in_group(sorted_groups: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
