@@ -6,7 +6,9 @@
    answer 404 saying they expired. An input file that a batch still running needs is kept
    until that batch has finished.
 2. Per-shard result files under ``data_dir/shards`` (every attempt's output and error JSONL) are
-   removed once their batch is finalised: the batch's output and error files hold the results.
+   removed once their batch is finalised (terminal for ``FINALISED_GRACE_S``, so a batch
+   cancelled between a tick's finalizer and its sweep keeps them until its files are written):
+   the batch's output and error files hold the results.
 3. Crash leftovers (``files/.tmp/*.part`` of interrupted uploads, ``shards/.*.tmp`` of
    interrupted shard writes) older than ``part_file_max_age_s`` are removed.
 """
@@ -20,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.config import Settings
@@ -32,6 +34,9 @@ from scheduler.store.tables import Batch, File, Shard
 log = logging.getLogger(__name__)
 
 EXPIRED_STATUS = "expired"
+# A batch's per-shard files are removed this long after it became terminal: its finalizer (the
+# same or the next tick) has long written the output and error files by then.
+FINALISED_GRACE_S = 300
 _SHARD_FILE = re.compile(r"^([^.].*)\.a\d+\.(?:out|err)\.jsonl$")  # workers.execute.shard_paths
 _CHUNK = 500
 
@@ -58,7 +63,9 @@ def sweep_retention(
     now = time.time() if now_s is None else now_s
     report = RetentionReport()
     report.files_expired = _expire_files(factory, int(now))
-    report.shard_files_removed = _remove_shard_files(factory, settings.data_dir / "shards")
+    report.shard_files_removed = _remove_shard_files(
+        factory, settings.data_dir / "shards", int(now) - FINALISED_GRACE_S
+    )
     report.leftovers_removed = _remove_leftovers(settings, now - settings.part_file_max_age_s)
     if report.files_expired or report.shard_files_removed or report.leftovers_removed:
         log.info(
@@ -95,7 +102,7 @@ def _expire_files(factory: sessionmaker[Session], now: int) -> list[str]:
     return expired
 
 
-def _remove_shard_files(factory: sessionmaker[Session], shards_dir: Path) -> int:
+def _remove_shard_files(factory: sessionmaker[Session], shards_dir: Path, ended_by: int) -> int:
     if not shards_dir.is_dir():
         return 0
     by_shard: dict[str, list[Path]] = {}
@@ -113,7 +120,14 @@ def _remove_shard_files(factory: sessionmaker[Session], shards_dir: Path) -> int
             removable += s.scalars(
                 select(Shard.id)
                 .join(Batch, Batch.id == Shard.batch_id)
-                .where(Shard.id.in_(ids[i : i + _CHUNK]), Batch.status.in_(finished))
+                .where(
+                    Shard.id.in_(ids[i : i + _CHUNK]),
+                    Batch.status.in_(finished),
+                    func.coalesce(
+                        Batch.completed_at, Batch.cancelled_at, Batch.expired_at, Batch.failed_at
+                    )
+                    <= ended_by,
+                )
             )
     if removable:
         with transaction(factory) as s:
