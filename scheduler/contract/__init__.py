@@ -17,12 +17,22 @@ from scheduler.contract.plan_file import (
     read_plan,
     write_plan,
 )
+from scheduler.contract.vintages import (
+    VINTAGE_COLUMNS,
+    Vintages,
+    ceil_to_slot,
+    read_vintages,
+    write_vintages,
+)
 
 __all__ = [
     "BASELINE_KEYS",
     "FORECAST_COLUMNS",
     "TOTAL_KEYS",
+    "VINTAGE_COLUMNS",
+    "Vintages",
     "build_problem",
+    "ceil_to_slot",
     "format_time",
     "parse_batches",
     "parse_time",
@@ -31,5 +41,7 @@ __all__ = [
     "read_batches",
     "read_forecasts",
     "read_plan",
+    "read_vintages",
     "write_plan",
+    "write_vintages",
 ]
