@@ -26,6 +26,7 @@ batch is planned within 10 s of its creation (10,000 within 10 s is the stretch 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -96,10 +97,17 @@ def _admin(pg: str, sql: str) -> None:
 
 
 def _peak_mib(pid: int) -> float:
+    """Peak RSS (VmHWM) of ``pid`` plus that of its live children (the planner's full re-plan
+    process), MiB."""
+    total = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+            total += int(line.split()[1]) / 1024
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    for child in children.read_text().split() if children.exists() else []:
+        with contextlib.suppress(OSError):
+            total += _peak_mib(int(child))
+    return total
 
 
 def _wait(cond: Any, timeout_s: float, what: str, every_s: float = 0.05) -> float:

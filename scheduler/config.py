@@ -92,6 +92,10 @@ class Settings(BaseSettings):
         ge=0,
         description="Planner: a full re-plan follows fast-path additions after this long.",
     )
+    planner_full_subprocess: bool = Field(
+        default=True,
+        description="Planner: run full re-plans in a child process (the fast path stays quick).",
+    )
     planner_retry_s: float = Field(
         default=30.0, gt=0, description="Planner: wait before retrying a failed re-plan."
     )

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import multiprocessing
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -42,6 +44,7 @@ from scheduler.dispatch.replan import (
     replan_trigger,
 )
 from scheduler.dispatch.signals import HorizonSignals
+from scheduler.dispatch.slots import slots_between
 from scheduler.domain import Fleet, SlotSignal
 from scheduler.store.tables import PlanRecord, now_utc
 
@@ -184,6 +187,8 @@ class PlannerLoop:
         self.planner = planner
         self.clock = clock
         self.state = PlannerState()
+        #: set by ``run`` (``planner_full_subprocess``): full re-plans run in a child process
+        self.pool: ProcessPoolExecutor | None = None
 
     def trigger(self, now: datetime) -> str | None:
         """Why to re-plan now, or None (``replan_trigger``; ``forecast_update``: the reused
@@ -247,15 +252,7 @@ class PlannerLoop:
                     self.state.pending_full, self.state.last_fast = True, time.monotonic()
             if plan_id is None and mode != "fast":
                 mark = time.monotonic()
-                plan_id = replan(
-                    self.factory,
-                    self.settings,
-                    self.fleet,
-                    now,
-                    trigger=why,
-                    signals_for=self.signals,
-                    planner=self.planner,
-                )
+                plan_id = self._full(now, why)
                 # fast-path additions made while it solved are not in it: still pending
                 self.state.last_full = mark
                 self.state.pending_full = self.state.last_fast > mark
@@ -274,6 +271,27 @@ class PlannerLoop:
             self.state.plans.append(plan_id)
         return plan_id
 
+    def _full(self, now: datetime, why: str) -> int | None:
+        """A full re-plan: in this process, or in the child process when ``self.pool`` is set."""
+        if self.pool is None:
+            return replan(
+                self.factory,
+                self.settings,
+                self.fleet,
+                now,
+                trigger=why,
+                signals_for=self.signals,
+                planner=self.planner,
+            )
+        slots = slots_between(
+            now, now + timedelta(hours=self.settings.horizon_hours), self.fleet.slot_minutes
+        )
+        signals = dict(self.signals(self.fleet, slots, now))
+        result: int | None = self.pool.submit(
+            _full_replan_child, self.settings, self.fleet, now, why, signals
+        ).result()
+        return result
+
     def _loop(self, stop: threading.Event, mode: str, held: Callable[[], bool]) -> None:
         while not stop.is_set():
             if held():
@@ -290,6 +308,10 @@ class PlannerLoop:
         (``step`` modes ``full`` and ``fast``); their writes are serialised by the plan write
         lock, and a full re-plan leaves alone the parts it did not plan.
         """
+        if self.settings.planner_full_subprocess and self.planner is None:
+            # the full solve holds the GIL for long Python stretches; in a child process it
+            # does not slow the fast path's thread down (spawned: no forked locks or sockets)
+            self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         fast = threading.Thread(
             target=self._loop,
             args=(stop, "fast", lambda: lock is None or lock.held),
@@ -316,8 +338,40 @@ class PlannerLoop:
             stop.set()
             if fast.ident is not None:
                 fast.join(timeout=60)
+            if self.pool is not None:
+                self.pool.shutdown(wait=False, cancel_futures=True)
+                self.pool = None
             if lock is not None:
                 lock.release()
+
+
+_CHILD_FACTORY: sessionmaker[Session] | None = None
+
+
+def _full_replan_child(
+    settings: Settings,
+    fleet: Fleet,
+    now: datetime,
+    trigger: str,
+    signals: Mapping[tuple[str, datetime], SlotSignal],
+) -> int | None:
+    """A full re-plan in the planner's child process, on the signals the parent reuses."""
+    global _CHILD_FACTORY
+    if _CHILD_FACTORY is None:
+        from scheduler.store.db import engine_from_settings, session_factory
+
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        _CHILD_FACTORY = session_factory(engine_from_settings(settings))
+
+    def given(
+        _f: Fleet, slots: tuple[datetime, ...], _n: datetime
+    ) -> Mapping[tuple[str, datetime], SlotSignal]:
+        wanted = set(slots)
+        return {k: v for k, v in signals.items() if k[1] in wanted}
+
+    return replan(_CHILD_FACTORY, settings, fleet, now, trigger=trigger, signals_for=given)
 
 
 def start_planner_thread(
