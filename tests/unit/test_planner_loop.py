@@ -6,10 +6,10 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from execution_helpers import T0, Harness, chat_line, make_harness
+from execution_helpers import T0, Harness, chat_line, fixed_signals, make_harness
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -314,3 +314,44 @@ def test_a_new_batch_is_placed_while_a_full_replan_is_still_solving(
             s.scalars(select(AssignmentRecord.part_id).where(AssignmentRecord.plan_id == third))
         )
     assert any(p.startswith(c) for p in parts)
+
+
+def test_the_planner_loop_runs_fast_path_and_full_replans_in_a_child_process(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    # Given the loop as the service runs it: lock held, fast-path thread, full re-plans in a
+    # spawned child process (real clock, fixed signals around it)
+    h = _harness(
+        settings.model_copy(update={"planner_poll_s": 0.05, "planner_full_every_s": 0.0}),
+        sessions,
+        tmp_path,
+    )
+    now = datetime.now(UTC)
+    h.signals = fixed_signals(h.fleet, now)
+    loop = PlannerLoop(h.sessions, h.settings, h.fleet, signals_for=h.signals_for)
+    stop = threading.Event()
+    runner = threading.Thread(target=loop.run, args=(stop, PlannerLock(h.sessions.kw["bind"])))
+    runner.start()
+    try:
+        # When a batch arrives (no plan yet: a full re-plan, in the child) and then another
+        a = h.submit([chat_line("a0")], now=now, tmp=tmp_path)
+        deadline = time.monotonic() + 120
+        while not _shards(h, a) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        b = h.submit([chat_line("b0")], now=now, tmp=tmp_path)
+        while not _shards(h, b) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        # Then both are planned, and a full re-plan follows the fast path
+        while loop.state.pending_full and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        runner.join(60)
+    assert _shards(h, a) and _shards(h, b)
+    assert loop.pool is None and not runner.is_alive()
+    with h.sessions() as s:
+        triggers = list(s.scalars(select(PlanRecord.trigger).order_by(PlanRecord.id)))
+    # A's plan came from the child; B extended it (the consolidation found nothing left to move:
+    # the work is due at once on these signals)
+    assert triggers == ["new_batch"], triggers
+    assert not loop.state.pending_full and not loop.state.failures
