@@ -85,35 +85,41 @@ def _collect(
 
 
 DEMO_PROVIDER = "demo"
+#: The sample fleet's slot length (hourly), for "has this slot ended".
+SLOT = timedelta(hours=1)
 
 
 def cache_signals(
-    sessions: Any, signals: Mapping[tuple[str, datetime], SlotSignal], now: datetime
+    sessions: Any,
+    signals: Mapping[tuple[str, datetime], SlotSignal],
+    now: datetime,
+    kind: str = "forecast",
 ) -> int:
     """Store the signals the demo planned on in ``forecast_points`` (for the dashboard's curves).
 
-    One forecast point per site, slot and signal (``carbon``, ``price``, ``solar``), keyed by
-    the site name under provider ``demo``: whatever they came from (live, SYNTHETIC or a
-    fallback), these are the values the plan used, kept apart from real providers' caches.
+    One point per site, slot and signal (``carbon``, ``price``, ``solar``), keyed by the site
+    name under provider ``demo``: whatever they came from (live, SYNTHETIC or a fallback),
+    these are the values the plan used (``kind="forecast"``), or the scripted night's actuals
+    (``kind="actual"``), kept apart from real providers' caches.
 
     Returns:
         How many points were written.
     """
-    from scheduler.forecasts.base import CARBON, FORECAST, PRICE, SOLAR
+    from scheduler.forecasts.base import CARBON, PRICE, SOLAR
     from scheduler.forecasts.cache import SqlForecastCache
 
     cache = SqlForecastCache(sessions)
     per_series: dict[tuple[str, str], dict[datetime, float]] = {}
     for (site, slot), sig in signals.items():
-        for kind, value in (
+        for name, value in (
             (CARBON, sig.carbon_g_per_kwh),
             (PRICE, sig.price_per_kwh),
             (SOLAR, sig.renewable_kw),
         ):
-            per_series.setdefault((site, kind), {})[slot] = value
+            per_series.setdefault((site, name), {})[slot] = value
     return sum(
-        cache.upsert(DEMO_PROVIDER, site, kind, FORECAST, values, now)
-        for (site, kind), values in sorted(per_series.items())
+        cache.upsert(DEMO_PROVIDER, site, signal, kind, values, now)
+        for (site, signal), values in sorted(per_series.items())
     )
 
 
@@ -170,13 +176,20 @@ def reset_demo_store(root: Path) -> Path:
 
 def _night_signals(
     settings: Settings, fleet: Fleet, sessions: Any, evening: datetime, online: bool
-) -> Mapping[tuple[str, datetime], SlotSignal]:
-    """The replayed night's signals: the scripted SYNTHETIC night, or the providers' (online)."""
-    from workers.demo_night import night_signals
+) -> tuple[Mapping[tuple[str, datetime], SlotSignal], Mapping[tuple[str, datetime], SlotSignal]]:
+    """The replayed night's (forecast the plan uses, actuals the ledger books).
+
+    Offline: the scripted SYNTHETIC night is the actuals and the plan's forecast is that night
+    with a seeded SYNTHETIC carbon forecast error (``demo_night.forecast_of``). Online: the
+    providers' signals, used as both (no actuals are known in advance).
+    """
+    from workers.demo_night import forecast_of, night_signals
 
     if online:
-        return _collect(settings, fleet, sessions, evening, online)
-    return night_signals(fleet, evening, settings.horizon_hours + 2)
+        live = _collect(settings, fleet, sessions, evening, online)
+        return live, live
+    actuals = night_signals(fleet, evening, settings.horizon_hours + 2)
+    return forecast_of(actuals, evening), actuals
 
 
 def run_demo(
@@ -213,7 +226,7 @@ def run_demo(
     from scheduler.store.migrate import upgrade
     from scheduler.store.tables import replay_clock
     from scheduler.store.tenants import create_api_key
-    from workers.demo_night import story_evening
+    from workers.demo_night import STORY_SPAN, forecast_error_note, story_evening
     from workers.demo_report import print_outcome, print_plan
     from workers.engines.tiny_model import build_tiny_model
 
@@ -247,11 +260,15 @@ def run_demo(
         "sample fleet (outputs are gibberish; token counts and timings are real)"
     )
 
-    evening = story_evening(now_utc())
+    real_now = now_utc()
+    evening = story_evening(real_now)
     clock = SimClock(evening)
     with replay_clock(clock):
-        signals = _night_signals(settings, fleet, sessions, evening, online)
+        signals, actuals = _night_signals(settings, fleet, sessions, evening, online)
         cache_signals(sessions, signals, evening)
+        if actuals is not signals:  # the night is past: its actuals are known, up to now
+            known = {k: v for k, v in actuals.items() if k[1] + SLOT <= real_now}
+            cache_signals(sessions, known, evening + STORY_SPAN, kind="actual")
         sources = sorted({s.source for s in signals.values()})
         echo(
             f"night: jobs submitted {evening:%a %d %b %H:%M} UTC, the evening peak; signals "
@@ -274,9 +291,19 @@ def run_demo(
                 batch_ids.append(batch["id"])
                 jobs[batch["id"]] = job.name
         echo(f"submitted {len(batch_ids)} nightly jobs through the API at {url}")
-        shards_run, plan_id = _run_night(settings, fleet, sessions, signals, weights, clock)
+        shards_run, plan_id = _run_night(
+            settings, fleet, sessions, signals, actuals, weights, clock
+        )
         print_plan(echo, sessions, jobs, plan_id, evening, signals)
-    code = print_outcome(echo, sessions, jobs, plan_id, shards_run, time.monotonic() - t_start)
+    code = print_outcome(
+        echo,
+        sessions,
+        jobs,
+        plan_id,
+        shards_run,
+        time.monotonic() - t_start,
+        forecast_note=forecast_error_note(signals, actuals),
+    )
     if serve:
         _keep_serving(echo, server, thread, url, key, root, evening)
     else:
@@ -294,10 +321,14 @@ def _run_night(
     fleet: Fleet,
     sessions: Any,
     signals: Mapping[tuple[str, datetime], SlotSignal],
+    actuals: Mapping[tuple[str, datetime], SlotSignal],
     weights: Path,
     clock: SimClock,
 ) -> tuple[int, int | None]:
-    """Plan at the evening, then run every planned slot in turn; (shards run, plan id)."""
+    """Plan at the evening, then run every planned slot in turn; (shards run, plan id).
+
+    The plan sees ``signals`` (the forecast); each shard is booked with ``actuals``.
+    """
     from workers.engine_cache import EngineCache
     from workers.runtime import WorkerRuntime
 
@@ -310,7 +341,7 @@ def _run_night(
     cache = EngineCache(weights_override={m.name: str(weights) for m in fleet.models})
     runtime = WorkerRuntime(settings=settings, fleet=fleet, sessions=sessions, engine_cache=cache)
     runtime.signal_lookup = lambda site, slot: (
-        (signals[(site, slot)], signals[(site, slot)].source) if (site, slot) in signals else None
+        (actuals[(site, slot)], actuals[(site, slot)].source) if (site, slot) in actuals else None
     )
     queue: list[str] = []
 

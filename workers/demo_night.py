@@ -14,12 +14,19 @@ plausible for each site's grid rather than measured:
   some solar dip at midday; the dearest power; overcast, so its own array yields nothing.
 - ``es-madrid``: a solar grid, about 220 g/kWh at night (gas), down to about 95 at midday, the
   cheapest midday power, and an on-site solar array (the fleet's ``pv_kw_peak``).
+
+These scripted shapes are the night's *actuals* (what the ledger books). The plan, made at the
+evening, used a forecast of them: ``forecast_of`` adds a seeded SYNTHETIC carbon forecast error,
+so that the review's forecast-accuracy view has something to show.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import zlib
+from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from scheduler.domain import Fleet, SlotSignal
@@ -112,3 +119,55 @@ def night_signals(
                 source=SOURCE,
             )
     return out
+
+
+#: The demo's SYNTHETIC day-ahead carbon forecast error: a seeded, zero-mean Gaussian relative
+#: error whose spread grows with lead time, ``FORECAST_ERROR_SD_AT_0 + FORECAST_ERROR_SD_PER_HOUR
+#: x lead hours`` (2 % for the next hour, about 8 % at 20 hours), clipped to
+#: ``FORECAST_ERROR_CLIP``. Only carbon intensity gets an error; price and on-site solar are
+#: forecast exactly (the demo's booking keeps the plan's solar share, see ``demo_report``).
+FORECAST_ERROR_SEED = 13
+FORECAST_ERROR_SD_AT_0 = 0.02
+FORECAST_ERROR_SD_PER_HOUR = 0.003
+FORECAST_ERROR_CLIP = 0.15
+
+
+def forecast_of(
+    actuals: Mapping[tuple[str, datetime], SlotSignal], issued_at: datetime
+) -> dict[tuple[str, datetime], SlotSignal]:
+    """The SYNTHETIC forecast the demo's plan uses: the scripted actuals with a seeded error.
+
+    Deterministic for a given night: the error of each (site, slot) comes from a generator
+    seeded with ``FORECAST_ERROR_SEED``, the site and the slot's lead hour after ``issued_at``.
+
+    Returns:
+        The same keys as ``actuals``; carbon intensity off by the error, everything else equal.
+    """
+    out: dict[tuple[str, datetime], SlotSignal] = {}
+    for (site, t), sig in actuals.items():
+        lead = max(0.0, (t - issued_at) / timedelta(hours=1))
+        rng = random.Random(f"{FORECAST_ERROR_SEED}|{site}|{int(lead)}")
+        sd = FORECAST_ERROR_SD_AT_0 + FORECAST_ERROR_SD_PER_HOUR * lead
+        err = max(-FORECAST_ERROR_CLIP, min(FORECAST_ERROR_CLIP, rng.gauss(0.0, sd)))
+        out[(site, t)] = replace(sig, carbon_g_per_kwh=round(sig.carbon_g_per_kwh * (1.0 + err), 1))
+    return out
+
+
+def forecast_error_note(
+    forecast: Mapping[tuple[str, datetime], SlotSignal],
+    actuals: Mapping[tuple[str, datetime], SlotSignal],
+) -> str:
+    """One line on how the plan's carbon forecast missed the actuals ("" when they agree)."""
+    pct = [
+        abs(forecast[k].carbon_g_per_kwh - a.carbon_g_per_kwh) / a.carbon_g_per_kwh
+        for k, a in actuals.items()
+        if k in forecast and a.carbon_g_per_kwh > 0
+    ]
+    if not pct or max(pct) == 0:
+        return ""
+    return (
+        "CO2 also differs by the carbon forecast error: the plan used a SYNTHETIC forecast (the "
+        f"scripted night with a seeded error, mean absolute {100 * sum(pct) / len(pct):.1f} %, "
+        f"at most {100 * max(pct):.1f} %), the ledger books the night's actuals; the dashboard's "
+        "Forecasts tab (`gridshift demo --serve`) shows both"
+    )

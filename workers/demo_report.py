@@ -106,8 +106,12 @@ def print_outcome(
     plan_id: int | None,
     shards_run: int,
     wall_s: float,
+    forecast_note: str = "",
 ) -> int:
     """What ran and what the ledger booked, beside what the plan expected, per job.
+
+    ``forecast_note`` (printed under the table) says how the plan's forecast differed from
+    the actuals the ledger booked, if it did.
 
     Returns:
         0 when every batch completed, 1 otherwise.
@@ -157,6 +161,8 @@ def print_outcome(
         "far as the slot's solar has energy left after the shards booked before it; the rest "
         "is booked from the grid"
     )
+    if forecast_note:
+        echo(f"  {forecast_note}")
     market = "n/a" if total.co2_market_g is None else si(total.co2_market_g, "g")
     echo(
         f"ledger totals: IT energy {si(total.it_energy_kwh, 'kWh')}, facility "

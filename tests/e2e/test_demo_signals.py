@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -135,15 +135,28 @@ def test_explanations_and_workers_of_the_demo_night(demo_run: DemoRun) -> None:
         admin = create_api_key(s, "demo", admin=True)
         plain = create_api_key(s, "demo")
         jobs = {b.metadata_["gridshift_job"]: b.id for b in s.scalars(select(Batch)).all()}
+        plan = s.scalars(select(PlanRecord)).one()
     with TestClient(create_app(settings)) as client:
         auth = {"Authorization": f"Bearer {admin}"}
+        night = {"start": plan.horizon_start.isoformat(), "end": plan.horizon_end.isoformat()}
+        accuracy = client.get("/v1/forecasts/accuracy", params=night, headers=auth)
         why = {
             job: client.get(f"/v1/batches/{batch_id}/explain", headers=auth).json()
             for job, batch_id in jobs.items()
         }
         workers = client.get("/v1/workers", headers=auth)
         refused = client.get("/v1/workers", headers={"Authorization": f"Bearer {plain}"})
-    # Then the EU-only job is limited by residency (London's windy night was cleaner)
+    # Then the Forecasts view shows the plan's forecast against the night's actuals, every site,
+    # off by the seeded synthetic error (small, not nil: demo_night.forecast_of)
+    assert accuracy.status_code == 200, accuracy.text
+    sites = {x["site"]: x for x in accuracy.json()["sites"]}
+    assert sorted(sites) == sorted(s.name for s in load_sample_fleet().sites)
+    for x in sites.values():  # the replayed night (20 h) at least; no actual in the future
+        assert len(x["points"]) >= 20
+        assert max(datetime.fromisoformat(p["time"]) for p in x["points"]) < now_utc()
+        assert any(p["forecast"] != p["actual"] for p in x["points"])
+        assert 0 < x["mape_pct"] < 15
+    # and the EU-only job is limited by residency (London's windy night was cleaner)
     tickets = why["ticket-summaries"]
     assert tickets["limited_by"] == "residency" and "gb-london" in tickets["because"]
     # and the backlog ran where its site's own solar covers it, beside running at once
