@@ -184,6 +184,7 @@ OPERATIONS = [
     ("GET", "/v1/batches"),
     ("GET", "/v1/batches/{batch_id}"),
     ("POST", "/v1/batches/{batch_id}/cancel"),
+    ("GET", "/v1/batches/{batch_id}/explain"),
     ("GET", "/v1/fleet"),
     ("GET", "/v1/models"),
     ("GET", "/v1/models/{model_id}"),
