@@ -14,6 +14,7 @@ import typer
 COMMAND_MODULES = (
     "scheduler.commands.service",
     "scheduler.commands.planning",
+    "scheduler.commands.backtest",
     "scheduler.commands.intake",
     "scheduler.commands.keys",
     "scheduler.commands.batches",

@@ -1,0 +1,284 @@
+"""Replay a night hour by hour with the service's re-planning decision, then price it on actuals.
+
+At each step ``h`` the backtest knows only the forecast issues published by ``h``
+(``Vintages.known_at``) and the batches submitted by ``h``; it re-plans everything not yet run
+with ``scheduler.dispatch.replan.solve_checked`` (the function every service re-plan calls),
+commits the work of the slots that start before the next step, and goes on. The actuals are
+read only after the replay, to price what ran and the reference strategies:
+
+- ``bound``: the perfect-knowledge plan (every batch known in advance, planned on the actuals);
+- ``first_vintage``: one plan at the start on the first issue, every batch known in advance;
+- ``asap`` and ``carbon_greedy``: the contract's baselines on the actuals.
+
+Regret is a strategy's CO2 above the bound's, relative to the bound's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from scheduler.contract import build_problem, format_time
+from scheduler.contract.vintages import Vintages
+from scheduler.dispatch.replan import solve_checked
+from scheduler.domain import (
+    Assignment,
+    Fleet,
+    Objective,
+    Plan,
+    PlanningBatch,
+    PlanStatus,
+    PlanTotals,
+    SlotSignal,
+    Unplaced,
+)
+from scheduler.errors import InvalidInput
+from scheduler.optimizer.planner import plan_problem
+from scheduler.optimizer.validate import ValidationReport, price, validate_plan
+
+Signals = Mapping[tuple[str, datetime], SlotSignal]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One step of the replay: when, on which issue, what it saw and what it committed."""
+
+    at: datetime
+    vintage: datetime | None
+    batches_known: int
+    committed: int  # assignments committed at this step
+
+
+@dataclass(slots=True)
+class BacktestResult:
+    """The committed plan, its check on the actuals and every strategy's priced totals."""
+
+    committed: Plan
+    validation: ValidationReport
+    strategies: dict[str, dict[str, float]]
+    decisions: list[Decision] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """``result.json``: strategies with regret, the check and the decisions."""
+        return {
+            "strategies": self.strategies,
+            "committed_check": {
+                "ok": self.validation.ok,
+                "violations": self.validation.violations,
+            },
+            "decisions": [
+                {
+                    "at": format_time(d.at),
+                    "vintage": format_time(d.vintage) if d.vintage else None,
+                    "batches_known": d.batches_known,
+                    "committed": d.committed,
+                }
+                for d in self.decisions
+            ],
+        }
+
+
+def _remaining(batch: PlanningBatch, done: Sequence[Assignment]) -> PlanningBatch | None:
+    """What is left of ``batch`` after the committed ``done`` pieces (None when finished)."""
+    requests = batch.requests - sum(a.requests for a in done)
+    if requests <= 0:
+        return None
+    return dataclasses.replace(
+        batch,
+        requests=requests,
+        input_tokens=max(0.0, batch.input_tokens - sum(a.input_tokens for a in done)),
+        output_tokens=max(0.0, batch.output_tokens - sum(a.output_tokens for a in done)),
+    )
+
+
+def _horizon(known: Signals, fleet: Fleet, start: datetime, end: datetime) -> list[datetime]:
+    """The slots from ``start`` (before ``end``) for which every site has a known value."""
+    step = timedelta(minutes=fleet.slot_minutes)
+    out: list[datetime] = []
+    t = start
+    while t < end and all((s.name, t) in known for s in fleet.sites):
+        out.append(t)
+        t += step
+    return out
+
+
+def replay(
+    fleet: Fleet,
+    batches: Sequence[PlanningBatch],
+    vintages: Vintages,
+    start: datetime,
+    end: datetime,
+    *,
+    objectives: Sequence[Objective] | None = None,
+    tolerances: Sequence[float] | None = None,
+    step_slots: int = 1,
+    time_limit_s: float = 60.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[Assignment], list[Decision]]:
+    """Re-plan at every step from ``start`` to ``end``; return what ran and each decision.
+
+    Uses neither actuals nor any batch submitted after a step's time for that step.
+
+    Raises:
+        InvalidInput: a step at which no issue covers the first slot, or a bad batch.
+    """
+    step = timedelta(minutes=fleet.slot_minutes * step_slots)
+    steps = int((end - start) / step)
+    done: dict[str, list[Assignment]] = defaultdict(list)
+    committed: list[Assignment] = []
+    decisions: list[Decision] = []
+    for i in range(steps):
+        h = start + i * step
+        if progress is not None:
+            progress(i, steps)
+        known = {k: sig for k, (_, sig) in vintages.known_at(h).items()}
+        slots = _horizon(known, fleet, h, end)
+        if not slots:
+            raise InvalidInput(
+                f"no forecast issued by {format_time(h)} covers every site at that slot; "
+                "add an earlier issue or start the backtest later"
+            )
+        open_now = [
+            r
+            for b in batches
+            if b.submitted_at <= h and b.deadline > h
+            for r in [_remaining(b, done[b.id])]
+            if r is not None
+        ]
+        n_new = 0
+        if open_now:
+            inside = set(slots)
+            problem = build_problem(
+                fleet,
+                slots,
+                {k: known[k] for k in known if k[1] in inside},
+                open_now,
+                objectives,
+                tolerances,
+                time_limit_s=time_limit_s,
+            )
+            plan = solve_checked(problem, lambda p: plan_problem(p, baselines=False))
+            for a in plan.assignments:
+                if a.slot < h + step:
+                    done[a.batch].append(a)
+                    committed.append(a)
+                    n_new += 1
+        decisions.append(Decision(h, vintages.vintage_at(h), len(open_now), n_new))
+    if progress is not None:
+        progress(steps, steps)
+    return committed, decisions
+
+
+def _figures(totals: PlanTotals | Any, unplaced: int) -> dict[str, float]:
+    return {
+        "co2_g": float(totals.co2_g),
+        "cost": float(totals.cost),
+        "water_l": float(totals.water_l),
+        "delay_h": float(totals.delay_h),
+        "unplaced": float(unplaced),
+    }
+
+
+def backtest(
+    fleet: Fleet,
+    batches: Sequence[PlanningBatch],
+    vintages: Vintages,
+    actual_slots: Sequence[datetime],
+    actuals: Signals,
+    *,
+    objectives: Sequence[Objective] | None = None,
+    tolerances: Sequence[float] | None = None,
+    step_slots: int = 1,
+    time_limit_s: float = 60.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> BacktestResult:
+    """Replay over the actuals' span, then price the committed plan and the references.
+
+    Raises:
+        InvalidInput: as ``replay``, or batches the actual horizon cannot hold.
+    """
+    start = max(actual_slots[0], vintages.issue_times[0]) if vintages.issue_times else None
+    if start is None:
+        raise InvalidInput("the vintages file has no issue")
+    end = actual_slots[-1] + timedelta(minutes=fleet.slot_minutes)
+    committed, decisions = replay(
+        fleet,
+        batches,
+        vintages,
+        start,
+        end,
+        objectives=objectives,
+        tolerances=tolerances,
+        step_slots=step_slots,
+        time_limit_s=time_limit_s,
+        progress=progress,
+    )
+    slots = [t for t in actual_slots if t >= start]
+    real = build_problem(
+        fleet,
+        slots,
+        actuals,
+        list(batches),
+        objectives,
+        tolerances,
+        time_limit_s=time_limit_s,
+    )
+    ran = {a.batch for a in committed}
+    placed: dict[str, int] = defaultdict(int)
+    for a in committed:
+        placed[a.batch] += a.requests
+    missed = [b for b in batches if placed[b.id] < b.requests]
+    totals = price(real, committed).totals
+    plan = Plan(
+        status=PlanStatus.FEASIBLE,
+        objectives=real.objectives,
+        tolerances=real.tolerances,
+        totals=totals,
+        assignments=tuple(sorted(committed, key=lambda a: (a.slot, a.batch, a.site, a.pool))),
+        unplaced=tuple(
+            Unplaced(b.id, "not run by its deadline in the replay")
+            for b in missed
+            if b.id not in ran
+        ),
+        notes=(f"backtest: {len(decisions)} re-plans, committed work priced on the actuals",),
+    )
+    bound = plan_problem(real, baselines=True)
+    first = _first_vintage(
+        fleet, batches, vintages, start, end, objectives, tolerances, time_limit_s
+    )
+    strategies = {
+        "rolling": _figures(totals, len(missed)),
+        "bound": _figures(bound.totals, len(bound.unplaced)),
+        "first_vintage": _figures(price(real, first.assignments).totals, len(first.unplaced)),
+    }
+    for name, b in bound.baselines.items():
+        strategies[name] = _figures(b, b.unplaced)
+    best = strategies["bound"]["co2_g"]
+    for fig in strategies.values():
+        fig["regret_co2"] = (fig["co2_g"] - best) / best if best else 0.0
+    return BacktestResult(plan, validate_plan(real, plan), strategies, decisions)
+
+
+def _first_vintage(
+    fleet: Fleet,
+    batches: Sequence[PlanningBatch],
+    vintages: Vintages,
+    start: datetime,
+    end: datetime,
+    objectives: Sequence[Objective] | None,
+    tolerances: Sequence[float] | None,
+    time_limit_s: float,
+) -> Plan:
+    """One plan at ``start`` on the issues known then, every batch known in advance."""
+    known = {k: sig for k, (_, sig) in vintages.known_at(start).items()}
+    slots = _horizon(known, fleet, start, end)
+    inside = set(slots)
+    signals = {k: known[k] for k in known if k[1] in inside}
+    problem = build_problem(
+        fleet, slots, signals, list(batches), objectives, tolerances, time_limit_s=time_limit_s
+    )
+    return plan_problem(problem, baselines=False)
