@@ -33,6 +33,7 @@ from scheduler.store.tables import (
 )
 from workers.energy.base import EnergyMeter
 from workers.energy.estimate import booked_energy
+from workers.energy.window import begin_safely, window_energy
 from workers.engine_cache import EngineCache
 from workers.heartbeat import Heartbeat
 from workers.ledger import (
@@ -198,13 +199,15 @@ def run_shard(
         pool = site.pool(shard.pool)
         model = fleet.model(shard.model)
         requests = read_requests(work.input_path, work.requests)
-        engine = engine_cache.get(pool.engine, model)
         meter = meter_factory(site, pool, model)
-        meter.begin()
+        meter_error = begin_safely(meter)
+        load_t0 = time.perf_counter()
+        engine = engine_cache.get(pool.engine, model)  # a model load is inside the window
+        load_s = time.perf_counter() - load_t0
         engine_t0 = time.perf_counter()
         results = run_requests(engine, requests, lease_lost=lambda: heartbeat.lost)
         engine_s = time.perf_counter() - engine_t0
-        measurement = meter.end()
+        measurement = window_energy(meter, meter_error, model, pool, engine_s + load_s, load_s)
     except LeaseLost:
         heartbeat.stop()
         return ShardOutcome(shard_id, "lost", claim.attempt)

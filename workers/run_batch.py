@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -281,6 +282,22 @@ def _report(sessions: Any, batch_id: str, echo: Echo) -> None:
     )
 
 
+class _Preload(threading.Thread):
+    """Load the run's model in the background; a failure is left for the shard to report."""
+
+    def __init__(self, cache: Any, fleet: Fleet) -> None:
+        super().__init__(name="gridshift-preload", daemon=True)
+        self.cache, self.fleet = cache, fleet
+        self.start()
+
+    def run(self) -> None:
+        pool = self.fleet.site(SITE).pool(POOL)
+        try:
+            self.cache.get(pool.engine, self.fleet.models[0])
+        except Exception as e:  # the shard's own load reports it with the shard's error
+            log.warning("loading the model ahead of the run failed: %s", e)
+
+
 def run_batch(
     settings: Settings,
     args: RunBatchArgs,
@@ -311,11 +328,17 @@ def run_batch(
     t0 = time.perf_counter()
     model_name = args.served_model_name or args.model
     fleet = run_fleet(args, model_name)
+    cache = engine_cache or EngineCache()
+    # The model loads (vLLM: seconds of process start-up, mostly waiting) while the store is
+    # migrated and the file validated; the first shard then finds it loaded.
+    loading = _Preload(cache, fleet)
     engine = make_engine(settings.resolved_database_url)
     upgrade(engine)
     sessions = session_factory(engine)
-    batch_id = _submit(sessions, settings, fleet, args)
-    cache = engine_cache or EngineCache()
+    try:
+        batch_id = _submit(sessions, settings, fleet, args)
+    finally:
+        loading.join()
     runtime = WorkerRuntime(
         settings=settings,
         fleet=fleet,

@@ -254,8 +254,8 @@ class VLLMEngine:
             return
         llm, self._llm = self._llm, None
         self._source = self.model_name = None
-        try:  # stop vLLM's engine-core process now, not at interpreter exit
-            llm.llm_engine.engine_core.shutdown()
+        try:  # stop vLLM's engine-core process now (nothing is in flight between shards)
+            llm.llm_engine.engine_core.shutdown(timeout=0)
         except Exception:
             log.warning("vLLM engine shutdown failed", exc_info=True)
         del llm
