@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,8 @@ def build_meter(
     prefer: Sequence[str] = METER_KINDS,
     nvml: Any = None,
     rapl_root: Path = POWERCAP_ROOT,
+    shares: Mapping[int, float] | None = None,
+    notes: Sequence[str] = (),
 ) -> EnergyMeter:
     """Pick the best meter this machine offers; the choice travels as ``Measurement.method``.
 
@@ -51,6 +53,8 @@ def build_meter(
         prefer: Measured methods to try, in order (``nvml``, ``rapl``).
         nvml: NVML backend to use instead of ``pynvml`` (a replay in tests).
         rapl_root: The powercap directory to look for RAPL zones in.
+        shares: Per GPU, the fraction of its counter this worker owns (MIG instances).
+        notes: Said in NVML measurements' detail.
 
     Raises:
         EnergyMeterError: ``prefer`` names an unknown method.
@@ -64,7 +68,12 @@ def build_meter(
             from workers.energy.nvml import NvmlMeter, load_pynvml
 
             try:
-                return NvmlMeter(gpu_indices, nvml=nvml if nvml is not None else load_pynvml())
+                return NvmlMeter(
+                    gpu_indices,
+                    nvml=nvml if nvml is not None else load_pynvml(),
+                    shares=shares,
+                    notes=notes,
+                )
             except EnergyMeterError as e:
                 reasons.append(f"NVML: {e}")
         elif kind == "rapl":
@@ -87,8 +96,9 @@ def build_meter(
 def gpu_indices_for_pool(pool: Pool, gpus: int) -> list[int]:
     """NVML indices of the GPUs a worker of ``pool`` owns.
 
-    In order: the pool's ``engine.gpu_indices`` option; numeric ``CUDA_VISIBLE_DEVICES``
-    (NVML numbers GPUs like CUDA's default order); the first ``gpus`` GPUs. A pool of GPU type
+    In order: the pool's ``engine.gpu_indices`` option; numeric ``CUDA_VISIBLE_DEVICES`` (as
+    a first guess: ``meter_for_pool`` resolves every form of it by identity through NVML,
+    ``workers.energy.gpu_identity``); the first ``gpus`` GPUs. A pool of GPU type
     ``CPU``, or a ``transformers`` engine on ``device: cpu``, owns none.
     """
     options = pool.engine.options
@@ -128,6 +138,13 @@ def meter_for_pool(
     gpus = profile.gpus if profile else 1
     power_w = profile.power_w if profile else 0.0
     indices = list(gpu_indices) if gpu_indices is not None else gpu_indices_for_pool(pool, gpus)
+    shares: dict[int, float] = {}
+    notes: list[str] = []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    if gpu_indices is None and indices and visible and "gpu_indices" not in pool.engine.options:
+        found = _by_identity(visible, nvml)  # UUIDs, MIG instances, CUDA vs NVML order
+        if found is not None:
+            indices, shares, notes = found
     return build_meter(
         indices,
         profile_power_w=power_w,
@@ -135,4 +152,35 @@ def meter_for_pool(
         prefer=prefer,
         nvml=nvml,
         rapl_root=rapl_root,
+        shares=shares,
+        notes=notes,
     )
+
+
+def _by_identity(visible: str, nvml: Any) -> tuple[list[int], dict[int, float], list[str]] | None:
+    """NVML indices, shares and notes of ``CUDA_VISIBLE_DEVICES``; None when NVML is absent."""
+    from workers.energy.gpu_identity import resolve_visible
+    from workers.energy.nvml import load_pynvml
+
+    try:
+        backend = nvml if nvml is not None else load_pynvml()
+        backend.nvmlInit()
+        try:
+            bindings = resolve_visible(
+                visible, backend, device_order=os.environ.get("CUDA_DEVICE_ORDER", "")
+            )
+        finally:
+            backend.nvmlShutdown()
+    except EnergyMeterError as e:
+        log.warning("GPUs of CUDA_VISIBLE_DEVICES=%s not resolved by identity: %s", visible, e)
+        return None
+    except Exception as e:  # NVML itself failing: build_meter reports it with the reasons
+        log.warning("NVML could not list GPUs (%s)", e)
+        return None
+    indices: list[int] = []
+    shares: dict[int, float] = {}
+    for b in bindings:
+        if b.index not in shares:
+            indices.append(b.index)
+        shares[b.index] = min(1.0, shares.get(b.index, 0.0) + b.share)
+    return indices, shares, [b.note for b in bindings if b.note]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from scheduler.domain import MeasurementMethod
@@ -57,6 +57,8 @@ class NvmlMeter:
         sample_interval_s: float = 0.1,
         sample_in_thread: bool = True,
         max_power_w_per_gpu: float = 3000.0,
+        shares: Mapping[int, float] | None = None,
+        notes: Sequence[str] = (),
     ) -> None:
         """Initialise NVML and find out, per GPU, whether its energy counter works.
 
@@ -68,6 +70,9 @@ class NvmlMeter:
             sample_in_thread: Sample in a background thread (replays call ``poll`` instead).
             max_power_w_per_gpu: A counter delta implying more than this is treated as a
                 counter reset (driver reload) and refused rather than booked.
+            shares: Per GPU index, the fraction of its energy this worker owns (a MIG
+                instance: its memory share of the whole-GPU counter); 1 when absent.
+            notes: Said in every measurement's detail (MIG apportioning, ambiguous indices).
 
         Raises:
             EnergyMeterError: NVML cannot be initialised, a GPU index is invalid, or a GPU
@@ -81,6 +86,8 @@ class NvmlMeter:
         self.sample_in_thread = sample_in_thread
         self.max_power_w_per_gpu = max_power_w_per_gpu
         self.gpu_indices = tuple(gpu_indices)
+        self.shares = {i: min(1.0, max(0.0, float(v))) for i, v in (shares or {}).items()}
+        self.notes = tuple(n for n in notes if n)
         self._call("nvmlInit")
         self._handles = {i: self._call("nvmlDeviceGetHandleByIndex", i) for i in self.gpu_indices}
         self.counter_gpus: tuple[int, ...] = tuple(
@@ -185,6 +192,7 @@ class NvmlMeter:
                     )
                 per_gpu_mj[i] = float(delta)
             self._t0_s = None
+        per_gpu_mj = {i: mj * self.shares.get(i, 1.0) for i, mj in per_gpu_mj.items()}
         total_mj = sum(per_gpu_mj.values())
         parts = []
         if self.counter_gpus:
@@ -194,7 +202,7 @@ class NvmlMeter:
                 f"power sampled every {self.sample_interval_s:g} s on GPU "
                 f"{','.join(map(str, self.sampled_gpus))} (no energy counter)"
             )
-        detail = "NVML " + "; ".join(parts) + f"; {total_mj / 1000.0:.1f} J"
+        detail = "NVML " + "; ".join([*parts, *self.notes]) + f"; {total_mj / 1000.0:.1f} J"
         return Measurement(
             energy_kwh=total_mj / MJ_PER_KWH,
             duration_s=duration_s,

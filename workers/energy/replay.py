@@ -5,6 +5,8 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
 
 from workers.energy.base import Measurement
 from workers.energy.nvml import COUNTER_MODULUS_MJ, NVML_ERROR_NOT_SUPPORTED, NvmlMeter
@@ -62,12 +64,18 @@ class GpuTrace:
     ``readings`` are ``(t_s, energy_mj)`` with strictly increasing ``t_s``; between readings
     the counter is linear, so power is the slope of the current segment. ``counter_supported``
     False replays a pre-Volta GPU (counter calls fail with NOT_SUPPORTED, power still works);
-    ``counter_offset_mj`` shifts the raw counter, modulo 2**64, to replay a wrap.
+    ``counter_offset_mj`` shifts the raw counter, modulo 2**64, to replay a wrap. ``uuid``,
+    ``name``, ``memory_bytes`` and ``mig`` give the GPU an identity (default uuid
+    ``GPU-replay-<index>``) for ``CUDA_VISIBLE_DEVICES`` resolution.
     """
 
     readings: Sequence[tuple[float, float]]
     counter_supported: bool = True
     counter_offset_mj: int = 0
+    uuid: str = ""
+    name: str = "NVIDIA H100 80GB HBM3"
+    memory_bytes: int = 80 * 2**30
+    mig: Sequence[tuple[str, int]] = ()  # MIG instances: (uuid, memory bytes)
 
     def __post_init__(self) -> None:
         """Check the readings are usable."""
@@ -149,6 +157,34 @@ class ReplayNvml:
     def nvmlDeviceGetPowerUsage(self, handle: int) -> int:
         """Current power in mW."""
         return int(round(self.traces[handle].power_mw(self.clock())))
+
+    def nvmlDeviceGetUUID(self, handle: Any) -> str:
+        """The GPU's (or a MIG instance's) UUID."""
+        if isinstance(handle, tuple):
+            return self.traces[handle[1]].mig[handle[2]][0]
+        return self.traces[handle].uuid or f"GPU-replay-{handle}"
+
+    def nvmlDeviceGetName(self, handle: int) -> str:
+        """The GPU's model name."""
+        return self.traces[handle].name
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, handle: int) -> int:
+        """MIG slots; a GPU without MIG answers NOT_SUPPORTED, as NVML does."""
+        if not self.traces[handle].mig:
+            raise ReplayNvmlError(NVML_ERROR_NOT_SUPPORTED, "Not Supported")
+        return len(self.traces[handle].mig)
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: int, index: int) -> tuple[str, int, int]:
+        """A MIG instance's handle."""
+        if not 0 <= index < len(self.traces[handle].mig):
+            raise ReplayNvmlError(2, "Invalid Argument")
+        return ("mig", handle, index)
+
+    def nvmlDeviceGetMemoryInfo(self, handle: Any) -> SimpleNamespace:
+        """Total memory of a GPU or a MIG instance, in bytes."""
+        if isinstance(handle, tuple):
+            return SimpleNamespace(total=self.traces[handle[1]].mig[handle[2]][1])
+        return SimpleNamespace(total=self.traces[handle].memory_bytes)
 
 
 class ReplayMeter:
