@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 from dataclasses import dataclass, field
 
 import pytest
@@ -173,8 +173,8 @@ def test_completion_output_becomes_a_text_completion() -> None:
     assert body["choices"][0]["text"] == "abc"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed")
-def test_loading_without_vllm_says_how_to_install_it() -> None:
+def test_loading_without_vllm_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` now fails as if absent
     engine = build_engine(EngineConfig(kind="vllm", options={"gpu_memory_utilization": 0.85}))
     assert isinstance(engine, VLLMEngine)
     with pytest.raises(EngineError, match=r"pip install 'gridshift\[gpu\]'"):
