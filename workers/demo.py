@@ -85,6 +85,11 @@ def _collect(
 
 
 DEMO_PROVIDER = "demo"
+#: The demo's tiny model context, in tokens. Its 512-token BPE reads about 1.5 characters per
+#: token, so the ``doc-embeddings`` job's documents (up to ~400 characters, about 275 tokens)
+#: need more than the builder's default 256; RoPE has no learned positions, so this costs no
+#: weights.
+DEMO_CONTEXT = 512
 #: The sample fleet's slot length (hourly), for "has this slot ended".
 SLOT = timedelta(hours=1)
 
@@ -254,10 +259,11 @@ def run_demo(
             "  note: GRIDSHIFT_DATABASE_URL is set, so `gridshift schedule` and `report` read "
             f"that store, not this one; unset it or set it to sqlite:///{db_path}"
         )
-    weights = build_tiny_model(root / "models" / "tiny-chat")
+    weights = build_tiny_model(root / "models" / "tiny-chat", max_position_embeddings=DEMO_CONTEXT)
     echo(
-        f"model: a tiny random-weight Llama built at {weights} serves every model of the "
-        "sample fleet (outputs are gibberish; token counts and timings are real)"
+        f"model: a tiny random-weight Llama built at {weights} ({DEMO_CONTEXT}-token context) "
+        "serves every model of the sample fleet (outputs are gibberish; token counts and "
+        "timings are real)"
     )
 
     real_now = now_utc()

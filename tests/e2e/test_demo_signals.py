@@ -52,6 +52,7 @@ def test_demo_plan_moves_work_and_beats_both_baselines(
     # and the whole night is in the past, all completed, booked at its planned slots
     assert submitted < int(now_utc().timestamp())
     assert {b.status for b in batches} == {"completed"}
+    assert {b.request_failed for b in batches} == {0}  # every input fits the tiny model's context
     assert max(r.ended_at for r in ledger) <= now_utc()
     assert {(r.site, r.started_at.replace(minute=0, second=0, microsecond=0)) for r in ledger} <= {
         (a.site, a.slot_start) for a in rows
