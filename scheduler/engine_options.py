@@ -115,44 +115,41 @@ def engine_kinds_by_model(fleet: Fleet) -> dict[str, frozenset[str]]:
 
 
 class OptionCheck:
-    """Intake's per-line check: options no engine that could serve the line's model honours.
+    """Intake's per-line check: options some engine that may serve the line's model refuses.
 
-    Built once per batch; the common line (only options some engine of its model honours) costs
-    one set comparison.
+    Every pool that may serve a line must honour its options (the plan is free to place the
+    line on any of them), so a line is refused at intake unless every engine kind serving its
+    model honours it; a forwarding engine (``openai``) leaves the decision to its server. Built
+    once per batch; the common line costs one set comparison.
     """
 
     def __init__(self, kinds_by_model: Mapping[str, Iterable[str]]) -> None:
-        """Precompute, per model, the kinds and the union of the options they honour."""
+        """Precompute, per model, its checked kinds and the options all of them honour."""
         self._kinds: dict[str, tuple[str, ...]] = {}
         self._allowed: dict[str, frozenset[str] | None] = {}
         for model, kinds in kinds_by_model.items():
-            ks = tuple(sorted(kinds))
-            sets = [ENGINE_OPTIONS.get(k) for k in ks]
-            self._kinds[model] = ks
-            if not ks or any(s is None for s in sets):
-                self._allowed[model] = None  # unknown, or a forwarding engine: nothing to refuse
-            else:
-                self._allowed[model] = PASSIVE_KEYS.union(*[s for s in sets if s is not None])
+            checked = tuple(sorted(k for k in kinds if ENGINE_OPTIONS.get(k) is not None))
+            self._kinds[model] = checked
+            sets = [ENGINE_OPTIONS[k] or frozenset() for k in checked]
+            # None: unknown model, or only forwarding engines: nothing to refuse here
+            self._allowed[model] = (
+                PASSIVE_KEYS.union(frozenset.intersection(*sets)) if sets else None
+            )
 
     def problem(self, model: str, body: Mapping[str, Any]) -> tuple[str, str] | None:
-        """``(message, first refused option)`` when no engine of ``model`` honours ``body``."""
+        """``(message, first refused option)`` when an engine that may serve ``model`` refuses."""
         allowed = self._allowed.get(model)
-        if allowed is None:
+        if allowed is None or allowed.issuperset(body):
             return None
-        if allowed.issuperset(body) and len(self._kinds[model]) == 1:
-            return None
-        kinds = self._kinds[model]
-        if honouring_kinds(body, kinds):
-            return None
-        refused = refused_options(body, kinds[0])
-        others = [r for k in kinds[1:] for r in refused_options(body, k) if r not in refused]
-        names = refused + others
-        if not names:
-            return None
-        served = " or ".join(kinds)
+        lacking = {k: refused_options(body, k) for k in self._kinds[model]}
+        lacking = {k: v for k, v in lacking.items() if v}
+        if not lacking:
+            return None  # only neutral values
+        names = list(dict.fromkeys(n for v in lacking.values() for n in v))
         return (
-            f"option(s) {', '.join(repr(n) for n in names)} cannot be honoured by any engine that "
-            f"serves model {model!r} ({served}); remove them or send the line to a model served "
-            "by an engine that honours them (docs/workers.md lists the options of each engine)",
+            f"option(s) {', '.join(repr(n) for n in names)} not supported by an engine that may "
+            f"serve model {model!r} ({' or '.join(lacking)}); remove them or send the line to a "
+            "model whose pools all honour them (docs/workers.md lists the options of each "
+            "engine)",
             names[0],
         )

@@ -73,19 +73,25 @@ def test_intake_refuses_per_line_what_no_engine_of_the_model_honours() -> None:
         max_requests=100,
         options=OptionCheck(engine_kinds_by_model(_fleet())),
     )
-    # Then lines 1 and 3 are refused with their line numbers, the option and what to change
+    # Then lines 1, 3 and 5 are refused with their line numbers, the option and what to change
+    # (`auto` may be placed on the transformers pool, which cannot give logprobs)
     errors = {e.line: e for e in scan.errors}
-    assert sorted(errors) == [1, 3]
+    assert sorted(errors) == [1, 3, 5]
     assert errors[1].code == UNSUPPORTED_OPTION and errors[1].param == "body.logprobs"
-    assert "model 'small' (transformers)" in errors[1].message
+    assert "may serve model 'small' (transformers)" in errors[1].message
     assert "remove them" in errors[1].message
     assert errors[3].param == "body.tools"
-    # and the others are accepted (vLLM honours them; neutral values ask for nothing; `auto`
-    # may be placed on a vLLM pool)
-    assert scan.custom_ids == ["b", "d", "e"]
+    assert "may serve model 'auto' (transformers)" in errors[5].message
+    # and the others are accepted (vLLM honours them; neutral values ask for nothing)
+    assert scan.custom_ids == ["b", "d"]
 
 
-def test_a_forwarding_engine_refuses_nothing_at_intake() -> None:
-    check = OptionCheck({"m": ["openai", "transformers"]})
-    assert check.problem("m", {"logprobs": True, "tools": [{"x": 1}]}) is None
+def test_a_forwarding_engine_leaves_options_to_its_server() -> None:
+    only_forwarding = OptionCheck({"m": ["openai"]})
+    assert only_forwarding.problem("m", {"logprobs": True, "tools": [{"x": 1}]}) is None
     assert OptionCheck({"m": []}).problem("m", {"anything": 1}) is None
+    # beside a transformers pool, the transformers pool still decides what is refused
+    mixed = OptionCheck({"m": ["openai", "vllm"]})
+    assert mixed.problem("m", {"logprobs": True}) is None
+    problem = mixed.problem("m", {"tools": [{"x": 1}]})
+    assert problem is not None and problem[1] == "tools"
