@@ -36,15 +36,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from scheduler.config import Settings
 from scheduler.dispatch.fast_path import add_new_parts
 from scheduler.dispatch.plan_write import any_free
-from scheduler.dispatch.replan import (
-    Planner,
-    default_horizon_signals,
-    record_failure,
-    replan,
-    replan_trigger,
-)
+from scheduler.dispatch.replan import Planner, default_horizon_signals, replan
 from scheduler.dispatch.signals import HorizonSignals
 from scheduler.dispatch.slots import slots_between
+from scheduler.dispatch.triggers import record_failure, replan_trigger
 from scheduler.domain import Fleet, SlotSignal
 from scheduler.store.tables import PlanRecord, now_utc
 

@@ -23,9 +23,10 @@ from scheduler.dispatch.reconcile import (
     stale_queued,
     unqueue,
 )
-from scheduler.dispatch.replan import Planner, replan, replan_trigger
+from scheduler.dispatch.replan import Planner, replan
 from scheduler.dispatch.retention import RetentionReport, sweep_retention
 from scheduler.dispatch.signals import HorizonSignals
+from scheduler.dispatch.triggers import replan_trigger
 from scheduler.domain import BatchStatus, Fleet, ShardStatus
 from scheduler.intake.pending import validate_all_pending
 from scheduler.store.db import transaction
