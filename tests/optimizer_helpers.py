@@ -6,6 +6,7 @@ at 1,000 W (1 kWh); ``big`` (quality 0.9) needs two GPU-hours for the same token
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,12 @@ from scheduler.fleet import load_fleet, parse_fleet
 from scheduler.optimizer.problem import PlanningProblem
 
 T0 = datetime(2026, 11, 22, tzinfo=UTC)
+#: Real GB carbon forecasts at five issue times, with actuals (``GRIDSHIFT_SHARED_DIR`` or
+#: ``../shared``, as the ``shared_dir`` fixture).
+NESO = (
+    Path(os.environ.get("GRIDSHIFT_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
+    / "data/forecasts/gb_neso_carbon_intensity_2023-03"
+)
 HOUR = timedelta(hours=1)
 GPU_HOUR_TOKENS = 3600.0  # tokens of one GPU-hour of model "small"
 

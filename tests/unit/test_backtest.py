@@ -7,16 +7,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from optimizer_helpers import GPU_HOUR_TOKENS, SMALL, fleet, site
+from optimizer_helpers import GPU_HOUR_TOKENS, NESO, SMALL, fleet, site
 
 from scheduler.backtest import BacktestResult, backtest
 from scheduler.contract.vintages import Vintages
 from scheduler.domain import PlanningBatch, SlotSignal
 from scheduler.forecasts import uk_archive
 
-NESO = (
-    Path(__file__).resolve().parents[3] / "shared/data/forecasts/gb_neso_carbon_intensity_2023-03"
-)
 GB = fleet([site("gb")])
 T0 = datetime(2023, 3, 14, 4, tzinfo=UTC)
 HOUR = timedelta(hours=1)

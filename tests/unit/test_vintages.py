@@ -7,15 +7,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from optimizer_helpers import fleet, site
+from optimizer_helpers import NESO, fleet, site
 
 from scheduler.contract import read_forecasts
 from scheduler.contract.vintages import ceil_to_slot, read_vintages, write_vintages
 from scheduler.errors import InvalidInput
 from scheduler.forecasts import uk_archive
 
-NESO = Path(__file__).resolve().parents[3] / "shared" / "data" / "forecasts"
-NESO = NESO / "gb_neso_carbon_intensity_2023-03"
 GB = fleet([site("gb")])
 HEADER = "issued_at,time,site,carbon_g_per_kwh,price_per_kwh,renewable_kw\n"
 
