@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_shutdown
 
 from scheduler.config import Settings
 from workers.execute import describe
@@ -30,10 +31,26 @@ def runtime_for(settings: Settings, serves: tuple[str, str] | None = None) -> Wo
         return _runtime
 
 
+def close_runtime(**_: Any) -> None:
+    """Release the process's engine (vLLM's engine-core processes with it) at worker shutdown.
+
+    Connected to Celery's ``worker_shutdown`` signal: without it a stopped worker leaves
+    vLLM's engine-core and model-runner processes behind, holding the GPU (or CPU memory).
+    """
+    with _lock:
+        runtime = _runtime
+    if runtime is not None:
+        try:
+            runtime.engine_cache.close()
+        except Exception:  # shutting down anyway; say so and go on
+            log.warning("closing the engine at worker shutdown failed", exc_info=True)
+
+
 def register_tasks(app: Celery) -> None:
     """Register ``gridshift.run_shard`` and ``gridshift.tick`` on ``app``."""
     settings: Settings = app.gridshift_settings
     serves: tuple[str, str] | None = getattr(app, "gridshift_serves", None)
+    worker_shutdown.connect(close_runtime, weak=False)
 
     @app.task(name="gridshift.run_shard", acks_late=True, reject_on_worker_lost=True)
     def run_shard_task(shard_id: str) -> dict[str, Any]:

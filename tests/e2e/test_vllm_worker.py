@@ -62,6 +62,7 @@ def test_a_vllm_worker_completes_a_batch_through_the_api(
     with sessions() as s, s.begin():
         key = create_api_key(s, "e2e-vllm")
     worker = start_worker(settings, tmp_path / "worker.log")
+    children: list[int] = []
     try:
         with api_server(settings) as url:
             client = OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=30)
@@ -105,5 +106,29 @@ def test_a_vllm_worker_completes_a_batch_through_the_api(
                 x["response"]["body"]["usage"]["completion_tokens"] for x in out
             )
             assert totals.output_tokens == completion_tokens
+            children = _children(worker.pid)  # vLLM's engine-core process(es)
+            assert children
     finally:
         stop_worker(worker)
+    # and stopping the worker stops vLLM's processes too (none left holding memory)
+    wait_for(lambda: not [p for p in children if _alive(p)], 30, "vLLM's processes to exit")
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
