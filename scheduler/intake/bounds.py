@@ -11,3 +11,6 @@ from __future__ import annotations
 MAX_OUTPUT_TOKENS = 1 << 20
 # Width of an embedding vector a request may ask for.
 MAX_EMBEDDING_DIMENSIONS = 1 << 16
+# Completions (``n``) one request may ask for; the engines' default ``max_n`` is the same, so a
+# line intake accepts is never refused by a worker for its ``n``.
+MAX_CHOICES = 16

@@ -345,7 +345,8 @@ def part_rows(
     """One ``batch_parts`` row per model named in the file, with estimated token totals.
 
     Input tokens are prompt characters / 4; output tokens are max_tokens (or
-    ``default_max_tokens``) times the model's ``expected_output_fraction`` (for ``auto``: the
+    ``default_max_tokens``) times the request's ``n`` (each of its ``n`` completions may run to
+    max_tokens) times the model's ``expected_output_fraction`` (for ``auto``: the
     largest fraction among generation models meeting the floor, a conservative estimate;
     embeddings: none).
     """
@@ -353,10 +354,11 @@ def part_rows(
     requests = [0] * n
     input_tokens = [0] * n
     budget = [0] * n
-    for idx, tok, mt in zip(scan.model_index, scan.input_tokens, scan.max_tokens, strict=True):
+    columns = zip(scan.model_index, scan.input_tokens, scan.max_tokens, scan.choices, strict=True)
+    for idx, tok, mt, n in columns:
         requests[idx] += 1
         input_tokens[idx] += tok
-        budget[idx] += mt or default_max_tokens
+        budget[idx] += (mt or default_max_tokens) * n
     rows = []
     for idx, model in enumerate(scan.models):
         floor = scan.floors.get(model)  # set exactly for the auto parts

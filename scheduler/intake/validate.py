@@ -17,7 +17,7 @@ from typing import Any
 from scheduler.engine_options import OptionCheck
 from scheduler.errors import LineError
 from scheduler.intake.bodies import embedding_chars, response_chars
-from scheduler.intake.bounds import MAX_OUTPUT_TOKENS
+from scheduler.intake.bounds import MAX_CHOICES, MAX_OUTPUT_TOKENS
 from scheduler.intake.catalog import AUTO_MODEL, EMBEDDINGS, ModelCatalog, Resolved
 from scheduler.store.paging import storable
 
@@ -61,7 +61,15 @@ class ScanResult:
     The per-field properties return a new array each call: take them once, not per request.
     """
 
-    FIELDS = ("line_no", "byte_offset", "byte_len", "input_tokens", "max_tokens", "model_index")
+    FIELDS = (
+        "line_no",
+        "byte_offset",
+        "byte_len",
+        "input_tokens",
+        "max_tokens",
+        "model_index",
+        "choices",
+    )
 
     ints: array[int] = field(default_factory=lambda: array("q"))
     custom_ids: list[str] = field(default_factory=list)
@@ -105,6 +113,11 @@ class ScanResult:
     def model_index(self) -> array[int]:
         """Index into ``models`` of each request's model."""
         return self.column("model_index")
+
+    @property
+    def choices(self) -> array[int]:
+        """Completions each request asks for (its ``n``, 1 where unset or not generating)."""
+        return self.column("choices")
 
     @property
     def requests(self) -> int:
@@ -183,10 +196,10 @@ def _common(body: dict[str, Any], max_key: str) -> _Err | int:
                     f"body.{key}",
                 )
     n = body.get("n")
-    if n is not None and n != 1:
+    if n is not None and not (_positive_int(n) and n <= MAX_CHOICES):
         return (
             INVALID_VALUE,
-            f"n must be 1 (send separate requests for more), got {_show(n)}",
+            f"n must be a whole number from 1 to {MAX_CHOICES}, got {_show(n)}",
             "body.n",
         )
     if body.get("stream"):
@@ -449,7 +462,8 @@ def scan_lines(
             res.models.append(model)
             if resolved.floor is not None:
                 res.floors[model] = resolved.floor
-        extend((line_no, start, length, chars // 4 or 1, mt, idx))
+        n = obj["body"].get("n") if endpoint in (CHAT, COMPLETIONS) else None
+        extend((line_no, start, length, chars // 4 or 1, mt, idx, n or 1))
     res.custom_ids = list(seen)
     res.requested = list(requested)
     if res.error_count == 0 and not seen:

@@ -115,10 +115,11 @@ def test_a_json_schema_response_parses_against_its_schema(engine: VLLMEngine) ->
 
 def test_options_the_engine_cannot_honour_are_refused_not_dropped(engine: VLLMEngine) -> None:
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]
-    refused, biased = engine.run(
+    refused, biased, several = engine.run(
         [
             _req("tools", "hi", tools=tools),
             _req("bias", "hi", max_tokens=3, temperature=0, logit_bias={"42": 100}),
+            _req("n3", "hi", max_tokens=4, temperature=0.8, seed=3, n=3),
         ]
     )
     assert refused.status_code == 400 and refused.error is not None
@@ -127,6 +128,11 @@ def test_options_the_engine_cannot_honour_are_refused_not_dropped(engine: VLLMEn
     assert biased.status_code == 200 and biased.body is not None
     tokenizer = engine._llm.get_tokenizer()
     assert biased.body["choices"][0]["message"]["content"] == tokenizer.decode([42] * 3)
+    # n is honoured (SamplingParams.n): three indexed choices, usage summed over them
+    assert several.status_code == 200 and several.body is not None
+    assert [c["index"] for c in several.body["choices"]] == [0, 1, 2]
+    usage = several.body["usage"]
+    assert usage["completion_tokens"] == several.output_tokens and 3 <= several.output_tokens <= 12
 
 
 def test_run_batch_output_matches_vllms_own_run_batch(

@@ -6,7 +6,9 @@ import json
 
 from scheduler.engine_options import OptionCheck, engine_kinds_by_model
 from scheduler.fleet import parse_fleet
+from scheduler.intake.submit import part_rows
 from scheduler.intake.validate import UNSUPPORTED_OPTION, scan_lines
+from scheduler.store.tables import Batch
 
 CHAT = "/v1/chat/completions"
 
@@ -95,3 +97,37 @@ def test_a_forwarding_engine_leaves_options_to_its_server() -> None:
     assert mixed.problem("m", {"logprobs": True}) is None
     problem = mixed.problem("m", {"tools": [{"x": 1}]})
     assert problem is not None and problem[1] == "tools"
+
+
+def test_n_is_honoured_by_every_engine_and_counted_in_the_output_estimate() -> None:
+    # Given lines asking for several completions of models served by transformers, vLLM and
+    # `auto`, and one asking for more than an engine returns
+    fleet = _fleet()
+    lines = [
+        _line("a", "small", n=3, max_tokens=10),
+        _line("b", "big", n=2, max_tokens=10),
+        _line("c", "auto", n=4, max_tokens=10),
+        _line("d", "small", max_tokens=10),
+        _line("e", "big", n=17, max_tokens=10),
+    ]
+    scan = scan_lines(
+        lines,
+        endpoint=CHAT,
+        models={"small", "big"},
+        min_quality=0.5,
+        max_requests=100,
+        options=OptionCheck(engine_kinds_by_model(fleet)),
+    )
+    # Then n is no refused option on any engine; only the out-of-range n is a line error
+    assert scan.custom_ids == ["a", "b", "c", "d"]
+    [error] = scan.errors
+    assert (error.line, error.param) == (5, "body.n") and "1 to 16" in error.message
+    assert scan.choices.tolist() == [3, 2, 4, 1]
+    # and the planner's output estimate counts every completion: max_tokens x n x fraction
+    batch = Batch(id="batch_n", endpoint=CHAT)
+    rows = {r["model"] or "auto": r for r in part_rows(batch, scan, fleet, 256)}
+    fraction = {m.name: m.expected_output_fraction for m in fleet.models}
+    assert rows["small"]["output_tokens"] == (30 + 10) * fraction["small"]
+    assert rows["big"]["output_tokens"] == 20 * fraction["big"]
+    assert rows["auto"]["output_tokens"] == 40 * max(fraction.values())
+    assert all(r["tokens_estimated"] for r in rows.values())

@@ -157,6 +157,29 @@ def test_n_choices_are_returned_and_counted(engine: TransformersEngine) -> None:
     assert second[0].body is not None and second[0].body["choices"] == body["choices"]
 
 
+def test_chat_n_choices_batched_with_others_sum_their_usage(engine: TransformersEngine) -> None:
+    # Given unseeded sampled chat requests asking for two and one choices, batched together,
+    # and a greedy one asking for two
+    requests = [
+        chat("two", "Plan the night shift", max_tokens=5, temperature=0.8, n=2),
+        chat("one", "Plan the day shift", max_tokens=5, temperature=0.8),
+        chat("greedy", "Plan the night shift", max_tokens=5, temperature=0, n=2),
+    ]
+    # When they run
+    by_id = {r.custom_id: r for r in engine.run(requests)}
+    # Then each has its n indexed choices and usage sums the completion tokens of all of them
+    for cid, n in (("two", 2), ("one", 1), ("greedy", 2)):
+        result = by_id[cid]
+        body = result.body
+        assert result.status_code == 200 and body is not None
+        assert [c["index"] for c in body["choices"]] == list(range(n))
+        assert body["usage"]["completion_tokens"] == result.output_tokens
+        assert n <= result.output_tokens <= 5 * n
+    greedy = by_id["greedy"].body
+    assert greedy is not None
+    assert greedy["choices"][0]["message"] == greedy["choices"][1]["message"]
+
+
 def test_stop_sequence_cuts_the_text_and_the_token_count(engine: TransformersEngine) -> None:
     # Given a greedy completion and the same one stopped at a string from its own output
     [free] = engine.run(

@@ -79,7 +79,9 @@ def scan(
         (chat("ts", temperature="hot"), v.INVALID_VALUE, "body.temperature"),
         (chat("tp", top_p=1.5), v.INVALID_VALUE, "body.top_p"),
         (chat("pp", presence_penalty=-3), v.INVALID_VALUE, "body.presence_penalty"),
-        (chat("n", n=2), v.INVALID_VALUE, "body.n"),
+        (chat("n", n=0), v.INVALID_VALUE, "body.n"),
+        (chat("nb", n=17), v.INVALID_VALUE, "body.n"),
+        (chat("nf", n=2.0), v.INVALID_VALUE, "body.n"),
         (chat("s", stream=True), v.INVALID_VALUE, "body.stream"),
     ],
 )

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from scheduler.errors import InvalidInput
+from scheduler.intake.bounds import MAX_CHOICES
 from workers.engines.base import EngineResult
 
 CHAT_URL = "/v1/chat/completions"
@@ -88,7 +89,7 @@ def _integer(body: Mapping[str, Any], key: str, lo: int, hi: int | None = None) 
     return value
 
 
-def parse_options(body: Mapping[str, Any], *, max_n: int = 16) -> GenerationOptions:
+def parse_options(body: Mapping[str, Any], *, max_n: int = MAX_CHOICES) -> GenerationOptions:
     """Validate and extract the sampling options of a chat or completions body.
 
     ``max_completion_tokens`` wins over ``max_tokens``; ``stop`` may be a string or a list of

@@ -11,6 +11,7 @@ from typing import Any
 
 from scheduler.engine_options import refusal_message, refused_options
 from scheduler.errors import EngineError, InvalidInput
+from scheduler.intake.bounds import MAX_CHOICES
 from workers.engines.base import EngineRequest, EngineResult, free_cuda_memory
 from workers.engines.openai_shapes import (
     Choice,
@@ -74,7 +75,7 @@ class TransformersEngine:
         dtype: str = "auto",
         max_batch_size: int = 8,
         default_max_tokens: int = 256,
-        max_n: int = 8,
+        max_n: int = MAX_CHOICES,
         max_model_len: int | None = None,
         local_files_only: bool | None = None,
     ) -> None:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from scheduler.engine_options import refusal_message, refused_options
 from scheduler.errors import EngineError, InvalidInput, LeaseLost
+from scheduler.intake.bounds import MAX_CHOICES
 from workers.engines.base import EngineRequest, EngineResult, free_cuda_memory
 from workers.engines.openai_shapes import (
     Choice,
@@ -165,7 +166,7 @@ class VLLMEngine:
         self,
         *,
         default_max_tokens: int | None = None,
-        max_n: int = 16,
+        max_n: int = MAX_CHOICES,
         window: int | None = None,
         **llm_options: Any,
     ) -> None:

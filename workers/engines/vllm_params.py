@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from scheduler.errors import InvalidInput
+from scheduler.intake.bounds import MAX_CHOICES
 from workers.engines.openai_shapes import Endpoint, GenerationOptions, parse_options
 
 MAX_TOP_LOGPROBS = 20
@@ -122,7 +123,7 @@ def sampling_kwargs(
     *,
     max_tokens: int,
     vocab_size: int,
-    max_n: int = 16,
+    max_n: int = MAX_CHOICES,
     options: GenerationOptions | None = None,
 ) -> dict[str, Any]:
     """Map every option of a chat or completions body to ``vllm.SamplingParams`` keywords.
