@@ -6,6 +6,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import and_, or_, select, update
@@ -42,7 +43,7 @@ from scheduler.optimizer.attribution import BatchFigures, baseline_by_batch, sum
 from scheduler.optimizer.baselines import BASELINES
 from scheduler.optimizer.coverage import check_coverage
 from scheduler.optimizer.pricing import PricedPiece, price_problem
-from scheduler.optimizer.problem import FixedLoad, PlanningProblem
+from scheduler.optimizer.problem import FixedLoad, PlanningProblem, WarmCell
 from scheduler.store.db import transaction
 from scheduler.store.tables import (
     AssignmentRecord,
@@ -267,6 +268,25 @@ def build_problem(
     return problem, free, deferred
 
 
+def current_cells(s: Session) -> tuple[WarmCell, ...]:
+    """The ``(part, site, pool, model, slot)`` cells of the plan in force (a warm start)."""
+    rows = s.execute(
+        select(
+            AssignmentRecord.part_id,
+            AssignmentRecord.site,
+            AssignmentRecord.pool,
+            AssignmentRecord.model,
+            AssignmentRecord.slot_start,
+        )
+        .join(PlanRecord, PlanRecord.id == AssignmentRecord.plan_id)
+        .where(PlanRecord.is_current.is_(True))
+    ).all()
+    return tuple(
+        (part, site, pool, model, t if t.tzinfo else t.replace(tzinfo=UTC))
+        for part, site, pool, model, t in rows
+    )
+
+
 def _assignment_row(
     problem: PlanningProblem,
     plan_id: int,
@@ -359,6 +379,8 @@ def replan(
     with factory() as s:
         states = budget_states(s, fleet, now)
         problem, free, deferred = build_problem(s, settings, fleet, now, signals_for, states)
+        if problem is not None:
+            problem = replace(problem, warm_cells=current_cells(s))
     if problem is None:
         return None
     t1 = time.perf_counter()

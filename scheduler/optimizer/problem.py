@@ -23,6 +23,10 @@ class FixedLoad:
     facility_kwh: float
 
 
+#: ``(batch, site, pool, model, slot)`` of one placement of a plan, a warm-start hint.
+WarmCell = tuple[str, str, str, str, datetime]
+
+
 @dataclass(frozen=True, slots=True)
 class PlanningProblem:
     """A planning instance: fleet, per-(site, slot) signals, batches and the objective order.
@@ -47,6 +51,11 @@ class PlanningProblem:
         max_quality: optional ceiling on the quality of models chosen for ``min_quality``
             batches (carbon-budget tiers forbid larger models); never below the batch's floor.
         max_quality_by_batch: per-batch ceilings (by batch id), overriding ``max_quality``.
+        warm_cells: optional warm start, the ``(batch, site, pool, model, slot)`` cells of the
+            plan in force (``WarmCell``). Column generation (``highs-colgen``) adds the cells
+            that still exist to its seed columns; the other backends load every cell anyway
+            and ignore it. It only changes where the search starts, never the optimum: a
+            warm-started plan reaches the same stage values within the stage tolerances.
     """
 
     fleet: Fleet
@@ -63,6 +72,7 @@ class PlanningProblem:
     total_time_limit_s: float | None = None
     max_quality: float | None = None
     max_quality_by_batch: Mapping[str, float] = field(default_factory=dict)
+    warm_cells: tuple[WarmCell, ...] = ()
 
     @property
     def slot_delta(self) -> timedelta:

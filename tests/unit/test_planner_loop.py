@@ -174,6 +174,42 @@ def test_replanning_an_unchanged_store_keeps_every_shard_and_request_row(
     assert any("0 new shards" in n and "0 request rows" in n for n in notes or []), notes
 
 
+def test_a_full_replan_is_warm_started_from_the_plan_in_force(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    # Given two batches planned once
+    h = _harness(settings, sessions, tmp_path)
+    for k in "ab":
+        h.submit([chat_line(f"{k}{i}") for i in range(4)], tmp=tmp_path)
+    h.tick(T0)
+    with h.sessions() as s:
+        rows = s.execute(
+            select(
+                AssignmentRecord.part_id,
+                AssignmentRecord.site,
+                AssignmentRecord.pool,
+                AssignmentRecord.model,
+                AssignmentRecord.slot_start,
+            )
+            .join(PlanRecord, PlanRecord.id == AssignmentRecord.plan_id)
+            .where(PlanRecord.is_current.is_(True))
+        ).all()
+    in_force = {(p, si, po, m, t.replace(tzinfo=t.tzinfo or UTC)) for p, si, po, m, t in rows}
+    assert in_force
+    seen: list[PlanningProblem] = []
+
+    def planner(problem: PlanningProblem) -> Plan:
+        seen.append(problem)
+        return default_planner(problem)
+
+    # When the planner re-plans everything one slot later
+    loop = _loop(h, T0 + timedelta(hours=1), planner)
+    assert loop.step() is not None
+    # Then the full re-plan's problem carries the plan in force's cells as its warm start
+    assert seen
+    assert set(seen[-1].warm_cells) == in_force
+
+
 def test_superseded_assignments_are_compacted_after_the_retention(
     settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:

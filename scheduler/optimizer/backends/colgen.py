@@ -138,7 +138,7 @@ class ColumnGenerationBackend:
     def _run(self, time_limit_s: float) -> RunResult:
         started = time.perf_counter()
         if not self._in.any():
-            self._add(self._seed())
+            self._add(np.union1d(self._seed(), warm_columns(self._m)))
         self._snapshot = None  # an answer is only taken from a master solved in THIS run
         bound = -math.inf
         for _ in range(_MAX_ROUNDS):
@@ -436,6 +436,39 @@ class ColumnGenerationBackend:
             )
         obj = float(self._cost @ values)
         return RunResult(status, values, obj, message, bound=min(bound, obj))
+
+
+def warm_columns(model: LinearModel) -> npt.NDArray[np.int64]:
+    """The model's cell columns of ``problem.warm_cells`` (cells no longer in the model skipped).
+
+    Columns are laid out group by group, option by option, slot by slot (``build_model``), so
+    a cell's column is its (group, option) block's first column plus its slot's offset in the
+    group's window.
+    """
+    cells = model.problem.warm_cells
+    if not cells or model.n_x == 0:
+        return np.zeros(0, dtype=np.int64)
+    fleet = model.problem.fleet
+    group_of = {b.id: k for k, g in enumerate(model.groups) for b in g.members}
+    slot_of = {t: i for i, t in enumerate(model.problem.slots)}
+    block_start = np.searchsorted(model.col_gopt, np.arange(len(model.col_option)))
+    block: dict[tuple[int, str, str, str], int] = {}
+    for j, o in enumerate(model.col_option):
+        if block_start[j] >= model.n_x or model.col_gopt[block_start[j]] != j:
+            continue  # an option with an empty window has no columns
+        site = fleet.sites[o.site]
+        key = (int(model.col_group[block_start[j]]), site.name, site.pools[o.pool].name)
+        block[(*key, fleet.models[o.model].name)] = j
+    cols: list[int] = []
+    for batch, site_name, pool_name, model_name, slot in cells:
+        k, t = group_of.get(batch), slot_of.get(slot)
+        if k is None or t is None:
+            continue
+        b = block.get((k, site_name, pool_name, model_name))
+        g = model.groups[k]
+        if b is not None and g.slot_lo <= t < g.slot_hi:
+            cols.append(int(block_start[b]) + t - g.slot_lo)
+    return np.unique(np.array(cols, dtype=np.int64))
 
 
 def _rank_in_group(sorted_groups: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
