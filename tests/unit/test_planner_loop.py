@@ -183,18 +183,13 @@ def test_a_full_replan_is_warm_started_from_the_plan_in_force(
         h.submit([chat_line(f"{k}{i}") for i in range(4)], tmp=tmp_path)
     h.tick(T0)
     with h.sessions() as s:
-        rows = s.execute(
-            select(
-                AssignmentRecord.part_id,
-                AssignmentRecord.site,
-                AssignmentRecord.pool,
-                AssignmentRecord.model,
-                AssignmentRecord.slot_start,
+        current = s.scalars(select(PlanRecord).where(PlanRecord.is_current.is_(True))).one()
+        in_force = {
+            (a.part_id, a.site, a.pool, a.model, a.slot_start.replace(tzinfo=UTC))
+            for a in s.scalars(
+                select(AssignmentRecord).where(AssignmentRecord.plan_id == current.id)
             )
-            .join(PlanRecord, PlanRecord.id == AssignmentRecord.plan_id)
-            .where(PlanRecord.is_current.is_(True))
-        ).all()
-    in_force = {(p, si, po, m, t.replace(tzinfo=t.tzinfo or UTC)) for p, si, po, m, t in rows}
+        }
     assert in_force
     seen: list[PlanningProblem] = []
 
