@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from scheduler.domain import EngineSpec, ModelSpec
 from workers.engines.base import EngineConfig, InferenceEngine
@@ -21,6 +23,14 @@ def default_engine_factory(config: EngineConfig) -> InferenceEngine:
 
     engine: InferenceEngine = build_engine(config)
     return engine
+
+
+@dataclass(frozen=True, slots=True)
+class ModelLoad:
+    """One model load by the cache: which model and its wall time, waiting to be booked."""
+
+    model: str
+    seconds: float
 
 
 class EngineCache:
@@ -53,7 +63,9 @@ class EngineCache:
         self._engine: InferenceEngine | None = None
         self._engine_key: str | None = None
         self._model: str | None = None
+        self._load: ModelLoad | None = None
         self.swaps = 0
+        self.loads = 0
 
     @property
     def loaded_model(self) -> str | None:
@@ -80,10 +92,19 @@ class EngineCache:
             weights = self._weights.get(model.name, model.weights)
             if weights is None and self._builder is not None:
                 weights = self._weights[model.name] = self._builder(model)
+            t0 = time.perf_counter()
             self._engine.load(model.name, weights)
+            self._load = ModelLoad(model.name, time.perf_counter() - t0)
+            self.loads += 1
             self._model = model.name
         # /v1/responses runs on the engine's chat path (workers.engines.responses).
         return ResponsesAdapter(self._engine)
+
+    def take_load(self, model: str) -> ModelLoad | None:
+        """The load of ``model`` not booked yet, handed out once (None when already booked or
+        when the model loaded has since been swapped out: the first shard of a load books it)."""
+        load, self._load = self._load, None
+        return load if load is not None and load.model == model else None
 
     def close(self) -> None:
         """Release the engine and its model."""

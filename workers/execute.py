@@ -33,7 +33,7 @@ from scheduler.store.tables import (
 )
 from workers.energy.base import EnergyMeter
 from workers.energy.estimate import booked_energy
-from workers.energy.window import begin_safely, window_energy
+from workers.energy.window import begin_safely, model_load_energy, window_energy
 from workers.engine_cache import EngineCache
 from workers.heartbeat import Heartbeat
 from workers.ledger import (
@@ -202,8 +202,11 @@ def run_shard(
         meter = meter_factory(site, pool, model)
         meter_error = begin_safely(meter)
         load_t0 = time.perf_counter()
+        loads_before = engine_cache.loads
         engine = engine_cache.get(pool.engine, model)  # a model load is inside the window
         load_s = time.perf_counter() - load_t0
+        loaded_in_window = engine_cache.loads != loads_before
+        model_load = engine_cache.take_load(model.name)  # booked once, by this shard
         engine_t0 = time.perf_counter()
         results = run_requests(engine, requests, lease_lost=lambda: heartbeat.lost)
         engine_s = time.perf_counter() - engine_t0
@@ -261,6 +264,15 @@ def run_shard(
             energy = booked_energy(
                 measurement, profile, input_tokens=input_tokens, output_tokens=output_tokens
             )
+            load_energy = None
+            if model_load is not None:
+                energy, load_energy = model_load_energy(
+                    energy,
+                    measurement,
+                    load_s=model_load.seconds,
+                    in_window=loaded_in_window,
+                    profile=profile,
+                )
             allowance = renewable_allowance_kwh(
                 signal,
                 duration_s=measurement.duration_s,
@@ -321,6 +333,8 @@ def run_shard(
                     co2_marginal_g=values.co2_marginal_g,
                     market_basis=values.market_basis,
                     busy_estimate_kwh=energy.busy_estimate_kwh,
+                    model_load_kwh=load_energy.kwh if load_energy else None,
+                    model_load_method=load_energy.method if load_energy else None,
                     deviations=deviations(
                         planned,
                         site=site.name,

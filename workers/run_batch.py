@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import select
 
 from scheduler.config import Settings
-from scheduler.domain import Fleet, SlotSignal
+from scheduler.domain import Fleet, SlotSignal, is_estimate
 from scheduler.errors import InvalidInput
 from scheduler.store.tables import Batch, BatchRequest, File, LedgerEntry, Shard, now_utc
 
@@ -274,6 +274,13 @@ def _report(sessions: Any, batch_id: str, echo: Echo) -> None:
         f"ledger rows: {len(rows)}"
     )
     echo(f"energy: {kwh * 1000:.4f} Wh facility, {label} (method: {', '.join(methods)})")
+    loads = [r for r in rows if r.model_load_kwh is not None]
+    for r in loads:
+        how = "ESTIMATED" if is_estimate(r.model_load_method or "estimated") else "MEASURED"
+        echo(
+            f"  of which model load ({r.model}): {r.model_load_kwh * 1000:.4f} Wh IT, {how} "
+            f"(method: {r.model_load_method})"
+        )
     if label == "ESTIMATED" and kwh == 0:
         echo("  nothing could measure this machine and no --power-w was given: pass --power-w W")
     echo(

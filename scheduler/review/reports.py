@@ -98,6 +98,8 @@ GRIDSHIFT_COLUMNS: tuple[str, ...] = (
     "market_basis",
     "co2_marginal_g",
     "busy_estimate_kwh",
+    "model_load_kwh",
+    "model_load_method",
 )
 EMISSIONS_CSV_COLUMNS = CODECARBON_COLUMNS + GRIDSHIFT_COLUMNS
 
@@ -133,6 +135,8 @@ class EmissionsTotals:
     water_onsite_l: float
     water_offsite_l: float
     cost: float
+    model_load_kwh: float = 0.0  # IT energy of model loads, part of it_energy_kwh
+    estimated_model_load_kwh: float = 0.0  # the part of it that is an estimate
 
 
 def ledger_entries(
@@ -185,6 +189,12 @@ def emissions_totals(rows: Sequence[LedgerEntry]) -> EmissionsTotals:
         water_onsite_l=math.fsum(r.water_onsite_l for r in rows),
         water_offsite_l=math.fsum(r.water_offsite_l for r in rows),
         cost=math.fsum(r.cost for r in rows),
+        model_load_kwh=math.fsum(r.model_load_kwh or 0.0 for r in rows),
+        estimated_model_load_kwh=math.fsum(
+            r.model_load_kwh or 0.0
+            for r in rows
+            if r.model_load_method is not None and is_estimate(r.model_load_method)
+        ),
     )
 
 

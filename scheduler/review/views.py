@@ -304,6 +304,13 @@ class LedgerRow(BaseModel):
     water_onsite_l: float
     water_offsite_l: float
     cost: float
+    model_load_kwh: float | None = Field(
+        default=None,
+        description="IT energy of the model load this attempt booked (part of it_energy_kwh)",
+    )
+    model_load_method: str | None = Field(
+        default=None, description="measured-nvml | measured-rapl | estimated (the load's label)"
+    )
     planned_energy_kwh: float | None
     planned_co2_g: float | None
     planned_water_l: float | None

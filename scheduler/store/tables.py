@@ -353,6 +353,9 @@ class LedgerEntry(Base):
     market_basis: Mapped[str | None] = mapped_column(String(32))
     co2_marginal_g: Mapped[float | None] = mapped_column(Float)
     busy_estimate_kwh: Mapped[float | None] = mapped_column(Float)
+    # a model load booked on the first shard after it: part of it_energy_kwh, labelled
+    model_load_kwh: Mapped[float | None] = mapped_column(Float)
+    model_load_method: Mapped[str | None] = mapped_column(String(32))
     deviations: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime]
 

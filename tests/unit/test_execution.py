@@ -109,6 +109,13 @@ def test_batch_completes_with_one_output_line_per_request_and_one_ledger_row_per
     assert sorted(le.shard_id for le in ledger) == sorted(sh.id for sh in shards)
     assert sum(le.requests_done for le in ledger) == 7
     assert all(le.it_energy_kwh > 0 and le.energy_method for le in ledger)
+    # and each model load is booked once, on the first shard after it, labelled and inside
+    # that shard's IT energy
+    loaded = [le for le in ledger if le.model_load_kwh is not None]
+    assert len(loaded) == harness.runtime.engine_cache.loads >= 1
+    for le in loaded:
+        assert le.model_load_method in ("estimated", "measured-rapl", "measured-nvml")
+        assert 0 <= (le.model_load_kwh or 0) <= le.it_energy_kwh
     assert all(
         le.facility_energy_kwh == pytest.approx(le.it_energy_kwh * 1.2)
         for le in ledger

@@ -55,7 +55,20 @@ def test_a_shard_run_as_planned_books_its_planned_figures_exactly(
     rows = _run_with_estimates(echo_harness, tmp_path, 7, 5.0)
     # Then every row books its planned energy, CO2, water and cost to 1e-6, says nothing differs
     assert rows
+    # (the first shard after the model load also books the load, a labelled estimate the plan
+    # does not price: planned energy + the load's, and only that row)
+    loaded = [r for r in rows if r.model_load_kwh is not None]
+    assert len(loaded) == echo_harness.runtime.engine_cache.loads
+    for r in loaded:
+        assert r.model_load_method == "estimated"
+        assert r.planned_energy_kwh is not None
+        pue = echo_harness.fleet.site(r.site).pue
+        assert r.facility_energy_kwh == pytest.approx(
+            r.planned_energy_kwh + r.model_load_kwh * pue, rel=1e-6, abs=1e-12
+        )
     for r in rows:
+        if r.model_load_kwh is not None:
+            continue
         assert r.energy_method == "estimated-profile"
         assert r.busy_estimate_kwh is not None  # the second, busy-time estimate is kept
         assert r.planned_energy_kwh is not None and r.planned_co2_g is not None
@@ -82,7 +95,10 @@ def test_a_shard_with_more_tokens_than_planned_books_them_and_says_by_how_much(
     rows = _run_with_estimates(echo_harness, tmp_path, 3, 2.5)
     # Then the booked energy is the token model on the actual tokens (twice the plan's), with
     # the same renewable share as planned, so CO2 and water are off by the tokens' error only
+    # (the row that books the model load is checked in the test above)
     for r in rows:
+        if r.model_load_kwh is not None:
+            continue
         assert r.facility_energy_kwh == pytest.approx(2 * r.planned_energy_kwh, rel=1e-6)
         assert r.co2_location_g + r.embodied_co2_g == pytest.approx(2 * r.planned_co2_g, rel=1e-6)
         assert r.water_onsite_l + r.water_offsite_l == pytest.approx(
