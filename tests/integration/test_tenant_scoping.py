@@ -27,6 +27,8 @@ pytestmark = pytest.mark.integration
 
 # Routes outside the tenant API: static assets and the Prometheus scrape (fleet aggregates only).
 NOT_TENANT_DATA = re.compile(r"^/(dashboard|openapi\.json|docs|redoc)")
+# Fleet-wide routes that only admin keys may read (a tenant key gets 403).
+ADMIN_ONLY = {"/v1/fleet", "/v1/workers", "/v1/admin/keys"}
 
 
 def _pg_url() -> Iterator[str]:
@@ -95,19 +97,26 @@ def test_no_tenant_key_sees_another_tenants_batch_id_on_any_route(
     assert own and foreign
     headers = {"Authorization": f"Bearer {seeded.keys[tenant]}"}
     paths = _get_paths(client, own[:1] + foreign[:2])
+    plain_routes = set(_get_paths(client, []))
     assert any(p.startswith("/v1/plans") for p in paths)
-    answered_ok = 0
+    statuses: dict[str, int] = {}
     # When the tenant walks every route (its own ids and foreign ones in the path)
     for path in paths:
         response = client.get(path, headers=headers)
+        statuses[path] = response.status_code
         # Then nothing is a server error, and no answer names a foreign batch
         assert response.status_code < 500, (path, response.text[:300])
         # (a 404 may echo the id the caller itself put in the path: that is no leak)
         echo = path if response.status_code == 404 else ""
         leaked = [b for b in foreign if b in response.text and b not in echo]
         assert not leaked, f"{path} shows {tenant} the batches {leaked[:3]}"
-        answered_ok += response.status_code == 200
-    assert answered_ok >= len(paths) // 2  # the walk reached real answers, not only 404s
+    # And the walk reached real answers, not only refusals: every route without a path
+    # parameter answers (admin-only ones refuse with 403), and so does every route about the
+    # tenant's own batch
+    plain = {p: c for p, c in statuses.items() if p in plain_routes}
+    assert plain and all(c == 200 or p in ADMIN_ONLY and c == 403 for p, c in plain.items()), plain
+    mine = {p: c for p, c in statuses.items() if p.startswith(f"/v1/batches/{own[0]}")}
+    assert mine and all(c == 200 for c in mine.values()), mine
 
 
 def test_admin_key_sees_fleet_wide_plan_details(served: tuple[TestClient, Seeded]) -> None:
