@@ -384,6 +384,24 @@ class BaselineTotals:
 
 
 @dataclass(frozen=True, slots=True)
+class BindingRow:
+    """A binding limit of the LP stage that decided placement, with its shadow price.
+
+    ``kind`` is ``capacity`` (``site``, ``pool``, ``start`` = slot start), ``water`` (``site``,
+    ``start`` = UTC day) or ``carbon_cap`` (the budget); ``shadow_price`` is what one more
+    unit of the limit would save of ``objective`` (``unit``), read from the row's dual.
+    """
+
+    kind: str
+    objective: str
+    shadow_price: float
+    unit: str
+    site: str | None = None
+    pool: str | None = None
+    start: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """The planner's answer (``plan.json``)."""
 
@@ -398,3 +416,6 @@ class Plan:
     stage_optima: Mapping[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     fallback_signals: bool = False
+    #: Binding rows (non-zero duals) of the stage that decided placement; empty when the
+    #: backend gives no duals or that stage did not end optimal.
+    duals: tuple[BindingRow, ...] = ()

@@ -42,6 +42,7 @@ from scheduler.domain import (
 from scheduler.optimizer.attribution import BatchFigures, baseline_by_batch, sum_figures
 from scheduler.optimizer.baselines import BASELINES
 from scheduler.optimizer.coverage import check_coverage
+from scheduler.optimizer.duals import rows_json
 from scheduler.optimizer.pricing import PricedPiece, price_problem
 from scheduler.optimizer.problem import FixedLoad, PlanningProblem, WarmCell
 from scheduler.store.db import transaction
@@ -407,6 +408,7 @@ def replan(
             unplaced=[{"batch": u.batch, "reason": u.reason} for u in plan.unplaced] + deferred,
             stage_optima=dict(plan.stage_optima),
             notes=list(plan.notes) + states.notes(),
+            duals=rows_json(plan.duals),
             solve_s=plan.solve_s,
             fallback_signals=plan.fallback_signals
             or any(sig.fallback for sig in problem.signals.values()),

@@ -14,6 +14,7 @@ from scheduler.domain import Objective, Plan, PlanStatus, PlanTotals, Unplaced
 from scheduler.errors import PlanningError
 from scheduler.optimizer.aggregate import Candidate, candidates, group_candidates
 from scheduler.optimizer.backends import Backend, BudgetedBackend, make_backend
+from scheduler.optimizer.duals import binding_rows, dual_stage
 from scheduler.optimizer.extract import extract
 from scheduler.optimizer.model import HEADROOM, FloatArray, LinearModel, build_model
 from scheduler.optimizer.problem import PlanningProblem
@@ -131,6 +132,11 @@ def _plan(
             unplaced=tuple(unplaced),
             stage_optima={s.objective: s.value for s in lex.stages},
             notes=tuple(notes),
+            duals=(
+                binding_rows(problem, model, lex.row_duals, objectives[dual_stage(objectives)])
+                if lex.row_duals is not None
+                else ()
+            ),
         )
     if baselines:
         from scheduler.optimizer.baselines import compute_baselines

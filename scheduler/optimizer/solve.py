@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from scheduler.errors import PlanningError
 from scheduler.optimizer.backends.base import Backend, RunResult
+from scheduler.optimizer.duals import dual_stage
 from scheduler.optimizer.model import PLACED, FloatArray, LinearModel, lp_name
 
 
@@ -28,12 +29,17 @@ class StageOutcome:
 
 @dataclass(slots=True)
 class LexResult:
-    """Outcome of a lexicographic solve; ``values`` is the last stage's solution."""
+    """Outcome of a lexicographic solve; ``values`` is the last stage's solution.
+
+    ``row_duals`` are those of the stage that decides placement (carbon, else the first;
+    ``duals.dual_stage``) when that stage ended optimal on a backend with duals.
+    """
 
     status: str
     values: FloatArray | None
     stages: list[StageOutcome] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    row_duals: FloatArray | None = None
 
 
 def lex_bound(optimum: float, tolerance: float) -> float:
@@ -74,6 +80,7 @@ def solve_lexicographic(
         PlanningError: the solver failed without a usable answer in the first stage.
     """
     out = LexResult(status="optimal", values=None)
+    explain_stage = dual_stage(objectives)
     on_face: list[tuple[str, FloatArray, float]] = []  # pinned without a lex row
     for i, (name, tol) in enumerate(zip(objectives, tolerances, strict=True)):
         coef = model.objectives[name]
@@ -103,6 +110,8 @@ def solve_lexicographic(
             )
             break
         out.values = res.values
+        if i == explain_stage and res.status == "optimal":
+            out.row_duals = res.row_duals
         value = float(coef @ res.values)
         offset = model.offsets.get(name, 0.0)
         if res.status != "optimal":

@@ -222,6 +222,9 @@ class PlanRecord(Base):
     unplaced: Mapped[list[Any]]
     stage_optima: Mapped[dict[str, Any] | None]
     notes: Mapped[list[Any] | None]
+    #: binding LP rows of the stage that decided placement (``optimizer/duals.py``); None for
+    #: plans made before they were kept
+    duals: Mapped[list[Any] | None]
     solve_s: Mapped[float] = mapped_column(Float)
     fallback_signals: Mapped[bool] = mapped_column(Boolean, default=False)
     horizon_start: Mapped[datetime]

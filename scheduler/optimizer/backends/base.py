@@ -18,6 +18,9 @@ class RunResult:
     ``bound`` is a proven lower bound on the optimum of the problem solved (minimisation):
     equal to ``objective`` when the run is optimal, below it when a backend stopped early and
     can still prove how far it can be from the optimum, ``-inf`` when nothing is proven.
+    ``row_duals`` are the duals of the model's rows in ``LinearModel.row_names`` order (rows
+    added later, e.g. ``lex``, may follow) when the backend has them for an optimal run, as the
+    solver reports them (a binding ``<=`` row of a minimisation: negative); else ``None``.
     """
 
     status: str
@@ -25,6 +28,7 @@ class RunResult:
     objective: float
     message: str = ""
     bound: float = -math.inf
+    row_duals: FloatArray | None = None
 
 
 class Backend(Protocol):

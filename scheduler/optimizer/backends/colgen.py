@@ -69,6 +69,7 @@ class ColumnGenerationBackend:
         self._placement = False
         self._phase_one = False  # deciding placement: stop as soon as everything is placed
         self._snapshot: tuple[FloatArray, npt.NDArray[np.int64]] | None = None
+        self._snapshot_duals: FloatArray | None = None
         lp = highspy.HighsLp()
         lp.num_col_ = self._n_grid + n_g
         lp.num_row_ = model.n_rows
@@ -413,6 +414,9 @@ class ColumnGenerationBackend:
         """Keep the master's solution now: adding or deleting cells invalidates HiGHS's."""
         values = np.asarray(sol.col_value, dtype=np.float64)
         self._snapshot = (values, self._x_cols().copy())
+        self._snapshot_duals = (
+            np.asarray(sol.row_dual, dtype=np.float64)[: self._m.n_rows] if sol.dual_valid else None
+        )
 
     def _placed(self) -> bool:
         """Whether the last snapshot places every group completely (no artificial share)."""
@@ -435,7 +439,8 @@ class ColumnGenerationBackend:
                 f"{message}: no complete solution yet; raise time_limit_s or plan fewer batches"
             )
         obj = float(self._cost @ values)
-        return RunResult(status, values, obj, message, bound=min(bound, obj))
+        duals = self._snapshot_duals if status == "optimal" else None
+        return RunResult(status, values, obj, message, bound=min(bound, obj), row_duals=duals)
 
 
 def warm_columns(model: LinearModel) -> npt.NDArray[np.int64]:

@@ -61,11 +61,13 @@ class HighsBackend:
         st = self._h.getModelStatus()
         info = self._h.getInfo()
         has_primal = info.primal_solution_status == 2  # kSolutionStatusFeasible
-        values = np.array(self._h.getSolution().col_value) if has_primal else None
+        sol = self._h.getSolution()
+        values = np.array(sol.col_value) if has_primal else None
         obj = float(info.objective_function_value)
         text = self._h.modelStatusToString(st)
         if st == hs.HighsModelStatus.kOptimal:
-            return RunResult("optimal", values, obj, bound=obj)
+            duals = np.array(sol.row_dual) if sol.dual_valid else None
+            return RunResult("optimal", values, obj, bound=obj, row_duals=duals)
         if st == hs.HighsModelStatus.kModelEmpty:
             return RunResult("optimal", np.zeros(0), 0.0, bound=0.0)
         if st in (hs.HighsModelStatus.kInfeasible, hs.HighsModelStatus.kUnboundedOrInfeasible):

@@ -37,9 +37,11 @@ class PulpBackend:
         rows, cols, vals = model.a_index[order], cols[order], model.a_value[order]
         bounds = np.searchsorted(rows, np.arange(model.n_rows + 1))
         self._complete: list[pulp.LpConstraint] = []
+        self._rows: list[pulp.LpConstraint | None] = []  # model row order; None: an empty row
         for r in range(model.n_rows):
             a, b = bounds[r], bounds[r + 1]
             if a == b:
+                self._rows.append(None)
                 continue
             expr = pulp.LpAffineExpression(
                 [(self._vars[c], float(v)) for c, v in zip(cols[a:b], vals[a:b], strict=True)]
@@ -53,6 +55,7 @@ class PulpBackend:
             else:
                 con = pulp.LpConstraint(expr, pulp.LpConstraintGE, name, lo)
             self._prob += con
+            self._rows.append(con)
             if r < len(model.groups):
                 self._complete.append(con)
 
@@ -87,12 +90,19 @@ class PulpBackend:
             values = np.array([v.varValue or 0.0 for v in self._vars])
             obj = float(pulp.value(self._prob.objective) or 0.0)
             if sol == pulp.LpSolutionOptimal:
-                return RunResult("optimal", values, obj, bound=obj)
+                return RunResult("optimal", values, obj, bound=obj, row_duals=self._duals())
             return RunResult("feasible", values, obj, f"{self.name} stopped early")
         raise PlanningError(
             f"{self.name} ended with status {pulp.LpStatus[status]!r}; raise time_limit_s or "
             "check the fleet and forecasts"
         )
+
+    def _duals(self) -> FloatArray | None:
+        """The rows' ``pi`` (set by PuLP's HiGHS and CBC interfaces), or None if not set."""
+        pis = [0.0 if c is None else c.pi for c in self._rows]
+        if any(p is None for p in pis):
+            return None
+        return np.array(pis, dtype=np.float64)
 
     def restrict_to_optimal_face(self, objective_value: float) -> bool:
         """Not offered here: the lexicographic loop pins the stage with a ``lex`` row."""
