@@ -11,9 +11,15 @@ energy) and what limited it, checked in this order against the plan's own inputs
 - ``water cap`` / ``budget``: the plan's notes say a cap or a budget state bound it;
 - ``none``: it runs in the cleanest allowed slot (on-site solar counted).
 
-The figures come from the signals the plan used (the forecast cache) and the plan's stored
-assignments, not from the LP's duals: the planner does not keep them. A limitation, stated in
-the answer's ``basis``.
+Residency and deadline are checked first on the signals the plan used (the forecast cache):
+the LP has no rows for them (cells outside a window or the allowed sites are never built).
+Then, where the plan kept its LP duals (``plans.duals``), the batch did not get its cleanest
+allowed slot, and a binding capacity, water-cap or budget row touches its chosen cells or its
+next-best option, that row is the answer (``dual_reason.py``; ``basis`` is ``lp-duals``; after
+a residency or deadline answer it is added as "within its allowed sites and window").
+Otherwise (no duals touched; plans made before duals were kept, or by a backend or stage
+without them) the remaining checks run on the signals and stored assignments, and ``basis``
+says so.
 """
 
 from __future__ import annotations
@@ -26,13 +32,21 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scheduler.domain import Fleet
+from scheduler.review.dual_reason import DUALS_BASIS, dual_reason
 from scheduler.review.signals import site_signals
 from scheduler.review.units import si
 from scheduler.store.tables import AssignmentRecord, Batch, PlanRecord
 
 BASIS = (
-    "computed from the signals the plan used and its stored assignments (not from LP duals, "
-    "which the planner does not keep); intensities are grid carbon, CO2 figures ESTIMATED"
+    "computed from the signals the plan used and its stored assignments (this plan has no "
+    "stored LP duals: made before they were kept, or by a backend or stage without them); "
+    "intensities are grid carbon, CO2 figures ESTIMATED"
+)
+#: ``basis`` when the plan has duals but none of the rows they bind touches the batch.
+BASIS_DUALS_SILENT = (
+    "computed from the signals the plan used and its stored assignments (the LP's duals name "
+    "no binding capacity, water or budget row on its cells; deadline and residency have no LP "
+    "rows); intensities are grid carbon, CO2 figures ESTIMATED"
 )
 
 
@@ -148,6 +162,15 @@ def explain_batch(session: Session, fleet: Fleet, batch: Batch) -> Explanation:
     later = best(allowed, deadline, horizon_end, set())
     worst_got = effective if chosen else None
     notes = " ".join(plan.notes or []) if plan is not None and plan.notes else ""
+    basis = BASIS if plan is None or plan.duals is None else BASIS_DUALS_SILENT
+    cleanest = best(allowed, first, deadline, set())
+    # a batch wholly in its cleanest allowed slot was not limited, whatever binds there
+    moved = got is not None and cleanest is not None and got > cleanest.carbon_g_per_kwh + 1e-9
+    from_duals = dual_reason(
+        plan.duals if plan is not None and moved else None,
+        [(a.site, a.pool, a.slot_start.astimezone(UTC)) for a in rows],
+        (next_best.site, next_best.slot_start) if next_best is not None else None,
+    )
     if not rows:
         limited_by, because = "unplaced", "no plan placed it (yet)"
     elif outside is not None and worst_got is not None and outside.carbon_g_per_kwh < worst_got:
@@ -162,6 +185,8 @@ def explain_batch(session: Session, fleet: Fleet, batch: Batch) -> Explanation:
             f"a cleaner hour came after its deadline: {later.site} {later.slot_start:%a %H:%M} "
             f"UTC at {later.carbon_g_per_kwh:.0f} g/kWh"
         )
+    elif from_duals is not None:
+        (limited_by, because), basis = from_duals, DUALS_BASIS
     elif "water" in notes.lower():
         limited_by, because = "water cap", "the plan notes a binding water cap"
     elif "budget state" in notes.lower() and "normal" not in notes.lower():
@@ -175,6 +200,9 @@ def explain_batch(session: Session, fleet: Fleet, batch: Batch) -> Explanation:
         else:
             limited_by = "tolerance"
             because = "a cheaper or earlier option within the carbon objective's tolerance won"
+    if limited_by in ("residency", "deadline") and from_duals is not None:
+        # no LP row prices these (their cells are never built); within them, the duals speak
+        because += f"; within its allowed sites and window, {from_duals[1]}"
     if limited_by == "none" and effective is not None and got is not None and effective < got:
         because += (
             f"; on-site solar covers {100 * (1 - effective / got):.0f} % of its energy "
@@ -196,6 +224,7 @@ def explain_batch(session: Session, fleet: Fleet, batch: Batch) -> Explanation:
         limited_by=limited_by,
         because=because,
         summary=summary,
+        basis=basis,
     )
 
 
