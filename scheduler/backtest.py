@@ -7,6 +7,9 @@ commits the work of the slots that start before the next step, and goes on. The 
 read only after the replay, to price what ran and the reference strategies:
 
 - ``bound``: the perfect-knowledge plan (every batch known in advance, planned on the actuals);
+- ``rolling_known``: the same re-planning on the same issues, every batch known in advance
+  (windows still hold), so ``rolling - rolling_known`` is what arrivals cost and
+  ``rolling_known - bound`` what forecast error costs;
 - ``first_vintage``: one plan at the start on the first issue, every batch known in advance;
 - ``asap`` and ``carbon_greedy``: the contract's baselines on the actuals.
 
@@ -38,6 +41,7 @@ from scheduler.domain import (
 )
 from scheduler.errors import InvalidInput
 from scheduler.optimizer.planner import plan_problem
+from scheduler.optimizer.problem import FixedLoad
 from scheduler.optimizer.validate import ValidationReport, price, validate_plan
 
 Signals = Mapping[tuple[str, datetime], SlotSignal]
@@ -106,6 +110,54 @@ def _horizon(known: Signals, fleet: Fleet, start: datetime, end: datetime) -> li
     return out
 
 
+def _solve_at(
+    fleet: Fleet,
+    at: datetime,
+    first: datetime,
+    end: datetime,
+    vintages: Vintages,
+    open_now: Sequence[PlanningBatch],
+    fixed: Sequence[FixedLoad],
+    objectives: Sequence[Objective] | None,
+    tolerances: Sequence[float] | None,
+    time_limit_s: float,
+) -> Plan:
+    """One re-plan at ``at`` of ``open_now`` over the slots from ``first``, on issues known then.
+
+    The slot in progress is not offered to a batch submitted inside it (the contract's window
+    rule: a piece starts at or after ``submitted_at``, so the committed plan re-prices and
+    checks offline); the batches known before it may still take its free capacity.
+    """
+    known = {k: sig for k, (_, sig) in vintages.known_at(at).items()}
+    slots = _horizon(known, fleet, first, end)
+    if not slots:
+        raise InvalidInput(
+            f"no forecast issued by {format_time(at)} covers every site at "
+            f"{format_time(first)}; add an earlier issue or start the backtest later"
+        )
+    inside = set(slots)
+    problem = build_problem(
+        fleet,
+        slots,
+        {k: known[k] for k in known if k[1] in inside},
+        open_now,
+        objectives,
+        tolerances,
+        time_limit_s=time_limit_s,
+        fixed=tuple(fixed),
+    )
+    return solve_checked(problem, lambda p: plan_problem(p, baselines=False))
+
+
+def _as_fixed(pieces: Sequence[Assignment]) -> list[FixedLoad]:
+    """Committed pieces as the fixed loads a later re-plan of the same slots must respect."""
+    acc: dict[tuple[str, str, datetime], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for a in pieces:
+        acc[(a.site, a.pool, a.slot)][0] += a.gpu_hours
+        acc[(a.site, a.pool, a.slot)][1] += a.energy_kwh
+    return [FixedLoad(k[0], k[1], k[2], v[0], v[1]) for k, v in acc.items()]
+
+
 def replay(
     fleet: Fleet,
     batches: Sequence[PlanningBatch],
@@ -117,57 +169,65 @@ def replay(
     tolerances: Sequence[float] | None = None,
     step_slots: int = 1,
     time_limit_s: float = 60.0,
+    known_in_advance: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[Assignment], list[Decision]]:
     """Re-plan at every step from ``start`` to ``end``; return what ran and each decision.
 
-    Uses neither actuals nor any batch submitted after a step's time for that step.
+    At each step boundary ``h`` it re-plans every open batch over the slots from ``h`` and
+    commits the pieces of the slots before the next step. Batches submitted during a step are
+    planned when they arrive, as the service's ``new_batch`` re-plan does: one re-plan at the
+    step's last submission, over the slots from the one it falls in, around the work already
+    committed there (fixed loads). Uses neither actuals nor any batch submitted after a
+    decision's time for that decision. With ``known_in_advance`` every batch is known from the
+    start (its window still holds): the reference that separates arrivals from forecast error.
 
     Raises:
         InvalidInput: a step at which no issue covers the first slot, or a bad batch.
     """
-    step = timedelta(minutes=fleet.slot_minutes * step_slots)
+    slot = timedelta(minutes=fleet.slot_minutes)
+    step = slot * step_slots
     steps = int((end - start) / step)
     done: dict[str, list[Assignment]] = defaultdict(list)
     committed: list[Assignment] = []
     decisions: list[Decision] = []
+
+    def open_at(at: datetime) -> list[PlanningBatch]:
+        return [
+            r
+            for b in batches
+            if (known_in_advance or b.submitted_at <= at) and b.deadline > at
+            for r in [_remaining(b, done[b.id])]
+            if r is not None
+        ]
+
+    def decide(at: datetime, first: datetime, until: datetime) -> None:
+        open_now = open_at(at)
+        n_new = 0
+        if open_now:
+            fixed = _as_fixed([a for a in committed if first <= a.slot < until])
+            plan = _solve_at(
+                fleet, at, first, end, vintages, open_now, fixed,
+                objectives, tolerances, time_limit_s,
+            )  # fmt: skip
+            for a in plan.assignments:
+                if a.slot < until:
+                    done[a.batch].append(a)
+                    committed.append(a)
+                    n_new += 1
+        decisions.append(Decision(at, vintages.vintage_at(at), len(open_now), n_new))
+
     for i in range(steps):
         h = start + i * step
         if progress is not None:
             progress(i, steps)
-        known = {k: sig for k, (_, sig) in vintages.known_at(h).items()}
-        slots = _horizon(known, fleet, h, end)
-        if not slots:
-            raise InvalidInput(
-                f"no forecast issued by {format_time(h)} covers every site at that slot; "
-                "add an earlier issue or start the backtest later"
-            )
-        open_now = [
-            r
-            for b in batches
-            if b.submitted_at <= h and b.deadline > h
-            for r in [_remaining(b, done[b.id])]
-            if r is not None
-        ]
-        n_new = 0
-        if open_now:
-            inside = set(slots)
-            problem = build_problem(
-                fleet,
-                slots,
-                {k: known[k] for k in known if k[1] in inside},
-                open_now,
-                objectives,
-                tolerances,
-                time_limit_s=time_limit_s,
-            )
-            plan = solve_checked(problem, lambda p: plan_problem(p, baselines=False))
-            for a in plan.assignments:
-                if a.slot < h + step:
-                    done[a.batch].append(a)
-                    committed.append(a)
-                    n_new += 1
-        decisions.append(Decision(h, vintages.vintage_at(h), len(open_now), n_new))
+        decide(h, h, h + step)
+        arrivals = [] if known_in_advance else [
+            b.submitted_at for b in batches if h < b.submitted_at < h + step
+        ]  # fmt: skip
+        if arrivals:
+            at = max(arrivals)
+            decide(at, start + ((at - start) // slot) * slot, h + step)
     if progress is not None:
         progress(steps, steps)
     return committed, decisions
@@ -228,10 +288,7 @@ def backtest(
         time_limit_s=time_limit_s,
     )
     ran = {a.batch for a in committed}
-    placed: dict[str, int] = defaultdict(int)
-    for a in committed:
-        placed[a.batch] += a.requests
-    missed = [b for b in batches if placed[b.id] < b.requests]
+    missed = _missed(batches, committed)
     totals = price(real, committed).totals
     plan = Plan(
         status=PlanStatus.FEASIBLE,
@@ -247,12 +304,25 @@ def backtest(
         notes=(f"backtest: {len(decisions)} re-plans, committed work priced on the actuals",),
     )
     bound = plan_problem(real, baselines=True)
+    known, _ = replay(
+        fleet,
+        batches,
+        vintages,
+        start,
+        end,
+        objectives=objectives,
+        tolerances=tolerances,
+        step_slots=step_slots,
+        time_limit_s=time_limit_s,
+        known_in_advance=True,
+    )
     first = _first_vintage(
         fleet, batches, vintages, start, end, objectives, tolerances, time_limit_s
     )
     strategies = {
         "rolling": _figures(totals, len(missed)),
         "bound": _figures(bound.totals, len(bound.unplaced)),
+        "rolling_known": _figures(price(real, known).totals, len(_missed(batches, known))),
         "first_vintage": _figures(price(real, first.assignments).totals, len(first.unplaced)),
     }
     for name, b in bound.baselines.items():
@@ -261,6 +331,14 @@ def backtest(
     for fig in strategies.values():
         fig["regret_co2"] = (fig["co2_g"] - best) / best if best else 0.0
     return BacktestResult(plan, validate_plan(real, plan), strategies, decisions)
+
+
+def _missed(batches: Sequence[PlanningBatch], ran: Sequence[Assignment]) -> list[PlanningBatch]:
+    """The batches whose requests did not all run."""
+    placed: dict[str, int] = defaultdict(int)
+    for a in ran:
+        placed[a.batch] += a.requests
+    return [b for b in batches if placed[b.id] < b.requests]
 
 
 def _first_vintage(

@@ -20,6 +20,7 @@ from scheduler.fleet import load_fleet, parse_objectives
 
 _LABELS = {
     "rolling": "re-plan every step (the service)",
+    "rolling_known": "the same, every batch known in advance",
     "first_vintage": "one plan on the first issue",
     "bound": "perfect knowledge (bound)",
     "asap": "asap",
