@@ -19,6 +19,7 @@ Regret is a strategy's CO2 above the bound's, relative to the bound's.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -265,7 +266,8 @@ def backtest(
     if start is None:
         raise InvalidInput("the vintages file has no issue")
     end = actual_slots[-1] + timedelta(minutes=fleet.slot_minutes)
-    committed, decisions = replay(
+    run = functools.partial(
+        replay,
         fleet,
         batches,
         vintages,
@@ -275,8 +277,8 @@ def backtest(
         tolerances=tolerances,
         step_slots=step_slots,
         time_limit_s=time_limit_s,
-        progress=progress,
     )
+    committed, decisions = run(progress=progress)
     slots = [t for t in actual_slots if t >= start]
     real = build_problem(
         fleet,
@@ -304,18 +306,7 @@ def backtest(
         notes=(f"backtest: {len(decisions)} re-plans, committed work priced on the actuals",),
     )
     bound = plan_problem(real, baselines=True)
-    known, _ = replay(
-        fleet,
-        batches,
-        vintages,
-        start,
-        end,
-        objectives=objectives,
-        tolerances=tolerances,
-        step_slots=step_slots,
-        time_limit_s=time_limit_s,
-        known_in_advance=True,
-    )
+    known, _ = run(known_in_advance=True)
     first = _first_vintage(
         fleet, batches, vintages, start, end, objectives, tolerances, time_limit_s
     )
