@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,20 +46,26 @@ class Console:
 
 
 @pytest.fixture
-def console(demo_run: DemoRun) -> Iterator[Console]:
-    """``gridshift serve`` on the demo's data dir, with an admin key of the demo tenant."""
+def console(demo_run: DemoRun, tmp_path: Path) -> Iterator[Console]:
+    """``gridshift serve`` on a copy of the demo's data dir, with an admin key of its tenant.
+
+    A copy: the test adds, fails and cancels batches, and the session's other demo tests read
+    the demo's own store as the demo left it.
+    """
     assert demo_run.code == 0, "\n".join(demo_run.lines)
-    sessions = session_factory(make_engine(demo_run.url))
+    shutil.copytree(demo_run.data_dir, tmp_path / "data")
+    copied = DemoRun(tmp_path / "data", demo_run.code, demo_run.lines)
+    sessions = session_factory(make_engine(copied.url))
     with sessions() as s, s.begin():
         key = create_api_key(s, "demo", admin=True)
-    with serve_store(demo_run.data_dir, "") as url:
+    with serve_store(copied.data_dir, "") as url:
         with GridshiftClient(url, key) as client:
             good = client.upload_file("faq.jsonl", (JOBS / "faq-sample.jsonl").read_bytes())
             pending = client.create_batch(good["id"], endpoint="/v1/chat/completions", options={})
             bad_lines = (JOBS / "faq-sample.jsonl").read_text().splitlines()[0] + "\n{not json\n"
             bad = client.upload_file("bad.jsonl", bad_lines.encode())
             failed = client.create_batch(bad["id"], endpoint="/v1/chat/completions", options={})
-        yield Console(url, key, demo_run.url, pending["id"], failed["id"])
+        yield Console(url, key, copied.url, pending["id"], failed["id"])
 
 
 def _shot(driver: object, name: str) -> None:
