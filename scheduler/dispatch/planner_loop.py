@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import multiprocessing
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -39,6 +38,7 @@ from scheduler.dispatch.plan_write import any_free
 from scheduler.dispatch.replan import Planner, default_horizon_signals, replan
 from scheduler.dispatch.signals import HorizonSignals
 from scheduler.dispatch.slots import slots_between
+from scheduler.dispatch.solver_pool import solver_pool
 from scheduler.dispatch.triggers import record_failure, replan_trigger
 from scheduler.domain import Fleet, SlotSignal
 from scheduler.store.tables import PlanRecord, now_utc
@@ -306,7 +306,7 @@ class PlannerLoop:
         if self.settings.planner_full_subprocess and self.planner is None:
             # the full solve holds the GIL for long Python stretches; in a child process it
             # does not slow the fast path's thread down (spawned: no forked locks or sockets)
-            self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self.pool = solver_pool()
         fast = threading.Thread(
             target=self._loop,
             args=(stop, "fast", lambda: lock is None or lock.held),
