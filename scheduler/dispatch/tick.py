@@ -264,7 +264,10 @@ def _broker_lost(send: Send | Callable[..., None]) -> bool:
         log.warning("broker sentinel check failed: %r", exc)
         return False
     if lost:
-        log.warning("the broker lost its messages (sentinel gone): re-sending every queued shard")
+        log.warning(
+            "no sentinel on the broker (a first tick against an empty broker, or the broker "
+            "lost its messages): re-sending every queued shard"
+        )
     return lost
 
 
