@@ -412,6 +412,12 @@ def _cut_and_run(
     later = [r for r in records if r.slot_start > slot_now + SLOT]
     uncut = {r.id for r in later[len(later) // 2 :]}  # the far future is not cut yet
     failed_once = False
+    # the earliest slot after the current one that holds work is queued (whatever the hour of
+    # the day makes the plan leave empty, the seed always has a queued shard)
+    next_slot = min(
+        (r.slot_start for r in records if r.slot_start > slot_now and r.id not in uncut),
+        default=None,
+    )
     for n, rec in enumerate(sorted(records, key=lambda r: (r.slot_start, r.id))):
         if rec.id in uncut:
             seeded.uncut_assignment_ids.append(rec.id)
@@ -425,7 +431,7 @@ def _cut_and_run(
                 status = "done"
             elif rec.slot_start <= slot_now:
                 status = "running"
-            elif rec.slot_start == slot_now + SLOT:
+            elif rec.slot_start == next_slot:
                 status = "queued"
             else:
                 status = "planned"

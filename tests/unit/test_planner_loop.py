@@ -382,7 +382,9 @@ def test_the_planner_loop_runs_fast_path_and_full_replans_in_a_child_process(
     assert loop.pool is None and not runner.is_alive()
     with h.sessions() as s:
         triggers = list(s.scalars(select(PlanRecord.trigger).order_by(PlanRecord.id)))
-    # A's plan came from the child; B extended it (the consolidation found nothing left to move:
-    # the work is due at once on these signals)
-    assert triggers == ["new_batch"], triggers
+    # A's plan came from the child; B extended it; the consolidation that follows stores a
+    # plan version only when it moves something (near an hour's end the slot B's fast path
+    # took may no longer be the best, so it may or may not)
+    assert triggers[0] == "new_batch" and set(triggers[1:]) <= {"consolidate"}, triggers
+    assert len(triggers) <= 2, triggers
     assert not loop.state.pending_full and not loop.state.failures
