@@ -40,6 +40,50 @@ class _Prepared:
     max_new_tokens: int
 
 
+def load_pretrained(
+    auto_class: str,
+    model: str,
+    source: str,
+    *,
+    device: str,
+    dtype: str,
+    local_files_only: bool | None,
+) -> tuple[Any, Any, str]:
+    """Load a tokenizer and a ``transformers`` ``auto_class`` model onto ``device``, in eval mode.
+
+    Shared by the generation and the embedding engines. Returns (tokenizer, model, device):
+    ``device`` "auto" resolves to cuda when available; ``local_files_only`` None means "a local
+    directory is local".
+
+    Raises:
+        EngineError: torch/transformers are missing, or the weights cannot be loaded.
+    """
+    try:
+        import torch
+        import transformers
+    except ImportError as e:
+        raise EngineError(
+            f"the transformers engine needs torch and transformers ({e}); "
+            "install the cpu extra: pip install 'gridshift[cpu]'"
+        ) from e
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    local = local_files_only if local_files_only is not None else Path(source).is_dir()
+    kwargs: dict[str, Any] = {"local_files_only": local}
+    if dtype != "auto":
+        kwargs["dtype"] = getattr(torch, dtype)
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=local)
+        loaded: Any = getattr(transformers, auto_class).from_pretrained(source, **kwargs)
+        loaded = loaded.to(device).eval()
+    except (OSError, ValueError, RuntimeError) as e:
+        raise EngineError(
+            f"cannot load model {model!r} from {source!r}: {e}. Check the model's 'weights' "
+            "in fleet.yaml (a local directory, or a hub id with HF_HUB_OFFLINE unset)"
+        ) from e
+    return tokenizer, loaded, device
+
+
 def tokens_to_reach(decode: Callable[[list[int]], str], tokens: list[int], needle: str) -> int:
     """Return the fewest leading ``tokens`` whose decoded text contains ``needle``.
 
@@ -119,32 +163,14 @@ class TransformersEngine:
             self.model_name = model
             return
         self.close()
-        try:
-            import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-        except ImportError as e:
-            raise EngineError(
-                f"the transformers engine needs torch and transformers ({e}); "
-                "install the cpu extra: pip install 'gridshift[cpu]'"
-            ) from e
-        device = self.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        local = self.local_files_only
-        if local is None:
-            local = Path(source).is_dir()
-        kwargs: dict[str, Any] = {"local_files_only": local}
-        if self.dtype != "auto":
-            kwargs["dtype"] = getattr(torch, self.dtype)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
-            loaded: Any = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-            loaded = loaded.to(device).eval()
-        except (OSError, ValueError, RuntimeError) as e:
-            raise EngineError(
-                f"cannot load model {model!r} from {source!r}: {e}. Check the model's 'weights' "
-                "in fleet.yaml (a local directory, or a hub id with HF_HUB_OFFLINE unset)"
-            ) from e
+        tokenizer, loaded, device = load_pretrained(
+            "AutoModelForCausalLM",
+            model,
+            source,
+            device=self.device,
+            dtype=self.dtype,
+            local_files_only=self.local_files_only,
+        )
         gen = loaded.generation_config
         eos = gen.eos_token_id if gen.eos_token_id is not None else tokenizer.eos_token_id
         self._eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from scheduler.errors import EngineError, InvalidInput
@@ -21,6 +20,7 @@ from workers.engines.embedding_shapes import (
     parse_embedding_request,
 )
 from workers.engines.openai_shapes import error_result
+from workers.engines.transformers import load_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -72,31 +72,14 @@ class TransformersEmbedEngine:
             self.model_name = model
             return
         self.close()
-        try:
-            import torch
-            from transformers import AutoModel, AutoTokenizer
-        except ImportError as e:
-            raise EngineError(
-                f"the transformers engine needs torch and transformers ({e}); "
-                "install the cpu extra: pip install 'gridshift[cpu]'"
-            ) from e
-        device = self.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        local = (
-            self.local_files_only if self.local_files_only is not None else Path(source).is_dir()
+        tokenizer, loaded, device = load_pretrained(
+            "AutoModel",
+            model,
+            source,
+            device=self.device,
+            dtype=self.dtype,
+            local_files_only=self.local_files_only,
         )
-        kwargs: dict[str, Any] = {"local_files_only": local}
-        if self.dtype != "auto":
-            kwargs["dtype"] = getattr(torch, self.dtype)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
-            loaded: Any = AutoModel.from_pretrained(source, **kwargs).to(device).eval()
-        except (OSError, ValueError, RuntimeError) as e:
-            raise EngineError(
-                f"cannot load embedding model {model!r} from {source!r}: {e}. Check the "
-                "model's 'weights' in fleet.yaml"
-            ) from e
         self._context_len = int(
             self.max_model_len or getattr(loaded.config, "max_position_embeddings", 0) or 512
         )
