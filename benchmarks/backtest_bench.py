@@ -9,6 +9,13 @@ per site and slot (the error every issue shares, which shrinks as the slot nears
 fresh per issue; price and on-site solar are the actuals (no error). The script prints the
 measured carbon MAPE by lead time, the replay's wall time and every strategy's regret.
 
+Expected arrivals: the service's strategy reserves capacity for the batches a profile expects
+later. Here the scenario is one 48 h cycle, so the profile's period is the horizon and its
+history is ``--history-cycles`` EARLIER cycles of the same generator with other seeds (other
+batches, same arrival process), shifted back by whole cycles; the replayed night's own batches
+are never in the history. ``--sensitivity`` also replays with the reservations halved and
+doubled (a profile that is wrong by a factor 2).
+
 Usage::
 
     python benchmarks/backtest_bench.py                    # 200 batches, 10 sites, 48 h
@@ -35,8 +42,9 @@ from benchmarks.scenarios import write_scenario  # noqa: E402
 from scheduler.backtest import backtest  # noqa: E402
 from scheduler.contract import read_batches, read_forecasts  # noqa: E402
 from scheduler.contract.vintages import Vintages  # noqa: E402
-from scheduler.domain import SlotSignal  # noqa: E402
+from scheduler.domain import PlanningBatch, SlotSignal  # noqa: E402
 from scheduler.fleet import load_fleet  # noqa: E402
+from scheduler.optimizer.arrivals import ArrivalProfile  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 
@@ -69,6 +77,32 @@ def synthetic_vintages(
     return Vintages(60, issues)
 
 
+def history_cycles(shared: Path, args: argparse.Namespace, cycles: int) -> list[PlanningBatch]:
+    """``cycles`` earlier cycles of the generator (seeds ``seed+1..``), shifted back."""
+    out: list[PlanningBatch] = []
+    for k in range(1, cycles + 1):
+        back = timedelta(hours=k * args.hours)
+        with tempfile.TemporaryDirectory() as d:
+            s = write_scenario(
+                shared,
+                Path(d),
+                batches=args.batches,
+                sites=args.sites,
+                hours=args.hours,
+                seed=args.seed + k,
+            )
+            for b in read_batches(s.batches):
+                out.append(
+                    dataclasses.replace(
+                        b,
+                        id=f"cycle-{k}-{b.id}",
+                        submitted_at=b.submitted_at - back,
+                        deadline=b.deadline - back,
+                    )
+                )
+    return out
+
+
 def mape_by_lead(v: Vintages, actuals: dict[tuple[str, datetime], SlotSignal]) -> dict[int, float]:
     """Mean absolute percentage error of carbon per 12 h lead band."""
     err: dict[int, list[float]] = {}
@@ -90,6 +124,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--error-base", type=float, default=0.03, help="sigma at lead 0")
     ap.add_argument("--error-slope", type=float, default=0.004, help="sigma added per lead hour")
+    ap.add_argument("--history-cycles", type=int, default=3, help="earlier cycles learned from")
+    ap.add_argument("--sensitivity", action="store_true", help="also reserve x0.5 and x2")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         s = write_scenario(
@@ -114,10 +150,29 @@ def main() -> None:
         + ", ".join(f"{k}-{k + 11} h {100 * v:.1f} %" for k, v in mape.items())
         + f" (mean of bands {100 * all_err:.1f} %)"
     )
+    history = history_cycles(SHARED, args, args.history_cycles)
+    profile = ArrivalProfile(timedelta(hours=args.hours), args.history_cycles, 1.0)
     started = time.perf_counter()
-    result = backtest(fleet, batches, vintages, list(slots), actuals)
+    result = backtest(
+        fleet, batches, vintages, list(slots), actuals, arrivals=profile, history=history
+    )
     wall = time.perf_counter() - started
-    print(f"replay + references: {wall:.1f} s wall, {len(result.decisions)} re-plans")
+    if args.sensitivity:
+        for scale in (0.5, 2.0):
+            other = backtest(
+                fleet,
+                batches,
+                vintages,
+                list(slots),
+                actuals,
+                arrivals=dataclasses.replace(profile, scale=scale),
+                history=history,
+            )
+            result.strategies[f"rolling, reservations x{scale:g}"] = other.strategies["rolling"]
+    print(
+        f"replay + references: {wall:.1f} s wall, {len(result.decisions)} re-plans; "
+        f"reservations learned from {args.history_cycles} earlier cycles ({len(history)} batches)"
+    )
     print(
         "committed plan re-priced on the actuals: "
         + ("ok" if result.validation.ok else "; ".join(result.validation.violations[:5]))

@@ -41,6 +41,7 @@ from scheduler.domain import (
     Unplaced,
 )
 from scheduler.errors import InvalidInput
+from scheduler.optimizer.arrivals import ArrivalProfile
 from scheduler.optimizer.planner import plan_problem
 from scheduler.optimizer.problem import FixedLoad
 from scheduler.optimizer.validate import ValidationReport, price, validate_plan
@@ -122,6 +123,7 @@ def _solve_at(
     objectives: Sequence[Objective] | None,
     tolerances: Sequence[float] | None,
     time_limit_s: float,
+    reserved: tuple[PlanningBatch, ...] = (),
 ) -> Plan:
     """One re-plan at ``at`` of ``open_now`` over the slots from ``first``, on issues known then.
 
@@ -147,6 +149,7 @@ def _solve_at(
         time_limit_s=time_limit_s,
         fixed=tuple(fixed),
     )
+    problem = dataclasses.replace(problem, reserved=reserved)
     return solve_checked(problem, lambda p: plan_problem(p, baselines=False))
 
 
@@ -172,6 +175,8 @@ def replay(
     time_limit_s: float = 60.0,
     known_in_advance: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    arrivals: ArrivalProfile | None = None,
+    history: Sequence[PlanningBatch] = (),
 ) -> tuple[list[Assignment], list[Decision]]:
     """Re-plan at every step from ``start`` to ``end``; return what ran and each decision.
 
@@ -206,10 +211,14 @@ def replay(
         open_now = open_at(at)
         n_new = 0
         if open_now:
+            reserved: tuple[PlanningBatch, ...] = ()
+            if arrivals is not None and not known_in_advance:
+                seen = [*history, *(b for b in batches if b.submitted_at < at)]
+                reserved = arrivals.reserve(seen, at, end, fleet.slot_minutes)
             fixed = _as_fixed([a for a in committed if first <= a.slot < until])
             plan = _solve_at(
                 fleet, at, first, end, vintages, open_now, fixed,
-                objectives, tolerances, time_limit_s,
+                objectives, tolerances, time_limit_s, reserved,
             )  # fmt: skip
             for a in plan.assignments:
                 if a.slot < until:
@@ -223,11 +232,11 @@ def replay(
         if progress is not None:
             progress(i, steps)
         decide(h, h, h + step)
-        arrivals = [] if known_in_advance else [
+        submitted = [] if known_in_advance else [
             b.submitted_at for b in batches if h < b.submitted_at < h + step
         ]  # fmt: skip
-        if arrivals:
-            at = max(arrivals)
+        if submitted:
+            at = max(submitted)
             decide(at, start + ((at - start) // slot) * slot, h + step)
     if progress is not None:
         progress(steps, steps)
@@ -256,8 +265,14 @@ def backtest(
     step_slots: int = 1,
     time_limit_s: float = 60.0,
     progress: Callable[[int, int], None] | None = None,
+    arrivals: ArrivalProfile | None = None,
+    history: Sequence[PlanningBatch] = (),
 ) -> BacktestResult:
     """Replay over the actuals' span, then price the committed plan and the references.
+
+    With ``arrivals`` every re-plan also reserves capacity for the batches expected later
+    (learned from ``history`` and the batches submitted so far, as the service does), and the
+    result adds ``rolling_no_reservations``: the same replay without them.
 
     Raises:
         InvalidInput: as ``replay``, or batches the actual horizon cannot hold.
@@ -277,8 +292,9 @@ def backtest(
         tolerances=tolerances,
         step_slots=step_slots,
         time_limit_s=time_limit_s,
+        history=history,
     )
-    committed, decisions = run(progress=progress)
+    committed, decisions = run(progress=progress, arrivals=arrivals)
     slots = [t for t in actual_slots if t >= start]
     real = build_problem(
         fleet,
@@ -316,6 +332,11 @@ def backtest(
         "rolling_known": _figures(price(real, known).totals, len(_missed(batches, known))),
         "first_vintage": _figures(price(real, first.assignments).totals, len(first.unplaced)),
     }
+    if arrivals is not None:
+        bare, _ = run()
+        strategies["rolling_no_reservations"] = _figures(
+            price(real, bare).totals, len(_missed(batches, bare))
+        )
     for name, b in bound.baselines.items():
         strategies[name] = _figures(b, b.unplaced)
     best = strategies["bound"]["co2_g"]

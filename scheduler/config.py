@@ -72,6 +72,17 @@ class Settings(BaseSettings):
     horizon_hours: int = Field(
         default=48, ge=1, description="Planning horizon (UK forecasts reach 48 h)."
     )
+    arrival_history_days: int = Field(
+        default=7,
+        ge=0,
+        description="Re-plans reserve capacity for the batches expected later, learned from "
+        "this many days of received batches (a daily profile); 0 turns reservations off.",
+    )
+    arrival_reserve: float = Field(
+        default=1.0,
+        ge=0,
+        description="Multiplies the expected arrivals reserved in each re-plan (0 = off).",
+    )
     plan_budget_s: float = Field(
         default=120.0,
         gt=0,

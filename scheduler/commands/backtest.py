@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -17,10 +18,12 @@ from scheduler.commands.planning import _tolerances
 from scheduler.contract import read_batches, read_forecasts, read_vintages, write_plan
 from scheduler.errors import ConfigError, GridshiftError, InvalidInput
 from scheduler.fleet import load_fleet, parse_objectives
+from scheduler.optimizer.arrivals import ArrivalProfile
 
 _LABELS = {
     "rolling": "re-plan every step (the service)",
     "rolling_known": "the same, every batch known in advance",
+    "rolling_no_reservations": "re-plan every step, no reservations",
     "first_vintage": "one plan on the first issue",
     "bound": "perfect knowledge (bound)",
     "asap": "asap",
@@ -43,6 +46,30 @@ def step_slots(text: str, slot_minutes: int) -> int:
             f"--step {text} is not a positive multiple of the fleet's {slot_minutes}-minute slot"
         )
     return minutes // slot_minutes
+
+
+def _profile(period: str, periods: int | None, reserve: float | None) -> ArrivalProfile | None:
+    """The arrival profile of the options, the service's settings filling the gaps.
+
+    Raises:
+        InvalidInput: a period that is not like ``24h``, or negative periods or scale.
+    """
+    from scheduler.config import get_settings
+
+    m = re.fullmatch(r"\s*(\d+)\s*(h|d)\s*", period)
+    if m is None or int(m.group(1)) <= 0:
+        raise InvalidInput(f"--arrival-period must look like 24h or 7d, got {period!r}")
+    hours = int(m.group(1)) * (24 if m.group(2) == "d" else 1)
+    settings = get_settings()
+    n = settings.arrival_history_days if periods is None else periods
+    scale = settings.arrival_reserve if reserve is None else reserve
+    if n < 0 or scale < 0:
+        raise InvalidInput(
+            "--arrival-periods and --reserve must be >= 0 (0 turns reservations off)"
+        )
+    if n == 0 or scale == 0:
+        return None
+    return ArrivalProfile(timedelta(hours=hours), n, scale)
 
 
 def register(app: typer.Typer) -> None:
@@ -77,6 +104,32 @@ def register(app: typer.Typer) -> None:
         time_limit: Annotated[
             float, typer.Option("--time-limit", help="Solver time limit per stage (s).")
         ] = 60.0,
+        history: Annotated[
+            Path | None,
+            typer.Option(
+                "--history",
+                help="batches.jsonl received before the replay: the arrival profile learns "
+                "from it (and from the batches submitted so far) to reserve capacity.",
+            ),
+        ] = None,
+        arrival_period: Annotated[
+            str, typer.Option("--arrival-period", help="Period of the arrival profile.")
+        ] = "24h",
+        arrival_periods: Annotated[
+            int | None,
+            typer.Option(
+                "--arrival-periods",
+                help="Periods of history it learns from (default: GRIDSHIFT_ARRIVAL_HISTORY_DAYS).",
+            ),
+        ] = None,
+        reserve: Annotated[
+            float | None,
+            typer.Option(
+                "--reserve",
+                help="Scale of the reservations; 0 turns them off (default: "
+                "GRIDSHIFT_ARRIVAL_RESERVE).",
+            ),
+        ] = None,
     ) -> None:
         """Replay batches hour by hour on the forecasts issued so far; price it on the actuals.
 
@@ -94,6 +147,8 @@ def register(app: typer.Typer) -> None:
             slots, signals = read_forecasts(actuals, the_fleet)
             issues = read_vintages(vintages, the_fleet)
             objs = parse_objectives(objectives, "--objectives") if objectives else None
+            profile = _profile(arrival_period, arrival_periods, reserve)
+            earlier = read_batches(history) if history is not None else []
             with Progress(console=console, transient=True) as bar:
                 task = bar.add_task("re-planning", total=None)
 
@@ -111,6 +166,8 @@ def register(app: typer.Typer) -> None:
                     step_slots=step_slots(step, the_fleet.slot_minutes),
                     time_limit_s=time_limit,
                     progress=tick,
+                    arrivals=profile,
+                    history=earlier,
                 )
         except (InvalidInput, ConfigError) as e:
             typer.echo(f"error: {e}", err=True)

@@ -21,6 +21,7 @@ from scheduler.dispatch.budget import (
     defer_parts,
     quality_ceilings,
 )
+from scheduler.dispatch.expected import expected_arrivals
 from scheduler.dispatch.plan_write import (
     ShardLimits,
     compact_assignments,
@@ -265,6 +266,7 @@ def build_problem(
         time_limit_s=settings.plan_time_limit_s,
         total_time_limit_s=settings.plan_budget_s,
         max_quality_by_batch=quality_ceilings(batches, states, fleet),
+        reserved=expected_arrivals(s, settings, now, horizon_end, fleet.slot_minutes),
     )
     return problem, free, deferred
 

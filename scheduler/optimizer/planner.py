@@ -61,6 +61,32 @@ def plan_problem(
             a missing signal, or a solver failure without a usable answer (e.g. the time limit
             hit before any solution).
     """
+    if problem.reserved:
+        from scheduler.optimizer.arrivals import with_reserved, without_reserved
+
+        plan = plan_problem(
+            with_reserved(problem), baselines=False, aggregate=aggregate, backend=backend
+        )
+        plan = without_reserved(problem, plan)
+        if plan.unplaced:
+            # Reservations must never cost real work its place: plan without them too and
+            # keep whichever leaves fewer real batches out.
+            bare = dataclasses.replace(problem, reserved=())
+            alone = plan_problem(bare, baselines=False, aggregate=aggregate, backend=backend)
+            if len(alone.unplaced) < len(plan.unplaced):
+                plan = dataclasses.replace(
+                    alone,
+                    notes=(
+                        *alone.notes,
+                        "the expected arrivals were left out: holding capacity for them would "
+                        "have left submitted batches unplaced",
+                    ),
+                )
+        if baselines:
+            from scheduler.optimizer.baselines import compute_baselines
+
+            plan = dataclasses.replace(plan, baselines=compute_baselines(problem))
+        return plan
     started = time.perf_counter()
     total = problem.total_time_limit_s
     token = _DEADLINE.set(started + total if total is not None else None)

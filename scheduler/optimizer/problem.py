@@ -56,6 +56,9 @@ class PlanningProblem:
             that still exist to its seed columns; the other backends load every cell anyway
             and ignore it. It only changes where the search starts, never the optimum: a
             warm-started plan reaches the same stage values within the stage tolerances.
+        reserved: expected arrivals (``scheduler.optimizer.arrivals``): planned beside
+            ``batches`` so they hold capacity for work not yet submitted, never in the plan's
+            assignments, unplaced list or totals.
     """
 
     fleet: Fleet
@@ -73,6 +76,7 @@ class PlanningProblem:
     max_quality: float | None = None
     max_quality_by_batch: Mapping[str, float] = field(default_factory=dict)
     warm_cells: tuple[WarmCell, ...] = ()
+    reserved: tuple[PlanningBatch, ...] = ()
 
     @property
     def slot_delta(self) -> timedelta:

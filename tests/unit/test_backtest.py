@@ -169,6 +169,7 @@ def test_the_command_writes_both_files_and_the_plan_checks_out(tmp_path: Path) -
     result = json.loads((tmp_path / "r.json").read_text())
     assert set(result["strategies"]) == {
         "rolling",
+        "rolling_no_reservations",
         "rolling_known",
         "bound",
         "first_vintage",
@@ -222,3 +223,68 @@ def test_a_batch_is_planned_when_it_arrives_within_the_contract_window() -> None
     assert r.committed.unplaced == ()
     assert {a.slot for a in r.committed.assignments} == {T0 + 6 * HOUR}
     assert r.validation.ok, r.validation.violations
+
+
+# ---------------------------------------------------------------- expected arrivals
+
+CYCLE = timedelta(hours=48)  # one night of this scenario (47 slots) and a little more
+
+
+def _history(cycles: int = 2) -> list[PlanningBatch]:
+    # The same night's arrival pattern on earlier days (other ids): what a store would hold
+    return [
+        dataclasses.replace(
+            b, id=f"d{k}-{b.id}", submitted_at=b.submitted_at - k * CYCLE,
+            deadline=b.deadline - k * CYCLE,
+        )
+        for k in range(1, cycles + 1)
+        for b in _batches()
+    ]  # fmt: skip
+
+
+def _hedged(batches: list[PlanningBatch], actuals: dict | None = None) -> BacktestResult:
+    from scheduler.optimizer.arrivals import ArrivalProfile
+
+    return backtest(
+        GB,
+        batches,
+        _vintages(),
+        SLOTS,
+        actuals or _actuals(),
+        arrivals=ArrivalProfile(CYCLE, 2, 1.0),
+        history=_history(),
+    )
+
+
+@pytest.fixture(scope="module")
+def hedged() -> BacktestResult:
+    return _hedged(_batches())
+
+
+def test_with_reservations_the_replay_still_never_peeks(hedged: BacktestResult) -> None:
+    # When only the actuals change, or the batches after the cut are removed
+    other = _hedged(_batches(), _actuals(1.4))
+    cut = T0 + timedelta(hours=20)
+    fewer = _hedged([b for b in _batches() if b.submitted_at <= cut])
+    # Then no decision changes, and none before the cut
+    assert other.committed.assignments == hedged.committed.assignments
+    assert [a for a in fewer.committed.assignments if a.slot <= cut] == [
+        a for a in hedged.committed.assignments if a.slot <= cut
+    ]
+    # And the committed plan holds only submitted batches and checks out on the actuals
+    assert {a.batch for a in hedged.committed.assignments} <= {b.id for b in _batches()}
+    assert hedged.validation.ok, hedged.validation.violations
+
+
+def test_reservations_learned_from_earlier_nights_cut_the_cost_of_arrivals(
+    hedged: BacktestResult, result: BacktestResult
+) -> None:
+    s = hedged.strategies
+    # Then the result reports the same replay without reservations (what they bought)
+    assert s["rolling_no_reservations"]["co2_g"] == pytest.approx(
+        result.strategies["rolling"]["co2_g"]
+    )
+    # And on this night, whose arrivals repeat the earlier ones, holding capacity for them
+    # emits less than re-planning without them
+    assert s["rolling"]["co2_g"] < s["rolling_no_reservations"]["co2_g"]
+    assert s["rolling"]["unplaced"] == 0

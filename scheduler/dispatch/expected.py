@@ -1,0 +1,78 @@
+"""The service's expected arrivals: reservations learned from the batches it received.
+
+``build_problem`` adds them to every re-plan (``PlanningProblem.reserved``), so work known now
+does not take the clean capacity that tonight's recurring jobs will need. The profile is daily:
+the batches received over the last ``GRIDSHIFT_ARRIVAL_HISTORY_DAYS`` days, each expected
+again at the same time of day with the same window, sites and model, weighted
+``GRIDSHIFT_ARRIVAL_RESERVE / days`` (``scheduler.optimizer.arrivals``; ``gridshift backtest``
+calls the same function with the same clock rule).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from scheduler.config import Settings
+from scheduler.domain import PlanningBatch
+from scheduler.optimizer.arrivals import ArrivalProfile
+from scheduler.store.tables import Batch, BatchPart
+
+
+def arrival_profile(settings: Settings) -> ArrivalProfile | None:
+    """The service's profile (daily), or None when reservations are off."""
+    if settings.arrival_history_days <= 0 or settings.arrival_reserve <= 0:
+        return None
+    return ArrivalProfile(
+        period=timedelta(hours=24),
+        periods=settings.arrival_history_days,
+        scale=settings.arrival_reserve,
+    )
+
+
+def received(s: Session, since: datetime, until: datetime) -> list[PlanningBatch]:
+    """Every batch part received in ``[since, until)`` as a planning batch (any status)."""
+    rows = s.execute(
+        select(
+            BatchPart.id,
+            BatchPart.requests,
+            BatchPart.input_tokens,
+            BatchPart.output_tokens,
+            BatchPart.model,
+            BatchPart.min_quality,
+            Batch.created_at,
+            Batch.deadline,
+            Batch.sites,
+            Batch.priority,
+        )
+        .join(Batch, Batch.id == BatchPart.batch_id)
+        .where(Batch.created_at >= since.timestamp(), Batch.created_at < until.timestamp())
+    ).all()
+    return [
+        PlanningBatch(
+            id=r.id,
+            requests=r.requests,
+            input_tokens=r.input_tokens,
+            output_tokens=r.output_tokens,
+            submitted_at=datetime.fromtimestamp(r.created_at, UTC),
+            deadline=r.deadline if r.deadline.tzinfo else r.deadline.replace(tzinfo=UTC),
+            model=r.model,
+            min_quality=r.min_quality if r.model is None else None,
+            sites=tuple(r.sites) if r.sites else None,
+            priority=r.priority,
+        )
+        for r in rows
+    ]
+
+
+def expected_arrivals(
+    s: Session, settings: Settings, now: datetime, horizon_end: datetime, slot_minutes: int
+) -> tuple[PlanningBatch, ...]:
+    """The reservations of a re-plan at ``now`` (empty when off or without history)."""
+    profile = arrival_profile(settings)
+    if profile is None:
+        return ()
+    history = received(s, now - profile.periods * profile.period, now)
+    return profile.reserve(history, now, horizon_end, slot_minutes)
