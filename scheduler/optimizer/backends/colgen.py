@@ -154,6 +154,8 @@ class ColumnGenerationBackend:
             self._h.setOptionValue("time_limit", float(left))
             self._h.run()
             status = self._h.getModelStatus()
+            if status == highspy.HighsModelStatus.kUnknown:
+                status = self._rerun_cold()
             if status == highspy.HighsModelStatus.kTimeLimit:
                 if self._h.getInfo().primal_solution_status != 2:  # kSolutionStatusFeasible
                     raise PlanningError(
@@ -185,6 +187,18 @@ class ColumnGenerationBackend:
             self._purge()
             self._add(new)
         return self._result("feasible", "column generation hit its round limit", bound)
+
+    def _rerun_cold(self) -> highspy.HighsModelStatus:
+        """Solve the master again from scratch, with presolve: the warm basis can leave the
+        simplex stalled in ``Unknown`` (seen after reservations and lex rows changed the
+        master between stages); a cold solve of the same LP settles it."""
+        self._h.clearSolver()
+        self._h.setOptionValue("presolve", "on")
+        try:
+            self._h.run()
+        finally:
+            self._h.setOptionValue("presolve", "off")
+        return self._h.getModelStatus()
 
     def _place_all(self, time_limit_s: float) -> bool:
         """Placement stage: can the full LP place every group? Leaves such cells in the master.
