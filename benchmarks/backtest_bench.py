@@ -13,8 +13,9 @@ Expected arrivals: the service's strategy reserves capacity for the batches a pr
 later. Here the scenario is one 48 h cycle, so the profile's period is the horizon and its
 history is ``--history-cycles`` EARLIER cycles of the same generator with other seeds (other
 batches, same arrival process), shifted back by whole cycles; the replayed night's own batches
-are never in the history. ``--sensitivity`` also replays with the reservations halved and
-doubled (a profile that is wrong by a factor 2).
+are never in the history. ``--sensitivity`` also replays with a history whose batches carry twice and
+half tonight's work (a profile wrong by a factor 2), with and without the adaptation to
+tonight's arrivals so far (``arrival_ratio``).
 
 Usage::
 
@@ -39,12 +40,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.scenarios import write_scenario  # noqa: E402
-from scheduler.backtest import backtest  # noqa: E402
-from scheduler.contract import read_batches, read_forecasts  # noqa: E402
+from scheduler.backtest import backtest, missed_batches, replay  # noqa: E402
+from scheduler.contract import build_problem, read_batches, read_forecasts  # noqa: E402
 from scheduler.contract.vintages import Vintages  # noqa: E402
 from scheduler.domain import PlanningBatch, SlotSignal  # noqa: E402
 from scheduler.fleet import load_fleet  # noqa: E402
 from scheduler.optimizer.arrivals import ArrivalProfile  # noqa: E402
+from scheduler.optimizer.validate import price  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 
@@ -103,6 +105,19 @@ def history_cycles(shared: Path, args: argparse.Namespace, cycles: int) -> list[
     return out
 
 
+def _sized(history: list[PlanningBatch], factor: float) -> list[PlanningBatch]:
+    """The history with every batch's work times ``factor`` (a busier or quieter week)."""
+    return [
+        dataclasses.replace(
+            b,
+            requests=max(1, round(b.requests * factor)),
+            input_tokens=b.input_tokens * factor,
+            output_tokens=b.output_tokens * factor,
+        )
+        for b in history
+    ]
+
+
 def mape_by_lead(v: Vintages, actuals: dict[tuple[str, datetime], SlotSignal]) -> dict[int, float]:
     """Mean absolute percentage error of carbon per 12 h lead band."""
     err: dict[int, list[float]] = {}
@@ -158,17 +173,32 @@ def main() -> None:
     )
     wall = time.perf_counter() - started
     if args.sensitivity:
-        for scale in (0.5, 2.0):
-            other = backtest(
+        real = build_problem(fleet, list(slots), actuals, list(batches))
+        end = slots[-1] + timedelta(hours=1)
+        start = max(slots[0], vintages.issue_times[0])
+        best = result.strategies["bound"]["co2_g"]
+        runs = {
+            "rolling, profile not adapted to tonight": (profile, history, False),
+            "rolling, history twice tonight's volume": (profile, _sized(history, 2.0), True),
+            "rolling, history half tonight's volume": (profile, _sized(history, 0.5), True),
+            "rolling, history twice, not adapted": (profile, _sized(history, 2.0), False),
+        }
+        for name, (prof, hist, adapt) in runs.items():
+            ran, _ = replay(
                 fleet,
                 batches,
                 vintages,
-                list(slots),
-                actuals,
-                arrivals=dataclasses.replace(profile, scale=scale),
-                history=history,
+                start,
+                end,
+                arrivals=dataclasses.replace(prof, adapt=adapt),
+                history=hist,
             )
-            result.strategies[f"rolling, reservations x{scale:g}"] = other.strategies["rolling"]
+            co2 = price(real, ran).totals.co2_g
+            result.strategies[name] = {
+                "co2_g": co2,
+                "regret_co2": (co2 - best) / best,
+                "unplaced": float(len(missed_batches(batches, ran))),
+            }
     print(
         f"replay + references: {wall:.1f} s wall, {len(result.decisions)} re-plans; "
         f"reservations learned from {args.history_cycles} earlier cycles ({len(history)} batches)"

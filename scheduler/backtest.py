@@ -306,7 +306,7 @@ def backtest(
         time_limit_s=time_limit_s,
     )
     ran = {a.batch for a in committed}
-    missed = _missed(batches, committed)
+    missed = missed_batches(batches, committed)
     totals = price(real, committed).totals
     plan = Plan(
         status=PlanStatus.FEASIBLE,
@@ -329,13 +329,13 @@ def backtest(
     strategies = {
         "rolling": _figures(totals, len(missed)),
         "bound": _figures(bound.totals, len(bound.unplaced)),
-        "rolling_known": _figures(price(real, known).totals, len(_missed(batches, known))),
+        "rolling_known": _figures(price(real, known).totals, len(missed_batches(batches, known))),
         "first_vintage": _figures(price(real, first.assignments).totals, len(first.unplaced)),
     }
     if arrivals is not None:
         bare, _ = run()
         strategies["rolling_no_reservations"] = _figures(
-            price(real, bare).totals, len(_missed(batches, bare))
+            price(real, bare).totals, len(missed_batches(batches, bare))
         )
     for name, b in bound.baselines.items():
         strategies[name] = _figures(b, b.unplaced)
@@ -345,7 +345,9 @@ def backtest(
     return BacktestResult(plan, validate_plan(real, plan), strategies, decisions)
 
 
-def _missed(batches: Sequence[PlanningBatch], ran: Sequence[Assignment]) -> list[PlanningBatch]:
+def missed_batches(
+    batches: Sequence[PlanningBatch], ran: Sequence[Assignment]
+) -> list[PlanningBatch]:
     """The batches whose requests did not all run."""
     placed: dict[str, int] = defaultdict(int)
     for a in ran:

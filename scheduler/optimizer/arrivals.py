@@ -45,6 +45,7 @@ class ArrivalProfile:
     period: timedelta = timedelta(hours=24)
     periods: int = 7
     scale: float = 1.0
+    adapt: bool = True
 
     def reserve(
         self,
@@ -62,6 +63,7 @@ class ArrivalProfile:
             period=self.period,
             periods=self.periods,
             scale=self.scale,
+            adapt=self.adapt,
         )
 
 
@@ -82,6 +84,7 @@ def reservations(
     period: timedelta = timedelta(hours=24),
     periods: int = 7,
     scale: float = 1.0,
+    adapt: bool = True,
 ) -> tuple[PlanningBatch, ...]:
     """The batches expected to arrive after ``at`` and before ``horizon_end``, as reservations.
 
@@ -96,6 +99,8 @@ def reservations(
         period: the profile's period (24 h: a daily profile).
         periods: how many periods of history; each one weighs ``1 / periods``.
         scale: multiplies every reservation (0 turns reservations off).
+        adapt: also multiply by ``arrival_ratio``: how tonight's arrivals over the last quarter
+            period compare with what the history expected for it (0.25 .. 4).
 
     Returns:
         Reservation batches with ``expected~<n>`` ids, in order of arrival.
@@ -105,6 +110,8 @@ def reservations(
     step = timedelta(minutes=slot_minutes)
     since = at - periods * period
     weight = scale / periods
+    if adapt:
+        weight *= arrival_ratio(history, at, period=period, periods=periods)
     acc: dict[
         tuple[datetime, datetime, tuple[str, ...] | None, str | None, float | None], list[float]
     ]
@@ -147,6 +154,47 @@ def reservations(
             )
         )
     return tuple(out)
+
+
+def _work(b: PlanningBatch) -> float:
+    return b.input_tokens + b.output_tokens
+
+
+def arrival_ratio(
+    history: Iterable[PlanningBatch],
+    at: datetime,
+    *,
+    period: timedelta,
+    periods: int,
+    window: timedelta | None = None,
+) -> float:
+    """Tonight's arrivals against the profile: work received in ``[at - window, at)`` over the
+    work the earlier periods expected there (``window`` a quarter period by default).
+
+    Shrunk towards 1 by two typical batches' work on both sides (a quiet quarter with one
+    batch fewer than usual is no evidence of a quiet night). 1.0 when the history expected
+    nothing there (nothing to compare); clipped to 0.25 .. 4, so
+    one odd evening moves the reservations at most fourfold. A profile learned from a busier
+    week than tonight would otherwise hold capacity for batches that never come, which the
+    backtest measured to cost more than holding none.
+    """
+    window = window if window is not None else period / 4
+    lo = at - window
+    observed, expected, seen, n = 0.0, 0.0, 0.0, 0
+    for b in history:
+        if lo <= b.submitted_at < at:
+            observed += _work(b)
+        elif lo - periods * period <= b.submitted_at < lo:
+            seen, n = seen + _work(b), n + 1
+            t = b.submitted_at + period * -(-(lo - b.submitted_at) // period)
+            while t < at:
+                expected += _work(b)
+                t += period
+    expected /= periods
+    if expected <= 0:
+        return 1.0
+    prior = 2.0 * seen / n  # two typical batches of evidence before the ratio moves far
+    return min(4.0, max(0.25, (observed + prior) / (expected + prior)))
 
 
 def with_reserved(problem: PlanningProblem) -> PlanningProblem:

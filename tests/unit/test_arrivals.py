@@ -8,7 +8,12 @@ from datetime import timedelta
 import pytest
 from optimizer_helpers import HOUR, T0, batch, fleet, problem, site
 
-from scheduler.optimizer.arrivals import ArrivalProfile, is_reservation, reservations
+from scheduler.optimizer.arrivals import (
+    ArrivalProfile,
+    arrival_ratio,
+    is_reservation,
+    reservations,
+)
 from scheduler.optimizer.planner import plan_problem
 from scheduler.optimizer.validate import price, validate_plan
 
@@ -145,3 +150,49 @@ def test_reservations_never_cost_a_submitted_batch_its_place() -> None:
     # Then the submitted batch is placed, the reservation gave way
     assert sum(a.requests for a in plan.assignments if a.batch == "r") == 4
     assert plan.unplaced == ()
+
+
+# ---------------------------------------------------------------- adapting to tonight
+
+
+def _evenings(days: int, per_evening: int, *, tonight: int) -> list:
+    # ``per_evening`` 1-GPU-hour batches between 18:00 and 24:00 on each of ``days`` earlier
+    # days, and ``tonight`` of them this evening (T0 is midnight: the decision is at T0)
+    out = []
+    for k in range(1, days + 1):
+        for i in range(per_evening):
+            h = -24 * k - 6 + i * 6 / per_evening
+            out.append(batch(f"d{k}-{i}", start_h=h, deadline_h=h + 8))
+    for i in range(tonight):
+        h = -6 + i * 6 / max(1, tonight)
+        out.append(batch(f"t-{i}", start_h=h, deadline_h=h + 8))
+    return out
+
+
+def test_an_evening_like_the_usual_ones_keeps_the_profile_as_learned() -> None:
+    hist = _evenings(7, 4, tonight=4)
+    assert arrival_ratio(hist, T0, period=DAY, periods=7) == pytest.approx(1.0)
+
+
+def test_a_quiet_or_busy_evening_scales_tonights_reservations_with_it() -> None:
+    # Given a week of four batches an evening, and tonight none, then twelve
+    quiet = arrival_ratio(_evenings(7, 4, tonight=0), T0, period=DAY, periods=7)
+    busy = arrival_ratio(_evenings(7, 4, tonight=12), T0, period=DAY, periods=7)
+    # Then the ratio follows tonight's evidence (shrunk by two typical batches each side)
+    assert quiet == pytest.approx(2 / 6)
+    assert busy == pytest.approx(14 / 6)
+    # And the reservations made at midnight scale with it
+    hist = _evenings(7, 4, tonight=12) + [batch("nightly", start_h=-22, deadline_h=-18)]
+    held = sum(r.input_tokens for r in reservations(hist, T0, T0 + DAY, slot_minutes=60))
+    flat = sum(
+        r.input_tokens for r in reservations(hist, T0, T0 + DAY, slot_minutes=60, adapt=False)
+    )
+    assert held == pytest.approx(flat * arrival_ratio(hist, T0, period=DAY, periods=7))
+    assert held > flat
+
+
+def test_the_ratio_is_one_without_expectation_and_clipped_to_four() -> None:
+    # Nothing expected in the last quarter day: no evidence either way
+    assert arrival_ratio([batch("x", start_h=-1, deadline_h=3)], T0, period=DAY, periods=7) == 1.0
+    # Far busier than ever: at most fourfold
+    assert arrival_ratio(_evenings(7, 1, tonight=40), T0, period=DAY, periods=7) == 4.0
