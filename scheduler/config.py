@@ -120,6 +120,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Assignments of superseded plans older than this are compacted away.",
     )
+    forecast_issue_retention_days: float = Field(
+        default=90.0,
+        gt=0,
+        description="Forecast issues (every fetch kept in forecast_issues, what `gridshift "
+        "backtest --store` replays) older than this are deleted by the retention sweep.",
+    )
     calibrated_profiles: bool = Field(
         default=False,
         description="Plan with the profiles workers measured (gridshift profiles) instead of "

@@ -307,6 +307,9 @@ class SlotSignal:
     source: str = "csv"
     fallback: bool = False
     carbon_factor: str = CarbonFactor.AVERAGE_DIRECT.value
+    #: when the forecast behind these values was issued (the cache's ``fetched_at``; the oldest
+    #: of its parts); None for values no issue of this slot gave (persistence, plain files)
+    issued_at: datetime | None = None
 
 
 # --------------------------------------------------------------------------- planning

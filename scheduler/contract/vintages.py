@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import csv
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,14 +34,26 @@ Key = tuple[str, datetime]
 
 @dataclass(frozen=True, slots=True)
 class Vintages:
-    """Every issue of the signals: ``issues[issued_at][(site, slot)]`` (issue times ascending)."""
+    """Every issue of the signals: ``issues[issued_at][(site, slot)]`` (issue times ascending).
+
+    Each signal carries its issue time (``SlotSignal.issued_at``): the issue it is filed under
+    unless it already has one (the store's loader keeps the exact fetch time).
+    """
 
     slot_minutes: int
     issues: Mapping[datetime, Mapping[Key, SlotSignal]]
     _times: tuple[datetime, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_times", tuple(sorted(self.issues)))
+        stamped = {
+            issued: {
+                k: s if s.issued_at is not None else replace(s, issued_at=issued)
+                for k, s in signals.items()
+            }
+            for issued, signals in self.issues.items()
+        }
+        object.__setattr__(self, "issues", stamped)
+        object.__setattr__(self, "_times", tuple(sorted(stamped)))
 
     @property
     def issue_times(self) -> tuple[datetime, ...]:
@@ -60,7 +72,8 @@ class Vintages:
     def known_at(self, h: datetime) -> dict[Key, tuple[datetime, SlotSignal]]:
         """What was known at ``h``: per (site, slot), the newest value issued at or before ``h``.
 
-        Values carry the issue time they come from (a plan records which vintage it used).
+        Values carry the issue time they come from, beside them and in the signal
+        (``SlotSignal.issued_at``): a plan records which vintage it used.
         An issue whose horizon is shorter than an older one's leaves the older value for the
         slots it does not cover (the last value seen is the best known).
         """

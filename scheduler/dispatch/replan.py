@@ -322,6 +322,7 @@ def _assignment_row(
         "renewable_kw": sig.renewable_kw if sig is not None else None,
         "wue_l_per_kwh": sig.wue_l_per_kwh if sig is not None else None,
         "carbon_factor": sig.carbon_factor if sig is not None else None,
+        "signal_issued_at": sig.issued_at if sig is not None else None,
     }
 
 

@@ -1,4 +1,5 @@
-"""Retention sweep (one call per dispatcher tick): expired files, per-shard files, crash leftovers.
+"""Retention sweep (one call per dispatcher tick): expired files, per-shard files, crash leftovers,
+old forecast issues.
 
 1. Files whose ``expires_at`` has passed (``expires_after`` on upload, 30 days by default for
    ``batch`` inputs, ``output_expires_after`` on a batch's output and error files) lose their
@@ -11,6 +12,8 @@
    the batch's output and error files hold the results.
 3. Crash leftovers (``files/.tmp/*.part`` of interrupted uploads, ``shards/.*.tmp`` of
    interrupted shard writes) older than ``part_file_max_age_s`` are removed.
+4. Forecast issues (``forecast_issues``) issued more than ``forecast_issue_retention_days``
+   ago are deleted; ``forecast_points`` (the newest value per time) is kept.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import func, select, update
@@ -27,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.config import Settings
 from scheduler.domain import TERMINAL_BATCH_STATUSES
+from scheduler.forecasts.issues import delete_issues_before
 from scheduler.store.db import transaction
 from scheduler.store.files import TMP_DIR, file_in_use
 from scheduler.store.tables import Batch, File, Shard
@@ -48,16 +53,18 @@ class RetentionReport:
     files_expired: list[str] = field(default_factory=list)
     shard_files_removed: int = 0
     leftovers_removed: int = 0
+    forecast_issues_removed: int = 0
 
 
 def sweep_retention(
     factory: sessionmaker[Session], settings: Settings, *, now_s: float | None = None
 ) -> RetentionReport:
-    """Run the three steps of the module docstring; safe to call at any period.
+    """Run the four steps of the module docstring; safe to call at any period.
 
     Args:
         factory: session factory.
-        settings: ``data_dir``, ``files_dir`` and ``part_file_max_age_s``.
+        settings: ``data_dir``, ``files_dir``, ``part_file_max_age_s`` and
+            ``forecast_issue_retention_days``.
         now_s: Unix seconds (default: the wall clock; expiry times are wall-clock stamps).
     """
     now = time.time() if now_s is None else now_s
@@ -67,12 +74,24 @@ def sweep_retention(
         factory, settings.data_dir / "shards", int(now) - FINALISED_GRACE_S
     )
     report.leftovers_removed = _remove_leftovers(settings, now - settings.part_file_max_age_s)
-    if report.files_expired or report.shard_files_removed or report.leftovers_removed:
+    cutoff = datetime.fromtimestamp(now, UTC) - timedelta(
+        days=settings.forecast_issue_retention_days
+    )
+    with transaction(factory) as s:
+        report.forecast_issues_removed = delete_issues_before(s, cutoff)
+    if (
+        report.files_expired
+        or report.shard_files_removed
+        or report.leftovers_removed
+        or report.forecast_issues_removed
+    ):
         log.info(
-            "retention: %d files expired, %d shard files and %d leftovers removed",
+            "retention: %d files expired, %d shard files, %d leftovers and %d forecast issues "
+            "removed",
             len(report.files_expired),
             report.shard_files_removed,
             report.leftovers_removed,
+            report.forecast_issues_removed,
         )
     return report
 

@@ -1,4 +1,8 @@
-"""Forecast cache: fetched points in table ``forecast_points`` (or in memory for pure tests)."""
+"""Forecast cache: fetched points in ``forecast_points`` (or in memory for pure tests).
+
+``forecast_points`` keeps the newest value per time (what planning reads); every write of
+forecasts is also recorded as an issue in ``forecast_issues`` (``scheduler.forecasts.issues``).
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from scheduler.forecasts.base import (
     normalise_signal,
     utc,
 )
+from scheduler.forecasts.issues import Issues, issue_rows, load_issues, record_issues
 from scheduler.store.tables import ForecastPoint
 
 _UNIQUE = ["provider", "key", "signal", "kind", "time"]
@@ -38,13 +43,25 @@ class ForecastCache(Protocol):
         values: Mapping[datetime, float],
         fetched_at: datetime,
     ) -> int:
-        """Insert or overwrite points; return how many were written."""
+        """Insert or overwrite points (forecasts are also kept as an issue); return how many."""
         ...
 
     def load(
         self, provider: str, key: str, signal: str, kind: str, start: datetime, end: datetime
     ) -> dict[datetime, float]:
         """Points with ``start <= time < end``."""
+        ...
+
+    def load_stamped(
+        self, provider: str, key: str, signal: str, kind: str, start: datetime, end: datetime
+    ) -> dict[datetime, tuple[float, datetime]]:
+        """Points with ``start <= time < end`` as ``(value, fetched_at)``."""
+        ...
+
+    def load_issues(
+        self, provider: str, key: str, signal: str, start: datetime, end: datetime
+    ) -> Issues:
+        """Every forecast issue kept for ``start <= time < end``: ``[issued_at][time]``."""
         ...
 
     def last_fetched(self, provider: str, key: str, signal: str) -> datetime | None:
@@ -58,6 +75,7 @@ class MemoryForecastCache:
     def __init__(self) -> None:
         """Start empty."""
         self.points: dict[tuple[str, str, str, str, datetime], tuple[float, datetime]] = {}
+        self.issues: dict[tuple[str, str, str, datetime, datetime], float] = {}
 
     def upsert(
         self,
@@ -68,21 +86,41 @@ class MemoryForecastCache:
         values: Mapping[datetime, float],
         fetched_at: datetime,
     ) -> int:
-        """Insert or overwrite points; return how many were written."""
+        """Insert or overwrite points (forecasts are also kept as an issue); return how many."""
         for t, v in values.items():
             self.points[(provider, key, signal, kind, utc(t))] = (float(v), utc(fetched_at))
+            if kind == FORECAST:
+                self.issues.setdefault((provider, key, signal, utc(t), utc(fetched_at)), float(v))
         return len(values)
 
     def load(
         self, provider: str, key: str, signal: str, kind: str, start: datetime, end: datetime
     ) -> dict[datetime, float]:
         """Points with ``start <= time < end``."""
+        stamped = self.load_stamped(provider, key, signal, kind, start, end)
+        return {t: v for t, (v, _) in stamped.items()}
+
+    def load_stamped(
+        self, provider: str, key: str, signal: str, kind: str, start: datetime, end: datetime
+    ) -> dict[datetime, tuple[float, datetime]]:
+        """Points with ``start <= time < end`` as ``(value, fetched_at)``."""
         lo, hi = utc(start), utc(end)
         return {
-            t: v
-            for (p, k, s, kd, t), (v, _) in self.points.items()
+            t: vf
+            for (p, k, s, kd, t), vf in self.points.items()
             if (p, k, s, kd) == (provider, key, signal, kind) and lo <= t < hi
         }
+
+    def load_issues(
+        self, provider: str, key: str, signal: str, start: datetime, end: datetime
+    ) -> Issues:
+        """Every forecast issue kept for ``start <= time < end``: ``[issued_at][time]``."""
+        lo, hi = utc(start), utc(end)
+        out: Issues = {}
+        for (p, k, s, t, issued), v in self.issues.items():
+            if (p, k, s) == (provider, key, signal) and lo <= t < hi:
+                out.setdefault(issued, {})[t] = v
+        return out
 
     def last_fetched(self, provider: str, key: str, signal: str) -> datetime | None:
         """When forecasts of (provider, key, signal) were last written, if ever."""
@@ -110,7 +148,10 @@ class SqlForecastCache:
         values: Mapping[datetime, float],
         fetched_at: datetime,
     ) -> int:
-        """Insert or overwrite points in one statement; return how many were written."""
+        """Insert or overwrite points in one statement; return how many were written.
+
+        Forecasts are also recorded as an issue (``forecast_issues``) in the same transaction.
+        """
         rows = [
             {
                 "provider": provider,
@@ -127,6 +168,8 @@ class SqlForecastCache:
             return 0
         with self.sessions() as session, session.begin():
             upsert_points(session, rows)
+            if kind == FORECAST:
+                record_issues(session, issue_rows(provider, key, signal, values, fetched_at))
         return len(rows)
 
     def load(
@@ -135,6 +178,30 @@ class SqlForecastCache:
         """Points with ``start <= time < end``."""
         with self.sessions() as session:
             return load_points(session, provider, key, signal, kind, start, end)
+
+    def load_stamped(
+        self, provider: str, key: str, signal: str, kind: str, start: datetime, end: datetime
+    ) -> dict[datetime, tuple[float, datetime]]:
+        """Points with ``start <= time < end`` as ``(value, fetched_at)``."""
+        with self.sessions() as session:
+            rows = session.execute(
+                select(ForecastPoint.time, ForecastPoint.value, ForecastPoint.fetched_at).where(
+                    ForecastPoint.provider == provider,
+                    ForecastPoint.key == key,
+                    ForecastPoint.signal == signal,
+                    ForecastPoint.kind == kind,
+                    ForecastPoint.time >= utc(start),
+                    ForecastPoint.time < utc(end),
+                )
+            )
+            return {utc(t): (float(v), utc(f)) for t, v, f in rows}
+
+    def load_issues(
+        self, provider: str, key: str, signal: str, start: datetime, end: datetime
+    ) -> Issues:
+        """Every forecast issue kept for ``start <= time < end``: ``[issued_at][time]``."""
+        with self.sessions() as session:
+            return load_issues(session, provider, key, signal, start, end)
 
     def last_fetched(self, provider: str, key: str, signal: str) -> datetime | None:
         """When forecasts of (provider, key, signal) were last written, if ever."""

@@ -34,6 +34,7 @@ from scheduler.forecasts.cache import ForecastCache, MemoryForecastCache
 from scheduler.forecasts.csv import CsvProvider
 from scheduler.forecasts.electricitymaps import ElectricityMapsProvider
 from scheduler.forecasts.http import HttpClient
+from scheduler.forecasts.issues import slot_issue_times
 from scheduler.forecasts.openmeteo import OpenMeteoSolarProvider
 from scheduler.forecasts.synthetic import DEFAULT_SEED, ConstantProvider, SyntheticProvider
 from scheduler.forecasts.uk import UkCarbonIntensityProvider
@@ -136,6 +137,7 @@ class _Filled:
     fallback: set[datetime] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
     first_hand: str = "none"
+    issued: dict[datetime, datetime] = field(default_factory=dict)  # slot -> issue used
 
 
 class _Collector:
@@ -176,8 +178,11 @@ class _Collector:
             self.cache.upsert(name, key, kind, ACTUAL, result.actual.values, self.now)
         return resample(result.forecast, self.slots, self.slot_minutes)
 
-    def _reuse(self, site: Site, kind: str, source: SignalSource) -> dict[datetime, float] | None:
-        """Values cached first-hand within ``reuse_within``, if they cover every slot."""
+    def _reuse(
+        self, site: Site, kind: str, source: SignalSource
+    ) -> tuple[dict[datetime, float], dict[datetime, datetime]] | None:
+        """Values cached first-hand within ``reuse_within`` (with each slot's issue time), if
+        they cover every slot."""
         name = ALIASES.get(source.provider, source.provider)
         if self.reuse_within is None:
             return None
@@ -185,24 +190,31 @@ class _Collector:
         stamp = self.cache.last_fetched(name, key, kind)
         if stamp is None or self.now - stamp > self.reuse_within:
             return None
-        points = self.cache.load(
+        stamped = self.cache.load_stamped(
             name, key, kind, FORECAST, self.start - timedelta(days=1), self.end
         )
-        points.update(self.cache.load(name, key, kind, ACTUAL, self.start, self.end))
-        if not points:
+        stamped.update(self.cache.load_stamped(name, key, kind, ACTUAL, self.start, self.end))
+        if not stamped:
             return None
-        values = resample(Series(points, infer_step(points)), self.slots, self.slot_minutes)
-        return values if len(values) == len(self.slots) else None
+        step = infer_step(stamped)
+        values = resample(
+            Series({t: v for t, (v, _) in stamped.items()}, step), self.slots, self.slot_minutes
+        )
+        if len(values) != len(self.slots):
+            return None
+        issued = {t: f for t, (_, f) in stamped.items()}
+        return values, slot_issue_times(issued, step, self.slots, self.slot_minutes)
 
     def _from_cache(self, site: Site, kind: str, source: SignalSource, filled: _Filled) -> None:
         name = ALIASES.get(source.provider, source.provider)
         key = cache_key(site.name, source.options)
         lo = self.start - timedelta(days=PERSISTENCE_DAYS + 1)
-        points = self.cache.load(name, key, kind, FORECAST, lo, self.end)
-        points.update(self.cache.load(name, key, kind, ACTUAL, lo, self.end))
-        if not points:
+        stamped = self.cache.load_stamped(name, key, kind, FORECAST, lo, self.end)
+        stamped.update(self.cache.load_stamped(name, key, kind, ACTUAL, lo, self.end))
+        if not stamped:
             return
-        series = Series(points, infer_step(points))
+        series = Series({t: v for t, (v, _) in stamped.items()}, infer_step(stamped))
+        stamps = {t: f for t, (_, f) in stamped.items()}
         for t in self.slots:
             if t in filled.values:
                 continue
@@ -213,6 +225,9 @@ class _Collector:
                     filled.values[t] = got[shifted]
                     filled.labels[t] = f"cache:{name}" if days == 0 else f"persistence:{name}"
                     filled.fallback.add(t)
+                    if days == 0:  # an earlier issue of this very slot (persistence has none)
+                        at = slot_issue_times(stamps, series.step, [t], self.slot_minutes)
+                        filled.issued.update(at)
                     break
 
     def cache_mix(self, site: Site, source: SignalSource) -> list[str]:
@@ -244,7 +259,12 @@ class _Collector:
         name = ALIASES.get(source.provider, source.provider)
         error: str | None = None
         try:
-            filled.values = self._reuse(site, kind, source) or self._fetch(site, kind, source)
+            reused = self._reuse(site, kind, source)
+            if reused is not None:
+                filled.values, filled.issued = reused
+            else:
+                filled.values = self._fetch(site, kind, source)
+                filled.issued = dict.fromkeys(filled.values, self.now)
             filled.labels = dict.fromkeys(filled.values, name)
             filled.first_hand = name
         except ProviderError as e:
@@ -271,6 +291,7 @@ class _Collector:
                         filled.values[t] = v
                         filled.labels[t] = f"fallback:{ALIASES.get(fb.provider, fb.provider)}"
                         filled.fallback.add(t)
+                        filled.issued[t] = self.now
         gaps = [t for t in self.slots if t not in filled.values]
         if gaps:
             why = error or f"{name} covers only part of the horizon"
@@ -329,7 +350,10 @@ def collect_signals(
 
     Returns:
         A ``SignalSet``; ``SlotSignal.source`` reads e.g.
-        ``carbon=uk-carbon-intensity;price=csv;solar=persistence:open-meteo``.
+        ``carbon=uk-carbon-intensity;price=csv;solar=persistence:open-meteo``, and
+        ``SlotSignal.issued_at`` is the ``fetched_at`` of the cached forecast each value came
+        from (``now`` for a fresh fetch, a fallback provider's included), the oldest of the
+        signal's parts; None when a part is persistence (no issue of that slot was used).
 
     Raises:
         ValueError: neither ``registry`` nor ``settings`` was given.
@@ -392,6 +416,8 @@ def _slot_signal(
         return None if filled is None else filled.values[t]
 
     label = ";".join(f"{k}={f.labels[t]}" for k, f in per_kind.items())
+    # as old as its oldest part; None when a part came from no issue of this slot (persistence)
+    issues = [f.issued.get(t) for f in per_kind.values()]
     return SlotSignal(
         time=t,
         site=site,
@@ -402,4 +428,5 @@ def _slot_signal(
         source=label,
         fallback=any(t in f.fallback for f in per_kind.values()),
         carbon_factor=carbon_factor,
+        issued_at=None if None in issues else min(i for i in issues if i is not None),
     )

@@ -205,6 +205,7 @@ def current_plan(session: Session, *, tenant_id: str | None = None) -> CurrentPl
                 else (point.carbon_g_per_kwh if point else None),
                 price_per_kwh=point.price_per_kwh if point else None,
                 renewable_kw=point.renewable_kw if point else None,
+                signal_issued_at=a.signal_issued_at,
             )
         )
     version = scope_versions(session, [_version(plan, len(rows))], tenant_id)[0]

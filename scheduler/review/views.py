@@ -93,6 +93,11 @@ class AssignmentView(BaseModel):
     carbon_g_per_kwh: float | None
     price_per_kwh: float | None = None
     renewable_kw: float | None = None
+    signal_issued_at: datetime | None = Field(
+        default=None,
+        description="When the forecast the plan priced this slot with was issued (fetched); "
+        "null for persistence values and plans made before it was kept.",
+    )
 
 
 class CurrentPlan(BaseModel):

@@ -260,6 +260,9 @@ class AssignmentRecord(Base):
     renewable_kw: Mapped[float | None] = mapped_column(Float)
     wue_l_per_kwh: Mapped[float | None] = mapped_column(Float)
     carbon_factor: Mapped[str | None] = mapped_column(String(32))
+    #: issue time of the forecast the slot signal came from (``SlotSignal.issued_at``; a key
+    #: into ``forecast_issues``); None for persistence values and plans made before 0008
+    signal_issued_at: Mapped[datetime | None]
 
 
 # --------------------------------------------------------------------------- execution
@@ -379,6 +382,21 @@ class ForecastPoint(Base):
     time: Mapped[datetime] = mapped_column(index=True)
     value: Mapped[float] = mapped_column(Float)
     fetched_at: Mapped[datetime]
+
+
+class ForecastIssue(Base):
+    """Append-only: one forecast value as issued, every issue kept (``forecast_points`` keeps
+    only the newest). ``issued_at`` is the cache's ``fetched_at`` of that write."""
+
+    __tablename__ = "forecast_issues"
+    __table_args__ = (UniqueConstraint("provider", "key", "signal", "time", "issued_at"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(200))
+    signal: Mapped[str] = mapped_column(String(32))
+    time: Mapped[datetime]
+    issued_at: Mapped[datetime] = mapped_column(index=True)  # the retention sweep's key
+    value: Mapped[float] = mapped_column(Float)
 
 
 class CarbonPacing(Base):

@@ -9,7 +9,7 @@ from sqlalchemy import delete
 
 from scheduler.forecasts import ACTUAL, FORECAST, SqlForecastCache
 from scheduler.store.db import make_engine, session_factory
-from scheduler.store.tables import ForecastPoint
+from scheduler.store.tables import ForecastIssue, ForecastPoint
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 22, tzinfo=UTC)
@@ -47,4 +47,29 @@ def test_forecast_points_upsert_on_postgresql(pg_url):
     finally:
         with sessions() as session, session.begin():
             session.execute(delete(ForecastPoint).where(ForecastPoint.key == "pg|{}"))
+        engine.dispose()
+
+
+def test_forecast_issues_are_kept_once_each_on_postgresql(pg_url):
+    # Given the cache on PostgreSQL, one issue written twice and a newer one
+    engine = make_engine(pg_url)
+    sessions = session_factory(engine)
+    cache = SqlForecastCache(sessions)
+    key = "pg-issues|{}"
+    try:
+        for _ in range(2):
+            cache.upsert("csv", key, "carbon", FORECAST, {T0: 180.0}, T0 - timedelta(hours=2))
+        cache.upsert("csv", key, "carbon", FORECAST, {T0: 150.0}, T0 - timedelta(hours=1))
+        # Then both issues are kept once each, and planning reads the newest
+        assert cache.load_issues("csv", key, "carbon", T0, T0 + timedelta(hours=1)) == {
+            T0 - timedelta(hours=2): {T0: 180.0},
+            T0 - timedelta(hours=1): {T0: 150.0},
+        }
+        assert cache.load("csv", key, "carbon", FORECAST, T0, T0 + timedelta(hours=1)) == {
+            T0: 150.0
+        }
+    finally:
+        with sessions() as session, session.begin():
+            session.execute(delete(ForecastPoint).where(ForecastPoint.key == key))
+            session.execute(delete(ForecastIssue).where(ForecastIssue.key == key))
         engine.dispose()

@@ -58,3 +58,67 @@ def test_upgrade_head_builds_postgresql_from_zero_identical_to_the_models(
     # Given an empty PostgreSQL database, When `alembic upgrade head` runs, Then no diff remains
     _upgrade_with_the_cli(fresh_pg_url)
     _assert_schema_matches_models(fresh_pg_url)
+
+
+def _alembic(url: str, *args: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "-x", f"url={url}", *args],
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def _forecast_issue_schema(url: str) -> tuple[bool, set[str], int]:
+    """(forecast_issues exists, the assignments columns, forecast_points rows)."""
+    from sqlalchemy import text
+
+    engine = make_engine(url)
+    try:
+        insp = inspect(engine)
+        has = insp.has_table("forecast_issues")
+        columns = {c["name"] for c in insp.get_columns("assignments")}
+        with engine.connect() as conn:
+            points = conn.execute(text("SELECT count(*) FROM forecast_points")).scalar_one()
+    finally:
+        engine.dispose()
+    return has, columns, int(points)
+
+
+def _upgrade_and_downgrade_0008(url: str) -> None:
+    from sqlalchemy import text
+
+    # Given a store at 0007 holding a cached forecast point
+    _alembic(url, "upgrade", "0007")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO forecast_points (provider, key, signal, kind, time, value, fetched_at)"
+                " VALUES ('csv', 'a|{}', 'carbon', 'forecast', '2026-11-01 00:00:00', 1.0,"
+                " '2026-10-31 23:00:00')"
+            )
+        )
+    engine.dispose()
+    has, columns, _ = _forecast_issue_schema(url)
+    assert not has and "signal_issued_at" not in columns
+    # When 0008 is applied, Then the issues table and the assignment column appear
+    _alembic(url, "upgrade", "0008")
+    has, columns, points = _forecast_issue_schema(url)
+    assert has and "signal_issued_at" in columns and points == 1
+    # When it is rolled back, Then both are gone and the cached point is untouched
+    _alembic(url, "downgrade", "0007")
+    has, columns, points = _forecast_issue_schema(url)
+    assert not has and "signal_issued_at" not in columns and points == 1
+    # And upgrading again gives the models' schema exactly
+    _alembic(url, "upgrade", "head")
+    _assert_schema_matches_models(url)
+
+
+def test_0008_forecast_issues_upgrades_and_downgrades_on_sqlite(tmp_path: Path) -> None:
+    _upgrade_and_downgrade_0008(f"sqlite:///{tmp_path / 'updown.db'}")
+
+
+def test_0008_forecast_issues_upgrades_and_downgrades_on_postgresql(fresh_pg_url: str) -> None:
+    _upgrade_and_downgrade_0008(fresh_pg_url)

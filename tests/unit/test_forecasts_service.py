@@ -289,3 +289,55 @@ def test_a_recent_fetch_is_reused_without_a_request_when_asked(server, registry)
     assert again.signals == first.signals
     assert not again.fallback
     assert len(server.seen) > requests_before
+
+
+def test_each_signal_carries_the_issue_time_of_the_forecast_it_came_from(registry, tmp_path):
+    # Given a carbon file that can be read, and a constant tariff
+    path = tmp_path / "carbon.csv"
+    path.write_text(
+        "time,site,carbon_g_per_kwh\n2026-11-22T00:00:00Z,gb-london,200\n"
+        "2026-11-22T01:00:00Z,gb-london,150\n"
+    )
+    fleet = fleet_with(
+        {
+            "carbon": {"provider": "csv", "path": str(path)},
+            "price": {"provider": "constant", "value": 0.2},
+        }
+    )
+    cache = MemoryForecastCache()
+    # When collected at NOW, then again 10 minutes later reusing what was fetched
+    fresh = collect_signals(fleet, hours(2), registry=registry, cache=cache, now=NOW)
+    reused = collect_signals(
+        fleet,
+        hours(2),
+        registry=registry,
+        cache=cache,
+        now=NOW + timedelta(minutes=10),
+        reuse_within=timedelta(minutes=30),
+    )
+    # Then a fresh fetch is issued now, and the reused values keep the fetch they came from
+    assert {s.issued_at for s in fresh.signals.values()} == {NOW}
+    assert {s.issued_at for s in reused.signals.values()} == {NOW}
+
+
+def test_a_stale_forecast_keeps_its_newer_issue_time_and_persistence_has_none(registry, tmp_path):
+    # Given an unreadable carbon file; two earlier issues cached for T0, only yesterday for T0+1h
+    fleet = fleet_with(
+        {
+            "carbon": {"provider": "csv", "path": str(tmp_path / "missing.csv")},
+            "price": {"provider": "constant", "value": 0.2},
+        }
+    )
+    cache = MemoryForecastCache()
+    key = cache_key("gb-london", {"path": str(tmp_path / "missing.csv")})
+    older, newer = NOW - timedelta(hours=3), NOW - timedelta(hours=1)
+    yesterday = {T0 - timedelta(days=1) + timedelta(hours=i): 111.0 + i for i in range(3)}
+    cache.upsert("csv", key, "carbon", FORECAST, {T0: 300.0, **yesterday}, older)
+    cache.upsert("csv", key, "carbon", FORECAST, {T0: 250.0}, newer)
+    # When collected
+    result = collect_signals(fleet, hours(2), registry=registry, cache=cache, now=NOW)
+    # Then T0 uses the newer issue and says so; the persisted slot has no issue of its own
+    first, second = (result.signals[("gb-london", t)] for t in hours(2))
+    assert (first.carbon_g_per_kwh, first.issued_at) == (250.0, newer)
+    assert second.carbon_g_per_kwh == 112.0
+    assert "persistence" in second.source and second.issued_at is None

@@ -52,6 +52,8 @@ def test_a_decision_sees_only_issues_published_by_then(neso: Path) -> None:
     # And a slot only the first issue reached keeps its value until a newer issue covers it
     assert known[("gb", _t(15, 3))][0] == _t(15, 2)
     assert known[("gb", _t(14, 20))][0] == _t(14, 4)
+    # And each signal names its issue itself (a plan made from it records which it used)
+    assert all(sig.issued_at == issued for issued, sig in known.values())
     # And nothing issued later leaks in: the third issue's slots beyond the second's horizon
     assert ("gb", _t(17, 3)) not in known
     assert v.vintage_at(h) == _t(15, 2)
