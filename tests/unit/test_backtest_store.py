@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
-from store_night import ISSUES, LEDGER_ONLY, LEDGER_PRICE, SINCE, UNTIL, seed_night, write_fleet
+from store_night import (
+    ISSUES,
+    LEDGER_ONLY,
+    LEDGER_PRICE,
+    SINCE,
+    UNTIL,
+    seed_night,
+    submit,
+    write_fleet,
+)
 from typer.testing import CliRunner
 
 from scheduler.backtest_store import load_store_history
@@ -81,16 +90,21 @@ def test_a_stored_night_replays_and_its_committed_plan_reprices_to_its_totals(
     assert committed.totals.co2_g == pytest.approx(report.totals.co2_g, rel=1e-9)
 
 
-def test_other_tolerances_are_replayed_on_the_same_night(
+def test_other_tolerances_are_replayed_on_the_same_night_with_the_stores_arrival_history(
     tmp_path: Path, sessions: sessionmaker[Session], settings: Settings, fleet_path: Path
 ) -> None:
-    # Given the stored night
-    seed_night(sessions, settings, load_fleet(fleet_path), tmp_path)
+    # Given the stored night, and a batch the store received the evening before
+    fleet = load_fleet(fleet_path)
+    seed_night(sessions, settings, fleet, tmp_path)
+    submit(sessions, settings, fleet, SINCE - timedelta(hours=20), 10, tmp_path)
     # When replayed with no slack on any stage
-    code, output, _, plan_path = _backtest(tmp_path, "--tolerances", "0,0,0")
+    code, output, out, plan_path = _backtest(tmp_path, "--tolerances", "0,0,0")
     # Then the committed plan was made with those tolerances
     assert code == 0, output
     assert read_plan(plan_path).tolerances == (0.0, 0.0, 0.0)
+    # And the earlier batch is not replayed but is what the arrival profile learned from
+    inputs = json.loads(out.read_text())["inputs"]
+    assert (inputs["batches"], inputs["history_batches"]) == (3, 1)
 
 
 def test_a_window_without_forecast_issues_is_refused_saying_what_to_do(
@@ -129,6 +143,12 @@ def test_store_and_file_options_do_not_mix(tmp_path: Path, fleet_path: Path) -> 
         + ["--out", str(tmp_path / "r.json"), "--plan-out", str(tmp_path / "c.json")],
     )
     assert mixed.exit_code == EXIT_USAGE and "cannot take --batches" in mixed.output
+    with_history = CliRunner().invoke(
+        build_app(),
+        ["backtest", "--store", *WINDOW, "--history", "h.jsonl"]
+        + ["--out", str(tmp_path / "r.json"), "--plan-out", str(tmp_path / "c.json")],
+    )
+    assert with_history.exit_code == EXIT_USAGE and "--history" in with_history.output
     no_window = CliRunner().invoke(
         build_app(),
         ["backtest", "--store", "--out", str(tmp_path / "r.json")]
