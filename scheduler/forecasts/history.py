@@ -10,7 +10,7 @@ site's key (the demo's ``demo`` provider, a source renamed since).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -32,33 +32,36 @@ Key = tuple[str, datetime]
 Slotted = dict[datetime, float]
 
 
-def sources(session: Session, site: Site, kind: str, *, issues: bool) -> list[tuple[str, str]]:
+def sources(session: Session, site: Site, kind: str, *, issues: bool) -> Iterator[tuple[str, str]]:
     """Candidate (provider, key) pairs of a site's signal, in the order of the module docstring.
+
+    Lazy: the other providers are looked up (a scan of the table) only when the configured
+    source and its fallback are exhausted.
 
     Args:
         issues: look for other providers in ``forecast_issues`` (else in ``forecast_points``).
     """
-    out: list[tuple[str, str]] = []
+    seen: list[tuple[str, str]] = []
     source = site_source(site, kind)
     if source is not None:
-        out.append(
+        seen.append(
             (ALIASES.get(source.provider, source.provider), cache_key(site.name, source.options))
         )
         raw = source.options.get("fallback")
         if isinstance(raw, str) and raw:
-            out.append((ALIASES.get(raw, raw), cache_key(site.name, {})))
+            seen.append((ALIASES.get(raw, raw), cache_key(site.name, {})))
         elif isinstance(raw, Mapping) and raw.get("provider"):
             opts = {k: v for k, v in raw.items() if k != "provider"}
             name = str(raw["provider"])
-            out.append((ALIASES.get(name, name), cache_key(site.name, opts)))
+            seen.append((ALIASES.get(name, name), cache_key(site.name, opts)))
+    yield from seen
     table = ForecastIssue if issues else ForecastPoint
     others = session.execute(
         select(table.provider, table.key).where(table.signal == kind).distinct()
     ).all()
     for provider, key in sorted((p, k) for p, k in others):
-        if (key == site.name or key.startswith(f"{site.name}|")) and (provider, key) not in out:
-            out.append((provider, key))
-    return out
+        if (key == site.name or key.startswith(f"{site.name}|")) and (provider, key) not in seen:
+            yield provider, key
 
 
 def onto_slots(

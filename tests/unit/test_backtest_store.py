@@ -184,3 +184,25 @@ def test_issues_count_from_the_next_slot_start_and_keep_their_exact_fetch_time(
     assert before[slot][1].carbon_g_per_kwh != after[slot][1].carbon_g_per_kwh
     # And the tariff fetched as one point holds over the horizon, to the window's last slot
     assert after[("west", UNTIL - timedelta(hours=1))][1].price_per_kwh == 0.2
+
+
+def test_issues_cached_under_another_provider_for_the_site_are_found(
+    sessions: sessionmaker[Session], fleet_path: Path
+) -> None:
+    from scheduler.forecasts import FORECAST, SqlForecastCache
+    from scheduler.forecasts.history import store_issues
+
+    # Given issues cached the way the demo caches them: provider "demo", key = the site name
+    fleet = load_fleet(fleet_path)
+    cache = SqlForecastCache(sessions)
+    hours = {SINCE + timedelta(hours=i): 100.0 + i for i in range(12)}
+    for site in fleet.sites:
+        cache.upsert("demo", site.name, "carbon", FORECAST, hours, SINCE)
+        cache.upsert("demo", site.name, "price", FORECAST, dict.fromkeys(hours, 0.1), SINCE)
+    # When the window's issues are read for a fleet configuring other providers
+    with sessions() as s:
+        history = store_issues(s, fleet, SINCE, UNTIL, hold=HOLD)
+    # Then the demo's issue is the one vintage, with its values
+    assert history.vintages.issue_times == (SINCE,)
+    signal = history.vintages.issues[SINCE][("south", SINCE + timedelta(hours=3))]
+    assert (signal.carbon_g_per_kwh, signal.price_per_kwh) == (103.0, 0.1)
