@@ -181,8 +181,7 @@ class _Collector:
     def _reuse(
         self, site: Site, kind: str, source: SignalSource
     ) -> tuple[dict[datetime, float], dict[datetime, datetime]] | None:
-        """Values cached first-hand within ``reuse_within`` (with each slot's issue time), if
-        they cover every slot."""
+        """Values (and issue times) cached within ``reuse_within``, if they cover every slot."""
         name = ALIASES.get(source.provider, source.provider)
         if self.reuse_within is None:
             return None
@@ -351,9 +350,8 @@ def collect_signals(
     Returns:
         A ``SignalSet``; ``SlotSignal.source`` reads e.g.
         ``carbon=uk-carbon-intensity;price=csv;solar=persistence:open-meteo``, and
-        ``SlotSignal.issued_at`` is the ``fetched_at`` of the cached forecast each value came
-        from (``now`` for a fresh fetch, a fallback provider's included), the oldest of the
-        signal's parts; None when a part is persistence (no issue of that slot was used).
+        ``SlotSignal.issued_at`` the ``fetched_at`` of the cached forecast its values came from
+        (``now`` when fetched; the oldest part's; None for persistence: docs/forecasts.md).
 
     Raises:
         ValueError: neither ``registry`` nor ``settings`` was given.
