@@ -20,6 +20,7 @@ submitted before ``at``.
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -169,32 +170,38 @@ def arrival_ratio(
     window: timedelta | None = None,
 ) -> float:
     """Tonight's arrivals against the profile: work received in ``[at - window, at)`` over the
-    work the earlier periods expected there (``window`` a quarter period by default).
+    work the earlier periods received in the same window of theirs (a quarter period).
 
-    Shrunk towards 1 by two typical batches' work on both sides (a quiet quarter with one
-    batch fewer than usual is no evidence of a quiet night). 1.0 when the history expected
-    nothing there (nothing to compare); clipped to 0.25 .. 4, so
-    one odd evening moves the reservations at most fourfold. A profile learned from a busier
-    week than tonight would otherwise hold capacity for batches that never come, which the
-    backtest measured to cost more than holding none.
+    A profile learned from a busier week than tonight holds capacity for batches that never
+    come; the backtest measured that to cost more than holding none (twice the work: +14.5 %
+    CO2 above the bound against +11.8 % without reservations), so the reservations follow
+    tonight's evidence. But re-scaling on every wobble costs too (the regret is steep around
+    the right scale): the ratio stays 1.0 while tonight is within the night-to-night spread of
+    the history (two standard deviations of the earlier periods' work in that window, at least
+    25 %). Shrunk by two typical batches' work on both sides, clipped to 0.25 .. 4; 1.0 when
+    the history received nothing in that window.
     """
     window = window if window is not None else period / 4
     lo = at - window
-    observed, expected, seen, n = 0.0, 0.0, 0.0, 0
+    observed, seen, n = 0.0, 0.0, 0
+    per_period = [0.0] * periods
     for b in history:
         if lo <= b.submitted_at < at:
             observed += _work(b)
-        elif lo - periods * period <= b.submitted_at < lo:
+            continue
+        k = -(-(lo - b.submitted_at) // period)  # the period whose window may hold it
+        if 1 <= k <= periods and b.submitted_at + k * period < at:
+            per_period[k - 1] += _work(b)
             seen, n = seen + _work(b), n + 1
-            t = b.submitted_at + period * -(-(lo - b.submitted_at) // period)
-            while t < at:
-                expected += _work(b)
-                t += period
-    expected /= periods
+    expected = sum(per_period) / periods
     if expected <= 0:
         return 1.0
-    prior = 2.0 * seen / n  # two typical batches of evidence before the ratio moves far
-    return min(4.0, max(0.25, (observed + prior) / (expected + prior)))
+    spread = statistics.pstdev(per_period) / expected if periods > 1 else 0.0
+    prior = 2.0 * seen / n  # two typical batches of evidence before the ratio moves
+    ratio = (observed + prior) / (expected + prior)
+    if abs(ratio - 1.0) <= max(0.25, 2.0 * spread):
+        return 1.0
+    return min(4.0, max(0.25, ratio))
 
 
 def with_reserved(problem: PlanningProblem) -> PlanningProblem:

@@ -196,3 +196,15 @@ def test_the_ratio_is_one_without_expectation_and_clipped_to_four() -> None:
     assert arrival_ratio([batch("x", start_h=-1, deadline_h=3)], T0, period=DAY, periods=7) == 1.0
     # Far busier than ever: at most fourfold
     assert arrival_ratio(_evenings(7, 1, tonight=40), T0, period=DAY, periods=7) == 4.0
+
+
+def test_an_evening_within_the_usual_spread_changes_nothing() -> None:
+    # One batch more than the usual four: within 25 %, no evidence of a different night
+    assert arrival_ratio(_evenings(7, 4, tonight=5), T0, period=DAY, periods=7) == 1.0
+    # Twelve instead of four moves it, unless the earlier evenings themselves swung that much
+    steady = _evenings(2, 4, tonight=12)
+    swinging = steady + [
+        batch(f"extra-{i}", start_h=-30 + i / 4, deadline_h=-22) for i in range(12)
+    ]
+    assert arrival_ratio(steady, T0, period=DAY, periods=2) > 1.0
+    assert arrival_ratio(swinging, T0, period=DAY, periods=2) == 1.0
