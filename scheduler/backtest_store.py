@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from sqlalchemy import select
@@ -39,6 +39,7 @@ from scheduler.forecasts.base import ACTUAL, CARBON, PRICE, SOLAR, WUE
 from scheduler.forecasts.cache import load_points
 from scheduler.forecasts.history import Slotted, onto_slots, sources, store_issues
 from scheduler.optimizer.arrivals import ArrivalProfile
+from scheduler.store.part_rows import part_rows, planning_batch
 from scheduler.store.tables import Batch, BatchPart, LedgerEntry
 
 Key = tuple[str, datetime]
@@ -121,21 +122,7 @@ def store_batches(
         InvalidInput: none was received then.
     """
     rows = session.execute(
-        select(
-            BatchPart.id,
-            BatchPart.requests,
-            BatchPart.input_tokens,
-            BatchPart.output_tokens,
-            BatchPart.model,
-            BatchPart.min_quality,
-            BatchPart.tokens_estimated,
-            Batch.created_at,
-            Batch.deadline,
-            Batch.sites,
-            Batch.priority,
-            Batch.tenant_id,
-        )
-        .join(Batch, Batch.id == BatchPart.batch_id)
+        part_rows()
         .where(
             Batch.created_at >= int(since.timestamp()),
             Batch.created_at < int(until.timestamp()),
@@ -143,24 +130,7 @@ def store_batches(
         )
         .order_by(Batch.created_at, BatchPart.id)
     ).all()
-    out = [
-        PlanningBatch(
-            id=r.id,
-            requests=r.requests,
-            input_tokens=r.input_tokens,
-            output_tokens=r.output_tokens,
-            submitted_at=datetime.fromtimestamp(r.created_at, UTC),
-            deadline=r.deadline,
-            model=r.model,
-            min_quality=r.min_quality if r.model is None else None,
-            sites=tuple(r.sites) if r.sites else None,
-            priority=r.priority,
-            tenant=r.tenant_id,
-            tokens_estimated=r.tokens_estimated,
-        )
-        for r in rows
-        if r.requests > 0
-    ]
+    out = [planning_batch(r) for r in rows if r.requests > 0]
     if not out:
         raise InvalidInput(
             f"no batch was received between {format_time(since)} and {format_time(until)} "

@@ -10,15 +10,15 @@ calls the same function with the same clock rule).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scheduler.config import Settings
 from scheduler.domain import PlanningBatch
 from scheduler.optimizer.arrivals import ArrivalProfile
-from scheduler.store.tables import Batch, BatchPart
+from scheduler.store.part_rows import part_rows, planning_batch
+from scheduler.store.tables import Batch
 
 
 def arrival_profile(settings: Settings) -> ArrivalProfile | None:
@@ -35,36 +35,11 @@ def arrival_profile(settings: Settings) -> ArrivalProfile | None:
 def received(s: Session, since: datetime, until: datetime) -> list[PlanningBatch]:
     """Every batch part received in ``[since, until)`` as a planning batch (any status)."""
     rows = s.execute(
-        select(
-            BatchPart.id,
-            BatchPart.requests,
-            BatchPart.input_tokens,
-            BatchPart.output_tokens,
-            BatchPart.model,
-            BatchPart.min_quality,
-            Batch.created_at,
-            Batch.deadline,
-            Batch.sites,
-            Batch.priority,
+        part_rows().where(
+            Batch.created_at >= since.timestamp(), Batch.created_at < until.timestamp()
         )
-        .join(Batch, Batch.id == BatchPart.batch_id)
-        .where(Batch.created_at >= since.timestamp(), Batch.created_at < until.timestamp())
     ).all()
-    return [
-        PlanningBatch(
-            id=r.id,
-            requests=r.requests,
-            input_tokens=r.input_tokens,
-            output_tokens=r.output_tokens,
-            submitted_at=datetime.fromtimestamp(r.created_at, UTC),
-            deadline=r.deadline if r.deadline.tzinfo else r.deadline.replace(tzinfo=UTC),
-            model=r.model,
-            min_quality=r.min_quality if r.model is None else None,
-            sites=tuple(r.sites) if r.sites else None,
-            priority=r.priority,
-        )
-        for r in rows
-    ]
+    return [planning_batch(r) for r in rows if r.requests > 0]
 
 
 def expected_arrivals(

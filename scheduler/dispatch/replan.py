@@ -47,6 +47,7 @@ from scheduler.optimizer.duals import rows_json
 from scheduler.optimizer.pricing import PricedPiece, price_problem
 from scheduler.optimizer.problem import FixedLoad, PlanningProblem, WarmCell
 from scheduler.store.db import transaction
+from scheduler.store.part_rows import part_rows, planning_batch
 from scheduler.store.tables import (
     AssignmentRecord,
     Batch,
@@ -96,21 +97,7 @@ def _part_batches(
     """
     free = load_free(s, now)
     rows = s.execute(
-        select(
-            BatchPart.id,
-            BatchPart.requests,
-            BatchPart.input_tokens,
-            BatchPart.output_tokens,
-            BatchPart.model,
-            BatchPart.min_quality,
-            BatchPart.tokens_estimated,
-            Batch.created_at,
-            Batch.deadline,
-            Batch.sites,
-            Batch.priority,
-            Batch.tenant_id,
-        )
-        .join(Batch, Batch.id == BatchPart.batch_id)
+        part_rows()
         .where(Batch.status == BatchStatus.IN_PROGRESS.value, Batch.deadline > now)
         .order_by(Batch.created_at, BatchPart.id)
     ).all()
@@ -119,24 +106,8 @@ def _part_batches(
         ids = free.get(r.id)
         if not ids or (exclude is not None and r.id in exclude):
             continue
-        share = len(ids) / r.requests if r.requests else 1.0
         submitted = min(datetime.fromtimestamp(r.created_at, UTC), now)
-        out.append(
-            PlanningBatch(
-                id=r.id,
-                requests=len(ids),
-                input_tokens=r.input_tokens * share,
-                output_tokens=r.output_tokens * share,
-                submitted_at=submitted,
-                deadline=r.deadline,
-                model=r.model,
-                min_quality=r.min_quality if r.model is None else None,
-                sites=tuple(r.sites) if r.sites else None,
-                priority=r.priority,
-                tenant=r.tenant_id,
-                tokens_estimated=r.tokens_estimated,
-            )
-        )
+        out.append(planning_batch(r, requests=len(ids), submitted_at=submitted))
     return out, free
 
 
