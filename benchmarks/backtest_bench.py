@@ -6,8 +6,12 @@ signals are the ACTUALS. The forecast vintages are SYNTHETIC: one issue per hour
 rest of the horizon, each carbon value the actual times ``exp(e)`` with
 ``e = sigma(lead) * (a + 0.3 b) / 1.04``, ``sigma(lead) = base + slope * lead_h``, ``a`` fixed
 per site and slot (the error every issue shares, which shrinks as the slot nears) and ``b``
-fresh per issue; price and on-site solar are the actuals (no error). The script prints the
-measured carbon MAPE by lead time, the replay's wall time and every strategy's regret.
+fresh per issue; price is the actual (no error). On-site solar can be forecast from REAL data
+(``scenarios.solar_forecast``): Solcast's own forecast for the coming hour
+(``forecasts/solcast_vessim``), day-ahead persistence beyond its 65-minute horizon, with
+``--solar forecast``; by default it is the actual (the issue's scenario: carbon error only).
+The script prints the measured carbon MAPE by lead time, the solar error, the replay's wall
+time and every strategy's regret.
 
 Expected arrivals: the service's strategy reserves capacity for the batches a profile expects
 later. Here the scenario is one 48 h cycle, so the profile's period is the horizon and its
@@ -33,13 +37,14 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.scenarios import write_scenario  # noqa: E402
+from benchmarks.scenarios import solar_forecast, write_scenario  # noqa: E402
 from scheduler.backtest import backtest, missed_batches, replay  # noqa: E402
 from scheduler.contract import build_problem, read_batches, read_forecasts  # noqa: E402
 from scheduler.contract.vintages import Vintages  # noqa: E402
@@ -58,8 +63,11 @@ def synthetic_vintages(
     base: float,
     slope: float,
     seed: int,
+    solar: Callable[[str, int, int], float] | None = None,
 ) -> Vintages:
-    """Hourly issues of the actual carbon with a lead-time-growing error (see the docstring)."""
+    """Hourly issues of the actual carbon with a lead-time-growing error (see the docstring);
+    with ``solar`` (``scenarios.solar_forecast``: site, issue hour, slot hour -> kW) the on-site
+    solar of each issue is that forecast instead of the actual."""
     rng = random.Random(seed)
     sites = sorted({s for s, _ in actuals})
     shared = {(s, t): rng.gauss(0, 1) for s in sites for t in slots}
@@ -72,8 +80,9 @@ def synthetic_vintages(
             for s in sites:
                 e = sigma * (shared[(s, t)] + 0.3 * rng.gauss(0, 1)) / 1.04
                 a = actuals[(s, t)]
+                kw = a.renewable_kw if solar is None else solar(s, i, i + int(lead_h))
                 issue[(s, t)] = dataclasses.replace(
-                    a, carbon_g_per_kwh=a.carbon_g_per_kwh * math.exp(e)
+                    a, carbon_g_per_kwh=a.carbon_g_per_kwh * math.exp(e), renewable_kw=kw
                 )
         issues[issued] = issue
     return Vintages(60, issues)
@@ -118,6 +127,20 @@ def _sized(history: list[PlanningBatch], factor: float) -> list[PlanningBatch]:
     ]
 
 
+def solar_error(v: Vintages, actuals: dict[tuple[str, datetime], SlotSignal]) -> str:
+    """Mean absolute error of on-site solar at lead 0 and beyond, against the mean output."""
+    err: dict[bool, list[float]] = {True: [], False: []}
+    for issued in v.issue_times:
+        for key, sig in v.issues[issued].items():
+            err[key[1] == issued].append(abs(sig.renewable_kw - actuals[key].renewable_kw))
+    mean = statistics.mean(a.renewable_kw for a in actuals.values())
+    return (
+        f"solar MAE {statistics.mean(err[True]):.2f} kW for the coming hour (Solcast's forecast), "
+        f"{statistics.mean(err[False]):.2f} kW beyond (day-ahead persistence); mean output "
+        f"{mean:.2f} kW"
+    )
+
+
 def mape_by_lead(v: Vintages, actuals: dict[tuple[str, datetime], SlotSignal]) -> dict[int, float]:
     """Mean absolute percentage error of carbon per 12 h lead band."""
     err: dict[int, list[float]] = {}
@@ -139,6 +162,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--error-base", type=float, default=0.03, help="sigma at lead 0")
     ap.add_argument("--error-slope", type=float, default=0.004, help="sigma added per lead hour")
+    ap.add_argument(
+        "--solar",
+        choices=("forecast", "actual"),
+        default="actual",
+        help="on-site solar in the vintages: the actuals (the issue's scenario: carbon error "
+        "only), or forecast: real Solcast for the coming hour + day-ahead persistence",
+    )
     ap.add_argument("--history-cycles", type=int, default=3, help="earlier cycles learned from")
     ap.add_argument("--sensitivity", action="store_true", help="also reserve x0.5 and x2")
     args = ap.parse_args()
@@ -155,7 +185,12 @@ def main() -> None:
         slots, actuals = read_forecasts(s.forecasts, fleet)
         batches = read_batches(s.batches)
     vintages = synthetic_vintages(
-        list(slots), actuals, base=args.error_base, slope=args.error_slope, seed=args.seed
+        list(slots),
+        actuals,
+        base=args.error_base,
+        slope=args.error_slope,
+        seed=args.seed,
+        solar=solar_forecast(SHARED, args.sites) if args.solar == "forecast" else None,
     )
     mape = mape_by_lead(vintages, actuals)
     all_err = statistics.mean(mape.values())
@@ -165,6 +200,8 @@ def main() -> None:
         + ", ".join(f"{k}-{k + 11} h {100 * v:.1f} %" for k, v in mape.items())
         + f" (mean of bands {100 * all_err:.1f} %)"
     )
+    if args.solar == "forecast":
+        print(solar_error(vintages, actuals))
     history = history_cycles(SHARED, args, args.history_cycles)
     profile = ArrivalProfile(timedelta(hours=args.hours), args.history_cycles, 1.0)
     started = time.perf_counter()

@@ -96,6 +96,56 @@ def _solar_by_city(shared: Path) -> dict[str, list[float]]:
     return sums
 
 
+def _solar_next_hour(shared: Path) -> dict[str, dict[int, float]]:
+    """Solcast's own forecast of the coming hour per city: ``{hour: mean PV 0..1}``.
+
+    ``forecasts/solcast_vessim``: an issue on each hour with 5-minute values 5 to 65 min ahead;
+    the twelve ending within the hour make the slot's forecast (the hour index counts from the
+    actuals' first hour, 2022-06-08T00:00Z).
+    """
+    path = shared / "data" / "forecasts" / "solcast_vessim"
+    path = path / "solcast2022_global_forecast_hourly_issues.csv"
+    first = datetime(2022, 6, 8, tzinfo=UTC)
+    out: dict[str, dict[int, float]] = {}
+    with path.open(encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        cities = [c for c in (reader.fieldnames or []) if c not in ("datetime", "period_end")]
+        for row in reader:
+            issued = datetime.fromisoformat(row["datetime"]).replace(tzinfo=UTC)
+            ahead = datetime.fromisoformat(row["period_end"]).replace(tzinfo=UTC) - issued
+            if ahead > timedelta(hours=1):
+                continue
+            hour = int((issued - first) / timedelta(hours=1))
+            for c in cities:
+                cell = out.setdefault(c, {})
+                cell[hour] = cell.get(hour, 0.0) + float(row[c]) / 12
+    return out
+
+
+def solar_forecast(shared: Path, sites: int) -> Any:
+    """``kw(site, issued_h, slot_h)``: the on-site solar forecast an issue at trace hour
+    ``issued_h`` gives for trace hour ``slot_h`` (>= ``issued_h``), in kW.
+
+    REAL where it exists: the slot of the issue's own hour takes Solcast's forecast for the
+    coming hour (``_solar_next_hour``); later slots, beyond Solcast's 65-minute horizon, take
+    day-ahead persistence (the actual output 24 h before the slot, known at the issue), the
+    usual baseline. The site's city, hour shift and peak kW are the actuals' (``SITES``).
+    """
+    actual = _solar_by_city(shared)
+    ahead = _solar_next_hour(shared)
+    where = {site_id: (city, shift, kwp) for _, site_id, city, shift, _, kwp, _, _ in SITES[:sites]}
+
+    def kw(site: str, issued_h: int, slot_h: int) -> float:
+        city, shift, kwp = where[site]
+        pv = actual[city]
+        i = (slot_h - shift) % len(pv)
+        if slot_h == issued_h and i in ahead[city]:
+            return round(kwp * ahead[city][i], 4)
+        return round(kwp * pv[(i - 24) % len(pv)], 4)
+
+    return kw
+
+
 def _profiles(shared: Path) -> dict[str, dict[str, dict[str, Any]]]:
     path = shared / "data" / "llm_energy" / "mlenergy_v3" / "llm_configurations_flat.csv"
     best: dict[tuple[str, str], dict[str, str]] = {}
