@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from scheduler.contract.inputs import format_time
 from scheduler.contract.vintages import Vintages
-from scheduler.dispatch.expected import received
+from scheduler.dispatch.expected import history_before
 from scheduler.dispatch.slots import slot_floor
 from scheduler.domain import BatchStatus, Fleet, PlanningBatch, SlotSignal
 from scheduler.errors import InvalidInput
@@ -97,7 +97,7 @@ def arrival_history(
     without a profile."""
     if profile is None:
         return []
-    return received(session, since - profile.periods * profile.period, since)
+    return history_before(session, profile, since)
 
 
 def _check_window(since: datetime, until: datetime, slot_minutes: int) -> None:

@@ -42,6 +42,11 @@ def received(s: Session, since: datetime, until: datetime) -> list[PlanningBatch
     return [planning_batch(r) for r in rows if r.requests > 0]
 
 
+def history_before(s: Session, profile: ArrivalProfile, at: datetime) -> list[PlanningBatch]:
+    """What ``profile`` learns from at ``at``: the parts received in its periods before it."""
+    return received(s, at - profile.periods * profile.period, at)
+
+
 def expected_arrivals(
     s: Session, settings: Settings, now: datetime, horizon_end: datetime, slot_minutes: int
 ) -> tuple[PlanningBatch, ...]:
@@ -49,5 +54,4 @@ def expected_arrivals(
     profile = arrival_profile(settings)
     if profile is None:
         return ()
-    history = received(s, now - profile.periods * profile.period, now)
-    return profile.reserve(history, now, horizon_end, slot_minutes)
+    return profile.reserve(history_before(s, profile, now), now, horizon_end, slot_minutes)

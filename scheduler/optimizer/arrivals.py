@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -50,7 +50,7 @@ class ArrivalProfile:
 
     def reserve(
         self,
-        history: Iterable[PlanningBatch],
+        history: Sequence[PlanningBatch],
         at: datetime,
         horizon_end: datetime,
         slot_minutes: int,
@@ -77,7 +77,7 @@ def _floor(t: datetime, step: timedelta) -> datetime:
 
 
 def reservations(
-    history: Iterable[PlanningBatch],
+    history: Sequence[PlanningBatch],
     at: datetime,
     horizon_end: datetime,
     *,
@@ -162,7 +162,7 @@ def _work(b: PlanningBatch) -> float:
 
 
 def arrival_ratio(
-    history: Iterable[PlanningBatch],
+    history: Sequence[PlanningBatch],
     at: datetime,
     *,
     period: timedelta,
@@ -215,8 +215,8 @@ def without_reserved(problem: PlanningProblem, plan: Plan) -> Plan:
     """``plan`` (of ``with_reserved(problem)``) with the reservations taken out, re-priced.
 
     Totals are the real batches' own, priced by the contract's rule (``validate.price``: the
-    reservations' share of renewables goes back to them); ``stage_optima`` stay those of the
-    solve (reservations included), which a note says.
+    reservations' share of renewables goes back to them); ``stage_optima`` and ``duals`` stay
+    those of the solve, reservations included.
     """
     from scheduler.optimizer.validate import price
 
