@@ -48,7 +48,7 @@ from benchmarks.scenarios import solar_forecast, write_scenario  # noqa: E402
 from scheduler.backtest import backtest, missed_batches, replay  # noqa: E402
 from scheduler.contract import build_problem, read_batches, read_forecasts  # noqa: E402
 from scheduler.contract.vintages import Vintages  # noqa: E402
-from scheduler.domain import PlanningBatch, SlotSignal  # noqa: E402
+from scheduler.domain import Fleet, PlanningBatch, SlotSignal  # noqa: E402
 from scheduler.fleet import load_fleet  # noqa: E402
 from scheduler.optimizer.arrivals import ArrivalProfile  # noqa: E402
 from scheduler.optimizer.validate import price  # noqa: E402
@@ -88,29 +88,33 @@ def synthetic_vintages(
     return Vintages(60, issues)
 
 
+def read_night(
+    shared: Path, args: argparse.Namespace, seed: int
+) -> tuple[Fleet, list[datetime], dict[tuple[str, datetime], SlotSignal], list[PlanningBatch]]:
+    """One night of the generator with ``seed``: fleet, slots, actual signals and batches."""
+    with tempfile.TemporaryDirectory() as d:
+        s = write_scenario(
+            shared, Path(d), batches=args.batches, sites=args.sites, hours=args.hours, seed=seed
+        )
+        fleet = load_fleet(s.fleet)
+        slots, actuals = read_forecasts(s.forecasts, fleet)
+        return fleet, list(slots), dict(actuals), read_batches(s.batches)
+
+
 def history_cycles(shared: Path, args: argparse.Namespace, cycles: int) -> list[PlanningBatch]:
     """``cycles`` earlier cycles of the generator (seeds ``seed+1..``), shifted back."""
     out: list[PlanningBatch] = []
     for k in range(1, cycles + 1):
         back = timedelta(hours=k * args.hours)
-        with tempfile.TemporaryDirectory() as d:
-            s = write_scenario(
-                shared,
-                Path(d),
-                batches=args.batches,
-                sites=args.sites,
-                hours=args.hours,
-                seed=args.seed + k,
-            )
-            for b in read_batches(s.batches):
-                out.append(
-                    dataclasses.replace(
-                        b,
-                        id=f"cycle-{k}-{b.id}",
-                        submitted_at=b.submitted_at - back,
-                        deadline=b.deadline - back,
-                    )
+        for b in read_night(shared, args, args.seed + k)[3]:
+            out.append(
+                dataclasses.replace(
+                    b,
+                    id=f"cycle-{k}-{b.id}",
+                    submitted_at=b.submitted_at - back,
+                    deadline=b.deadline - back,
                 )
+            )
     return out
 
 
@@ -170,22 +174,15 @@ def main() -> None:
         "only), or forecast: real Solcast for the coming hour + day-ahead persistence",
     )
     ap.add_argument("--history-cycles", type=int, default=3, help="earlier cycles learned from")
-    ap.add_argument("--sensitivity", action="store_true", help="also reserve x0.5 and x2")
+    ap.add_argument(
+        "--sensitivity",
+        action="store_true",
+        help="also replay with a history of twice and half tonight's volume, adapted or not",
+    )
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as d:
-        s = write_scenario(
-            SHARED,
-            Path(d),
-            batches=args.batches,
-            sites=args.sites,
-            hours=args.hours,
-            seed=args.seed,
-        )
-        fleet = load_fleet(s.fleet)
-        slots, actuals = read_forecasts(s.forecasts, fleet)
-        batches = read_batches(s.batches)
+    fleet, slots, actuals, batches = read_night(SHARED, args, args.seed)
     vintages = synthetic_vintages(
-        list(slots),
+        slots,
         actuals,
         base=args.error_base,
         slope=args.error_slope,
@@ -205,12 +202,10 @@ def main() -> None:
     history = history_cycles(SHARED, args, args.history_cycles)
     profile = ArrivalProfile(timedelta(hours=args.hours), args.history_cycles, 1.0)
     started = time.perf_counter()
-    result = backtest(
-        fleet, batches, vintages, list(slots), actuals, arrivals=profile, history=history
-    )
+    result = backtest(fleet, batches, vintages, slots, actuals, arrivals=profile, history=history)
     wall = time.perf_counter() - started
     if args.sensitivity:
-        real = build_problem(fleet, list(slots), actuals, list(batches))
+        real = build_problem(fleet, slots, actuals, list(batches))
         end = slots[-1] + timedelta(hours=1)
         start = max(slots[0], vintages.issue_times[0])
         best = result.strategies["bound"]["co2_g"]
