@@ -10,11 +10,12 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
+from scheduler.clock import now_s as now_s
 from scheduler.domain import BatchStatus, ShardStatus, can_transition_batch
 from scheduler.errors import InvalidTransition, NotFound
 from scheduler.store.paging import cursor_page, new_id, storable
 from scheduler.store.shard_moves import shard_from
-from scheduler.store.tables import Batch, BatchPart, BatchRequest, Shard, now_utc
+from scheduler.store.tables import Batch, BatchPart, BatchRequest, Shard
 
 BATCH_PREFIX = "batch_"
 INSERT_CHUNK_ROWS = 5_000
@@ -29,11 +30,6 @@ _STATUS_AT = {
     BatchStatus.CANCELLING: "cancelling_at",
     BatchStatus.CANCELLED: "cancelled_at",
 }
-
-
-def now_s() -> int:
-    """The current Unix time in whole seconds (OpenAI timestamps), from the store's clock."""
-    return int(now_utc().timestamp())
 
 
 def new_batch(

@@ -7,8 +7,6 @@ SQLite and PostgreSQL behave alike.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +27,9 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from scheduler.clock import now_utc as now_utc
+from scheduler.clock import use_clock
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -56,28 +57,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
-_clock: Callable[[], datetime] | None = None
-
-
-def now_utc() -> datetime:
-    """The current time, aware UTC (the store's only clock; see ``replay_clock``)."""
-    return _clock() if _clock is not None else datetime.now(UTC)
-
-
-@contextmanager
-def replay_clock(clock: Callable[[], datetime]) -> Iterator[None]:
-    """Make ``now_utc`` read ``clock`` inside the block (process-wide).
-
-    Only ``gridshift demo`` uses it, to replay a past night: the API it runs in-process then
-    stamps batches, leases and finalisation with the replayed time, so what the store records
-    agrees with the slots the work was booked in.
-    """
-    global _clock
-    previous, _clock = _clock, clock
-    try:
-        yield
-    finally:
-        _clock = previous
+# The store's clock is gridshift's clock seam (``scheduler.clock``); these names stay for the
+# code that imports them from here. ``replay_clock`` is ``gridshift demo``'s name for
+# ``use_clock``: the API it runs in-process then stamps batches, leases and finalisation with the
+# replayed time, so what the store records agrees with the slots the work was booked in.
+replay_clock = use_clock
 
 
 class Base(DeclarativeBase):
