@@ -13,7 +13,7 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -180,6 +180,7 @@ def save_file(
     file_id: str | None = None,
     expires_at: int | None = None,
     expires_after_s: int | None = None,
+    before_commit: Callable[[Session, File], None] | None = None,
 ) -> File:
     """Store ``source`` as a new file and COMMIT ``session``; nothing is left if any step fails.
 
@@ -199,6 +200,8 @@ def save_file(
         file_id: Deterministic id (idempotent retries); default a new ``file-...`` id.
         expires_at: Unix seconds after which the file may be removed.
         expires_after_s: Or: seconds after its creation (wins over ``expires_at``).
+        before_commit: Called with the session and the flushed row just before the commit (a
+            quota held in the same transaction); what it raises undoes everything.
 
     Raises:
         LimitExceeded: content larger than ``max_bytes``.
@@ -221,6 +224,8 @@ def save_file(
             expires_at=expires_at,
             expires_after_s=expires_after_s,
         )
+        if before_commit is not None:
+            before_commit(session, row)
         session.commit()
     except BaseException:
         session.rollback()

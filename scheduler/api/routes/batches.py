@@ -15,7 +15,7 @@ from scheduler.intake.expiry import parse_expires_after
 from scheduler.intake.pending import validate_pending
 from scheduler.intake.submit import BatchOptions, create_batch
 from scheduler.store import batches as repo
-from scheduler.store.quotas import check_batch_quota
+from scheduler.store.quotas import check_batch_quota, hold_batch_quota
 from scheduler.store.summaries import batch_summaries, batch_summary
 from scheduler.store.tables import Batch as BatchRow
 
@@ -61,6 +61,7 @@ def post_batch(
         max_requests=settings.max_requests_per_batch,
         sync_max_bytes=settings.validate_sync_max_bytes,
     )
+    hold_batch_quota(session, row, max_in_flight=settings.tenant_max_batches_in_flight)
     session.commit()
     if row.status == BatchStatus.VALIDATING.value and fleet is not None:
         background.add_task(

@@ -12,7 +12,7 @@ from scheduler.api.schemas import FileDeleted, FileList, FileObject
 from scheduler.errors import InvalidInput, LineError
 from scheduler.intake.expiry import BATCH_INPUT_DEFAULT_S, ExpiresAfter, parse_expires_after
 from scheduler.store import files as repo
-from scheduler.store.quotas import check_file_quota
+from scheduler.store.quotas import check_file_quota, hold_file_quota
 
 router = APIRouter(prefix="/v1", tags=["files"])
 
@@ -60,6 +60,12 @@ def create_file(
         purpose=purpose,
         max_bytes=settings.max_file_bytes,
         expires_after_s=policy.seconds,
+        before_commit=lambda s, _row: hold_file_quota(
+            s,
+            caller.tenant_id,
+            max_files=settings.tenant_max_files,
+            max_bytes=settings.tenant_max_stored_bytes,
+        ),
     )
     return FileObject.from_row(row)
 
