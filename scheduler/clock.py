@@ -20,9 +20,10 @@ Three things can set that clock, the first that applies wins:
    A value that does not parse raises ``ClockSettingError`` saying what is expected.
 3. Otherwise the real clock, ``datetime.now(UTC)``.
 
-Elapsed durations (solver time limits, heartbeat periods, rate-limit windows) use
-``monotonic`` (real, never faked by this seam): a pinned clock ticks in real time anyway, and a
-replayed night must not make a lease expire or a solver stop early.
+Elapsed durations (solver time limits, heartbeat periods, rate-limit windows, token lifetimes)
+use ``monotonic`` (real, never faked by this seam): a pinned clock ticks in real time anyway,
+and a replayed night must not make a solver stop early. Ages of files on disk are measured with
+``filesystem_time`` (the clock that stamps their modification times).
 """
 
 from __future__ import annotations
@@ -63,6 +64,16 @@ def now_s() -> int:
 def monotonic() -> float:
     """Real elapsed-time clock (``time.monotonic``): durations, never instants."""
     return time.monotonic()
+
+
+def filesystem_time() -> float:
+    """Real Unix time, the clock file modification times are stamped with.
+
+    Ages of files on disk (upload leftovers, crash ``.tmp`` files) are measured against it, not
+    against ``now_utc``: a pinned or replayed product clock must neither keep a stale file
+    forever nor remove an upload that is still being written.
+    """
+    return time.time()
 
 
 def pinned(at: datetime) -> Callable[[], datetime]:

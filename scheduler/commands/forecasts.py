@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from scheduler.cli import EXIT_FAILED, EXIT_USAGE
+from scheduler.clock import now_utc
 from scheduler.config import get_settings
 from scheduler.errors import ConfigError, ForecastUnavailable
 
@@ -54,7 +55,7 @@ def register(app: typer.Typer) -> None:
         try:
             path = fleet or settings.fleet or sample_fleet_path()
             parsed = load_fleet(path)
-            first = datetime.fromisoformat(start).astimezone(UTC) if start else datetime.now(UTC)
+            first = datetime.fromisoformat(start).astimezone(UTC) if start else now_utc()
         except (ConfigError, ValueError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(EXIT_USAGE) from None
@@ -65,7 +66,7 @@ def register(app: typer.Typer) -> None:
         else:
             registry = build_registry(settings, base_dir=Path(path).parent, retries=retries)
             try:
-                result = collect_signals(parsed, slots, registry=registry, now=datetime.now(UTC))
+                result = collect_signals(parsed, slots, registry=registry, now=now_utc())
             except ForecastUnavailable as e:
                 typer.echo(f"error: {e}", err=True)
                 raise typer.Exit(EXIT_FAILED) from None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,6 +10,7 @@ import typer
 
 from scheduler.cli import EXIT_FAILED, EXIT_OK
 from scheduler.client import GridshiftClient
+from scheduler.clock import now_utc
 from scheduler.commands.common import (
     FAILED_END_STATUSES,
     ApiKeyOption,
@@ -218,7 +219,7 @@ def register(app: typer.Typer) -> None:
         with exit_on_error():
             job = load_job(spec)
             batch_file = build_batch_file(job, spec.parent)
-            now = datetime.now(UTC)
+            now = now_utc()
             if dry_run:
                 from scheduler.api.deps import load_configured_fleet
                 from scheduler.config import get_settings

@@ -11,7 +11,8 @@ old forecast issues.
    cancelled between a tick's finalizer and its sweep keeps them until its files are written):
    the batch's output and error files hold the results.
 3. Crash leftovers (``files/.tmp/*.part`` of interrupted uploads, ``shards/.*.tmp`` of
-   interrupted shard writes) older than ``part_file_max_age_s`` are removed.
+   interrupted shard writes) older than ``part_file_max_age_s`` are removed (aged by their
+   modification time on the file system's clock, ``clock.filesystem_time``).
 4. Forecast issues (``forecast_issues``) issued more than ``forecast_issue_retention_days``
    ago are deleted; ``forecast_points`` (the newest value per time) is kept.
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +29,7 @@ from pathlib import Path
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from scheduler import clock
 from scheduler.config import Settings
 from scheduler.domain import TERMINAL_BATCH_STATUSES
 from scheduler.forecasts.issues import delete_issues_before
@@ -65,15 +66,19 @@ def sweep_retention(
         factory: session factory.
         settings: ``data_dir``, ``files_dir``, ``part_file_max_age_s`` and
             ``forecast_issue_retention_days``.
-        now_s: Unix seconds (default: the wall clock; expiry times are wall-clock stamps).
+        now_s: Unix seconds of the product clock (default: ``clock.now_s``), compared with the
+            stored stamps (expiry, batch end, forecast issue). Crash leftovers are aged by
+            their modification time against ``clock.filesystem_time`` instead.
     """
-    now = time.time() if now_s is None else now_s
+    now = clock.now_utc().timestamp() if now_s is None else now_s
     report = RetentionReport()
     report.files_expired = _expire_files(factory, int(now))
     report.shard_files_removed = _remove_shard_files(
         factory, settings.data_dir / "shards", int(now) - FINALISED_GRACE_S
     )
-    report.leftovers_removed = _remove_leftovers(settings, now - settings.part_file_max_age_s)
+    report.leftovers_removed = _remove_leftovers(
+        settings, clock.filesystem_time() - settings.part_file_max_age_s
+    )
     cutoff = datetime.fromtimestamp(now, UTC) - timedelta(
         days=settings.forecast_issue_retention_days
     )

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from scheduler.clock import monotonic
 from scheduler.domain import Site
 from scheduler.forecasts.base import (
     CARBON,
@@ -24,7 +25,7 @@ DEFAULT_BASE_URL = "https://api.watttime.org"
 G_PER_KWH_PER_LBS_PER_MWH = 0.45359237
 """1 lb/MWh = 453.59237 g / 1000 kWh."""
 
-_TOKEN_LIFE = timedelta(minutes=25)  # WattTime tokens last 30 minutes
+_TOKEN_LIFE_S = 25 * 60.0  # WattTime tokens last 30 minutes (real elapsed time)
 
 
 def lbs_per_mwh_to_g_per_kwh(value: float) -> float:
@@ -50,11 +51,11 @@ class WattTimeProvider:
         self.http = http
         self.username = username
         self.password = password
-        self._token: tuple[str, str, datetime] | None = None  # base_url, token, obtained at
+        self._token: tuple[str, str, float] | None = None  # base_url, token, monotonic obtained at
 
     def _login(self, base: str, site: str) -> str:
-        now = datetime.now().astimezone()
-        if self._token and self._token[0] == base and now - self._token[2] < _TOKEN_LIFE:
+        now = monotonic()
+        if self._token and self._token[0] == base and now - self._token[2] < _TOKEN_LIFE_S:
             return self._token[1]
         payload = self.http.get_json(
             f"{base}/login", auth=(self.username, self.password), what=f"{self.name} login"

@@ -10,12 +10,12 @@ Two callers on the same batch are safe: the outcome is stored with a compare-and
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from scheduler.clock import now_s
 from scheduler.domain import BatchStatus, Fleet
 from scheduler.intake.submit import scan_batch_file, store_scan
 from scheduler.intake.validate import DEFAULT_MAX_TOKENS
@@ -65,7 +65,7 @@ def validate_all_pending(
     Returns:
         The ids this call moved.
     """
-    cutoff = int(time.time() - grace_s)
+    cutoff = int(now_s() - grace_s)  # against Batch.created_at, a product-clock stamp
     with factory() as s:
         ids = list(
             s.scalars(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import BinaryIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from scheduler.clock import filesystem_time
 from scheduler.domain import TERMINAL_BATCH_STATUSES
 from scheduler.errors import InvalidTransition, LimitExceeded, NotFound
 from scheduler.store.paging import cursor_page, new_id, storable
@@ -341,7 +341,7 @@ def sweep_files(session: Session, files_dir: Path, *, grace_s: float = 900.0) ->
     """
     if not files_dir.is_dir():
         return SweepReport()
-    cutoff = time.time() - grace_s
+    cutoff = filesystem_time() - grace_s  # file mtimes: the file system's clock
     temp = orphans = purged = 0
     tmp_dir = files_dir / TMP_DIR
     if tmp_dir.is_dir():

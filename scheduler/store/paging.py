@@ -18,7 +18,9 @@ def new_id(prefix: str) -> str:
     """Return ``prefix`` + 12 hex digits of Unix milliseconds + 12 random hex digits.
 
     Ids sort like their creation time, so "newest first" is "largest id first" and a cursor is
-    just an id.
+    just an id. The prefix reads the REAL clock, not ``scheduler.clock``: ids must stay unique and
+    increasing across processes and restarts, and a pinned or replayed clock (tests, the demo)
+    may start in the past, which would sort new rows before old ones and break cursors.
     """
     return f"{prefix}{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
 

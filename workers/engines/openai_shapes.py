@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from scheduler.clock import now_s
 from scheduler.errors import InvalidInput
 from scheduler.intake.bounds import MAX_CHOICES
 from workers.engines.base import EngineResult
@@ -231,7 +231,7 @@ def response_body(
     return {
         "id": request_id or f"{prefix}-{uuid.uuid4().hex}",
         "object": obj,
-        "created": int(time.time()) if created is None else created,
+        "created": now_s() if created is None else created,
         "model": model,
         "choices": shaped,
         "usage": {

@@ -7,11 +7,11 @@ chat answer becomes OpenAI's ``Response`` object (``output[{type: message, conte
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from scheduler.clock import now_s
 from scheduler.errors import InvalidInput
 from workers.engines.base import EngineRequest, EngineResult, InferenceEngine
 from workers.engines.openai_shapes import CHAT_URL, error_result
@@ -85,7 +85,7 @@ def response_object(
     return {
         "id": f"resp_{uuid.uuid4().hex}",
         "object": "response",
-        "created_at": int(time.time()) if created_at is None else created_at,
+        "created_at": now_s() if created_at is None else created_at,
         "status": status,
         "error": None,
         "incomplete_details": {"reason": "max_output_tokens"} if truncated else None,
