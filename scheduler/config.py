@@ -162,6 +162,23 @@ class Settings(BaseSettings):
         default=True,
         description="Serve /metrics without a key (fleet aggregates only); false: admin key.",
     )
+    metrics_store: bool = Field(
+        default=True,
+        description=(
+            "The API's /metrics includes the store-derived families (queue depth, batches, "
+            "ledger totals). Set false on API replicas behind a load balancer and scrape "
+            "`gridshift dispatch --metrics-port` instead, so a sum over targets counts once."
+        ),
+    )
+    dispatch_metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description=(
+            "Port on which `gridshift dispatch` serves /metrics (store-derived families, "
+            "planner state, process) and /healthz; 0: none."
+        ),
+    )
     api_docs: bool = Field(
         default=False,
         description="Serve /docs and /redoc (their scripts come from a CDN, so off by default).",

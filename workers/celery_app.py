@@ -29,7 +29,11 @@ def create_celery(settings: Settings) -> Celery:
         broker_transport_options=transport_options(settings),
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        worker_send_task_events=False,
+        # Task events on, as Celery shops run it: Flower (and any `celery events` receiver)
+        # sees task-sent, -received, -started, -succeeded, -failed without broadcasting
+        # `enable_events` itself (which the embedded broker cannot carry).
+        worker_send_task_events=True,
+        task_send_sent_event=True,
         task_serializer="json",
         accept_content=["json"],
     )

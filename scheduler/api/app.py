@@ -11,7 +11,9 @@ from fastapi import FastAPI
 
 from scheduler.api.errors import install_error_handlers
 from scheduler.api.guard import install_guard
+from scheduler.api.http_metrics import install_http_metrics
 from scheduler.config import Settings
+from scheduler.review.metrics import make_registry
 from scheduler.store.db import engine_from_settings, session_factory
 from scheduler.store.files import sweep_files
 
@@ -69,6 +71,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.fleet = load_configured_fleet(settings)
     install_error_handlers(app)
     install_guard(app, settings, lambda session, key: authenticate(session, settings, key))
+    # /metrics: process and HTTP families always; the store's only where this API exports them.
+    app.state.metrics_registry = make_registry(
+        sessions if settings.metrics_store else None, process=True
+    )
+    install_http_metrics(app, app.state.metrics_registry)
     for name in ROUTERS:
         app.include_router(importlib.import_module(name).router)
     return app

@@ -24,6 +24,13 @@ def register(app: typer.Typer) -> None:
             "--planner/--no-planner",
             help="Run the planner loop as a thread (--no-planner: `gridshift planner` runs it).",
         ),
+        metrics_port: int = typer.Option(
+            -1,
+            "--metrics-port",
+            help="Serve /metrics and /healthz on this port (default GRIDSHIFT_DISPATCH_METRICS_PORT; "
+            "0: none).",
+        ),
+        metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", help="Exporter interface."),
     ) -> None:
         """Run the dispatch tick: queue due shards, re-queue expired leases, finalise batches.
 
@@ -33,6 +40,7 @@ def register(app: typer.Typer) -> None:
         beside the tick in a planner thread (one per database), never inside it; with --once
         the tick re-plans inline first (a one-shot step for scripts).
         """
+        from scheduler.dispatch.exporter import DispatchState, dispatcher_registry, start_exporter
         from scheduler.dispatch.send import celery_client, celery_sender
         from scheduler.dispatch.tick import tick
         from scheduler.fleet import load_fleet
@@ -48,6 +56,14 @@ def register(app: typer.Typer) -> None:
         sessions = session_factory(engine_from_settings(settings))
         send = celery_sender(celery_client(settings))
         period = interval_s or settings.tick_s
+        state = DispatchState()
+        port = settings.dispatch_metrics_port if metrics_port < 0 else metrics_port
+        if port and not once:
+            registry = dispatcher_registry(sessions, state)
+            start_exporter(
+                registry, state, host=metrics_host, port=port, stale_after_s=3 * period + 60
+            )
+            typer.echo(f"dispatch: /metrics and /healthz on http://{metrics_host}:{port}")
         if planner and not once:
             from scheduler.dispatch.planner_loop import start_planner_thread
 
@@ -56,11 +72,13 @@ def register(app: typer.Typer) -> None:
             started = time.monotonic()
             try:
                 report = tick(sessions, settings, now_utc(), send, fleet=fleet, allow_replan=once)
+                state.record()
                 typer.echo(
                     f"tick: plan={report.plan_id} queued={len(report.queued)} "
                     f"requeued={len(report.requeued_expired)} resent={len(report.resent_stale)}"
                 )
             except Exception as e:  # keep ticking: the next tick retries whatever failed
+                state.record(e)
                 if once:
                     raise
                 logging.getLogger(__name__).exception("tick failed: %s", e)

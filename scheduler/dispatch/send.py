@@ -29,6 +29,9 @@ def celery_client(settings: Settings) -> Any:
     app = Celery("gridshift-dispatch", broker=broker_url(settings), set_as_current=False)
     app.conf.broker_connection_retry_on_startup = True
     app.conf.broker_transport_options = transport_options(settings)
+    # task-sent events for Flower and `celery events` (Celery disables events by itself on the
+    # embedded SQL transport, which has no fanout exchange).
+    app.conf.task_send_sent_event = True
     return app
 
 

@@ -211,8 +211,23 @@ def _merge(family: CounterMetricFamily) -> CounterMetricFamily:
     return out
 
 
-def make_registry(sessions: sessionmaker[Session]) -> CollectorRegistry:
-    """A fresh registry holding only the store collector (one per app, never the global one)."""
+def make_registry(
+    sessions: sessionmaker[Session] | None, *, process: bool = False
+) -> CollectorRegistry:
+    """A fresh registry (one per app or exporter, never the global one).
+
+    It holds the store collector when ``sessions`` is given (export it from ONE target: the
+    dispatcher, or the API when it runs alone; ``GRIDSHIFT_METRICS_STORE``), and with
+    ``process`` the standard ``process_*``, ``python_info`` and ``python_gc_*`` families that
+    Python dashboards expect, which are per process and sum correctly across replicas.
+    """
+    from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector(sessions))
+    if sessions is not None:
+        registry.register(StoreCollector(sessions))
+    if process:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
     return registry

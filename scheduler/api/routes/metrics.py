@@ -6,15 +6,12 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from scheduler.api.deps import SessionDep, SettingsDep, get_admin, get_caller
-from scheduler.review.metrics import make_registry
 
 router = APIRouter(tags=["metrics"])
 
 
 def _registry(request: Request) -> CollectorRegistry:
-    registry: CollectorRegistry | None = getattr(request.app.state, "metrics_registry", None)
-    if registry is None:
-        registry = request.app.state.metrics_registry = make_registry(request.app.state.sessions)
+    registry: CollectorRegistry = request.app.state.metrics_registry
     return registry
 
 
@@ -25,7 +22,8 @@ def _registry(request: Request) -> CollectorRegistry:
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
 )
 def metrics(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
-    """Queue depth per pool, shards and batches by status, tokens/s, ledger energy and CO2.
+    """Process and HTTP request families, and (``GRIDSHIFT_METRICS_STORE``, default true) queue
+    depth per pool, shards and batches by status, tokens/s, ledger energy and CO2.
 
     Fleet-wide aggregates only (no tenant names or batch ids). With
     ``GRIDSHIFT_METRICS_PUBLIC=true`` (the default for one machine) it needs no key, as
