@@ -19,15 +19,21 @@ _runtime: WorkerRuntime | None = None
 _lock = threading.Lock()
 
 
-def runtime_for(settings: Settings, serves: tuple[str, str] | None = None) -> WorkerRuntime:
+def runtime_for(
+    settings: Settings, serves: tuple[str, str] | None = None, node: str | None = None
+) -> WorkerRuntime:
     """The process-wide runtime (engine loaded once per worker process, reused across shards).
 
-    ``serves`` is the worker's ``(site, pool)`` (``gridshift worker --site --pool``).
+    ``serves`` is the worker's ``(site, pool)`` (``gridshift worker --site --pool``). ``node``
+    is the Celery node name (``site.pool.pid@host``): leases, executions and heartbeats then
+    carry the name Flower and ``celery events`` show for the same worker.
     """
     global _runtime
     with _lock:
         if _runtime is None:
             _runtime = WorkerRuntime.from_settings(settings, serves=serves)
+            if node:
+                _runtime.worker_id = node
         return _runtime
 
 
@@ -52,10 +58,10 @@ def register_tasks(app: Celery) -> None:
     serves: tuple[str, str] | None = getattr(app, "gridshift_serves", None)
     worker_shutdown.connect(close_runtime, weak=False)
 
-    @app.task(name="gridshift.run_shard", acks_late=True, reject_on_worker_lost=True)
-    def run_shard_task(shard_id: str) -> dict[str, Any]:
+    @app.task(name="gridshift.run_shard", acks_late=True, reject_on_worker_lost=True, bind=True)
+    def run_shard_task(self: Any, shard_id: str) -> dict[str, Any]:
         """Run one shard (idempotent: a duplicate message finds it claimed or done)."""
-        outcome = runtime_for(settings, serves).run(shard_id)
+        outcome = runtime_for(settings, serves, self.request.hostname).run(shard_id)
         return describe(outcome)
 
     @app.task(name="gridshift.tick")

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from celery_events import receiving_events
 from e2e_helpers import (
     api_server,
     chat_line,
@@ -26,7 +27,7 @@ from scheduler.dispatch.send import celery_client, celery_sender
 from scheduler.fleet import load_fleet
 from scheduler.store.db import make_engine, session_factory
 from scheduler.store.ledger import ledger_totals
-from scheduler.store.tables import LedgerEntry, Shard
+from scheduler.store.tables import Execution, LedgerEntry, Shard
 from scheduler.store.tenants import create_api_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
@@ -64,7 +65,7 @@ def test_openai_client_batch_completes_on_a_celery_worker_and_the_ledger_matches
     # Given a real worker process on the pool's queue and the API on 127.0.0.1
     worker = start_worker(settings, tmp_path / "worker.log")
     try:
-        with api_server(settings) as url:
+        with receiving_events(settings.broker_url) as events, api_server(settings) as url:
             client = OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=30)
             # When the official client submits 12 requests and one over the model's context
             good = [f"q{i}" for i in range(12)]
@@ -111,5 +112,28 @@ def test_openai_client_batch_completes_on_a_celery_worker_and_the_ledger_matches
             assert actual["water_l"] == pytest.approx(totals.water_l)
             assert actual["cost"] == pytest.approx(totals.cost)
             assert totals.facility_energy_kwh > 0 and totals.co2_market_g is not None
+            # and a Celery event receiver (what Flower runs) saw every shard's task go through
+            # sent -> received -> started -> succeeded, on the worker the executions name
+            succeeded = wait_for(
+                lambda: (
+                    len(events.by_type("task-succeeded")) >= shards
+                    and events.by_type("task-succeeded")
+                ),
+                15,
+                "every shard's task-succeeded event",
+            )
+            for event in succeeded:
+                kinds = events.of_task(event["uuid"])
+                assert kinds[:1] == ["task-sent"], kinds
+                assert {"task-received", "task-started", "task-succeeded"} <= set(kinds), kinds
+            sent_names = {e["name"] for e in events.by_type("task-sent")}
+            assert sent_names == {"gridshift.run_shard"}
+            with sessions() as s:
+                owners = set(
+                    s.scalars(
+                        select(Execution.worker).join(Shard).where(Shard.batch_id == batch.id)
+                    )
+                )
+            assert owners == {e["hostname"] for e in succeeded}
     finally:
         stop_worker(worker)
