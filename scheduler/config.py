@@ -12,6 +12,10 @@ _DB_SCHEMES = ("sqlite", "postgresql")
 # OpenAI's documented Batch API limits.
 OPENAI_MAX_REQUESTS_PER_BATCH = 50_000
 OPENAI_MAX_FILE_BYTES = 200 * 1024 * 1024
+# OpenAI's documented Uploads API limits: 8 GB per upload, 64 MB per part, an hour to complete.
+OPENAI_MAX_UPLOAD_BYTES = 8 * 1024**3
+OPENAI_MAX_UPLOAD_PART_BYTES = 64 * 1024 * 1024
+OPENAI_UPLOAD_EXPIRES_S = 3_600
 
 
 class Settings(BaseSettings):
@@ -51,6 +55,21 @@ class Settings(BaseSettings):
 
     max_requests_per_batch: int = Field(default=OPENAI_MAX_REQUESTS_PER_BATCH, ge=1)
     max_file_bytes: int = Field(default=OPENAI_MAX_FILE_BYTES, ge=1)
+    max_upload_bytes: int = Field(
+        default=OPENAI_MAX_UPLOAD_BYTES,
+        ge=1,
+        description="Largest file an upload (POST /v1/uploads) may assemble, in bytes.",
+    )
+    max_upload_part_bytes: int = Field(
+        default=OPENAI_MAX_UPLOAD_PART_BYTES,
+        ge=1,
+        description="Largest part of an upload (POST /v1/uploads/ID/parts), in bytes.",
+    )
+    upload_expires_s: int = Field(
+        default=OPENAI_UPLOAD_EXPIRES_S,
+        ge=1,
+        description="An upload not completed this many seconds after its creation expires.",
+    )
     validate_sync_max_bytes: int = Field(
         default=8 * 1024 * 1024,
         ge=0,

@@ -16,6 +16,7 @@ from scheduler.config import Settings
 from scheduler.review.metrics import make_registry
 from scheduler.store.db import engine_from_settings, session_factory
 from scheduler.store.files import sweep_files
+from scheduler.store.uploads import sweep_uploads
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 ROUTERS = [
     "scheduler.api.routes.health",
     "scheduler.api.routes.files",
+    "scheduler.api.routes.uploads",
     "scheduler.api.routes.batches",
     "scheduler.api.routes.fleet",
     "scheduler.api.routes.models",
@@ -38,7 +40,8 @@ def create_app(settings: Settings) -> FastAPI:
     """Build the API for ``settings``: engine and sessions on ``app.state``, disposed on shutdown.
 
     The schema must already be migrated (``gridshift db upgrade``; ``gridshift serve`` does it).
-    At startup, leftovers of interrupted uploads are swept from ``settings.files_dir``.
+    At startup, leftovers of interrupted uploads (and parts of finished or expired
+    multipart uploads) are swept from ``settings.files_dir``.
     """
     from scheduler.api.deps import authenticate, load_configured_fleet
 
@@ -50,6 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         with sessions() as session:
             report = sweep_files(session, settings.files_dir)
+            sweep_uploads(session, settings.files_dir)
         if report != type(report)():
             log.info("swept files: %s", report)
         try:

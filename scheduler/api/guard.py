@@ -11,7 +11,8 @@ Order of the checks for one HTTP request, each answered in OpenAI's error envelo
    match); a request that waits longer than ``queue_wait_s`` for a turn gets 503 + ``Retry-After``.
 5. The body is byte-counted as it arrives: a declared ``Content-Length`` over the limit is a 413
    before reading, and a chunked body is refused with 413 the moment it crosses the limit
-   (``max_json_bytes`` for JSON, ``max_file_bytes`` plus the multipart envelope for uploads).
+   (``max_json_bytes`` for JSON, ``max_file_bytes`` plus the multipart envelope for uploads,
+   ``max_upload_part_bytes`` plus the envelope for a part of ``/v1/uploads``).
 6. A request that has not started its answer after ``request_timeout_s`` gets a 504.
 
 Every answer also carries the security headers (``SECURITY_HEADERS``).
@@ -40,6 +41,7 @@ from scheduler.store.tenants import Caller
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 CALLER_STATE = "gridshift_caller"
 UPLOAD_PATH = "/v1/files"
+PARTS_PREFIX = "/v1/uploads/"  # POST /v1/uploads/{id}/parts: one part of a multipart upload
 
 # The dashboard ships its own script and style (no inline code, no CDN), so 'self' suffices.
 CONTENT_SECURITY_POLICY = (
@@ -215,22 +217,35 @@ class RequestGuard:
         scope.setdefault("state", {})[CALLER_STATE] = caller
         return caller
 
-    def _limit(self, scope: Scope) -> int:
-        if scope["method"] == "POST" and scope["path"] == UPLOAD_PATH:
-            return self.settings.max_file_bytes + MULTIPART_OVERHEAD_BYTES
-        return self.settings.max_json_bytes
-
-    async def _run(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit = self._limit(scope)
-        upload = limit != self.settings.max_json_bytes
+    def _limit(self, scope: Scope) -> tuple[int, str, str, str | None]:
+        """The body limit of this request, what to say over it, its error code and param."""
+        path = scope["path"]
+        if scope["method"] == "POST" and path == UPLOAD_PATH:
+            return (
+                self.settings.max_file_bytes + MULTIPART_OVERHEAD_BYTES,
+                f"the upload exceeds the file limit of {self.settings.max_file_bytes} bytes "
+                "(GRIDSHIFT_MAX_FILE_BYTES); split the requests into several files, or send "
+                "a larger file in parts (POST /v1/uploads)",
+                "file_too_large",
+                "file",
+            )
+        if scope["method"] == "POST" and path.startswith(PARTS_PREFIX) and path.endswith("/parts"):
+            return (
+                self.settings.max_upload_part_bytes + MULTIPART_OVERHEAD_BYTES,
+                f"the part exceeds the part limit of {self.settings.max_upload_part_bytes} "
+                "bytes (GRIDSHIFT_MAX_UPLOAD_PART_BYTES); send smaller parts",
+                "file_too_large",
+                "data",
+            )
+        limit = self.settings.max_json_bytes
         what = (
-            f"the upload exceeds the file limit of {self.settings.max_file_bytes} bytes "
-            "(GRIDSHIFT_MAX_FILE_BYTES); split the requests into several files"
-            if upload
-            else f"the request body exceeds {limit} bytes (GRIDSHIFT_MAX_JSON_BYTES); "
+            f"the request body exceeds {limit} bytes (GRIDSHIFT_MAX_JSON_BYTES); "
             "send large inputs as a file (POST /v1/files)"
         )
-        code, param = ("file_too_large", "file") if upload else ("request_too_large", None)
+        return limit, what, "request_too_large", None
+
+    async def _run(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit, what, code, param = self._limit(scope)
         length = dict(scope["headers"]).get(b"content-length", b"")
         if length.isdigit() and int(length) > limit:
             await self._answer(scope, receive, send, 413, what, code, param=param)

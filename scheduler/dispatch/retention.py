@@ -15,6 +15,8 @@ old forecast issues.
    modification time on the file system's clock, ``clock.filesystem_time``).
 4. Forecast issues (``forecast_issues``) issued more than ``forecast_issue_retention_days``
    ago are deleted; ``forecast_points`` (the newest value per time) is kept.
+5. Multipart uploads (``/v1/uploads``) not completed within their hour are marked ``expired``
+   and the parts of finished uploads are removed (``sweep_uploads``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from scheduler.forecasts.issues import delete_issues_before
 from scheduler.store.db import transaction
 from scheduler.store.files import TMP_DIR, file_in_use
 from scheduler.store.tables import Batch, File, Shard
+from scheduler.store.uploads import sweep_uploads
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,7 @@ class RetentionReport:
     shard_files_removed: int = 0
     leftovers_removed: int = 0
     forecast_issues_removed: int = 0
+    upload_parts_removed: int = 0
 
 
 def sweep_retention(
@@ -84,11 +88,14 @@ def sweep_retention(
     )
     with transaction(factory) as s:
         report.forecast_issues_removed = delete_issues_before(s, cutoff)
+    with factory() as s:  # expired multipart uploads (/v1/uploads) and their parts
+        report.upload_parts_removed = sweep_uploads(s, settings.files_dir)
     if (
         report.files_expired
         or report.shard_files_removed
         or report.leftovers_removed
         or report.forecast_issues_removed
+        or report.upload_parts_removed
     ):
         log.info(
             "retention: %d files expired, %d shard files, %d leftovers and %d forecast issues "

@@ -395,3 +395,8 @@ class CarbonPacing(Base):
     spent_g: Mapped[float] = mapped_column(Float, default=0.0)
     price_per_g: Mapped[float] = mapped_column(Float, default=0.0)
     updated_at: Mapped[datetime]
+
+
+# Tables kept in modules of their own join ``Base.metadata`` whenever this module is imported
+# (migrations and their model comparison see them).
+from scheduler.store import upload_tables as _upload_tables  # noqa: E402, F401
