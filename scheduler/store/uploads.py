@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from scheduler.clock import filesystem_time, now_s
 from scheduler.errors import InvalidInput, InvalidTransition, LimitExceeded, LineError, NotFound
 from scheduler.store.files import (
     CHUNK_BYTES,
@@ -33,7 +33,6 @@ from scheduler.store.files import (
     stage_content,
 )
 from scheduler.store.paging import new_id, storable
-from scheduler.store.tables import now_utc
 from scheduler.store.upload_tables import Upload, UploadPart
 
 UPLOAD_PREFIX = "upload_"
@@ -53,10 +52,6 @@ class UploadLimits:
 
 def _bad(message: str, param: str, code: str = "invalid_value") -> InvalidInput:
     return InvalidInput(message, [LineError(None, code, message, param)])
-
-
-def _now() -> int:
-    return int(now_utc().timestamp())
 
 
 def parts_dir(files_dir: Path, upload_id: str) -> Path:
@@ -98,7 +93,7 @@ def create_upload(
             "mime_type must be a MIME type of at most 200 characters, e.g. 'application/jsonl'",
             "mime_type",
         )
-    created_at = _now()
+    created_at = now_s()
     row = Upload(
         id=new_id(UPLOAD_PREFIX),
         tenant_id=tenant_id,
@@ -128,7 +123,7 @@ def get_upload(session: Session, tenant_id: str, upload_id: str) -> Upload:
         raise NotFound(
             f"no upload {upload_id[:80]!r} of this tenant: create one with POST /v1/uploads"
         )
-    if row.status == PENDING and _now() >= row.expires_at:
+    if row.status == PENDING and now_s() >= row.expires_at:
         row.status = EXPIRED  # the caller's commit records it; sweep_uploads removes the parts
     return row
 
@@ -192,7 +187,11 @@ def add_part(
         target_dir.mkdir(parents=True, exist_ok=True)
         os.replace(staged.tmp_path, target)
         part = UploadPart(
-            id=part_id, upload_id=upload_id, bytes=staged.bytes, path=str(target), created_at=_now()
+            id=part_id,
+            upload_id=upload_id,
+            bytes=staged.bytes,
+            path=str(target),
+            created_at=now_s(),
         )
         session.add(part)
         session.flush()
@@ -247,8 +246,13 @@ def complete_upload(
     upload_id: str,
     part_ids: Sequence[str],
     md5: str | None = None,
+    before_commit: Callable[[Session], None] | None = None,
 ) -> Upload:
     """Assemble the listed parts, in order, into a new file and COMMIT the upload ``completed``.
+
+    Args:
+        before_commit: Called in the transaction that added the file (e.g. the authoritative
+            file quota check, ``hold_file_quota``); raising rolls everything back.
 
     Raises:
         NotFound: no such upload of this tenant.
@@ -295,6 +299,8 @@ def complete_upload(
         )
         if moved.rowcount != 1:  # type: ignore[attr-defined]
             raise InvalidTransition(f"upload {row.id} was completed or cancelled meanwhile")
+        if before_commit is not None:
+            before_commit(session)
         session.commit()
     except BaseException:
         session.rollback()
@@ -344,14 +350,14 @@ def sweep_uploads(session: Session, files_dir: Path, *, grace_s: float = 900.0) 
     """
     session.execute(
         update(Upload)
-        .where(Upload.status == PENDING, Upload.expires_at <= _now())
+        .where(Upload.status == PENDING, Upload.expires_at <= now_s())
         .values(status=EXPIRED)
     )
     session.commit()
     root = files_dir / UPLOADS_DIR
     if not root.is_dir():
         return 0
-    cutoff = time.time() - grace_s
+    cutoff = filesystem_time() - grace_s
     removed = 0
     for d in root.iterdir():
         row = session.get(Upload, d.name) if storable(d.name) else None

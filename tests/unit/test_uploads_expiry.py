@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from scheduler.clock import frozen, use_clock
 from scheduler.errors import InvalidTransition
 from scheduler.store.db import make_engine, session_factory
 from scheduler.store.migrate import upgrade
-from scheduler.store.tables import replay_clock
 from scheduler.store.tenants import create_tenant
 from scheduler.store.uploads import (
     UploadLimits,
@@ -32,7 +32,7 @@ def test_a_pending_upload_expires_after_its_hour_and_its_parts_are_swept(tmp_pat
     files_dir = tmp_path / "files"
     with session_factory(engine)() as s:
         # Given an upload created at T0 with one part
-        with replay_clock(lambda: T0):
+        with use_clock(frozen(T0)):
             tenant = create_tenant(s, "acme").id
             row = create_upload(
                 s,
@@ -56,14 +56,14 @@ def test_a_pending_upload_expires_after_its_hour_and_its_parts_are_swept(tmp_pat
         assert row.expires_at == int(T0.timestamp()) + 3_600
 
         # When the clock reads one second before the hour, Then it still takes parts
-        with replay_clock(lambda: T0 + timedelta(seconds=3_599)):
+        with use_clock(frozen(T0 + timedelta(seconds=3_599))):
             assert get_upload(s, tenant, row.id).status == "pending"
             assert sweep_uploads(s, files_dir) == 0
             s.rollback()
 
         # When the hour has passed, Then it reads expired, takes no part, and the sweep
         # records it and removes its parts
-        with replay_clock(lambda: T0 + timedelta(seconds=3_600)):
+        with use_clock(frozen(T0 + timedelta(seconds=3_600))):
             with pytest.raises(InvalidTransition, match="expired"):
                 add_part(
                     s, files_dir, LIMITS, tenant_id=tenant, upload_id=row.id, source=[b"b" * 10]

@@ -20,7 +20,7 @@ from scheduler.config import Settings
 from scheduler.errors import InvalidInput, LineError
 from scheduler.intake.expiry import BATCH_INPUT_DEFAULT_S, parse_expires_after
 from scheduler.store import uploads as repo
-from scheduler.store.quotas import check_file_quota
+from scheduler.store.quotas import check_file_quota, hold_file_quota
 from scheduler.store.tables import File as FileRow
 from scheduler.store.upload_tables import Upload, UploadPart
 
@@ -164,6 +164,12 @@ def complete_upload(
         upload_id=upload_id,
         part_ids=body.part_ids,
         md5=body.md5,
+        before_commit=lambda s: hold_file_quota(
+            s,
+            caller.tenant_id,
+            max_files=settings.tenant_max_files,
+            max_bytes=settings.tenant_max_stored_bytes,
+        ),
     )
     return _public(session, row)
 
