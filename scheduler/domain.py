@@ -168,6 +168,9 @@ class ModelSpec:
     expected_output_fraction: float = 0.6
     extra: Mapping[str, Any] = field(default_factory=dict)
     kind: str = "generate"  # "generate" (chat, completions, responses) or "embed" (embeddings)
+    # Tokens one request may span (prompt plus generated), as its engines load it; None: unknown
+    # (then no request is refused or kept off the model for its length).
+    context_tokens: int | None = None
 
     @property
     def embeds(self) -> bool:
@@ -334,6 +337,9 @@ class PlanningBatch:
     priority: float = 1.0
     tenant: str | None = None
     tokens_estimated: bool = False
+    # Context the largest request needs at least (prompt lower bound + max_tokens): the batch
+    # runs only on models whose ``context_tokens`` hold it. None: no request's length is known.
+    max_request_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,21 @@ from typing import Any
 
 from scheduler.domain import Fleet
 
-# Keys that carry the request itself or change nothing about the generated text.
+# Keys that carry the request itself or change nothing about the generated text (the caller's
+# identifiers and a hosted service's tier and prompt-cache routing are accepted and ignored).
 PASSIVE_KEYS = frozenset(
-    {"model", "messages", "prompt", "user", "metadata", "store", "stream", "service_tier"}
+    {
+        "model",
+        "messages",
+        "prompt",
+        "user",
+        "safety_identifier",
+        "prompt_cache_key",
+        "metadata",
+        "store",
+        "stream",
+        "service_tier",
+    }
 )
 
 _COMMON = frozenset(

@@ -275,7 +275,15 @@ def _model(raw: Any, where: str) -> ModelSpec:
             decode_tok_s=_num(pr.get("decode_tok_s"), f"{w}.decode_tok_s", positive=True),
             power_w=_num(pr.get("power_w"), f"{w}.power_w", nonneg=True),
         )
-    known = {"name", "quality", "profiles", "weights", "expected_output_fraction", "kind"}
+    known = {
+        "name",
+        "quality",
+        "profiles",
+        "weights",
+        "expected_output_fraction",
+        "kind",
+        "context_tokens",
+    }
     kind = raw.get("kind", "generate")
     if kind not in MODEL_KINDS:
         raise ConfigError(f"{where}: kind must be one of {MODEL_KINDS}, got {kind!r}")
@@ -291,7 +299,20 @@ def _model(raw: Any, where: str) -> ModelSpec:
             nonneg=True,
         ),
         extra={k: v for k, v in raw.items() if k not in known},
+        context_tokens=_context(raw.get("context_tokens"), where),
     )
+
+
+def _context(value: Any, where: str) -> int | None:
+    """A model's optional ``context_tokens``: a whole number of tokens (at least 16)."""
+    if value is None:
+        return None
+    if type(value) is not int or value < 16:
+        raise ConfigError(
+            f"{where}: context_tokens must be a whole number of tokens (at least 16), the "
+            f"context its engines load (e.g. vLLM's max_model_len), got {value!r}"
+        )
+    return value
 
 
 def _defaults(

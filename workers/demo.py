@@ -19,6 +19,7 @@ from scheduler.config import Settings
 from scheduler.dispatch.tick import tick
 from scheduler.domain import Fleet, SlotSignal
 from scheduler.store.tables import Batch, Shard, now_utc
+from workers.engines.tiny_model import SAMPLE_CONTEXT
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +86,11 @@ def _collect(
 
 
 DEMO_PROVIDER = "demo"
-#: The demo's tiny model context, in tokens. Its 512-token BPE reads about 1.5 characters per
-#: token, so the ``doc-embeddings`` job's documents (up to ~400 characters, about 275 tokens)
-#: need more than the builder's default 256; RoPE has no learned positions, so this costs no
-#: weights.
-DEMO_CONTEXT = 512
+#: The demo's tiny model context, in tokens: the sample fleet's (``tiny_model.SAMPLE_CONTEXT``,
+#: its models' ``context_tokens``). Its 512-token BPE reads about 1.5 characters per token, so
+#: the ``doc-embeddings`` job's documents (up to ~400 characters, about 275 tokens) need more
+#: than the builder's default 256; RoPE has no learned positions, so this costs no weights.
+DEMO_CONTEXT = SAMPLE_CONTEXT
 #: The sample fleet's slot length (hourly), for "has this slot ended".
 SLOT = timedelta(hours=1)
 

@@ -56,13 +56,15 @@ def sample_weights_builder(data_dir: Path) -> Callable[[ModelSpec], str]:
     """
 
     def build(model: ModelSpec) -> str:
-        from workers.engines.tiny_model import build_tiny_model
+        from workers.engines.tiny_model import SAMPLE_CONTEXT, build_tiny_model
 
+        context = model.context_tokens or SAMPLE_CONTEXT
         target = data_dir / "models" / model.name
         if (target / "config.json").exists():
-            return str(build_tiny_model(target))  # reuses a complete model, finishes a partial
+            # reuses a complete model, finishes a partial, replaces one of another context
+            return str(build_tiny_model(target, max_position_embeddings=context))
         tmp = target.with_name(f".{model.name}.{os.getpid()}.tmp")
-        build_tiny_model(tmp)
+        build_tiny_model(tmp, max_position_embeddings=context)
         try:
             os.replace(tmp, target)
         except OSError:  # another worker renamed its copy first

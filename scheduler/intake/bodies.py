@@ -13,8 +13,11 @@ from typing import Any
 from scheduler.intake.bounds import MAX_EMBEDDING_DIMENSIONS, MAX_OUTPUT_TOKENS
 
 MAX_EMBEDDING_INPUTS = 2048
-EMBEDDING_FIELDS = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
-RESPONSE_FIELDS = frozenset(
+# Fields that identify the caller or steer a hosted service's routing and caching: accepted on
+# every endpoint and ignored (a batch runs on the fleet, not on a service tier or a prompt cache).
+HARMLESS_FIELDS = frozenset({"user", "safety_identifier", "prompt_cache_key", "service_tier"})
+EMBEDDING_FIELDS = HARMLESS_FIELDS | {"model", "input", "encoding_format", "dimensions"}
+RESPONSE_FIELDS = HARMLESS_FIELDS | frozenset(
     {
         "model",
         "input",
@@ -25,7 +28,6 @@ RESPONSE_FIELDS = frozenset(
         "text",
         "metadata",
         "store",
-        "user",
         "stream",
         "tools",
         "truncation",
@@ -122,6 +124,17 @@ def _input_chars(raw: Any) -> int | None:
     if all(type(x) is list and x and all(type(t) is int and t >= 0 for t in x) for x in raw):
         return 4 * sum(len(x) for x in raw)
     return None
+
+
+def longest_input_chars(raw: Any) -> int:
+    """Characters of the longest single input of a valid embeddings ``input`` (ids count 4)."""
+    if type(raw) is str:
+        return len(raw)
+    if raw and type(raw[0]) is str:
+        return max(map(len, raw))
+    if raw and type(raw[0]) is list:
+        return 4 * max(map(len, raw))
+    return 4 * len(raw)
 
 
 def response_chars(body: dict[str, Any]) -> Checked:

@@ -40,6 +40,10 @@ class ModelCatalog:
     # Per model: the most tokens a request may ask it to generate (fleet.yaml ``max_output_tokens``
     # of the model); models without it are bound by ``bounds.MAX_OUTPUT_TOKENS`` only.
     output_limits: Mapping[str, int] = field(default_factory=dict)
+    # Per model: its fleet ``context_tokens`` (models without one are not checked), and the
+    # quality of each generation model (which models an ``auto`` floor admits).
+    contexts: Mapping[str, int] = field(default_factory=dict)
+    qualities: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def of(cls, fleet: Fleet) -> ModelCatalog:
@@ -58,12 +62,30 @@ class ModelCatalog:
                 if type(m.extra.get("max_output_tokens")) is int
                 and m.extra["max_output_tokens"] > 0
             },
+            contexts={m.name: m.context_tokens for m in fleet.models if m.context_tokens},
+            qualities={m.name: m.quality for m in fleet.models if not m.embeds},
         )
 
     @classmethod
     def coerce(cls, models: Collection[str] | ModelCatalog) -> ModelCatalog:
         """A catalog from a catalog, or from plain model names (all generation models)."""
         return models if isinstance(models, ModelCatalog) else cls(generate=frozenset(models))
+
+    def context_of(self, resolved: Resolved) -> tuple[int, tuple[str, ...]] | None:
+        """The largest context among the models that may serve ``resolved``, and those models.
+
+        A named model has its own; ``auto`` any generation model meeting its floor. None when
+        one of them states no ``context_tokens`` (nothing can be refused for length then).
+        """
+        if resolved.floor is None:
+            names: tuple[str, ...] = (resolved.part_key,)
+        else:
+            floor = resolved.floor - 1e-12
+            names = tuple(sorted(m for m, q in self.qualities.items() if q >= floor))
+        sizes = [self.contexts.get(m) for m in names]
+        if not sizes or None in sizes:
+            return None
+        return max(s for s in sizes if s is not None), names
 
     def names(self, endpoint: str) -> list[str]:
         """Every name a line of ``endpoint`` may use (for error messages)."""

@@ -16,19 +16,25 @@ from typing import Any
 
 from scheduler.engine_options import OptionCheck
 from scheduler.errors import LineError
-from scheduler.intake.bodies import embedding_chars, response_chars
-from scheduler.intake.bounds import MAX_CHOICES, MAX_OUTPUT_TOKENS
-from scheduler.intake.catalog import AUTO_MODEL, EMBEDDINGS, ModelCatalog, Resolved
+from scheduler.intake.bounds import MAX_CHARS_PER_TOKEN
+from scheduler.intake.catalog import EMBEDDINGS, ModelCatalog
+from scheduler.intake.targets import (
+    CHAT,
+    COMPLETIONS,
+    CONTEXT_LENGTH_EXCEEDED,
+    RESPONSES,
+    UNSUPPORTED_OPTION,
+    LineRules,
+    Target,
+)
 from scheduler.store.paging import storable
 
-CHAT = "/v1/chat/completions"
-COMPLETIONS = "/v1/completions"
-RESPONSES = "/v1/responses"
+__all__ = ["CONTEXT_LENGTH_EXCEEDED", "UNSUPPORTED_OPTION"]
+
 ENDPOINTS = (CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES)
 DEFAULT_MAX_TOKENS = 256
 MAX_LISTED_ERRORS = 1_000
 MAX_CUSTOM_ID_CHARS = 500
-_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _BOM = b"\xef\xbb\xbf"
 
 # Error codes (documented in docs/api.md).
@@ -48,7 +54,6 @@ MIN_QUALITY_REQUIRED = "min_quality_required"
 EMPTY_FILE = "empty_file"
 TOO_MANY_REQUESTS = "too_many_requests"
 TOO_MANY_ERRORS = "too_many_errors"
-UNSUPPORTED_OPTION = "unsupported_option"
 
 _Err = tuple[str, str, str | None]  # (code, message, param)
 
@@ -163,141 +168,9 @@ def _json_problem(e: ValueError | RecursionError) -> str:
     return f"line is not valid JSON: {e}"
 
 
-def _positive_int(value: Any) -> bool:
-    return type(value) is int and value > 0
-
-
-def _number_in(value: Any, lo: float, hi: float) -> bool:
-    return type(value) in (int, float) and lo <= value <= hi
-
-
-# Sampling parameters with a range, checked only when present: (low, high).
-_RANGES = {
-    "temperature": (0.0, 2.0),
-    "top_p": (0.0, 1.0),
-    "presence_penalty": (-2.0, 2.0),
-    "frequency_penalty": (-2.0, 2.0),
-}
-_CHECKED = frozenset({*_RANGES, "max_tokens", "max_completion_tokens", "n", "stream"})
-
-
-def _common(body: dict[str, Any], max_key: str) -> _Err | int:
-    """Check sampling parameters; return max_tokens (0 if unset) or an error."""
-    present = _CHECKED.intersection(body)  # one C-level pass; most bodies set two or three
-    if not present:
-        return 0
-    for key, rng in _RANGES.items():  # fixed order: the same line always gives the same error
-        if key in present:
-            v = body[key]
-            if v is not None and not _number_in(v, rng[0], rng[1]):
-                return (
-                    INVALID_VALUE,
-                    f"{key} must be a number in [{rng[0]:g}, {rng[1]:g}], got {_show(v)}",
-                    f"body.{key}",
-                )
-    n = body.get("n")
-    if n is not None and not (_positive_int(n) and n <= MAX_CHOICES):
-        return (
-            INVALID_VALUE,
-            f"n must be a whole number from 1 to {MAX_CHOICES}, got {_show(n)}",
-            "body.n",
-        )
-    if body.get("stream"):
-        return INVALID_VALUE, "stream must be false or absent in a batch", "body.stream"
-    mt = body.get(max_key)
-    if mt is None:
-        mt = body.get("max_tokens")
-        max_key = "max_tokens"
-    if mt is not None and not (_positive_int(mt) and mt <= MAX_OUTPUT_TOKENS):
-        return (
-            INVALID_VALUE,
-            f"{max_key} must be a positive integer of at most {MAX_OUTPUT_TOKENS}, got {_show(mt)}",
-            f"body.{max_key}",
-        )
-    return mt or 0
-
-
-def _chat_chars(body: dict[str, Any]) -> _Err | int:
-    msgs = body.get("messages")
-    if msgs is None:
-        return (
-            MISSING_PARAMETER,
-            "body.messages is required for /v1/chat/completions",
-            "body.messages",
-        )
-    if type(msgs) is not list or not msgs:
-        return (
-            INVALID_TYPE,
-            "messages must be a non-empty array of message objects",
-            "body.messages",
-        )
-    chars = 0
-    for i, m in enumerate(msgs):
-        if type(m) is not dict:
-            return INVALID_TYPE, f"messages[{i}] must be an object", f"body.messages[{i}]"
-        role = m.get("role")
-        if type(role) is not str or role not in _ROLES:  # a list or object is unhashable
-            return (
-                INVALID_VALUE,
-                f"messages[{i}].role must be one of {sorted(_ROLES)}, got {_show(role)}",
-                f"body.messages[{i}].role",
-            )
-        c = m.get("content")
-        if type(c) is str:
-            chars += len(c)
-        elif type(c) is list:
-            for part in c:
-                text = part.get("text") if type(part) is dict else None
-                if type(text) is str:
-                    chars += len(text)
-                elif type(part) is not dict:
-                    return (
-                        INVALID_TYPE,
-                        f"messages[{i}].content parts must be objects",
-                        f"body.messages[{i}].content",
-                    )
-        elif c is None:
-            if role != "assistant":
-                return (
-                    MISSING_PARAMETER,
-                    f"messages[{i}].content is required for role {role!r}",
-                    f"body.messages[{i}].content",
-                )
-        else:
-            return (
-                INVALID_TYPE,
-                f"messages[{i}].content must be a string or an array of parts",
-                f"body.messages[{i}].content",
-            )
-    return chars
-
-
-def _completion_chars(body: dict[str, Any]) -> _Err | int:
-    prompt = body.get("prompt")
-    if prompt is None:
-        return MISSING_PARAMETER, "body.prompt is required for /v1/completions", "body.prompt"
-    if type(prompt) is str:
-        return len(prompt)
-    if type(prompt) is list and prompt:
-        if all(type(x) is str for x in prompt):
-            return sum(len(x) for x in prompt)
-        if all(type(x) is int for x in prompt):
-            return 4 * len(prompt)  # token ids: 4 characters per token, the same ratio as below
-    return (
-        INVALID_TYPE,
-        "prompt must be a string, an array of strings or of token ids",
-        "body.prompt",
-    )
-
-
-def _check_line(
-    obj: Any,
-    endpoint: str,
-    catalog: ModelCatalog,
-    min_quality: float | None,
-    options: OptionCheck | None = None,
-) -> _Err | tuple[str, str, int, int, Resolved]:
-    """Validate one parsed line; return ``(custom_id, model, chars, max_tokens, resolved)``."""
+def _check_envelope(obj: Any, endpoint: str) -> _Err | tuple[str, dict[str, Any]]:
+    """Check a line's ``custom_id``, ``method``, ``url`` and ``body.model``; return the first
+    and the body (whose ``model`` is then a string)."""
     if type(obj) is not dict:
         return INVALID_REQUEST_LINE, "each line must be a JSON object", None
     cid = obj.get("custom_id")
@@ -328,46 +201,36 @@ def _check_line(
         return MISSING_PARAMETER, "body.model is required (a fleet model or 'auto')", "body.model"
     if type(model) is not str:
         return INVALID_TYPE, "body.model must be a string", "body.model"
-    resolved = catalog.resolve(model, endpoint, min_quality)
-    if not isinstance(resolved, Resolved):
-        return resolved
-    if endpoint == EMBEDDINGS:
-        checked = embedding_chars(body, dimensions_ok=resolved.part_key in catalog.dimensions_ok)
-    elif endpoint == RESPONSES:
-        checked = response_chars(body)
-        fmt = ((body.get("text") or {}).get("format") or {}) if len(checked) == 2 else {}
-        if options is not None and fmt.get("type") in ("json_object", "json_schema"):
-            # runs on the chat path as response_format: refused where no engine constrains JSON
-            target = AUTO_MODEL if resolved.floor is not None else resolved.part_key
-            problem = options.problem(target, {"response_format": fmt})
-            if problem is not None:
-                message = problem[0].replace("'response_format'", "'text.format' (JSON output)")
-                return UNSUPPORTED_OPTION, message, "body.text.format"
-    else:
-        chars = _chat_chars(body) if endpoint == CHAT else _completion_chars(body)
-        if isinstance(chars, tuple):
-            return chars
-        mt = _common(body, "max_completion_tokens" if endpoint == CHAT else "max_tokens")
-        if isinstance(mt, tuple):
-            return mt
-        target = AUTO_MODEL if resolved.floor is not None else resolved.part_key
-        problem = options.problem(target, body) if options is not None else None
-        if problem is not None:
-            return UNSUPPORTED_OPTION, problem[0], f"body.{problem[1]}"
-        checked = (chars, mt)
+    return cid, body
+
+
+def _check_line(
+    obj: Any, endpoint: str, rules: LineRules
+) -> _Err | tuple[str, str, int, int, Target]:
+    """Validate one parsed line; return ``(custom_id, model, chars, max_tokens, target)``.
+
+    One pass: the envelope, the endpoint's own body checker, then the rules of the line's model
+    (engine options, output limit, context), which ``rules`` resolves once per model name.
+    """
+    env = _check_envelope(obj, endpoint)
+    if len(env) == 3:
+        return env
+    cid, body = env
+    model: str = body["model"]
+    target = rules.targets.get(model)
+    if target is None:
+        target = rules.target(model)
+    if not isinstance(target, Target):
+        return target
+    checked = rules.check_body(body, target)
     if len(checked) == 3:
         return checked
-    limit = catalog.output_limits.get(resolved.part_key)
-    if limit is not None and checked[1] > limit:
-        key = {RESPONSES: "max_output_tokens", CHAT: "max_completion_tokens"}.get(endpoint)
-        key = key if key in body else "max_tokens"
-        return (
-            INVALID_VALUE,
-            f"{key} of {checked[1]} exceeds what model {resolved.part_key!r} can generate "
-            f"({limit} tokens, its max_output_tokens in the fleet); ask for at most {limit}",
-            f"body.{key}",
-        )
-    return cid, model, checked[0], checked[1], resolved
+    chars, mt = checked
+    if mt > target.max_output or chars // MAX_CHARS_PER_TOKEN + (mt or 1) > target.context:
+        problem = rules.too_long(body, target, chars, mt)
+        if problem is not None:
+            return problem
+    return cid, model, chars, mt, target
 
 
 def scan_lines(
@@ -394,14 +257,15 @@ def scan_lines(
         The per-request integers and every error found (see ``ScanResult``).
     """
     res = ScanResult()
-    catalog = ModelCatalog.coerce(models)
+    rules = LineRules(endpoint, ModelCatalog.coerce(models), min_quality, options)
     requested: dict[str, None] = {}
-    model_idx: dict[str, int] = {}
     seen: dict[str, int] = {}  # custom_id -> line; insertion order is request order
     offset = 0
     line_no = 0
     loads = json.loads
     extend = res.ints.extend
+    add_error = res.add_error
+    choices = endpoint in (CHAT, COMPLETIONS)
     for raw in lines:
         line_no += 1
         start = offset
@@ -409,15 +273,15 @@ def scan_lines(
         if line_no == 1 and raw.startswith(_BOM):
             raw = raw[3:]
             start += 3
-        if not raw or raw.isspace():
-            continue
         length = len(raw)
-        if raw[-1] == 10:  # "\n"
-            length -= 2 if length > 1 and raw[-2] == 13 else 1  # "\r\n"
+        if raw[-1:] == b"\n":
+            length -= 2 if raw[-2:] == b"\r\n" else 1
+        if not length or raw.isspace():
+            continue
         try:
             text = raw.decode()  # strict UTF-8, as OpenAI requires (json.loads would guess UTF-16)
         except UnicodeDecodeError as e:
-            res.add_error(
+            add_error(
                 line_no,
                 INVALID_JSON_LINE,
                 f"line is not valid UTF-8 (byte {e.start + 1} of the line); save the file as UTF-8",
@@ -427,16 +291,16 @@ def scan_lines(
         try:
             obj = loads(text)
         except (ValueError, RecursionError) as e:
-            res.add_error(line_no, INVALID_JSON_LINE, _json_problem(e), None)
+            add_error(line_no, INVALID_JSON_LINE, _json_problem(e), None)
             continue
-        out = _check_line(obj, endpoint, catalog, min_quality, options)
+        out = _check_line(obj, endpoint, rules)
         if len(out) == 3:
-            res.add_error(line_no, out[0], out[1], out[2])
+            add_error(line_no, out[0], out[1], out[2])
             continue
-        cid, name, chars, mt, resolved = out
+        cid, name, chars, mt, target = out
         first = seen.get(cid)
         if first is not None:
-            res.add_error(
+            add_error(
                 line_no,
                 DUPLICATE_CUSTOM_ID,
                 f"custom_id {cid!r} already used on line {first}; custom_ids must be unique",
@@ -444,7 +308,7 @@ def scan_lines(
             )
             continue
         if len(seen) >= max_requests:
-            res.add_error(
+            add_error(
                 None,
                 TOO_MANY_REQUESTS,
                 f"the file has more than {max_requests} requests "
@@ -454,23 +318,31 @@ def scan_lines(
             res.custom_ids = list(seen)
             return res
         seen[cid] = line_no
-        requested[name] = None
-        model = resolved.part_key
-        idx = model_idx.get(model)
-        if idx is None:
-            idx = model_idx[model] = len(res.models)
-            res.models.append(model)
-            if resolved.floor is not None:
-                res.floors[model] = resolved.floor
-        n = obj["body"].get("n") if endpoint in (CHAT, COMPLETIONS) else None
+        idx = target.index
+        if idx < 0:
+            idx = _new_part(res, target)
+        if name not in requested:
+            requested[name] = None
+        n = obj["body"].get("n") if choices else None
         extend((line_no, start, length, chars // 4 or 1, mt, idx, n or 1))
     res.custom_ids = list(seen)
     res.requested = list(requested)
     if res.error_count == 0 and not seen:
-        res.add_error(
-            None, EMPTY_FILE, "the file has no requests: add one JSON object per line", None
-        )
+        add_error(None, EMPTY_FILE, "the file has no requests: add one JSON object per line", None)
     return res
+
+
+def _new_part(res: ScanResult, target: Target) -> int:
+    """Give ``target`` its part index in ``res`` (parts are keyed by ``part_key``)."""
+    key = target.resolved.part_key
+    if key in res.models:  # two names (e.g. an alias and the model) of one part
+        target.index = res.models.index(key)
+    else:
+        target.index = len(res.models)
+        res.models.append(key)
+        if target.resolved.floor is not None:
+            res.floors[key] = target.resolved.floor
+    return target.index
 
 
 def scan_file(

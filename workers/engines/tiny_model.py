@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -26,6 +27,12 @@ _CORPUS = (
     "<|system|> <|user|> <|assistant|> You are a helpful assistant.",
 )
 
+
+#: Context of the sample fleet's and the demo's tiny models, in tokens (their fleet.yaml
+#: ``context_tokens``): a request file written for a hosted API (prompts of a few hundred tokens,
+#: ``max_tokens`` up to a few thousand) fits. The model uses RoPE, which has no learned position
+#: table, so a longer context costs no weights and no build time.
+SAMPLE_CONTEXT = 4096
 
 # vLLM's CPU attention kernels need a head size they support (64, not the default's 8).
 VLLM_SHAPE = {
@@ -58,7 +65,8 @@ def build_tiny_model(
     The tokenizer is a byte-level BPE trained on a few sentences (special tokens ``<unk>``,
     ``<s>``, ``</s>``) with a simple chat template; the weights are random but seeded, so the
     same ``seed`` gives the same model. Outputs are gibberish; token counts and timings are real.
-    Building takes about a second; an existing model in ``path`` is reused.
+    Building takes about a second; an existing model in ``path`` is reused when it has the
+    same context (one built with another is replaced).
 
     Args:
         path: Directory to write ``config.json``, the weights and the tokenizer files into.
@@ -79,7 +87,7 @@ def build_tiny_model(
     from scheduler.errors import EngineError
 
     target = Path(path)
-    if _complete(target):
+    if _complete(target, max_position_embeddings):
         return target
     try:
         import torch
@@ -138,8 +146,8 @@ def build_tiny_model(
     try:
         tokenizer.save_pretrained(staging)
         model.save_pretrained(staging)
-        if target.exists() and not _complete(target):
-            shutil.rmtree(target)
+        if target.exists() and not _complete(target, max_position_embeddings):
+            shutil.rmtree(target)  # half a model, or one built with another context
         if not target.exists():
             os.replace(staging, target)
     finally:
@@ -148,7 +156,13 @@ def build_tiny_model(
     return target
 
 
-def _complete(path: Path) -> bool:
-    return all(
-        (path / name).is_file() for name in ("config.json", "tokenizer.json", "model.safetensors")
-    )
+def _complete(path: Path, context: int) -> bool:
+    """Whether ``path`` holds a whole tiny model built with a ``context``-token context."""
+    files = ("config.json", "tokenizer.json", "model.safetensors")
+    if not all((path / name).is_file() for name in files):
+        return False
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("max_position_embeddings") == context
