@@ -177,6 +177,11 @@ class ModelSpec:
         """True for an embedding model (serves ``/v1/embeddings`` only, never ``auto``)."""
         return self.kind == "embed"
 
+    def holds(self, request_tokens: int | None) -> bool:
+        """Whether a request needing ``request_tokens`` of context fits (None: unknown, fits)."""
+        ctx = self.context_tokens
+        return request_tokens is None or ctx is None or request_tokens <= ctx
+
 
 @dataclass(frozen=True, slots=True)
 class ModelAlias:

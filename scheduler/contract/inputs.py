@@ -250,6 +250,12 @@ def _batch(raw: Any) -> PlanningBatch:
         raise ValueError(f"batch {batch_id}: sites must be a non-empty list of site names")
     priority = _number(raw, "priority") if raw.get("priority") is not None else 1.0
     tenant = raw.get("tenant")
+    need = raw.get("max_request_tokens")
+    if need is not None and (type(need) is not int or need < 1):
+        raise ValueError(
+            f"batch {batch_id}: max_request_tokens must be a whole number of tokens >= 1 "
+            "(the context its largest request needs), or absent"
+        )
     return PlanningBatch(
         id=batch_id,
         requests=requests,
@@ -263,6 +269,7 @@ def _batch(raw: Any) -> PlanningBatch:
         priority=priority,
         tenant=tenant if isinstance(tenant, str) else None,
         tokens_estimated=bool(raw.get("tokens_estimated", False)),
+        max_request_tokens=need,
     )
 
 

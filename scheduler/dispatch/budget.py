@@ -307,7 +307,8 @@ def quality_ceilings(
         state = states.for_batch(b)
         if b.min_quality is None or state is None or state is BudgetState.NORMAL:
             continue
-        allowed = set(allowed_models_for(state, fleet.models, b.min_quality))
+        wide = [m for m in fleet.models if m.holds(b.max_request_tokens)]
+        allowed = set(allowed_models_for(state, wide, b.min_quality))
         if allowed:
             out[b.id] = max(m.quality for m in fleet.models if m.name in allowed)
     return out

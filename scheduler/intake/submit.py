@@ -17,6 +17,7 @@ from scheduler.dispatch.slots import slot_floor
 from scheduler.domain import BatchStatus, Fleet
 from scheduler.engine_options import OptionCheck, engine_kinds_by_model
 from scheduler.errors import ConfigError, InvalidInput, LineError
+from scheduler.intake.bounds import MAX_CHARS_PER_TOKEN
 from scheduler.intake.catalog import EMBEDDINGS, ModelCatalog
 from scheduler.intake.expiry import ExpiresAfter
 from scheduler.intake.validate import (
@@ -348,17 +349,23 @@ def part_rows(
     ``default_max_tokens``) times the request's ``n`` (each of its ``n`` completions may run to
     max_tokens) times the model's ``expected_output_fraction`` (for ``auto``: the
     largest fraction among generation models meeting the floor, a conservative estimate;
-    embeddings: none).
+    embeddings: none). ``max_request_tokens`` is the context the part's largest line needs at
+    least (prompt lower bound + max_tokens, as intake checks it), which the planner holds.
     """
     n = len(scan.models)
     requests = [0] * n
     input_tokens = [0] * n
     budget = [0] * n
+    need = [0] * n
     columns = zip(scan.model_index, scan.input_tokens, scan.max_tokens, scan.choices, strict=True)
     for idx, tok, mt, n in columns:
         requests[idx] += 1
         input_tokens[idx] += tok
         budget[idx] += (mt or default_max_tokens) * n
+        # input_tokens is characters // 4, so characters // MAX_CHARS_PER_TOKEN is at least this
+        least = tok * 4 // MAX_CHARS_PER_TOKEN + (mt or 1)
+        if least > need[idx]:
+            need[idx] = least
     rows = []
     for idx, model in enumerate(scan.models):
         floor = scan.floors.get(model)  # set exactly for the auto parts
@@ -382,6 +389,9 @@ def part_rows(
                 "input_tokens": float(input_tokens[idx]),
                 "output_tokens": budget[idx] * fraction,
                 "tokens_estimated": True,
+                # embeddings: the sum of a line's inputs overstates it (each input is embedded
+                # alone, and intake held the longest to the named model's context)
+                "max_request_tokens": None if batch.endpoint == EMBEDDINGS else need[idx],
             }
         )
     return rows

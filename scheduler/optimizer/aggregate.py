@@ -64,13 +64,20 @@ def allowed_models(problem: PlanningProblem, batch: PlanningBatch) -> list[int]:
     A ``min_quality`` batch may use models with ``min_quality <= quality <= max_quality`` where
     the ceiling comes from ``problem.max_quality_by_batch`` or ``problem.max_quality`` (carbon
     budget tiers). When the ceiling excludes every qualifying model the smallest qualifying model
-    is kept: a budget tier narrows the choice, it never makes work impossible.
+    is kept: a budget tier narrows the choice, it never makes work impossible. A model whose
+    ``context_tokens`` cannot hold the batch's largest request (``max_request_tokens``) is never
+    allowed, named or not.
     """
     models = problem.fleet.models
+    need = batch.max_request_tokens
     if batch.model is not None:
-        return [i for i, m in enumerate(models) if m.name == batch.model]
+        return [i for i, m in enumerate(models) if m.name == batch.model and m.holds(need)]
     floor = batch.min_quality if batch.min_quality is not None else float("-inf")
-    ok = [i for i, m in enumerate(models) if m.quality >= floor - 1e-12 and not m.embeds]
+    ok = [
+        i
+        for i, m in enumerate(models)
+        if m.quality >= floor - 1e-12 and not m.embeds and m.holds(need)
+    ]
     ceiling = problem.max_quality_by_batch.get(batch.id, problem.max_quality)
     if ceiling is None or not ok:
         return ok
@@ -170,8 +177,23 @@ def _window_reason(problem: PlanningProblem, b: PlanningBatch) -> str:
 
 def _model_reason(problem: PlanningProblem, b: PlanningBatch) -> str:
     names = ", ".join(problem.fleet.model_names)
+    need = b.max_request_tokens
     if b.model is not None:
+        named = [m for m in problem.fleet.models if m.name == b.model]
+        if named and not named[0].holds(need):
+            return (
+                f"its largest request needs at least {need} tokens of context but model "
+                f"{b.model!r} has {named[0].context_tokens}; send it to a model with a larger "
+                "context_tokens or lower its max_tokens"
+            )
         return f"unknown model {b.model!r}; the fleet serves {names}"
+    floor = b.min_quality if b.min_quality is not None else float("-inf")
+    if any(m.quality >= floor - 1e-12 and not m.embeds for m in problem.fleet.models):
+        return (
+            f"its largest request needs at least {need} tokens of context and no model with "
+            f"quality >= {b.min_quality} has that much context_tokens; lower its max_tokens or "
+            "add a model with a larger context"
+        )
     best = max(m.quality for m in problem.fleet.models)
     return (
         f"min_quality {b.min_quality} is above every model's quality (best {best}); "

@@ -109,7 +109,8 @@ def restrict_batch(
     """
     if batch.min_quality is None:
         return batch
-    allowed = allowed_models_for(state, models, batch.min_quality)
+    wide = [m for m in models if m.holds(batch.max_request_tokens)]  # never pin to a short one
+    allowed = allowed_models_for(state, wide, batch.min_quality)
     if len(allowed) != 1:
         return batch
     return replace(batch, model=allowed[0], min_quality=None)

@@ -73,11 +73,17 @@ class ValidationReport:
 
 
 def allowed_models(problem: PlanningProblem, batch: PlanningBatch) -> list[ModelSpec]:
-    """Models that may serve ``batch``: its named model, or every model with quality >= floor."""
+    """Models that may serve ``batch``: its named model, or every model with quality >= floor,
+    and only those whose context holds its largest request (``max_request_tokens``)."""
+    need = batch.max_request_tokens
     if batch.model is not None:
-        return [m for m in problem.fleet.models if m.name == batch.model]
+        return [m for m in problem.fleet.models if m.name == batch.model and m.holds(need)]
     floor = batch.min_quality if batch.min_quality is not None else -math.inf
-    return [m for m in problem.fleet.models if m.quality >= floor - 1e-12 and not m.embeds]
+    return [
+        m
+        for m in problem.fleet.models
+        if m.quality >= floor - 1e-12 and not m.embeds and m.holds(need)
+    ]
 
 
 def allowed_sites(problem: PlanningProblem, batch: PlanningBatch) -> list[Site]:

@@ -19,7 +19,7 @@ from scheduler.store.tables import Batch, BatchPart
 
 def part_rows() -> Select[Any]:
     """``SELECT`` the planning columns of every part joined to its batch (add ``where``)."""
-    return select(
+    return select(  # type: ignore[return-value]  # more columns than Select's typed arity
         BatchPart.id,
         BatchPart.requests,
         BatchPart.input_tokens,
@@ -27,6 +27,7 @@ def part_rows() -> Select[Any]:
         BatchPart.model,
         BatchPart.min_quality,
         BatchPart.tokens_estimated,
+        BatchPart.max_request_tokens,
         Batch.created_at,
         Batch.deadline,
         Batch.sites,
@@ -62,4 +63,5 @@ def planning_batch(
         priority=r.priority,
         tenant=r.tenant_id,
         tokens_estimated=r.tokens_estimated,
+        max_request_tokens=r.max_request_tokens,
     )

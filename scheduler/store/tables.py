@@ -186,6 +186,10 @@ class BatchPart(Base):
     input_tokens: Mapped[float] = mapped_column(Float)
     output_tokens: Mapped[float] = mapped_column(Float)
     tokens_estimated: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: context its largest request needs at least (prompt lower bound + max_tokens); the planner
+    #: keeps the part off models whose ``context_tokens`` are smaller. None on parts stored
+    #: before it was kept.
+    max_request_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 # --------------------------------------------------------------------------- plans

@@ -216,3 +216,20 @@ def test_caller_ids_service_tier_and_prompt_cache_key_are_accepted_on_every_endp
         assert res.ok, (key, res.errors)
     # the engines that check options (vllm, transformers) do not refuse them either
     assert refused_options(HARMLESS, "transformers") == refused_options(HARMLESS, "vllm") == []
+
+
+def test_each_part_keeps_the_context_its_largest_line_needs() -> None:
+    from scheduler.intake.submit import part_rows
+    from scheduler.store.tables import Batch
+
+    sample = load_sample_fleet()
+    lines = [
+        chat("a", model="tiny-chat", max_tokens=100),
+        chat("b", model="tiny-chat", text="x" * (10 * MAX_CHARS_PER_TOKEN), max_tokens=2000),
+        chat("c", model="gpt-4o-mini"),
+    ]
+    res = scan(lines, catalog=ModelCatalog.of(sample))
+    rows = part_rows(Batch(id="batch_1", endpoint=CHAT), res, sample, 256)
+    need = {r["id"]: r["max_request_tokens"] for r in rows}
+    # b: at least 10 prompt tokens + 2000; c: no max_tokens, so its prompt + 1
+    assert need == {"batch_1~tiny-chat": 2010, "batch_1~auto@0.4": 1}
