@@ -1,7 +1,7 @@
 """batch_parts.max_request_tokens: the context a part's largest request needs (issue 20)
 
-Revision ID: 0009_part_request_tokens
-Revises: 0008
+Revision ID: 0010_part_request_tokens
+Revises: 0009_uploads
 Create Date: 2026-12-08 02:00:00
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009_part_request_tokens"
-down_revision: str | None = "0008"
+revision: str = "0010_part_request_tokens"
+down_revision: str | None = "0009_uploads"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
