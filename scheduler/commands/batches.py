@@ -16,12 +16,13 @@ from scheduler.commands.common import (
     ApiUrlOption,
     JsonOption,
     batch_error_lines,
-    batch_progress,
+    counts_text,
     exit_on_error,
     fail,
     make_client,
     print_batch,
     print_json,
+    request_counts,
 )
 from scheduler.review.units import money, plural, si
 
@@ -120,13 +121,36 @@ def describe_gridshift(gridshift: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _status(batch: dict[str, Any]) -> str:
+    """The status, saying so when a finished batch has failed requests (OpenAI still says
+    ``completed``: the batch ran, some of its requests did not)."""
+    status = str(batch.get("status") or "")
+    total, completed, failed = request_counts(batch)
+    if failed and status == "completed":
+        which = "every request" if completed == 0 else f"{failed} of {total} requests"
+        return f"{status}, but {which} failed (see the error file)"
+    return status
+
+
+def batch_row(batch: dict[str, Any]) -> str:
+    """One line of ``batches list``: id, status, request counts, created, endpoint, job."""
+    job = (batch.get("metadata") or {}).get("gridshift_job", "")
+    status = str(batch.get("status") or "")
+    if batch.get("status") == "completed" and request_counts(batch)[2]:
+        status += "*"  # finished with failed requests
+    return (
+        f"{batch['id']:<34} {status:<12} {counts_text(batch):<28} "
+        f"{format_time(batch.get('created_at'))}  {batch.get('endpoint', '')} {job}".rstrip()
+    )
+
+
 def describe_batch(batch: dict[str, Any]) -> str:
     """A human description of one batch object."""
-    done, total = batch_progress(batch)
-    counts = batch.get("request_counts") or {}
+    total, completed, failed = request_counts(batch)
+    pending = max(0, total - completed - failed)
     rows = [
         ("id", batch.get("id")),
-        ("status", batch.get("status")),
+        ("status", _status(batch)),
         ("endpoint", batch.get("endpoint")),
         ("window", batch.get("completion_window")),
         ("created", format_time(batch.get("created_at"))),
@@ -142,8 +166,8 @@ def describe_batch(batch: dict[str, Any]) -> str:
         ),
         (
             "requests",
-            f"{done}/{total} done ({counts.get('completed', 0)} completed, "
-            f"{counts.get('failed', 0)} failed)",
+            f"total {total}, completed {completed}, failed {failed}"
+            + (f", pending {pending}" if pending else ""),
         ),
         ("input file", batch.get("input_file_id")),
         ("output file", batch.get("output_file_id") or "-"),
@@ -189,11 +213,11 @@ def register(app: typer.Typer) -> None:
             print_json({"object": "list", "data": data})
             return
         for b in data:
-            done, total = batch_progress(b)
-            job = (b.get("metadata") or {}).get("gridshift_job", "")
+            typer.echo(batch_row(b))
+        if any(b.get("status") == "completed" and request_counts(b)[2] for b in data):
             typer.echo(
-                f"{b['id']:<34} {b.get('status', ''):<12} {done:>6}/{total:<6} "
-                f"{format_time(b.get('created_at'))}  {b.get('endpoint', '')} {job}".rstrip()
+                "* completed with failed requests: `gridshift batches show ID` says which",
+                err=True,
             )
 
     @batches.command("show")

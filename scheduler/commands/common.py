@@ -116,6 +116,22 @@ def batch_progress(batch: dict[str, Any]) -> tuple[int, int]:
     return done, int(counts.get("total") or 0)
 
 
+def request_counts(batch: dict[str, Any]) -> tuple[int, int, int]:
+    """``(total, completed, failed)``: a batch object's ``request_counts``, as OpenAI has them."""
+    counts = batch.get("request_counts") or {}
+    return (
+        int(counts.get("total") or 0),
+        int(counts.get("completed") or 0),
+        int(counts.get("failed") or 0),
+    )
+
+
+def counts_text(batch: dict[str, Any]) -> str:
+    """``completed/total completed, N failed``: a failed request is never shown as done."""
+    total, completed, failed = request_counts(batch)
+    return f"{completed}/{total} completed, {failed} failed"
+
+
 def batch_error_lines(batch: dict[str, Any], *, limit: int = 10) -> list[str]:
     """``code line N: message`` for the first ``limit`` entries of a batch's ``errors``."""
     lines = []
@@ -176,7 +192,7 @@ def wait_for_batch(
                 )
             elif (status, done, total) != last and status not in TERMINAL_BATCH_STATUSES:
                 # the terminal line is the caller's to print, once
-                typer.echo(f"{batch_id} {status} {done}/{total}", err=True)
+                typer.echo(f"{batch_id} {status} {counts_text(batch)}", err=True)
             last = (status, done, total)
             if status in TERMINAL_BATCH_STATUSES:
                 return batch

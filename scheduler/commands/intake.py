@@ -17,7 +17,7 @@ from scheduler.commands.common import (
     ApiUrlOption,
     JsonOption,
     batch_error_lines,
-    batch_progress,
+    counts_text,
     exit_on_error,
     make_client,
     print_batch,
@@ -130,11 +130,10 @@ def submit_content(
         return EXIT_OK
     typer.echo(f"submitted {batch['id']} ({uploaded['id']}), waiting", err=True)
     batch = wait_for_batch(client, batch, poll_s=poll_s, timeout_s=timeout_s)
-    done, total = batch_progress(batch)
     if as_json:
         print_json(batch)
     else:
-        typer.echo(f"{batch['id']} {batch.get('status')} {done}/{total}")
+        typer.echo(f"{batch['id']} {batch.get('status')} {counts_text(batch)}")
     if batch.get("status") in FAILED_END_STATUSES:
         for line in batch_error_lines(batch):
             typer.echo(f"  {line}", err=True)

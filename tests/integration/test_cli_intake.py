@@ -171,7 +171,7 @@ def test_list_and_show_find_the_submitted_batch(server: Server) -> None:
     assert json.loads(listed.stdout)["data"][0]["id"] == batch_id
     assert batch_id in {b["id"] for b in json.loads(everything.stdout)["data"]}
     assert f"id           {batch_id}" in shown.stdout
-    assert "0/12 done" in shown.stdout
+    assert "total 12, completed 0, failed 0, pending 12" in shown.stdout
     assert "part         auto (min_quality 0.5): 12 requests" in shown.stdout
     assert "output tokens (estimated)" in shown.stdout
 
@@ -342,6 +342,12 @@ def test_download_writes_the_error_file_of_an_expired_batch(server: Server, tmp_
     assert len(lines) == 12
     assert {line["error"]["code"] for line in lines} == {"batch_expired"}
     assert not (tmp_path / "o.jsonl").exists()  # nothing succeeded, so no output file
+    # and list and show count its requests as failed, as request_counts does, never as done
+    listed = run(server, "batches", "list", "--all")
+    row = next(x for x in listed.stdout.splitlines() if x.startswith(batch_id))
+    assert row.split()[1] == "expired" and "0/12 completed, 12 failed" in row
+    shown = run(server, "batches", "show", batch_id)
+    assert "total 12, completed 0, failed 12" in shown.stdout
 
 
 def test_option_the_api_refuses_is_a_usage_error_with_its_message(server: Server) -> None:
