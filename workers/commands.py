@@ -12,7 +12,7 @@ from scheduler.config import get_settings
 
 
 def register(app: typer.Typer) -> None:
-    """Mount ``worker``, ``demo`` and ``run-batch`` on ``app``."""
+    """Mount ``worker``, ``ping-worker``, ``demo`` and ``run-batch`` on ``app``."""
     from workers.run_batch_command import register_run_batch
 
     register_run_batch(app)
@@ -56,6 +56,40 @@ def register(app: typer.Typer) -> None:
             "--without-mingle",
         ]
         celery.worker_main(argv)
+
+    @app.command("ping-worker")
+    def ping_worker(
+        site: Annotated[str, typer.Option("--site", help="Site name in fleet.yaml.")],
+        pool: Annotated[str, typer.Option("--pool", help="Pool name at that site.")],
+        timeout_s: Annotated[
+            float, typer.Option("--timeout-s", min=0.1, help="Seconds to wait for the answer.")
+        ] = 5.0,
+        any_host: Annotated[
+            bool, typer.Option("--any-host", help="Accept a worker of the pool on any host.")
+        ] = False,
+    ) -> None:
+        """Exit 0 when a worker of ``site.pool`` on this host answers a Celery ping (healthcheck).
+
+        What Flower and ``celery inspect ping`` do, over GRIDSHIFT_BROKER_URL (Redis: the
+        embedded SQL broker carries no broadcasts). The node names are ``site.pool.pid@host``.
+        """
+        import socket
+
+        from workers.celery_app import create_celery
+
+        celery = create_celery(get_settings())
+        replies = celery.control.ping(timeout=timeout_s) or []
+        prefix = f"{site}.{pool}."
+        suffix = "" if any_host else f"@{socket.gethostname()}"
+        nodes = [n for reply in replies for n in reply]
+        alive = [n for n in nodes if n.startswith(prefix) and n.endswith(suffix)]
+        if not alive:
+            where = "any host" if any_host else socket.gethostname()
+            typer.echo(
+                f"no worker of {site}.{pool} on {where} answered in {timeout_s:g} s", err=True
+            )
+            raise typer.Exit(1)
+        typer.echo(f"alive: {', '.join(sorted(alive))}")
 
     @app.command()
     def demo(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from e2e_helpers import (
     submit_batch,
     tiny_weights_dir,
     wait_for,
+    worker_env,
 )
 from sqlalchemy import func, select
 
@@ -135,5 +138,13 @@ def test_openai_client_batch_completes_on_a_celery_worker_and_the_ledger_matches
                     )
                 )
             assert owners == {e["hostname"] for e in succeeded}
+            # and the compose healthcheck's ping finds this pool's worker, and no other pool's
+            exe = Path(sys.executable).parent / "gridshift"
+            env = worker_env(settings)
+            ping = [str(exe), "ping-worker", "--site", "e2e-site", "--timeout-s", "5"]
+            alive = subprocess.run([*ping, "--pool", "cpu"], env=env, capture_output=True)
+            assert alive.returncode == 0, alive.stderr
+            other = subprocess.run([*ping, "--pool", "gpu"], env=env, capture_output=True)
+            assert other.returncode == 1 and b"no worker of e2e-site.gpu" in other.stderr
     finally:
         stop_worker(worker)

@@ -114,7 +114,7 @@ def test_services_share_the_production_environment(services: dict[str, Any]) -> 
 
 def test_dispatch_runs_as_a_single_instance(services: dict[str, Any]) -> None:
     # Given the dispatcher / Then exactly one replica runs the tick
-    assert services["dispatch"]["command"] == ["gridshift", "dispatch"]
+    assert services["dispatch"]["command"][:2] == ["gridshift", "dispatch"]
     assert services["dispatch"]["deploy"]["replicas"] == 1
 
 
@@ -124,7 +124,7 @@ def test_optional_services_sit_behind_profiles(services: dict[str, Any]) -> None
     assert vllm
     assert all(services[n]["profiles"] == ["vllm"] for n in vllm)
     assert services["flower"]["profiles"] == ["monitoring"]
-    assert "flower" in services["flower"]["command"]
+    assert " flower " in services["flower"]["command"][0]
 
 
 def test_each_worker_pool_exists_in_the_example_fleet(services: dict[str, Any]) -> None:
@@ -153,3 +153,126 @@ def test_no_default_passwords_and_flower_only_on_loopback(services: dict[str, An
         assert values[name] == "", name
     # /metrics is not public in the production environment
     assert services["api"]["environment"]["GRIDSHIFT_METRICS_PUBLIC"] == "false"
+
+
+def _long_running(services: dict[str, Any]) -> list[str]:
+    """Every service that stays up (the one-shot `migrate` aside)."""
+    return [n for n, s in services.items() if s.get("restart") != "no"]
+
+
+def test_every_long_running_service_has_a_healthcheck(services: dict[str, Any]) -> None:
+    # Given every service that stays up (servers, API, dispatcher, workers, vllm, flower)
+    names = _long_running(services)
+    assert {"postgres", "redis", "api", "dispatch", "flower"} <= set(names)
+
+    # Then each has a healthcheck test that compose runs
+    for name in names:
+        test = services[name].get("healthcheck", {}).get("test")
+        assert test and test[0] in ("CMD", "CMD-SHELL"), name
+
+
+def test_dispatch_healthcheck_reads_its_own_exporter(services: dict[str, Any]) -> None:
+    # Given the dispatcher's command / Then its exporter port is the one the healthcheck reads
+    command = services["dispatch"]["command"]
+    port = command[command.index("--metrics-port") + 1]
+    assert command[command.index("--metrics-host") + 1] == "0.0.0.0"
+    assert f"127.0.0.1:{port}/healthz" in " ".join(services["dispatch"]["healthcheck"]["test"])
+    # and API replicas leave the store families to it (a sum over targets counts once)
+    assert services["api"]["environment"]["GRIDSHIFT_METRICS_STORE"] == "false"
+
+
+def test_worker_healthcheck_pings_its_own_pool(services: dict[str, Any]) -> None:
+    # Given each worker / Then its healthcheck pings a worker of the same site and pool
+    for name, service in services.items():
+        if name.startswith("worker-"):
+            command, test = service["command"], service["healthcheck"]["test"]
+            assert test[1:3] == ["gridshift", "ping-worker"], name
+            for flag in ("--site", "--pool"):
+                assert test[test.index(flag) + 1] == command[command.index(flag) + 1], name
+
+
+def test_gpu_workers_get_hf_token_and_a_model_cache_volume(services: dict[str, Any]) -> None:
+    # Given the GPU workers / Then they get HF_TOKEN and keep downloaded weights in a volume
+    workers = {n: s for n, s in services.items() if n.startswith("worker-")}
+    for name, service in workers.items():
+        env = service["environment"]
+        assert env["HF_TOKEN"] == "${HF_TOKEN:-}", name
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in service["volumes"]}
+        assert mounts[env["HF_HOME"]] == "hf-cache", name
+        # and still the shared production environment
+        assert env["GRIDSHIFT_BROKER_URL"] == "redis://redis:6379/0", name
+        assert mounts["/data"] == "gridshift-data", name
+    # and the image creates the cache directory for its user (a named volume copies it)
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert "/hf-cache" in dockerfile
+
+
+def _pins() -> dict[str, str]:
+    lines = (REPO_ROOT / "deploy" / "constraints.txt").read_text(encoding="utf-8").splitlines()
+    pins = [line.split("==") for line in lines if line and not line.startswith("#")]
+    return {name.lower().replace("_", "-"): version for name, version in pins}
+
+
+def test_images_install_a_pinned_lock_covering_every_dependency() -> None:
+    # Given pyproject's core dependencies and the gpu extra
+    import re
+    import tomllib
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["gpu"]
+    names = {re.split(r"[\[<>=!~ ;]", d, maxsplit=1)[0].lower().replace("_", "-") for d in wanted}
+    pins = _pins()
+
+    # Then each is pinned to one exact version in deploy/constraints.txt
+    assert names <= set(pins), names - set(pins)
+    # and the Dockerfile installs with that file as constraints
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert "COPY deploy/constraints.txt" in dockerfile
+    assert "pip install -c deploy/constraints.txt" in dockerfile
+
+
+def test_vllm_server_image_matches_the_engine_release(services: dict[str, Any]) -> None:
+    # Given the optional `vllm serve` services and the pinned in-process engine
+    vllm_pin = _pins()["vllm"]
+    for name in (n for n in services if n.startswith("vllm-")):
+        image = services[name]["image"]
+        # Then the server image is the same vLLM release
+        assert image.endswith(f"vllm/vllm-openai:v{vllm_pin}}}"), (name, image)
+        assert services[name]["environment"]["HF_TOKEN"] == "${HF_TOKEN:-}"
+    # and the pin satisfies the gpu extra's lower bound
+    import tomllib
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    floor = next(d for d in project["optional-dependencies"]["gpu"] if d.startswith("vllm"))
+    minimum = tuple(int(x) for x in floor.split(">=")[1].split(".")[:2])
+    assert tuple(int(x) for x in vllm_pin.split(".")[:2]) >= minimum
+
+
+@pytest.mark.parametrize(
+    ("auth", "expected"), [("", []), ("ops:s3cret", ["--basic-auth=ops:s3cret"])]
+)
+def test_flower_basic_auth_only_when_set(
+    services: dict[str, Any], tmp_path: Path, auth: str, expected: list[str]
+) -> None:
+    # Given Flower's shell command as the container runs it (compose turns $$ into $), with
+    # `celery` replaced by a stand-in that prints its arguments one per line
+    flower = services["flower"]
+    assert flower["entrypoint"] == ["sh", "-c"]
+    script = flower["command"][0].replace("$$", "$").replace("exec celery", "printf '%s\\n'")
+    # and no FLOWER_BASIC_AUTH in its environment (Flower would read an empty one as a user)
+    assert "FLOWER_BASIC_AUTH" not in flower["environment"]
+
+    # When the container's shell runs it with the .env value empty, then set
+    result = subprocess.run(
+        ["sh", "-c", script],
+        env={"PATH": os.environ["PATH"], "GRIDSHIFT_FLOWER_AUTH": auth},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+    # Then basic auth is asked for exactly when a value was given
+    args = result.stdout.split()
+    assert args[:3] == ["--broker=redis://redis:6379/0", "flower", "--port=5555"]
+    assert args[3:] == expected
+    assert flower["environment"]["GRIDSHIFT_FLOWER_AUTH"] == "${FLOWER_BASIC_AUTH:-}"
