@@ -318,6 +318,12 @@ class SlotSignal:
     #: when the forecast behind these values was issued (the cache's ``fetched_at``; the oldest
     #: of its parts); None for values no issue of this slot gave (persistence, plain files)
     issued_at: datetime | None = None
+    #: provenance of the carbon figure: the provider that supplied it (None: not known, e.g. a
+    #: plain file), whether that provider is synthetic (generated, not a measurement or a
+    #: forecast of the grid), and why a fallback was used (None: first-hand)
+    carbon_provider: str | None = None
+    synthetic: bool = False
+    fallback_reason: str | None = None
 
 
 # --------------------------------------------------------------------------- planning

@@ -117,6 +117,8 @@ def night_signals(
                 price_per_kwh=round(price, 4),
                 renewable_kw=round(panel, 5),
                 source=SOURCE,
+                carbon_provider=SOURCE,
+                synthetic=True,
             )
     return out
 

@@ -49,8 +49,11 @@ class LedgerValues(PricedPiece):
 
     The energy, carbon, water and cost fields are ``PricedPiece``'s (kWh, grams, litres, the
     fleet's currency), priced with the scope 2 signal: ``co2_location_g`` always uses an
-    average factor; ``co2_marginal_g`` is set only when the slot's signal is a marginal rate
-    (an avoided-emissions estimate, never scope 2). ``it_energy_kwh``, ``facility_energy_kwh``
+    average direct (operational) factor; ``co2_marginal_g`` is set only when the slot's signal
+    is a marginal rate (the emissions the load induced, consequential: never scope 2, never
+    "avoided"); ``co2_lifecycle_g`` only when it is an average lifecycle factor (upstream
+    included: reported apart, scope 3 category 3). ``carbon_factor`` names the signal's own
+    factor type. ``it_energy_kwh``, ``facility_energy_kwh
     and ``renewable_share`` name them as the ledger's columns do.
     """
 
@@ -58,6 +61,7 @@ class LedgerValues(PricedPiece):
     carbon_source: str
     carbon_factor: str = CarbonFactor.AVERAGE_DIRECT.value
     co2_marginal_g: float | None = None
+    co2_lifecycle_g: float | None = None
     market_basis: str | None = None
 
     @property
@@ -157,8 +161,9 @@ def compute_ledger_values(
     """Book one attempt's IT energy with the signals of the slot it ran in.
 
     Priced by ``scheduler.optimizer.pricing.price_piece`` (planning-formats.md section 4 with
-    the booked energy in place of the profile's). A marginal signal books its figure as
-    ``co2_marginal_g`` only; location-based CO2 then uses ``average_g_per_kwh``.
+    the booked energy in place of the profile's). A marginal or lifecycle signal books its
+    figure as ``co2_marginal_g`` / ``co2_lifecycle_g`` only; location-based CO2 then uses
+    ``average_g_per_kwh`` (an average direct factor).
 
     Args:
         measurement: IT energy of the attempt and how it was obtained.
@@ -169,7 +174,7 @@ def compute_ledger_values(
         carbon_source: where ``signal`` came from (``actual``, ``plan``, ``forecast``...).
         renewable_allowance_kwh: see ``renewable_allowance_kwh``.
         gpu_hours: GPU-hours to book (default: ``gpus_per_replica x duration``).
-        average_g_per_kwh: average factor for scope 2 when ``signal`` is marginal.
+        average_g_per_kwh: average direct factor for scope 2 when ``signal`` is not one.
 
     Returns:
         The ledger values.
@@ -177,9 +182,9 @@ def compute_ledger_values(
     it_kwh = max(0.0, measurement.energy_kwh)
     if gpu_hours is None:
         gpu_hours = gpus_per_replica * max(0.0, measurement.duration_s) / 3600.0
-    marginal = signal.carbon_factor == CarbonFactor.MARGINAL.value
+    factor = signal.carbon_factor
     scope2 = signal
-    if marginal:
+    if factor != CarbonFactor.AVERAGE_DIRECT.value:
         scope2 = dataclasses.replace(
             signal,
             carbon_g_per_kwh=average_g_per_kwh if average_g_per_kwh is not None else 0.0,
@@ -192,12 +197,14 @@ def compute_ledger_values(
         energy=PieceEnergy(gpu_hours, it_kwh, it_kwh * site.pue),
         renewable_kwh=renewable_allowance_kwh,
     )
+    own = priced.grid_kwh * signal.carbon_g_per_kwh  # the signal's own factor type
     return LedgerValues(
         **{f.name: getattr(priced, f.name) for f in dataclasses.fields(PricedPiece)},
         energy_method=str(measurement.method),
         carbon_source=carbon_source,
-        carbon_factor=scope2.carbon_factor if not marginal else CarbonFactor.MARGINAL.value,
-        co2_marginal_g=priced.grid_kwh * signal.carbon_g_per_kwh if marginal else None,
+        carbon_factor=factor,
+        co2_marginal_g=own if factor == CarbonFactor.MARGINAL.value else None,
+        co2_lifecycle_g=own if factor == CarbonFactor.AVERAGE_LIFECYCLE.value else None,
         market_basis=market_basis(site),
     )
 

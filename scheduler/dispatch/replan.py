@@ -29,7 +29,7 @@ from scheduler.dispatch.plan_write import (
     write_assignments,
     write_lock,
 )
-from scheduler.dispatch.signals import HorizonSignals
+from scheduler.dispatch.signals import HorizonSignals, signal_notes
 from scheduler.dispatch.slots import slot_floor, slot_fraction_left, slots_between
 from scheduler.domain import (
     Assignment,
@@ -294,6 +294,9 @@ def _assignment_row(
         "wue_l_per_kwh": sig.wue_l_per_kwh if sig is not None else None,
         "carbon_factor": sig.carbon_factor if sig is not None else None,
         "signal_issued_at": sig.issued_at if sig is not None else None,
+        "signal_provider": sig.carbon_provider if sig is not None else None,
+        "signal_synthetic": sig.synthetic if sig is not None else None,
+        "signal_fallback_reason": sig.fallback_reason if sig is not None else None,
     }
 
 
@@ -381,7 +384,7 @@ def replan(
             baselines=baselines,
             unplaced=[{"batch": u.batch, "reason": u.reason} for u in plan.unplaced] + deferred,
             stage_optima=dict(plan.stage_optima),
-            notes=list(plan.notes) + states.notes(),
+            notes=list(plan.notes) + states.notes() + signal_notes(problem.signals),
             duals=rows_json(plan.duals),
             solve_s=plan.solve_s,
             fallback_signals=plan.fallback_signals

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -38,14 +39,18 @@ class BookingSignal:
     """The signal a ledger row is booked with, where its carbon figure came from, and why.
 
     Attributes:
-        signal: carbon, price, renewables and WUE of the slot (``carbon_factor`` included).
+        signal: carbon, price, renewables and WUE of the slot (``carbon_factor`` and the
+            provenance fields included).
         source: ``actual``, ``plan``, ``forecast``, ``persistence``, ``site-factor``,
             ``zone-average`` or a label from an injected lookup.
-        fallback: None when the carbon figure is first-hand (actual, plan, forecast or lookup);
-            else the fallback used (``persistence``, ``site-factor``, ``zone-average``).
-        average_g_per_kwh: an average factor for location-based scope 2 when ``signal`` is
-            marginal (None when the signal is average already).
+        fallback: None when the carbon figure is first-hand; else the fallback used
+            (``fallback-provider``, ``cache``, ``persistence``, ``site-factor``,
+            ``zone-average``): a plan made on a fallback signal books its fallback too.
+        average_g_per_kwh: an average direct factor for location-based scope 2 when
+            ``signal`` is marginal or lifecycle (None when the signal is average direct).
         average_fallback: where that average came from, when it is a fallback.
+        price_fallback: None for a first-hand price; ``persistence`` or ``fallback-provider``;
+            ``no-price`` when no price is known (cost booked 0, labelled and counted).
     """
 
     signal: SlotSignal
@@ -53,54 +58,97 @@ class BookingSignal:
     fallback: str | None = None
     average_g_per_kwh: float | None = None
     average_fallback: str | None = None
+    price_fallback: str | None = None
 
 
-def _provider_key(fleet: Fleet, site_name: str, kind: str) -> tuple[str, str, str] | None:
-    from scheduler.forecasts.service import ALIASES, site_source
+@dataclass(frozen=True, slots=True)
+class _Key:
+    provider: str
+    key: str
+    options: Mapping[str, Any]
+    fallback: bool  # the source's ``fallback`` provider, not the configured one
+
+
+def _provider_keys(fleet: Fleet, site_name: str, kind: str) -> list[_Key]:
+    """Cache keys of a site's signal: the configured provider's, then its fallback provider's
+    (booking finds the signal the planner used, whichever of them supplied it)."""
+    from scheduler.forecasts.service import ALIASES, fallback_source, site_source
 
     site = fleet.site(site_name)
     source = site_source(site, kind)
     if source is None:
-        return None
-    name = ALIASES.get(source.provider, source.provider)
-    return name, cache_key(site.name, source.options), str(source.options.get("factor_type", ""))
+        return []
+    keys = [
+        _Key(
+            ALIASES.get(source.provider, source.provider),
+            cache_key(site.name, source.options),
+            source.options,
+            False,
+        )
+    ]
+    fb = fallback_source(source)
+    if fb is not None:
+        name = ALIASES.get(fb.provider, fb.provider)
+        keys.append(_Key(name, cache_key(site.name, fb.options), fb.options, True))
+    return keys
 
 
 def _cached(
     session: Session, fleet: Fleet, site_name: str, kind: str, slot: datetime, point_kind: str
-) -> float | None:
-    """Mean cached value of one signal over the slot (``actual`` or ``forecast`` points)."""
-    found = _provider_key(fleet, site_name, kind)
-    if found is None:
-        return None
-    provider, key, _ = found
+) -> tuple[float, _Key] | None:
+    """Mean cached value of one signal over the slot (``actual`` or ``forecast`` points), and
+    the provider it came from."""
     end = slot + timedelta(minutes=fleet.slot_minutes)
-    points = load_points(session, provider, key, kind, point_kind, slot, end)
-    return sum(points.values()) / len(points) if points else None
+    for found in _provider_keys(fleet, site_name, kind):
+        points = load_points(session, found.provider, found.key, kind, point_kind, slot, end)
+        if points:
+            return sum(points.values()) / len(points), found
+    return None
 
 
 def _persisted(
     session: Session, fleet: Fleet, site_name: str, kind: str, slot: datetime
-) -> float | None:
+) -> tuple[float, _Key] | None:
     """The same time of day on the latest earlier day with a cached value (14 days back).
 
-    Two queries (actual and forecast points of the 14 days before), whatever the gap.
+    Two queries per provider (actual and forecast points of the 14 days before).
     """
-    found = _provider_key(fleet, site_name, kind)
-    if found is None:
-        return None
-    provider, key, _ = found
     step = timedelta(minutes=fleet.slot_minutes)
     lo = slot - timedelta(days=PERSISTENCE_DAYS)
-    actual = load_points(session, provider, key, kind, ACTUAL, lo, slot)
-    forecast = load_points(session, provider, key, kind, FORECAST, lo, slot)
-    for days in range(1, PERSISTENCE_DAYS + 1):
-        start = slot - timedelta(days=days)
-        for points in (actual, forecast):
-            values = [v for t, v in points.items() if start <= t < start + step]
-            if values:
-                return sum(values) / len(values)
+    for found in _provider_keys(fleet, site_name, kind):
+        actual = load_points(session, found.provider, found.key, kind, ACTUAL, lo, slot)
+        forecast = load_points(session, found.provider, found.key, kind, FORECAST, lo, slot)
+        for days in range(1, PERSISTENCE_DAYS + 1):
+            start = slot - timedelta(days=days)
+            for points in (actual, forecast):
+                values = [v for t, v in points.items() if start <= t < start + step]
+                if values:
+                    return sum(values) / len(values), found
     return None
+
+
+def signal_notes(signals: Mapping[tuple[str, datetime], SlotSignal]) -> list[str]:
+    """One plan note per site whose carbon figures are synthetic or a fallback, saying which
+    provider supplied how many slots and why (the plan's ``fallback_signals`` flag alone does
+    not say which site or why)."""
+    counts: dict[tuple[str, str, bool, str], int] = {}
+    total: dict[str, int] = {}
+    for (site, _), sig in signals.items():
+        total[site] = total.get(site, 0) + 1
+        if sig.synthetic or sig.fallback_reason is not None:
+            key = (
+                site,
+                sig.carbon_provider or "an unnamed source",
+                sig.synthetic,
+                sig.fallback_reason or "",
+            )
+            counts[key] = counts.get(key, 0) + 1
+    notes = []
+    for (site, provider, synthetic, reason), n in sorted(counts.items()):
+        what = f"{'SYNTHETIC ' if synthetic else ''}carbon from {provider}"
+        why = f" ({reason})" if reason else ""
+        notes.append(f"site {site}: {n} of {total[site]} slot(s) planned on {what}{why}")
+    return notes
 
 
 def carbon_factor_of_site(fleet: Fleet, site_name: str) -> str:
@@ -144,8 +192,91 @@ def _planned_signal(
         renewable_kw=assignment.renewable_kw or 0.0,
         wue_l_per_kwh=assignment.wue_l_per_kwh,
         source="plan",
+        fallback=assignment.signal_fallback_reason is not None,
         carbon_factor=assignment.carbon_factor or CarbonFactor.AVERAGE_DIRECT.value,
+        carbon_provider=assignment.signal_provider,
+        synthetic=bool(assignment.signal_synthetic),
+        fallback_reason=assignment.signal_fallback_reason,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Picked:
+    value: float | None
+    source: str | None
+    key: _Key | None = None
+
+
+def _pick(
+    session: Session, fleet: Fleet, site: str, slot: datetime, kind: str, planned: float | None
+) -> _Picked:
+    """One signal of the slot: actual, else the plan's, else forecast, else persistence."""
+    actual = _cached(session, fleet, site, kind, slot, ACTUAL)
+    if actual is not None:
+        return _Picked(actual[0], "actual", actual[1])
+    if planned is not None:
+        return _Picked(planned, "plan")
+    forecast = _cached(session, fleet, site, kind, slot, FORECAST)
+    if forecast is not None:
+        return _Picked(forecast[0], "forecast", forecast[1])
+    persisted = _persisted(session, fleet, site, kind, slot)
+    if persisted is not None:
+        return _Picked(persisted[0], "persistence", persisted[1])
+    return _Picked(None, None)
+
+
+def _price_fallback(picked: _Picked) -> str | None:
+    if picked.value is None:
+        return "no-price"
+    if picked.source == "persistence":
+        return "persistence"
+    return "fallback-provider" if picked.key is not None and picked.key.fallback else None
+
+
+def _carbon(
+    fleet: Fleet, site: str, slot: datetime, picked: _Picked, planned: SlotSignal | None
+) -> SlotSignal:
+    """The carbon part of the booking signal, with its provenance (``SlotSignal`` fields)."""
+    from scheduler.forecasts.base import carbon_factor_of
+    from scheduler.forecasts.provenance import SYNTHETIC_PROVIDERS
+
+    assert picked.value is not None and picked.source is not None
+    if picked.source == "plan" and planned is not None:
+        return planned
+    key = picked.key
+    assert key is not None  # every source but the plan's names its provider
+    reason = None
+    if key.fallback:
+        configured = _provider_keys(fleet, site, CARBON)[0].provider
+        reason = (
+            f"fallback-provider: {configured} has no value cached for this slot; "
+            f"fallback provider {key.provider}"
+        )
+    if picked.source == "persistence":
+        reason = (
+            f"persistence: no value for this slot; {key.provider}'s at the same time "
+            "on an earlier day"
+        )
+    return SlotSignal(
+        time=slot,
+        site=site,
+        carbon_g_per_kwh=picked.value,
+        price_per_kwh=0.0,
+        renewable_kw=0.0,
+        source=picked.source,
+        fallback=reason is not None,
+        carbon_factor=carbon_factor_of(key.provider, key.options),
+        carbon_provider=key.provider,
+        synthetic=key.provider in SYNTHETIC_PROVIDERS,
+        fallback_reason=reason,
+    )
+
+
+def _lookup_booking(found: tuple[SlotSignal, str]) -> BookingSignal:
+    from scheduler.forecasts.provenance import fallback_kind
+
+    signal, label = found
+    return BookingSignal(signal, label, fallback_kind(signal.fallback_reason))
 
 
 def ledger_signal(
@@ -163,63 +294,71 @@ def ledger_signal(
     actual cached for the slot it ran in; the signal the plan used, when it ran in its planned
     slot; the forecast cached for that slot; persistence (the same time of day on the latest
     of the 14 days before, from the cache); the site's ``average_carbon_g_per_kwh``; the zone
-    average ``ZONE_AVERAGE_G_PER_KWH``. The last three are fallbacks and the row says which.
-    Price, renewables and WUE follow the same order (actual, plan, forecast, persistence; no
-    renewables and the site's WUE when nothing is known).
+    average ``ZONE_AVERAGE_G_PER_KWH``. The cache is read under the configured provider's key,
+    then under its ``fallback`` provider's, so a shard finds what the planner saw whichever
+    provider supplied it. Price, renewables and WUE follow the same order (actual, plan,
+    forecast, persistence; no renewables and the site's WUE when nothing is known; no price:
+    cost 0, labelled ``no-price``).
 
-    A marginal carbon signal is kept for the avoided-emissions estimate, and an average factor
-    (site factor, else zone average, labelled) is found for location-based scope 2.
+    The row keeps the signal's provenance (provider, synthetic, fallback and why): a plan made
+    on a fallback signal books as a fallback. A marginal or lifecycle carbon signal is kept for
+    its own figure, and an average direct factor (site factor, else zone average, labelled) is
+    found for location-based scope 2.
     """
     if lookup is not None:
         found = lookup(site, slot)
         if found is not None:
-            return BookingSignal(found[0], found[1])
+            return _lookup_booking(found)
     planned = _planned_signal(assignment, site, slot)
-
-    def pick(kind: str, planned_value: float | None) -> tuple[float | None, str | None]:
-        actual = _cached(session, fleet, site, kind, slot, ACTUAL)
-        if actual is not None:
-            return actual, "actual"
-        if planned_value is not None:
-            return planned_value, "plan"
-        forecast = _cached(session, fleet, site, kind, slot, FORECAST)
-        if forecast is not None:
-            return forecast, "forecast"
-        persisted = _persisted(session, fleet, site, kind, slot)
-        return (persisted, "persistence") if persisted is not None else (None, None)
-
-    carbon, source = pick(CARBON, planned.carbon_g_per_kwh if planned else None)
-    fallback = "persistence" if source == "persistence" else None
-    factor = (
-        planned.carbon_factor
-        if planned is not None and source == "plan"
-        else carbon_factor_of_site(fleet, site)
+    picked = _pick(
+        session, fleet, site, slot, CARBON, planned.carbon_g_per_kwh if planned else None
     )
-    if carbon is None or source is None:
-        carbon, source = _average_fallback(fleet, site)
-        fallback, factor = source, CarbonFactor.AVERAGE_DIRECT.value
+    if picked.value is not None and picked.source is not None:
+        carbon = _carbon(fleet, site, slot, picked, planned)
+    else:
+        value, label = _average_fallback(fleet, site)
+        why = (
+            "the site's average_carbon_g_per_kwh"
+            if label == "site-factor"
+            else f"the zone average {ZONE_AVERAGE_G_PER_KWH:g} g/kWh (Ember 2024)"
+        )
+        carbon = SlotSignal(
+            slot,
+            site,
+            value,
+            0.0,
+            0.0,
+            source=label,
+            fallback=True,
+            fallback_reason=f"{label}: no carbon signal cached for the slot or the 14 days "
+            f"before; {why}",
+        )
         log.warning(
             "no carbon intensity for %s at %s: booked with the %s fallback %.1f g/kWh",
             site,
             slot,
-            source,
-            carbon,
+            label,
+            value,
         )
-    price, _ = pick(PRICE, planned.price_per_kwh if planned else None)
-    solar, _ = pick(SOLAR, planned.renewable_kw if planned else None)
-    wue, _ = pick(WUE, planned.wue_l_per_kwh if planned else None)
-    signal = SlotSignal(
-        time=slot,
-        site=site,
-        carbon_g_per_kwh=carbon,
-        price_per_kwh=price or 0.0,
-        renewable_kw=max(0.0, solar or 0.0),
-        wue_l_per_kwh=wue,
-        source=source,
-        fallback=fallback is not None,
-        carbon_factor=factor,
+    from scheduler.forecasts.provenance import fallback_kind
+
+    price = _pick(session, fleet, site, slot, PRICE, planned.price_per_kwh if planned else None)
+    solar = _pick(session, fleet, site, slot, SOLAR, planned.renewable_kw if planned else None)
+    wue = _pick(session, fleet, site, slot, WUE, planned.wue_l_per_kwh if planned else None)
+    signal = replace(
+        carbon,
+        price_per_kwh=price.value or 0.0,
+        renewable_kw=max(0.0, solar.value or 0.0),
+        wue_l_per_kwh=wue.value,
     )
     average, average_fallback = None, None
-    if factor == CarbonFactor.MARGINAL.value:
+    if signal.carbon_factor != CarbonFactor.AVERAGE_DIRECT.value:
         average, average_fallback = _average_fallback(fleet, site)
-    return BookingSignal(signal, source, fallback, average, average_fallback)
+    return BookingSignal(
+        signal,
+        str(carbon.source),
+        fallback_kind(carbon.fallback_reason),
+        average,
+        average_fallback,
+        _price_fallback(price),
+    )

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from scheduler.config import Settings
-from scheduler.domain import CarbonFactor, Fleet, SignalSource, Site, SlotSignal
+from scheduler.domain import Fleet, SignalSource, Site, SlotSignal
 from scheduler.errors import ForecastUnavailable
 from scheduler.forecasts.base import (
     ACTUAL,
@@ -25,7 +25,6 @@ from scheduler.forecasts.base import (
     ProviderError,
     Series,
     cache_key,
-    carbon_factor_of,
     infer_step,
     resample,
     utc,
@@ -36,6 +35,7 @@ from scheduler.forecasts.electricitymaps import ElectricityMapsProvider
 from scheduler.forecasts.http import HttpClient
 from scheduler.forecasts.issues import slot_issue_times
 from scheduler.forecasts.openmeteo import OpenMeteoSolarProvider
+from scheduler.forecasts.provenance import carbon_provenance
 from scheduler.forecasts.synthetic import DEFAULT_SEED, ConstantProvider, SyntheticProvider
 from scheduler.forecasts.uk import UkCarbonIntensityProvider
 from scheduler.forecasts.watttime import WattTimeProvider
@@ -119,7 +119,7 @@ def site_source(site: Site, kind: str) -> SignalSource | None:
     return None
 
 
-def _fallback_source(source: SignalSource) -> SignalSource | None:
+def fallback_source(source: SignalSource) -> SignalSource | None:
     raw = source.options.get("fallback")
     if not raw:
         return None
@@ -138,6 +138,7 @@ class _Filled:
     notes: list[str] = field(default_factory=list)
     first_hand: str = "none"
     issued: dict[datetime, datetime] = field(default_factory=dict)  # slot -> issue used
+    error: str | None = None  # why the configured provider gave nothing first-hand
 
 
 class _Collector:
@@ -275,10 +276,11 @@ class _Collector:
             log.exception(
                 "site %s %s: provider %s returned something unexpected", site.name, kind, name
             )
+        filled.error = error
         missing = len(self.slots) - len(filled.values)
         if missing:
             self._from_cache(site, kind, source, filled)
-        fb = _fallback_source(source)
+        fb = fallback_source(source)
         if fb is not None and len(filled.values) < len(self.slots):
             try:
                 extra = self._fetch(site, kind, fb)
@@ -394,20 +396,13 @@ def collect_signals(
         if mix_source is not None:
             notes.extend(collector.cache_mix(site, mix_source))
         carbon_source = site_source(site, CARBON) or (defaults or {}).get(CARBON)
-        factor = (
-            carbon_factor_of(
-                ALIASES.get(carbon_source.provider, carbon_source.provider), carbon_source.options
-            )
-            if carbon_source is not None
-            else CarbonFactor.AVERAGE_DIRECT.value
-        )
         for t in slots:
-            out[(site.name, t)] = _slot_signal(site.name, t, per_kind, factor)
+            out[(site.name, t)] = _slot_signal(site.name, t, per_kind, carbon_source)
     return SignalSet(signals=out, fallback=any_fallback, notes=tuple(notes), sources=sources)
 
 
 def _slot_signal(
-    site: str, t: datetime, per_kind: Mapping[str, _Filled], carbon_factor: str
+    site: str, t: datetime, per_kind: Mapping[str, _Filled], carbon_source: SignalSource | None
 ) -> SlotSignal:
     def value(kind: str) -> float | None:
         filled = per_kind.get(kind)
@@ -416,6 +411,16 @@ def _slot_signal(
     label = ";".join(f"{k}={f.labels[t]}" for k, f in per_kind.items())
     # as old as its oldest part; None when a part came from no issue of this slot (persistence)
     issues = [f.issued.get(t) for f in per_kind.values()]
+    carbon = per_kind.get(CARBON)
+    fb = None if carbon_source is None else fallback_source(carbon_source)
+    origin = carbon_provenance(
+        None if carbon is None else carbon.labels[t],
+        None if carbon is None else carbon.error,
+        None
+        if carbon_source is None
+        else (ALIASES.get(carbon_source.provider, carbon_source.provider), carbon_source.options),
+        {} if fb is None else fb.options,
+    )
     return SlotSignal(
         time=t,
         site=site,
@@ -425,6 +430,9 @@ def _slot_signal(
         wue_l_per_kwh=value(WUE),
         source=label,
         fallback=any(t in f.fallback for f in per_kind.values()),
-        carbon_factor=carbon_factor,
+        carbon_factor=origin.carbon_factor,
         issued_at=None if None in issues else min(i for i in issues if i is not None),
+        carbon_provider=origin.provider,
+        synthetic=origin.synthetic,
+        fallback_reason=origin.fallback_reason,
     )

@@ -213,5 +213,7 @@ def synthetic_signals(
                 price_per_kwh=per_signal[PRICE][t],
                 renewable_kw=per_signal[SOLAR][t],
                 source=SOURCE,
+                carbon_provider=SOURCE,
+                synthetic=True,
             )
     return out

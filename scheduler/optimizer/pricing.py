@@ -31,7 +31,7 @@ Per piece, with the slot's signal (carbon ``c``, price ``p``, WUE ``w`` defaulti
 site's, EWIF ``e``)::
 
     co2_location_g  = grid_kwh * c              (operational, location-based)
-    co2_market_g    = grid_kwh * market factor  (instruments, residual mix, else None)
+    co2_market_g    = grid_kwh * market factor  (instruments, residual mix, else location)
     embodied_co2_g  = gpu_hours * embodied_g_per_gpu_hour(pool)
     water_onsite_l  = it_kwh * w
     water_offsite_l = grid_kwh * e
@@ -164,7 +164,7 @@ def market_basis(site: Site) -> str:
 
     ``instruments`` (all covered), ``instruments+residual``, ``instruments+location`` (partly
     covered, the rest at the location-based factor: a partial location fallback), ``residual``
-    (no instruments) or ``location`` (neither: no market-based figure, reports fall back).
+    (no instruments) or ``location`` (neither: the location-based figure, the fallback).
     """
     factor, residual = site.market_factor_g_per_kwh, site.residual_mix_g_per_kwh
     if factor is None:
@@ -180,12 +180,14 @@ def market_g_per_kwh(site: Site, location_g_per_kwh: float) -> float | None:
 
     Contractual instruments cover ``market_share_covered`` (default all) of the grid energy at
     ``market_factor_g_per_kwh``; the rest is priced at the ``residual_mix_g_per_kwh``, else at
-    the location-based factor. A site with neither instruments nor a residual mix has no
-    market-based figure (None): reports fall back to location-based and count those rows.
+    the location-based factor. A site with neither instruments nor a residual mix is priced
+    at the location-based factor (the GHG Protocol's documented fallback; its rows say
+    ``market_basis: location`` and reports count them), so every view sums one market-based
+    figure per row and gets one answer.
     """
     factor, residual = site.market_factor_g_per_kwh, site.residual_mix_g_per_kwh
     if factor is None and residual is None:
-        return None
+        return location_g_per_kwh
     covered = (
         0.0
         if factor is None
@@ -213,7 +215,7 @@ def price_piece(
         energy: the piece's GPU-hours, IT and facility energy.
         renewable_kwh: renewables allocated to it (capped at its facility energy).
         market_factor_g_per_kwh: market-based factor to use (default: ``market_g_per_kwh``
-            of the site; None there books no market-based figure).
+            of the site).
 
     Returns:
         The priced piece.

@@ -14,6 +14,7 @@ from scheduler.review.signals import signal_at
 from scheduler.review.units import si
 from scheduler.review.views import BatchReview, ShardRun, Totals
 from scheduler.store.batches import get_batch
+from scheduler.store.ledger import market_based_g
 from scheduler.store.summaries import batch_summary
 from scheduler.store.tables import AssignmentRecord, Batch, LedgerEntry, Shard
 
@@ -191,7 +192,6 @@ def batch_review(session: Session, batch_id: str, *, tenant_id: str | None = Non
         )
     planned = planned_totals(session, batch_id)
     actual = actual_totals(list(rows), submitted)
-    market = [r.co2_market_g for r in rows if r.co2_market_g is not None]
     methods = sorted({r.energy_method for r in rows})
     return BatchReview(
         batch_id=batch.id,
@@ -204,7 +204,7 @@ def batch_review(session: Session, batch_id: str, *, tenant_id: str | None = Non
         actual=actual,
         asap_counterfactual=asap,
         embodied_co2_g=sum(r.embodied_co2_g for r in rows),
-        co2_market_g=sum(market) if market and len(market) == len(rows) else None,
+        co2_market_g=market_based_g(rows) if rows else None,
         energy_methods=methods,
         estimated=any(is_estimate(m) for m in methods),
         reason=_reason(batch, runs, actual, asap, submitted),

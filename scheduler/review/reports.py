@@ -7,7 +7,7 @@ import io
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -17,10 +17,13 @@ from sqlalchemy.orm import Session
 
 from scheduler.domain import Fleet
 from scheduler.errors import InvalidInput
-from scheduler.optimizer.pricing import MARKET_PARTIAL_FALLBACK
+from scheduler.optimizer.pricing import MARKET_LOCATION, MARKET_PARTIAL_FALLBACK
 from scheduler.review.batch_review import is_estimate
-from scheduler.review.grid_mix import GridMixSplit, grid_mix_split
+from scheduler.review.esrs import EmissionsTotals, esrs_e1_summary, ghg_scope2
+from scheduler.review.grid_mix import grid_mix_split
+from scheduler.review.provenance import provenance_counts
 from scheduler.review.views import LedgerRow
+from scheduler.store.ledger import market_based_g
 from scheduler.store.tables import LedgerEntry
 
 # CodeCarbon's EmissionsData fields, in its order (units: s, kg CO2eq, kg/s, W, kWh, L, GB).
@@ -95,8 +98,13 @@ GRIDSHIFT_COLUMNS: tuple[str, ...] = (
     "planned_co2_g",
     "carbon_factor",
     "signal_fallback",
+    "signal_provider",
+    "signal_synthetic",
+    "signal_fallback_reason",
     "market_basis",
     "co2_marginal_g",
+    "co2_lifecycle_g",
+    "price_fallback",
     "busy_estimate_kwh",
     "model_load_kwh",
     "model_load_method",
@@ -110,33 +118,6 @@ class ReportFormat(StrEnum):
     CSV = "csv"
     JSON = "json"
     ESRS = "esrs"
-
-
-@dataclass(frozen=True, slots=True)
-class EmissionsTotals:
-    """Sums over ledger rows (``math.fsum``, so every report gives the same numbers)."""
-
-    rows: int
-    measured_rows: int
-    estimated_rows: int
-    it_energy_kwh: float
-    facility_energy_kwh: float
-    estimated_facility_energy_kwh: float
-    grid_kwh: float
-    onsite_renewable_kwh: float
-    scope2_location_g: float
-    scope2_market_g: float
-    market_fallback_rows: int
-    market_partial_fallback_rows: int
-    signal_fallback_rows: int
-    marginal_rows: int
-    avoided_marginal_co2_g: float
-    embodied_co2_g: float
-    water_onsite_l: float
-    water_offsite_l: float
-    cost: float
-    model_load_kwh: float = 0.0  # IT energy of model loads, part of it_energy_kwh
-    estimated_model_load_kwh: float = 0.0  # the part of it that is an estimate
 
 
 def ledger_entries(
@@ -156,12 +137,6 @@ def ledger_entries(
     return list(session.scalars(q.order_by(LedgerEntry.started_at, LedgerEntry.id)).all())
 
 
-def _market_g(r: LedgerEntry) -> float:
-    # GHG Protocol scope 2 guidance: without contractual instruments the market-based figure
-    # falls back to a grid factor; we use the location-based one and count those rows.
-    return r.co2_market_g if r.co2_market_g is not None else r.co2_location_g
-
-
 def emissions_totals(rows: Sequence[LedgerEntry]) -> EmissionsTotals:
     """Sum ledger rows: energy (kWh), scope 2 location- and market-based CO2 (g), water, cost."""
     est = [r for r in rows if is_estimate(r.energy_method)]
@@ -175,8 +150,10 @@ def emissions_totals(rows: Sequence[LedgerEntry]) -> EmissionsTotals:
         grid_kwh=math.fsum(r.grid_kwh for r in rows),
         onsite_renewable_kwh=math.fsum(max(0.0, r.facility_energy_kwh - r.grid_kwh) for r in rows),
         scope2_location_g=math.fsum(r.co2_location_g for r in rows),
-        scope2_market_g=math.fsum(_market_g(r) for r in rows),
-        market_fallback_rows=sum(1 for r in rows if r.co2_market_g is None),
+        scope2_market_g=market_based_g(rows),
+        market_fallback_rows=sum(
+            1 for r in rows if r.co2_market_g is None or r.market_basis == MARKET_LOCATION
+        ),
         market_partial_fallback_rows=sum(
             1
             for r in rows
@@ -184,7 +161,7 @@ def emissions_totals(rows: Sequence[LedgerEntry]) -> EmissionsTotals:
         ),
         signal_fallback_rows=sum(1 for r in rows if r.signal_fallback),
         marginal_rows=sum(1 for r in rows if r.co2_marginal_g is not None),
-        avoided_marginal_co2_g=math.fsum(r.co2_marginal_g or 0.0 for r in rows),
+        induced_marginal_co2_g=math.fsum(r.co2_marginal_g or 0.0 for r in rows),
         embodied_co2_g=math.fsum(r.embodied_co2_g for r in rows),
         water_onsite_l=math.fsum(r.water_onsite_l for r in rows),
         water_offsite_l=math.fsum(r.water_offsite_l for r in rows),
@@ -195,6 +172,7 @@ def emissions_totals(rows: Sequence[LedgerEntry]) -> EmissionsTotals:
             for r in rows
             if r.model_load_method is not None and is_estimate(r.model_load_method)
         ),
+        **provenance_counts(rows),
     )
 
 
@@ -274,99 +252,6 @@ def codecarbon_csv(rows: Sequence[LedgerEntry], *, fleet: Fleet | None = None) -
     for r in rows:
         writer.writerow(codecarbon_row(r, fleet=fleet))
     return buf.getvalue()
-
-
-def ghg_scope2(totals: EmissionsTotals) -> dict[str, Any]:
-    """GHG Protocol scope 2 totals (location- and market-based) in g and t CO2e."""
-    return {
-        "location_based_g": totals.scope2_location_g,
-        "market_based_g": totals.scope2_market_g,
-        "location_based_tco2e": totals.scope2_location_g / 1e6,
-        "market_based_tco2e": totals.scope2_market_g / 1e6,
-        "market_based_fallback_rows": totals.market_fallback_rows,
-        "market_based_partial_fallback_rows": totals.market_partial_fallback_rows,
-        "signal_fallback_rows": totals.signal_fallback_rows,
-        "marginal_rows": totals.marginal_rows,
-        "avoided_emissions_marginal_estimate_g": totals.avoided_marginal_co2_g,
-        "note": (
-            "Scope 2 covers purchased grid electricity. Location-based uses average emission "
-            "factors only: where a site's signal is a marginal rate, its figure is reported "
-            "apart as an avoided-emissions estimate (avoided_emissions_marginal_estimate_g) and "
-            "scope 2 uses an average factor. Rows whose carbon intensity came from a fallback "
-            "(persistence, a configured factor, the zone average) are counted in "
-            "signal_fallback_rows. Market-based uses each site's contractual factor; rows "
-            "without one fall back to the location-based grid factor "
-            "(market_based_fallback_rows); rows whose instruments cover only part of the grid "
-            "energy and whose site has no residual mix price the rest at the location-based "
-            "factor (market_based_partial_fallback_rows). Embodied hardware carbon is scope 3, reported apart."
-        ),
-    }
-
-
-def esrs_e1_summary(
-    totals: EmissionsTotals, start: datetime, end: datetime, mix: GridMixSplit | None = None
-) -> dict[str, Any]:
-    """ESRS E1 datapoints: E1-5 energy (MWh, by source) and E1-6 gross scope 2 (tCO2e).
-
-    ``mix`` splits purchased grid electricity by source (``grid_mix.grid_mix_split``); without
-    it every purchased MWh is of unknown mix.
-    """
-    total_mwh = totals.facility_energy_kwh / 1000.0
-    renewable_mwh = totals.onsite_renewable_kwh / 1000.0
-    grid_mwh = totals.grid_kwh / 1000.0
-    if mix is None:
-        mix = GridMixSplit(unknown_mix_kwh=totals.grid_kwh, rows_without_mix=totals.rows)
-    return {
-        "standard": "ESRS E1",
-        "period": {"from": start.isoformat(), "to": end.isoformat()},
-        "E1-5": {
-            "total_energy_consumption_mwh": total_mwh,
-            "self_generated_renewable_mwh": renewable_mwh,
-            "purchased_grid_electricity_mwh": grid_mwh,
-            "renewable_share": (renewable_mwh + mix.renewable_kwh / 1000.0) / total_mwh
-            if total_mwh > 0
-            else 0.0,
-            "self_generated_renewable_share": renewable_mwh / total_mwh if total_mwh > 0 else 0.0,
-            "estimated_energy_mwh": totals.estimated_facility_energy_kwh / 1000.0,
-            "by_source": {
-                "renewable_self_generated_mwh": renewable_mwh,
-                "renewable_purchased_mwh": mix.renewable_kwh / 1000.0,
-                "fossil_purchased_mwh": mix.fossil_kwh / 1000.0,
-                "nuclear_purchased_mwh": mix.nuclear_kwh / 1000.0,
-                "purchased_mix_unclassified_mwh": mix.unclassified_kwh / 1000.0,
-                "purchased_mix_unknown_mwh": mix.unknown_mix_kwh / 1000.0,
-            },
-            "rows_with_grid_mix": mix.rows_with_mix,
-            "rows_with_unknown_mix": mix.rows_without_mix,
-            "note": (
-                "Facility energy (IT x PUE). Self-generated is the on-site renewables; purchased "
-                "grid electricity is split into fossil, nuclear and renewable by the grid's "
-                "generation mix when it ran (signals.mix: UK Carbon Intensity generationmix, "
-                "Electricity Maps power breakdown, or CSV columns). The part of a known mix its "
-                "source does not classify (imports, other, unknown) is "
-                "purchased_mix_unclassified_mwh; rows whose site has no cached mix are "
-                "purchased_mix_unknown_mwh, counted in rows_with_unknown_mix. The renewable "
-                "share counts on-site and purchased renewables (self_generated_renewable_share: "
-                "on-site only)."
-            ),
-        },
-        "E1-6": {
-            "gross_scope_1_tco2e": 0.0,
-            "gross_scope_2_location_based_tco2e": totals.scope2_location_g / 1e6,
-            "gross_scope_2_market_based_tco2e": totals.scope2_market_g / 1e6,
-            "scope_3_embodied_hardware_tco2e": totals.embodied_co2_g / 1e6,
-            "total_ghg_location_based_tco2e": (totals.scope2_location_g + totals.embodied_co2_g)
-            / 1e6,
-            "total_ghg_market_based_tco2e": (totals.scope2_market_g + totals.embodied_co2_g) / 1e6,
-            "note": (
-                "Scope 1 is zero: gridshift's sites burn no fuel it books. Scope 3 covers only "
-                "the embodied carbon of the hardware share used."
-            ),
-        },
-        "signal_fallback_rows": totals.signal_fallback_rows,
-        "ledger_rows": totals.rows,
-        "estimated_rows": totals.estimated_rows,
-    }
 
 
 def ledger_row(r: LedgerEntry) -> LedgerRow:

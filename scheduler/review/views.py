@@ -303,12 +303,40 @@ class LedgerRow(BaseModel):
     market_basis: str | None = Field(
         default=None,
         description="instruments | instruments+residual | instruments+location | residual | "
-        "location (no market-based figure)",
+        "location (no instruments nor residual mix: the location-based figure, the fallback)",
     )
+    carbon_factor: str | None = Field(
+        default=None,
+        description="factor type of the slot's signal: average-direct | average-lifecycle | "
+        "marginal (co2_location_g is always priced with an average direct factor)",
+    )
+    co2_marginal_g: float | None = Field(
+        default=None, description="emissions the load induced (marginal rate): never scope 2"
+    )
+    co2_lifecycle_g: float | None = Field(
+        default=None, description="average lifecycle figure (upstream included): never scope 2"
+    )
+    signal_fallback: str | None = Field(
+        default=None,
+        description="None: first-hand | fallback-provider | cache | persistence | site-factor "
+        "| zone-average",
+    )
+    signal_provider: str | None = Field(
+        default=None, description="the provider that supplied the carbon figure"
+    )
+    signal_synthetic: bool | None = Field(
+        default=None, description="the carbon figure is SYNTHETIC (generated, not the grid's)"
+    )
+    signal_fallback_reason: str | None = None
     embodied_co2_g: float
     water_onsite_l: float
     water_offsite_l: float
     cost: float
+    price_fallback: str | None = Field(
+        default=None,
+        description="None: first-hand price | persistence | fallback-provider | no-price (cost "
+        "booked 0: no price known)",
+    )
     model_load_kwh: float | None = Field(
         default=None,
         description="IT energy of the model load this attempt booked (part of it_energy_kwh)",

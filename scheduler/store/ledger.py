@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -29,7 +30,6 @@ _SUMMED = (
     "cost",
 )
 _NULLABLE = (
-    "co2_market_g",
     "planned_energy_kwh",
     "planned_co2_g",
     "planned_water_l",
@@ -41,8 +41,9 @@ _NULLABLE = (
 class LedgerTotals:
     """Sums over ledger rows (one row per finished execution attempt).
 
-    ``co2_g`` is location-based operational plus embodied CO2; ``co2_market_g`` is None unless
-    some row had a contract factor; ``estimated`` is True when any row's energy was estimated
+    ``co2_g`` is location-based operational plus embodied CO2; ``co2_market_g`` is the
+    market-based figure by the one rule (``market_based_g``: each row's, or its location-based
+    figure for rows booked before every row had one); None without rows; ``estimated`` is True when any row's energy was estimated
     (then every derived figure is an estimate too).
     """
 
@@ -132,6 +133,7 @@ def ledger_totals(
     conds = _filters(batch_id, tenant_id, site, start, end)
     cols: list[Any] = [func.count(LedgerEntry.id)]
     cols += [func.coalesce(func.sum(getattr(LedgerEntry, c)), 0) for c in _SUMMED]
+    cols += [func.sum(func.coalesce(LedgerEntry.co2_market_g, LedgerEntry.co2_location_g))]
     cols += [func.sum(getattr(LedgerEntry, c)) for c in _NULLABLE]
     cols += [func.min(LedgerEntry.started_at), func.max(LedgerEntry.ended_at)]
     row = session.execute(select(*cols).where(*conds)).one()
@@ -139,8 +141,9 @@ def ledger_totals(
     if n == 0:
         return LedgerTotals()
     summed = dict(zip(_SUMMED, row[1 : 1 + len(_SUMMED)], strict=True))
+    market_g = row[1 + len(_SUMMED)]
     nullable = dict(
-        zip(_NULLABLE, row[1 + len(_SUMMED) : 1 + len(_SUMMED) + len(_NULLABLE)], strict=True)
+        zip(_NULLABLE, row[2 + len(_SUMMED) : 2 + len(_SUMMED) + len(_NULLABLE)], strict=True)
     )
     first: datetime | None = row[-2]
     last: datetime | None = row[-1]
@@ -166,7 +169,7 @@ def ledger_totals(
         renewable_kwh=max(0.0, facility - grid),
         grid_kwh=grid,
         co2_location_g=location,
-        co2_market_g=None if nullable["co2_market_g"] is None else float(nullable["co2_market_g"]),
+        co2_market_g=float(market_g),
         embodied_co2_g=embodied,
         co2_g=location + embodied,
         water_onsite_l=onsite,
@@ -245,9 +248,22 @@ def _totals_where(
         water_onsite_l=sum(r.water_onsite_l for r in rows),
         water_offsite_l=sum(r.water_offsite_l for r in rows),
         water_l=sum(r.water_onsite_l + r.water_offsite_l for r in rows),
+        co2_market_g=market_based_g(rows),
         cost=sum(r.cost for r in rows),
         energy_methods=methods,
         estimated=any(is_estimate(m) for m in methods),  # estimated-profile too
+    )
+
+
+def market_based_g(rows: Sequence[LedgerEntry]) -> float:
+    """Market-based scope 2 CO2 of ledger rows, grams: the one rule every view uses.
+
+    Each row's ``co2_market_g`` (instruments, residual mix, else the location-based factor,
+    as ``market_basis`` says); rows booked before every row carried one count their
+    location-based figure (the GHG Protocol's fallback), as the SQL sums do with COALESCE.
+    """
+    return math.fsum(
+        r.co2_market_g if r.co2_market_g is not None else r.co2_location_g for r in rows
     )
 
 

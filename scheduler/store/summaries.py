@@ -218,7 +218,7 @@ def _actual(session: Session, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
                 func.coalesce(func.sum(L.facility_energy_kwh), 0.0),
                 func.coalesce(func.sum(L.it_energy_kwh), 0.0),
                 func.coalesce(func.sum(L.co2_location_g), 0.0),
-                func.sum(L.co2_market_g),
+                func.sum(func.coalesce(L.co2_market_g, L.co2_location_g)),
                 func.coalesce(func.sum(L.embodied_co2_g), 0.0),
                 func.coalesce(func.sum(L.water_onsite_l + L.water_offsite_l), 0.0),
                 func.coalesce(func.sum(L.cost), 0.0),

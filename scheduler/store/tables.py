@@ -251,6 +251,12 @@ class AssignmentRecord(Base):
     #: issue time of the forecast the slot signal came from (``SlotSignal.issued_at``; a key
     #: into ``forecast_issues``); None for persistence values and plans made before 0008
     signal_issued_at: Mapped[datetime | None]
+    #: provenance of the plan's carbon figure (``SlotSignal.carbon_provider``, ``synthetic``,
+    #: ``fallback_reason``): booking copies it, so a row never looks first-hand when the plan's
+    #: signal was not; None for plans made before 0010
+    signal_provider: Mapped[str | None] = mapped_column(String(64))
+    signal_synthetic: Mapped[bool | None] = mapped_column(Boolean)
+    signal_fallback_reason: Mapped[str | None] = mapped_column(String(500))
 
 
 # --------------------------------------------------------------------------- execution
@@ -350,6 +356,17 @@ class LedgerEntry(Base):
     # a model load booked on the first shard after it: part of it_energy_kwh, labelled
     model_load_kwh: Mapped[float | None] = mapped_column(Float)
     model_load_method: Mapped[str | None] = mapped_column(String(32))
+    #: provenance of the carbon signal booked (docs/pricing.md "Provenance"): the provider
+    #: that supplied it, whether it is synthetic, why a fallback was used; None before 0010
+    signal_provider: Mapped[str | None] = mapped_column(String(64))
+    signal_synthetic: Mapped[bool | None] = mapped_column(Boolean)
+    signal_fallback_reason: Mapped[str | None] = mapped_column(String(500))
+    #: grid energy x an average LIFECYCLE factor (upstream included): never scope 2, reported
+    #: apart (scope 3 category 3); None when the slot's signal was not lifecycle
+    co2_lifecycle_g: Mapped[float | None] = mapped_column(Float)
+    #: why ``cost`` is not a first-hand price (``persistence``; ``no-price``: no price known
+    #: for the slot, cost booked 0 and counted apart); None when the price was first-hand
+    price_fallback: Mapped[str | None] = mapped_column(String(64))
     deviations: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime]
 

@@ -348,7 +348,8 @@ def test_batch_summary_reports_the_current_plan_and_the_ledger(
     actual = summary["actual"]
     assert summary["energy_method"] == "mixed" and actual["entries"] == 2
     assert actual["energy_kwh"] == pytest.approx(0.44) and actual["co2_g"] == pytest.approx(46.0)
-    assert actual["water_l"] == pytest.approx(0.8) and actual["co2_market_g"] is None
+    # market-based by the one rule: rows without a market figure count their location-based one
+    assert actual["water_l"] == pytest.approx(0.8) and actual["co2_market_g"] == pytest.approx(44.0)
     assert [p["requests"] for p in summary["parts"]] == [2]
 
 

@@ -151,3 +151,80 @@ def test_every_carbon_source_says_its_factor_type(
     from scheduler.forecasts.base import carbon_factor_of
 
     assert carbon_factor_of(provider, options) == factor
+
+
+def _london_like() -> Fleet:
+    """A site whose configured provider has nothing cached and whose fallback is synthetic."""
+    return _fleet(
+        signals={
+            "carbon": SignalSource(
+                "uk-carbon-intensity", {"region": "London", "fallback": "synthetic"}
+            ),
+            "price": SignalSource("constant", {"value": 0.2}),
+        }
+    )
+
+
+def test_a_shard_outside_its_slot_finds_the_fallback_providers_signal_labelled(
+    sessions: sessionmaker[Session],
+) -> None:
+    # Given the planner's signal for 09:00 came from the synthetic fallback (the UK API was
+    # unreachable), so only the synthetic provider's forecast is cached
+    fleet = _london_like()
+    SqlForecastCache(sessions).upsert(
+        "synthetic", cache_key(SITE, {}), CARBON, FORECAST, {SLOT: 176.0}, SLOT
+    )
+    # When a shard planned elsewhere runs at 09:00
+    with sessions() as s:
+        b = ledger_signal(s, fleet, SITE, SLOT, None)
+    # Then it books what the planner saw (not the zone average), labelled as a synthetic
+    # fallback with the reason
+    assert b.signal.carbon_g_per_kwh == 176.0 != ZONE_AVERAGE_G_PER_KWH
+    assert (b.source, b.fallback) == ("forecast", "fallback-provider")
+    assert b.signal.synthetic and b.signal.carbon_provider == "synthetic"
+    assert b.signal.fallback_reason is not None
+    assert "uk-carbon-intensity" in b.signal.fallback_reason
+
+
+def test_the_plans_provenance_travels_to_the_booking(sessions: sessionmaker[Session]) -> None:
+    # Given a plan whose 09:00 signal was a synthetic fallback
+    a = _assignment()
+    a.signal_provider = "synthetic"
+    a.signal_synthetic = True
+    a.signal_fallback_reason = "fallback-provider: uk-carbon-intensity failed; fallback synthetic"
+    # When the shard runs in its planned slot
+    with sessions() as s:
+        b = ledger_signal(s, _london_like(), SITE, SLOT, a)
+    # Then the row books the plan's figure and says it was a synthetic fallback
+    assert (b.signal.carbon_g_per_kwh, b.source, b.fallback) == (222.0, "plan", "fallback-provider")
+    assert b.signal.synthetic and b.signal.carbon_provider == "synthetic"
+
+
+def test_no_price_known_is_labelled_not_a_silent_zero(sessions: sessionmaker[Session]) -> None:
+    # Given nothing cached for the slot and no plan
+    with sessions() as s:
+        b = ledger_signal(s, _fleet(), SITE, SLOT, None)
+    # Then the cost basis says no price was known
+    assert b.signal.price_per_kwh == 0.0 and b.price_fallback == "no-price"
+
+
+def test_plan_notes_name_each_site_planned_on_synthetic_or_fallback_carbon() -> None:
+    from scheduler.dispatch.signals import signal_notes
+    from scheduler.domain import SlotSignal
+
+    # Given two slots of a site whose UK API failed (synthetic fallback) and one first-hand site
+    why = "fallback-provider: uk-carbon-intensity: timed out; fallback provider synthetic"
+    fallback = SlotSignal(SLOT, "gb-london", 176.0, 0.1, 0.0, synthetic=True, fallback_reason=why)
+    fallback = dataclasses.replace(fallback, carbon_provider="synthetic")
+    first_hand = SlotSignal(SLOT, "se-lulea", 30.0, 0.1, 0.0, carbon_provider="csv")
+    signals = {
+        ("gb-london", SLOT): fallback,
+        ("gb-london", SLOT + timedelta(hours=1)): dataclasses.replace(fallback),
+        ("se-lulea", SLOT): first_hand,
+    }
+    # When the plan's notes are written
+    notes = signal_notes(signals)
+    # Then one note names the site, the provider, that it is synthetic, how many slots and why
+    assert notes == [
+        f"site gb-london: 2 of 2 slot(s) planned on SYNTHETIC carbon from synthetic ({why})"
+    ]

@@ -341,3 +341,46 @@ def test_a_stale_forecast_keeps_its_newer_issue_time_and_persistence_has_none(re
     assert (first.carbon_g_per_kwh, first.issued_at) == (250.0, newer)
     assert second.carbon_g_per_kwh == 112.0
     assert "persistence" in second.source and second.issued_at is None
+
+
+def test_a_failed_marginal_source_filled_by_synthetic_says_so_and_is_an_average(registry):
+    # Given a WattTime (marginal) source that cannot answer (no credentials), with a synthetic
+    # fallback
+    fleet = fleet_with(
+        {
+            "carbon": {"provider": "watttime", "region": "CAISO_NORTH", "fallback": "synthetic"},
+            "price": {"provider": "constant", "value": 0.1},
+        },
+        name="us-west",
+    )
+    # When collected
+    result = collect_signals(
+        fleet, hours(2), registry=registry, cache=MemoryForecastCache(), now=NOW
+    )
+    # Then every slot names the provider that supplied it, says it is synthetic and why, and
+    # carries the fallback's factor type (an average), not the configured marginal one
+    signal = result.signals[("us-west", T0)]
+    assert signal.carbon_provider == "synthetic" and signal.synthetic
+    assert signal.fallback_reason is not None
+    assert signal.fallback_reason.startswith("fallback-provider:")
+    assert "watttime" in signal.fallback_reason.lower()
+    assert signal.carbon_factor == "average-direct"
+
+
+def test_a_first_hand_signal_names_its_provider_and_no_fallback(server, registry):
+    # Given a UK API that answers
+    server.route("/intensity/", fixture="uk_national_fw48h.json")
+    fleet = fleet_with(
+        {
+            "carbon": {"provider": "uk-carbon-intensity", "base_url": server.base_url},
+            "price": {"provider": "constant", "value": 0.2},
+        }
+    )
+    # When collected
+    result = collect_signals(
+        fleet, hours(2), registry=registry, cache=MemoryForecastCache(), now=NOW
+    )
+    # Then a first-hand signal names its provider and no fallback
+    signal = result.signals[("gb-london", T0)]
+    assert signal.carbon_provider == "uk-carbon-intensity"
+    assert not signal.synthetic and signal.fallback_reason is None

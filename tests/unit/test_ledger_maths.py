@@ -70,7 +70,9 @@ def test_grid_energy_carries_carbon_cost_and_offsite_water_while_it_energy_carri
     assert v.water_onsite_l == pytest.approx(1.0 * 0.5)
     assert v.water_offsite_l == pytest.approx(v.grid_kwh * 2.0)
     assert v.embodied_co2_g == pytest.approx(0.5 * 25.0)
-    assert v.co2_market_g is None and v.renewable_share == 0.0
+    # no instruments nor residual mix: market-based is the location-based figure (fallback)
+    assert v.co2_market_g == v.co2_location_g and v.market_basis == "location"
+    assert v.renewable_share == 0.0
     assert v.energy_method == "measured-nvml" and v.carbon_source == "actual"
     # and the row is the priced piece itself (one field list), under the ledger's names too
     assert isinstance(v, PricedPiece) and v.it_energy_kwh == v.it_kwh == 1.0
@@ -97,7 +99,7 @@ def test_market_based_carbon_uses_the_contract_factor_and_slot_wue_overrides_the
 @pytest.mark.parametrize(
     ("extra", "basis", "market_g_per_kwh"),
     [
-        ({}, "location", None),
+        ({}, "location", 300.0),
         ({"market_factor_g_per_kwh": 35.0}, "instruments", 35.0),
         (
             {"market_factor_g_per_kwh": 35.0, "market_share_covered": 0.25},
@@ -117,7 +119,7 @@ def test_market_based_carbon_uses_the_contract_factor_and_slot_wue_overrides_the
     ],
 )
 def test_ledger_row_says_what_its_market_based_figure_rests_on(
-    extra: dict[str, float], basis: str, market_g_per_kwh: float | None
+    extra: dict[str, float], basis: str, market_g_per_kwh: float
 ) -> None:
     # Given a site partly or wholly covered by contractual instruments, or not at all
     site = _site(**extra)
@@ -133,10 +135,7 @@ def test_ledger_row_says_what_its_market_based_figure_rests_on(
     # Then the row names its basis, and a partly covered site without a residual mix prices
     # the uncovered rest at the location factor (300 g/kWh)
     assert v.market_basis == basis
-    if market_g_per_kwh is None:
-        assert v.co2_market_g is None
-    else:
-        assert v.co2_market_g == pytest.approx(v.grid_kwh * market_g_per_kwh)
+    assert v.co2_market_g == pytest.approx(v.grid_kwh * market_g_per_kwh)
 
 
 def test_renewables_reduce_grid_energy_and_are_never_attributed_beyond_the_slot() -> None:

@@ -126,7 +126,8 @@ def test_fleet_without_the_model_prices_nothing() -> None:
 @pytest.mark.parametrize(
     ("extra", "market_g"),
     [
-        ({}, None),  # nothing contracted: no market figure (reports fall back, counted)
+        # nothing contracted: the location-based figure, the documented fallback (one rule)
+        ({}, 100.0),
         ({"market_factor_g_per_kwh": 20.0}, 20.0),  # instruments cover everything
         # 60 % covered at 20 g, the rest at the residual mix of 500 g
         (
@@ -143,17 +144,14 @@ def test_fleet_without_the_model_prices_nothing() -> None:
     ],
 )
 def test_market_based_co2_follows_instruments_then_residual_mix_then_location(
-    extra: dict[str, float], market_g: float | None
+    extra: dict[str, float], market_g: float
 ) -> None:
     # Given 1 kWh of grid energy at a location-based 100 g/kWh
     p = problem(fleet([site("a", **extra)]), {"a": [100.0]}, [batch("b")])
     (piece,) = price_problem(p, [_piece("b", 1.0)])
     # Then the market-based figure follows the GHG Protocol's hierarchy
     assert piece.co2_location_g == pytest.approx(100.0)
-    if market_g is None:
-        assert piece.co2_market_g is None
-    else:
-        assert piece.co2_market_g == pytest.approx(market_g)
+    assert piece.co2_market_g == pytest.approx(market_g)
 
 
 def test_a_covered_share_above_one_is_refused_with_how_to_fix_it() -> None:

@@ -274,7 +274,7 @@ def test_fallback_and_marginal_rows_are_counted_and_kept_out_of_scope_2(
     scope2 = body["ghg_scope_2"]
     assert scope2["signal_fallback_rows"] == 1
     assert scope2["marginal_rows"] == 1
-    assert scope2["avoided_emissions_marginal_estimate_g"] == 999.0
+    assert scope2["induced_emissions_marginal_g"] == 999.0
     assert scope2["location_based_g"] == math.fsum(r.co2_location_g for r in rows)
     esrs = json.loads(render_report(rows, "esrs", T0, T1)[0])
     assert esrs["E1-5"]["by_source"]["purchased_mix_unknown_mwh"] == pytest.approx(
@@ -320,3 +320,68 @@ def test_asap_counterfactual_reprices_booked_grid_energy_at_the_submission_hour(
     )
     assert asap.energy_kwh == pytest.approx(sum(r.facility_energy_kwh for r in rows))
     assert asap.water_l == pytest.approx(sum(r.water_onsite_l + r.water_offsite_l for r in rows))
+
+
+def test_one_market_based_answer_in_every_view(
+    rows: list[LedgerEntry], sessions: sessionmaker[Session]
+) -> None:
+    from scheduler.store.ledger import ledger_totals, market_based_g
+    from scheduler.store.summaries import _actual as batch_object_actual  # the batch's "actual"
+
+    # Given one batch split over a site with a contract and one without: a row booked before
+    # every row had a market figure (None) and one booked under the one rule (basis location)
+    mine = [r for r in rows if r.batch_id == "batch_1"]
+    mine[0].co2_market_g = None
+    mine[1].co2_market_g, mine[1].market_basis = mine[1].co2_location_g, "location"
+    with sessions.begin() as s:
+        s.add_all(rows)
+    # When the report, the ledger totals and the batch object each sum it
+    report = emissions_totals(mine).scope2_market_g
+    with sessions() as s:
+        totals = ledger_totals(s, batch_id="batch_1").co2_market_g
+        summary = batch_object_actual(s, ["batch_1"])["batch_1"]["actual"]["co2_market_g"]
+    # Then they give one answer (instruments where they exist, location-based elsewhere)
+    expected = math.fsum(
+        r.co2_market_g if r.co2_market_g is not None else r.co2_location_g for r in mine
+    )
+    assert totals is not None and summary is not None
+    assert report == pytest.approx(expected, rel=1e-12) == market_based_g(mine)
+    assert totals == pytest.approx(expected, rel=1e-12)
+    assert summary == pytest.approx(expected, rel=1e-12)
+    # And every fallback row is counted (the fixture's row 5 has no market figure either)
+    fallbacks = [r for r in mine if r.co2_market_g is None or r.market_basis == "location"]
+    assert len(fallbacks) == 3 and emissions_totals(mine).market_fallback_rows == 3
+
+
+def test_rows_are_counted_by_provenance_and_lifecycle_stays_out_of_scope_2(
+    rows: list[LedgerEntry],
+) -> None:
+    # Given a synthetic fallback row, a persistence row, a lifecycle row and a row without price
+    rows[0].signal_fallback, rows[0].signal_synthetic = "fallback-provider", True
+    rows[0].signal_provider = "synthetic"
+    rows[1].signal_fallback = "persistence"
+    rows[2].carbon_factor, rows[2].co2_lifecycle_g = (
+        "average-lifecycle",
+        rows[2].co2_location_g * 1.2,
+    )
+    rows[3].price_fallback = "no-price"
+    location = math.fsum(r.co2_location_g for r in rows)
+    # When reported
+    body = json.loads(render_report(rows, "json", T0, T1)[0])
+    esrs = json.loads(render_report(rows, "esrs", T0, T1)[0])
+    # Then each kind is counted, the lifecycle figure is apart, and scope 2 is unchanged
+    scope2 = body["ghg_scope_2"]
+    assert scope2["signal_fallbacks"] == {"fallback-provider": 1, "persistence": 1}
+    assert scope2["synthetic_rows"] == 1 and esrs["synthetic_rows"] == 1
+    assert scope2["lifecycle_rows"] == 1
+    assert scope2["lifecycle_co2_g"] == rows[2].co2_lifecycle_g
+    assert scope2["location_based_g"] == location
+    upstream = esrs["E1-6"]["scope_3_category_3_upstream_energy_tco2e"]
+    assert upstream == pytest.approx(rows[2].co2_location_g * 0.2 / 1e6)
+    assert esrs["price_fallback_rows"] == 1
+    # and the CSV says so on the row
+    df = pd.read_csv(io.StringIO(codecarbon_csv(rows)))
+    assert df.loc[0, "signal_fallback"] == "fallback-provider" and bool(
+        df.loc[0, "signal_synthetic"]
+    )
+    assert df.loc[3, "price_fallback"] == "no-price"
