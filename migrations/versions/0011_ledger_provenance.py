@@ -3,8 +3,8 @@
 assignments.signal_provider / signal_synthetic / signal_fallback_reason and the same on
 ledger_entries, plus ledger_entries.co2_lifecycle_g and price_fallback.
 
-Revision ID: 0010_ledger_provenance
-Revises: 0009_uploads
+Revision ID: 0011_ledger_provenance
+Revises: 0010_part_request_tokens
 Create Date: 2026-12-08 01:50:00
 """
 
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0010_ledger_provenance"
-down_revision: str | None = "0009_uploads"
+revision: str = "0011_ledger_provenance"
+down_revision: str | None = "0010_part_request_tokens"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
