@@ -86,6 +86,18 @@ class Settings(BaseSettings):
     max_shard_gpu_minutes: float = Field(default=30.0, gt=0)
     lease_s: float = Field(default=120.0, gt=0, description="Shard lease length in seconds.")
     heartbeat_s: float = Field(default=20.0, gt=0)
+    min_free_disk_mb: float = Field(
+        default=256.0,
+        ge=0,
+        description="Free space (MiB) the data dir needs: below it workers claim no shard (they "
+        "wait, then leave it queued) and readiness says so; 0 turns the check off.",
+    )
+    storage_backoff_max_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Worker: longest wait after a storage fault (doubling from 1 s) before it "
+        "claims again.",
+    )
     tick_s: float = Field(default=15.0, gt=0, description="Dispatch tick period in seconds.")
     plan_time_limit_s: float = Field(default=300.0, gt=0, description="Per solver stage.")
     horizon_hours: int = Field(

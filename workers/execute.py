@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from scheduler.config import Settings
 from scheduler.dispatch.finalize import begin_finalizing, finalize_batch, has_running_shards
 from scheduler.dispatch.leases import Claim, claim_shard, release_shard
-from scheduler.dispatch.poison import MAX_ATTEMPTS
+from scheduler.dispatch.poison import MAX_ATTEMPTS, counted_attempts
 from scheduler.dispatch.signals import SignalLookup
 from scheduler.domain import BatchStatus, Fleet
 from scheduler.errors import LeaseLost, NotFound
@@ -46,12 +46,16 @@ from workers.attempt import (
 from workers.booking import book, meter
 from workers.engine_cache import EngineCache
 from workers.heartbeat import Heartbeat
+from workers.storage import StorageGuard, is_storage_fault
 
 __all__ = ["Clock", "MeterFactory", "ShardOutcome", "describe", "run_shard", "shard_paths"]
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+
+#: Longest wait (s) for free space before a shard is left queued (``deferred``).
+DEFER_WAIT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +65,9 @@ class ShardOutcome:
     ``status``: ``done`` (ran and booked), ``skipped`` (already done, cancelled or leased by a
     live worker), ``lost`` (lease lost mid-run; results discarded), ``released`` (engine failure;
     re-queued or failed after ``MAX_ATTEMPTS``), ``refused`` (a shard of another site or pool
-    than this worker serves: not claimed, left queued for the right worker).
+    than this worker serves: not claimed, left queued for the right worker), ``storage_fault``
+    (the data dir failed: re-queued, the attempt not counted, the worker backs off),
+    ``deferred`` (too little free space or backing off: not claimed, left queued).
     """
 
     shard_id: str
@@ -104,6 +110,7 @@ def run_shard(
     clock: Clock = now_utc,
     signal_lookup: SignalLookup | None = None,
     serves: tuple[str, str] | None = None,
+    storage: StorageGuard | None = None,
 ) -> ShardOutcome:
     """Run one shard exactly once in effect, whatever crashes or duplicate messages happen.
 
@@ -123,6 +130,8 @@ def run_shard(
         signal_lookup: signals of the slot the attempt ran in (default: forecast cache).
         serves: ``(site, pool)`` this worker runs; a shard of another one is refused unclaimed
             (``None``: run any shard, as the demo and tests do).
+        storage: the worker's data-dir guard: checked before claiming (free space, backoff),
+            told of storage faults (``None``: no check; faults are still not counted).
 
     Returns:
         What happened (see ``ShardOutcome``).
@@ -132,6 +141,9 @@ def run_shard(
     """
     if serves is not None and not _serves(session_factory, shard_id, serves):
         return ShardOutcome(shard_id, "refused")
+    if storage is not None and not storage.wait_ready(min(settings.lease_s, DEFER_WAIT_S)):
+        log.warning("shard %s left queued: %s", shard_id, storage.snapshot())
+        return ShardOutcome(shard_id, "deferred")
     claim = claim_shard(
         session_factory, shard_id, worker_id=worker_id, now=clock(), lease_s=settings.lease_s
     )
@@ -154,11 +166,18 @@ def run_shard(
         return ShardOutcome(shard_id, "lost", claim.attempt)
     except Exception as e:
         heartbeat.stop()
+        if is_storage_fault(e):  # e.g. building the sample model on a full disk
+            return _release_after_storage_fault(session_factory, claim, e, clock, storage)
         return _release_after_engine_error(session_factory, settings, claim, e, clock)
     heartbeat.stop()
     if heartbeat.lost:
         return ShardOutcome(shard_id, "lost", claim.attempt)
-    outputs = write_outputs(settings, work, claim.attempt, ran)
+    try:
+        outputs = write_outputs(settings, work, claim.attempt, ran)
+    except OSError as e:  # full disk, quota, read-only data dir: infrastructure, not poison
+        return _release_after_storage_fault(session_factory, claim, e, clock, storage)
+    if storage is not None:
+        storage.wrote()
     return _book_and_finish(
         session_factory, settings, fleet, claim, work, ran, outputs, clock, signal_lookup, t0
     )
@@ -195,10 +214,13 @@ def _book_and_finish(
     except Exception as e:  # the completion transaction failed (database error): nothing booked
         discard_outputs(*outputs)
         return _release_after_completion_error(factory, claim, e, clock)
-    if finishing:
-        finalize_batch(factory, settings, work.batch_id, BatchStatus.COMPLETED, now=clock())
-    else:
-        _finish_cancelling(factory, settings, work.batch_id, clock)
+    try:
+        if finishing:
+            finalize_batch(factory, settings, work.batch_id, BatchStatus.COMPLETED, now=clock())
+        else:
+            _finish_cancelling(factory, settings, work.batch_id, clock)
+    except OSError as e:  # booked; the batch stays finalizing and the tick finalizes it again
+        log.error("batch %s: writing its result files failed (%r)", work.batch_id, e)
     done, failed = len(ran.done), len(ran.failed)
     log.info(
         "shard %s attempt %d: %d done, %d failed in %.2fs",
@@ -213,6 +235,39 @@ def _book_and_finish(
     )
 
 
+def _release_after_storage_fault(
+    factory: sessionmaker[Session],
+    claim: Claim,
+    error: Exception,
+    clock: Clock,
+    storage: StorageGuard | None,
+) -> ShardOutcome:
+    """Give the shard back after a storage fault: re-queued, the attempt not counted.
+
+    Nothing of the attempt was booked or kept. The worker backs off before claiming again.
+    """
+    log.error(
+        "shard %s attempt %d: storage fault (%r): re-queued, attempt not counted",
+        claim.shard_id,
+        claim.attempt,
+        error,
+    )
+    try:
+        release_shard(
+            factory,
+            claim,
+            now=clock(),
+            error=f"storage fault, not counted against the requests: {error!r}",
+            give_up=False,
+            storage_fault=True,
+        )
+    except Exception as again:
+        log.error("shard %s: release failed too (%r); its lease will expire", claim.shard_id, again)
+    if storage is not None:
+        storage.fault(error)
+    return ShardOutcome(claim.shard_id, "storage_fault", claim.attempt)
+
+
 def _release_after_engine_error(
     factory: sessionmaker[Session],
     settings: Settings,
@@ -221,7 +276,9 @@ def _release_after_engine_error(
     clock: Clock,
 ) -> ShardOutcome:
     """Give the shard back after its run failed: re-queued, or failed after ``MAX_ATTEMPTS``."""
-    give_up = claim.attempt >= MAX_ATTEMPTS or isinstance(error, NotFound | KeyError)
+    with factory() as s:
+        counted = counted_attempts(s, claim.shard_id, claim.attempt)
+    give_up = counted >= MAX_ATTEMPTS or isinstance(error, NotFound | KeyError)
     release_shard(factory, claim, now=clock(), error=repr(error), give_up=give_up)
     log.error("shard %s attempt %d failed", claim.shard_id, claim.attempt, exc_info=error)
     if give_up:

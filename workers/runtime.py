@@ -21,6 +21,7 @@ from scheduler.store.tables import now_utc
 from workers.energy.base import EnergyMeter
 from workers.engine_cache import EngineCache
 from workers.execute import Clock, MeterFactory, ShardOutcome, run_shard
+from workers.storage import StorageGuard
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,12 @@ class WorkerRuntime:
     worker_id: str = field(default_factory=worker_name)
     signal_lookup: SignalLookup | None = None
     serves: tuple[str, str] | None = None
+    storage: StorageGuard | None = None
+
+    def __post_init__(self) -> None:
+        """Every runtime watches its data dir (``workers.storage``)."""
+        if self.storage is None:
+            self.storage = StorageGuard(self.settings)
 
     @classmethod
     def from_settings(
@@ -124,4 +131,5 @@ class WorkerRuntime:
             clock=clock,
             signal_lookup=self.signal_lookup,
             serves=self.serves,
+            storage=self.storage,
         )

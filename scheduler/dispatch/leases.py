@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler.dispatch.poison import MAX_ATTEMPTS
+from scheduler.dispatch.poison import MAX_ATTEMPTS, STORAGE_FAULT, storage_faults_of
 from scheduler.domain import ShardStatus
 from scheduler.errors import LeaseLost
 from scheduler.store.db import transaction
@@ -55,7 +55,8 @@ def claim_shard(
                     and_(
                         shard_from(ShardStatus.RUNNING, ShardStatus.RUNNING),  # re-claim
                         Shard.lease_expires_at < now,
-                        Shard.attempts < MAX_ATTEMPTS,  # the cap holds on this path too
+                        # the cap holds on this path too (storage faults not counted)
+                        Shard.attempts - storage_faults_of(Shard.id) < MAX_ATTEMPTS,
                     ),
                 ),
             )
@@ -171,8 +172,12 @@ def release_shard(
     now: datetime,
     error: str,
     give_up: bool,
+    storage_fault: bool = False,
 ) -> bool:
     """Give a claimed shard back after a failure: ``queued`` again, or ``failed`` if ``give_up``.
+
+    ``storage_fault``: the attempt failed on the data dir (full disk...), not in the engine; its
+    ``executions`` row says ``storage_fault`` and it is not counted (``poison.counted_attempts``).
 
     Returns:
         False when the lease had already been lost (nothing changed).
@@ -195,7 +200,11 @@ def release_shard(
         s.execute(
             update(Execution)
             .where(Execution.shard_id == claim.shard_id, Execution.attempt == claim.attempt)
-            .values(status="failed", finished_at=now, error=error[:4000])
+            .values(
+                status=STORAGE_FAULT if storage_fault else "failed",
+                finished_at=now,
+                error=error[:4000],
+            )
         )
         return bool(res.rowcount == 1)  # type: ignore[attr-defined]
 

@@ -77,19 +77,24 @@ def jsonl_line(obj: Mapping[str, Any]) -> str:
 def write_jsonl_atomic(path: Path, lines: Iterable[Mapping[str, Any]]) -> int:
     """Write ``lines`` as JSONL to a temporary file and rename it onto ``path``.
 
-    A re-run replaces the file whole, so a file never holds a line twice.
+    A re-run replaces the file whole, so a file never holds a line twice. A write that fails
+    (``OSError``: full disk, quota, read-only) removes its temporary file and raises.
 
     Returns:
         The number of bytes written.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for line in lines:
-            fh.write(jsonl_line(line))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            for line in lines:
+                fh.write(jsonl_line(line))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, a quota: leave no half-written temporary behind
+        tmp.unlink(missing_ok=True)
+        raise
     return path.stat().st_size
 
 

@@ -8,14 +8,19 @@ and each half starts with a clean attempt count: halving again and again isolate
 that kills the worker in about log2(n) rounds while every other request finishes. A shard of one
 request that still kills its worker fails, and finalization gives that request an error line
 saying so. ``MAX_ATTEMPTS`` caps every path (lease expiry included).
+
+Only attempts that failed in the engine (or whose worker died) count: an attempt given back for
+a storage fault (full disk, quota, read-only or failing data dir; ``executions.status`` =
+``storage_fault``) is an infrastructure fault, never held against the shard's requests.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from scheduler.domain import ShardStatus
@@ -24,6 +29,23 @@ from scheduler.store.tables import BatchRequest, Execution, Shard
 
 MAX_ATTEMPTS = 5
 POISON_AFTER = 2
+
+#: ``executions.status`` of an attempt given back for a storage fault: not counted.
+STORAGE_FAULT = "storage_fault"
+
+
+def storage_faults_of(shard_id: Any) -> ColumnElement[int]:
+    """SQL: how many attempts of the shard were given back for storage faults."""
+    return (
+        select(func.count())
+        .where(Execution.shard_id == shard_id, Execution.status == STORAGE_FAULT)
+        .scalar_subquery()
+    )
+
+
+def counted_attempts(session: Session, shard_id: str, attempts: int) -> int:
+    """``attempts`` less those given back for storage faults (what poison and caps count)."""
+    return attempts - int(session.scalar(select(storage_faults_of(shard_id))) or 0)
 
 
 def poisoned_message(attempts: int) -> str:
@@ -124,14 +146,15 @@ def handle_expired(session: Session, shard: Shard, *, now: datetime) -> tuple[li
         The ids of new shards to send, and whether the shard was failed or split (False: the
         caller re-queues it as usual).
     """
-    if shard.attempts < POISON_AFTER:
+    counted = counted_attempts(session, shard.id, shard.attempts)
+    if counted < POISON_AFTER:
         return [], False
     if shard.request_count > 1:
         children = split_shard(session, shard, now=now)
         if children:
             _mark_lost(session, shard.id, shard.attempts, now)
         return children, bool(children)
-    failed = _fail(session, shard.id, shard.attempts, now, poisoned_message(shard.attempts))
+    failed = _fail(session, shard.id, shard.attempts, now, poisoned_message(counted))
     if failed:
         _mark_lost(session, shard.id, shard.attempts, now)
     return [], failed

@@ -18,6 +18,7 @@ from prometheus_client.utils import floatToGoString
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from scheduler.dispatch.poison import STORAGE_FAULT
 from scheduler.domain import ShardStatus
 from scheduler.store.ledger import seconds_between
 from scheduler.store.tables import Batch, Execution, LedgerEntry, PlanRecord, Shard
@@ -132,6 +133,21 @@ class StoreCollector(Collector):
             [], s.scalar(select(func.count()).where(Execution.status == "lost")) or 0
         )
         yield expiries
+
+        storage = CounterMetricFamily(
+            "gridshift_storage_faults",
+            "Execution attempts given back for a storage fault (full disk, quota, read-only or "
+            "failing data dir); not counted against the shard's requests.",
+            labels=["site", "pool"],
+        )
+        for site, pool, n in s.execute(
+            select(Shard.site, Shard.pool, func.count())
+            .join(Execution, Execution.shard_id == Shard.id)
+            .where(Execution.status == STORAGE_FAULT)
+            .group_by(Shard.site, Shard.pool)
+        ):
+            storage.add_metric([site, pool], n)
+        yield storage
 
         energy = CounterMetricFamily(
             "gridshift_energy_joules",

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from scheduler.dispatch.poison import STORAGE_FAULT
 from scheduler.domain import Fleet
 from scheduler.store.tables import Execution, Shard
 
@@ -50,6 +51,8 @@ class WorkerRow(BaseModel):
     lease_left_s: float | None = None
     attempts_done: int = 0
     attempts_failed: int = 0
+    attempts_storage_fault: int = 0  # given back for a full/failing data dir (not counted)
+    last_storage_error: str | None = None
 
 
 class RetryRow(BaseModel):
@@ -140,6 +143,9 @@ def _workers(session: Session, now: datetime) -> dict[str, WorkerRow]:
             )
         if ex.status == "done":
             w.attempts_done += 1
+        elif ex.status == STORAGE_FAULT:
+            w.attempts_storage_fault += 1
+            w.last_storage_error = w.last_storage_error or ex.error
         elif ex.status not in ("running", "claimed"):
             w.attempts_failed += 1
     for shard in session.scalars(
