@@ -1,59 +1,92 @@
 """``gridshift run-batch``: a drop-in for ``vllm run-batch`` that runs through gridshift's shard path.
 
-The input file is stored and validated as a batch in the embedded store (SQLite in the data
-directory), cut into shards queued for one local pool, and each shard runs through
-``run_shard`` (lease, engine, meter, ledger) exactly as a worker runs it. The output file has
-vLLM's shape: one line per input line, in input order, errors included. What ran, the energy
-(measured or estimated, labelled), the CO2 and the signal that priced it are printed.
+The input (a path or an http(s) URL) is sorted line by line first (``run_batch_lines``: bad
+lines become error lines where vLLM writes them); the lines that run are stored and validated as
+a batch in the embedded store (SQLite in the data directory), cut into shards queued for one
+local pool, and each shard runs through ``run_shard`` (lease, engine, meter, ledger) exactly as
+a worker runs it. The output (a path, or an http(s) URL it is uploaded to with PUT) has vLLM's
+shape: one line per input line, in input order, error lines included. What ran, the energy
+(measured or estimated, labelled), the CO2 and the signal that priced it are printed. Every
+exit path, refusals included, shuts the engine down.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
+import shutil
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
 from scheduler.config import Settings
-from scheduler.domain import Fleet, SlotSignal, is_estimate
-from scheduler.errors import InvalidInput
-from scheduler.store.tables import Batch, BatchRequest, File, LedgerEntry, Shard, now_utc
+from scheduler.domain import Fleet
+from scheduler.store.tables import Shard
+from workers.run_batch_io import (
+    fetch_input,
+    is_url,
+    metrics_server,
+    output_target,
+    upload_output,
+)
+from workers.run_batch_lines import LineSorter, sort_lines
+from workers.run_batch_store import (
+    POOL,
+    SITE,
+    Echo,
+    report,
+    shard_errors,
+    signal_lookup,
+    submit,
+    write_output,
+)
 
 log = logging.getLogger(__name__)
 
-Echo = Callable[[str], None]
-TENANT = "run-batch"
-SITE = "local"
-POOL = "local"
-ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
+
+# Flags that belong to the model's fleet entry (per model), not to the pool's engine.
+MODEL_OPTIONS = ("tool_call_parser", "enable_auto_tool_choice")
 
 
 @dataclass(frozen=True)
 class RunBatchArgs:
-    """What ``gridshift run-batch`` was asked to do (the flags of ``vllm run-batch``)."""
+    """What ``gridshift run-batch`` was asked to do (the flags of ``vllm run-batch``).
 
-    input_file: Path
-    output_file: Path
+    ``input_file`` and ``output_file`` are local paths or http(s) URLs (GET in, PUT out);
+    ``served_model_names`` are the names request lines may use (the first names the model in
+    the output; none: ``model`` itself); ``metrics_port`` serves Prometheus metrics during the
+    run (``--enable-metrics``), on ``metrics_host`` (all interfaces when None).
+    """
+
+    input_file: str | Path
+    output_file: str | Path
     model: str
     engine: str = "vllm"
     engine_options: Mapping[str, Any] = field(default_factory=dict)
-    served_model_name: str | None = None
+    served_model_names: tuple[str, ...] = ()
     power_w: float = 0.0
     carbon_g_per_kwh: float | None = None
     shard_requests: int = 100_000
+    output_tmp_dir: Path | None = None
+    metrics_port: int | None = None
+    metrics_host: str | None = None
+
+    @property
+    def served(self) -> tuple[str, ...]:
+        """The names request lines may use; the first is the fleet model's name."""
+        return self.served_model_names or (self.model,)
 
 
 def engine_spec(args: RunBatchArgs) -> dict[str, Any]:
     """The pool's ``engine:`` block for the run (options the flags set, for ``args.engine``)."""
-    opts = {k: v for k, v in args.engine_options.items() if v is not None}
+    opts = {
+        k: v for k, v in args.engine_options.items() if v is not None and k not in MODEL_OPTIONS
+    }
     if args.engine == "transformers":
         keep = {"dtype", "max_model_len"}
         opts = {k: v for k, v in opts.items() if k in keep}
@@ -64,11 +97,14 @@ def engine_spec(args: RunBatchArgs) -> dict[str, Any]:
     else:
         opts.pop("base_url", None)
         opts.pop("api_key_env", None)
+        if args.metrics_port is not None:  # vLLM's stat loggers feed its vllm:* metrics
+            opts["disable_log_stats"] = False
     return {"kind": args.engine, **opts}
 
 
 def run_fleet(args: RunBatchArgs, model_name: str) -> Fleet:
-    """A one-site, one-pool fleet running ``model_name`` from ``args.model`` on this machine."""
+    """A one-site, one-pool fleet running ``model_name`` from ``args.model`` on this machine
+    (the other served names are aliases of it)."""
     from scheduler.fleet import parse_fleet
 
     gpu = "CPU"
@@ -90,6 +126,11 @@ def run_fleet(args: RunBatchArgs, model_name: str) -> Fleet:
                 "name": model_name,
                 "quality": 1.0,
                 "weights": args.model,
+                **{
+                    k: v
+                    for k, v in args.engine_options.items()
+                    if k in MODEL_OPTIONS and v is not None
+                },
                 "profiles": {
                     gpu: {
                         "gpus": 1,
@@ -100,193 +141,9 @@ def run_fleet(args: RunBatchArgs, model_name: str) -> Fleet:
                 },
             }
         ],
+        "model_aliases": {name: model_name for name in args.served if name != model_name},
     }
     return parse_fleet(raw, where="run-batch fleet")
-
-
-def _endpoint_of(path: Path) -> str:
-    with path.open("rb") as fh:
-        for raw in fh:
-            if raw.strip():
-                try:
-                    url = json.loads(raw).get("url")
-                except (ValueError, AttributeError):
-                    break
-                if url in ENDPOINTS:
-                    return str(url)
-                break
-    raise InvalidInput(
-        f"{path}: the first request line must be a JSON object whose url is one of {ENDPOINTS}"
-    )
-
-
-def _signal_lookup(
-    fleet: Fleet, carbon: float | None
-) -> Callable[[str, datetime], tuple[SlotSignal, str] | None]:
-    from scheduler.forecasts.synthetic import synthetic_signals
-
-    def lookup(site: str, slot: datetime) -> tuple[SlotSignal, str] | None:
-        sig = synthetic_signals(fleet, slot, 1)[(site, slot)]
-        if carbon is None:
-            return sig, sig.source
-        given = SlotSignal(
-            time=slot,
-            site=site,
-            carbon_g_per_kwh=carbon,
-            price_per_kwh=sig.price_per_kwh,
-            renewable_kw=0.0,
-            source="given",
-        )
-        return given, "given"
-
-    return lookup
-
-
-def _submit(sessions: Any, settings: Settings, fleet: Fleet, args: RunBatchArgs) -> str:
-    """Store the input, validate it as a batch, queue it as shards for the local pool."""
-    from scheduler.dispatch.shards import shard_sizes
-    from scheduler.dispatch.slots import slot_floor
-    from scheduler.intake.submit import BatchOptions, create_batch, part_id
-    from scheduler.store.files import save_file
-    from scheduler.store.tenants import create_tenant
-
-    endpoint = _endpoint_of(args.input_file)
-    now = now_utc()
-    with sessions() as s:
-        tenant_id = create_tenant(s, TENANT).id
-        s.commit()
-        file = save_file(
-            s,
-            settings.files_dir,
-            args.input_file,
-            tenant_id=tenant_id,
-            filename=args.input_file.name,
-            purpose="batch",
-        )
-        batch = create_batch(
-            s,
-            fleet,
-            tenant_id,
-            BatchOptions(input_file_id=file.id, endpoint=endpoint, completion_window="24h"),
-            max_requests=settings.max_requests_per_batch,
-        )
-        if batch.status == "failed":
-            errors = (batch.errors or {}).get("data", [])
-            s.commit()
-            shown = "; ".join(f"line {e.get('line')}: {e.get('message')}" for e in errors[:10])
-            raise InvalidInput(f"{args.input_file} is not a valid batch file: {shown}")
-        ids = list(
-            s.scalars(
-                select(BatchRequest.id)
-                .where(BatchRequest.batch_id == batch.id)
-                .order_by(BatchRequest.line_no)
-            )
-        )
-        sizes = shard_sizes(
-            len(ids), 0.0, max_requests=args.shard_requests, max_gpu_minutes=float("inf")
-        )
-        start = 0
-        slot = slot_floor(now, fleet.slot_minutes)
-        for k, size in enumerate(sizes):
-            shard = Shard(
-                id=f"shard_{batch.id[-16:]}_{k}",
-                batch_id=batch.id,
-                part_id=part_id(batch.id, fleet.models[0].name),
-                site=SITE,
-                pool=POOL,
-                model=fleet.models[0].name,
-                slot_start=slot,
-                status="queued",
-                request_count=size,
-                attempts=0,
-                created_at=now,
-                queued_at=now,
-            )
-            s.add(shard)
-            s.flush()
-            chunk = ids[start : start + size]
-            start += size
-            for i in range(0, len(chunk), 500):
-                s.query(BatchRequest).filter(BatchRequest.id.in_(chunk[i : i + 500])).update(
-                    {BatchRequest.shard_id: shard.id}, synchronize_session=False
-                )
-        s.commit()
-        return batch.id
-
-
-def _lines(path: str | None) -> Iterator[dict[str, Any]]:
-    if not path or not Path(path).exists():
-        return
-    with open(path, "rb") as fh:
-        for raw in fh:
-            if raw.strip():
-                yield json.loads(raw)
-
-
-def _write_output(sessions: Any, batch_id: str, output: Path) -> tuple[int, int]:
-    """OUT in vLLM's shape: every input line's result, in input order (errors included)."""
-    with sessions() as s:
-        batch = s.get(Batch, batch_id)
-        paths = [
-            (s.get(File, fid).path if fid and s.get(File, fid) else None)
-            for fid in ((batch.output_file_id, batch.error_file_id) if batch else ())
-        ]
-        order = list(
-            s.scalars(
-                select(BatchRequest.custom_id)
-                .where(BatchRequest.batch_id == batch_id)
-                .order_by(BatchRequest.line_no)
-            )
-        )
-    by_id = {line["custom_id"]: line for p in paths for line in _lines(p)}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    ok = failed = 0
-    with tmp.open("w") as fh:
-        for cid in order:
-            line = by_id.get(cid)
-            if line is None:
-                continue
-            status = (line.get("response") or {}).get("status_code")
-            ok += status == 200
-            failed += status != 200
-            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
-    os.replace(tmp, output)
-    return ok, failed
-
-
-def _report(sessions: Any, batch_id: str, echo: Echo) -> None:
-    with sessions() as s:
-        rows = list(s.scalars(select(LedgerEntry).where(LedgerEntry.batch_id == batch_id)))
-    if not rows:
-        echo("ledger: nothing booked (no shard completed)")
-        return
-    kwh = sum(r.facility_energy_kwh for r in rows)
-    co2 = sum(r.co2_location_g for r in rows)
-    methods = sorted({r.energy_method for r in rows})
-    sources = sorted({r.carbon_source for r in rows})
-    tokens_in = sum(r.input_tokens for r in rows)
-    tokens_out = sum(r.output_tokens for r in rows)
-    intensity = sum(r.carbon_g_per_kwh for r in rows) / len(rows)
-    label = "MEASURED" if all(m.startswith("measured") for m in methods) else "ESTIMATED"
-    echo(
-        f"tokens: {tokens_in} in, {tokens_out} out (from the engine's outputs); "
-        f"ledger rows: {len(rows)}"
-    )
-    echo(f"energy: {kwh * 1000:.4f} Wh facility, {label} (method: {', '.join(methods)})")
-    loads = [r for r in rows if r.model_load_kwh is not None]
-    for r in loads:
-        how = "ESTIMATED" if is_estimate(r.model_load_method or "estimated") else "MEASURED"
-        echo(
-            f"  of which model load ({r.model}): {r.model_load_kwh * 1000:.4f} Wh IT, {how} "
-            f"(method: {r.model_load_method})"
-        )
-    if label == "ESTIMATED" and kwh == 0:
-        echo("  nothing could measure this machine and no --power-w was given: pass --power-w W")
-    echo(
-        f"CO2: {co2:.4f} g location-based at {intensity:.1f} g/kWh "
-        f"(signal source: {', '.join(sources)})"
-    )
 
 
 class _Preload(threading.Thread):
@@ -305,53 +162,19 @@ class _Preload(threading.Thread):
             log.warning("loading the model ahead of the run failed: %s", e)
 
 
-def run_batch(
-    settings: Settings,
-    args: RunBatchArgs,
-    *,
-    echo: Echo = print,
-    engine_cache: Any = None,
-) -> int:
-    """Run ``args.input_file`` through gridshift's shard path and write ``args.output_file``.
-
-    Args:
-        settings: Data directory and database (the embedded SQLite store by default).
-        args: The flags.
-        echo: Where the summary goes.
-        engine_cache: An ``EngineCache`` to reuse (tests hold one model across runs).
-
-    Returns:
-        0 when every line has a result (error lines included, as with vLLM), 1 otherwise.
-
-    Raises:
-        InvalidInput: the input file is not a valid batch file.
-    """
+def _run_shards(
+    settings: Settings, fleet: Fleet, sessions: Any, cache: Any, batch_id: str, carbon: float | None
+) -> None:
+    """Run every shard of the batch through the worker's path (lease, engine, meter, ledger)."""
     from scheduler.dispatch.poison import MAX_ATTEMPTS
-    from scheduler.store.db import make_engine, session_factory
-    from scheduler.store.migrate import upgrade
-    from workers.engine_cache import EngineCache
     from workers.runtime import WorkerRuntime
 
-    t0 = time.perf_counter()
-    model_name = args.served_model_name or args.model
-    fleet = run_fleet(args, model_name)
-    cache = engine_cache or EngineCache()
-    # The model loads (vLLM: seconds of process start-up, mostly waiting) while the store is
-    # migrated and the file validated; the first shard then finds it loaded.
-    loading = _Preload(cache, fleet)
-    engine = make_engine(settings.resolved_database_url)
-    upgrade(engine)
-    sessions = session_factory(engine)
-    try:
-        batch_id = _submit(sessions, settings, fleet, args)
-    finally:
-        loading.join()
     runtime = WorkerRuntime(
         settings=settings,
         fleet=fleet,
         sessions=sessions,
         engine_cache=cache,
-        signal_lookup=_signal_lookup(fleet, args.carbon_g_per_kwh),
+        signal_lookup=signal_lookup(fleet, carbon),
     )
     with sessions() as s:
         shard_ids = list(
@@ -361,22 +184,100 @@ def run_batch(
         for _ in range(MAX_ATTEMPTS):
             if runtime.run(shard_id).status != "released":
                 break
-    ok, failed = _write_output(sessions, batch_id, args.output_file)
-    with sessions() as s:
-        errors = s.scalars(
-            select(Shard.last_error).where(Shard.batch_id == batch_id, Shard.status == "failed")
-        ).all()
-    for error in errors[:3]:
-        echo(f"a shard failed: {error}")
-    with sessions() as s:
-        total = s.get(Batch, batch_id).request_total  # type: ignore[union-attr]
-    echo(
-        f"gridshift run-batch: {ok + failed}/{total} requests ({ok} ok, {failed} errors) on "
-        f"engine {args.engine}, model {model_name}, batch {batch_id}, "
-        f"{time.perf_counter() - t0:.1f} s; output {args.output_file}"
+
+
+def _execute(
+    settings: Settings, args: RunBatchArgs, fleet: Fleet, cache: Any, work: Path, echo: Echo
+) -> int:
+    """Sort the lines, run those that can run, write and deliver the output; the exit code."""
+    from scheduler.engine_options import OptionCheck, engine_kinds_by_model
+    from scheduler.intake.catalog import ModelCatalog
+    from scheduler.store.db import make_engine, session_factory
+    from scheduler.store.migrate import upgrade
+
+    t0 = time.perf_counter()
+    source = (
+        fetch_input(str(args.input_file), work)
+        if is_url(args.input_file)
+        else Path(args.input_file)
     )
-    _report(sessions, batch_id, echo)
-    if engine_cache is None:
-        cache.close()
-    engine.dispose()
-    return 0 if ok + failed == total else 1
+    sorter = LineSorter(
+        args.served, ModelCatalog.of(fleet), OptionCheck(engine_kinds_by_model(fleet))
+    )
+    plan = sort_lines(source, work / "run.jsonl", sorter)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        upgrade(engine)
+        sessions = session_factory(engine)
+        batch_id = None
+        if plan.runs:
+            name = Path(str(args.input_file)).name or "input.jsonl"
+            batch_id = submit(
+                sessions, settings, fleet, plan, filename=name, shard_requests=args.shard_requests
+            )
+            _run_shards(settings, fleet, sessions, cache, batch_id, args.carbon_g_per_kwh)
+        target = output_target(args.output_file, args.output_tmp_dir)
+        ok, failed, missing = write_output(sessions, batch_id, plan, target)
+        for error in shard_errors(sessions, batch_id)[:3]:
+            echo(f"a shard failed: {error}")
+        echo(
+            f"gridshift run-batch: {ok + failed}/{len(plan.order)} lines answered ({ok} ok, "
+            f"{failed} errors, {plan.errors} of them refused before running) on engine "
+            f"{args.engine}, model {args.served[0]}, batch {batch_id or '-'}, "
+            f"{time.perf_counter() - t0:.1f} s; output {args.output_file}"
+        )
+        report(sessions, batch_id, echo)
+    finally:
+        engine.dispose()
+    if is_url(args.output_file):
+        upload_output(target, str(args.output_file))
+        target.unlink(missing_ok=True)
+    return 1 if missing else 0
+
+
+def run_batch(
+    settings: Settings,
+    args: RunBatchArgs,
+    *,
+    echo: Echo = print,
+    engine_cache: Any = None,
+) -> int:
+    """Run ``args.input_file`` through gridshift's shard path and write ``args.output_file``.
+
+    The engine is shut down on every way out (a refused file, a failed upload, an error),
+    after the model load started in the background has ended, so the process always exits.
+
+    Args:
+        settings: Data directory and database (the embedded SQLite store by default).
+        args: The flags.
+        echo: Where the summary goes.
+        engine_cache: An ``EngineCache`` to reuse (tests hold one model across runs); it is
+            left open.
+
+    Returns:
+        0 when every input line has an output line (error lines included, as with vLLM), 1
+        when some request has none (its shard failed).
+
+    Raises:
+        InvalidInput: the input cannot be read or is not a batch file (nothing ran).
+        UploadFailed: the output could not be uploaded (it is kept locally; the message says
+            where).
+    """
+    from workers.engine_cache import EngineCache
+
+    fleet = run_fleet(args, args.served[0])
+    cache = engine_cache or EngineCache()
+    work = Path(tempfile.mkdtemp(prefix="gridshift-run-batch-", dir=args.output_tmp_dir))
+    try:
+        with metrics_server(args.metrics_port, args.metrics_host):
+            # The model loads (vLLM: seconds of process start-up, mostly waiting) while the
+            # file is sorted and the store migrated; the first shard then finds it loaded.
+            loading = _Preload(cache, fleet)
+            try:
+                return _execute(settings, args, fleet, cache, work, echo)
+            finally:
+                loading.join()
+                if engine_cache is None:
+                    cache.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -54,6 +54,11 @@ LLM_OPTIONS = frozenset(
         "cpu_offload_gb",
         "runner",
         "convert",
+        # vLLM's flags of the same names (gridshift run-batch passes them)
+        "chat_template",
+        "tokenizer",
+        "revision",
+        "disable_log_stats",
     }
 )
 REMOVED_OPTIONS = {"swap_space": "vLLM removed 'swap_space' from its engine arguments"}
