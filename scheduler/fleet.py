@@ -287,6 +287,7 @@ def _model(raw: Any, where: str) -> ModelSpec:
     kind = raw.get("kind", "generate")
     if kind not in MODEL_KINDS:
         raise ConfigError(f"{where}: kind must be one of {MODEL_KINDS}, got {kind!r}")
+    _tool_keys(raw, where)
     return ModelSpec(
         kind=kind,
         name=name,
@@ -313,6 +314,20 @@ def _context(value: Any, where: str) -> int | None:
             f"context its engines load (e.g. vLLM's max_model_len), got {value!r}"
         )
     return value
+
+
+def _tool_keys(raw: Mapping[str, Any], where: str) -> None:
+    """``tool_call_parser`` (a vLLM tool parser's name) and ``enable_auto_tool_choice``."""
+    parser = raw.get("tool_call_parser")
+    if parser is not None and (not isinstance(parser, str) or not parser):
+        raise ConfigError(f"{where}: tool_call_parser must name a vLLM tool parser, e.g. hermes")
+    auto = raw.get("enable_auto_tool_choice")
+    if auto is not None and not isinstance(auto, bool):
+        raise ConfigError(f"{where}: enable_auto_tool_choice must be true or false")
+    if auto and parser is None:
+        raise ConfigError(
+            f"{where}: enable_auto_tool_choice needs a tool_call_parser (e.g. hermes)"
+        )
 
 
 def _defaults(

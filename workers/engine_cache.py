@@ -95,6 +95,10 @@ class EngineCache:
             t0 = time.perf_counter()
             self._engine.load(model.name, weights)
             self._load = ModelLoad(model.name, time.perf_counter() - t0)
+            configure = getattr(self._engine, "configure_tools", None)
+            if configure is not None:  # the vLLM engine: the model's tool parser, if any
+                parser = model.extra.get("tool_call_parser")
+                configure(parser, auto=bool(model.extra.get("enable_auto_tool_choice")))
             self.loads += 1
             self._model = model.name
         # /v1/responses runs on the engine's chat path (workers.engines.responses).

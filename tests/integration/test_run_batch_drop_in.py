@@ -30,6 +30,7 @@ pytestmark = pytest.mark.integration
 
 GRIDSHIFT = str(Path(sys.executable).parent / "gridshift")
 MODEL = "tiny"
+CHAT = "/v1/chat/completions"
 
 
 def twenty_lines(model: str = MODEL) -> list[dict[str, Any]]:
@@ -96,7 +97,9 @@ def test_a_line_that_is_not_a_request_refuses_the_file_naming_every_such_line(
         sort_lines(source, tmp_path / "run.jsonl", sorter())
     message = str(e.value)
     assert "2 line(s) that are not batch requests" in message
-    assert "line 2: not valid JSON" in message and "line 4: the line is not a JSON object" in message
+    assert (
+        "line 2: not valid JSON" in message and "line 4: the line is not a JSON object" in message
+    )
 
 
 def test_http_input_and_put_output_and_a_failing_put(tmp_path: Path) -> None:
@@ -222,3 +225,41 @@ def test_cli_exit_codes_for_a_failed_upload_and_a_refused_file(tmp_path: Path) -
     assert refused.returncode == 2 and "line 4: not valid JSON" in refused.stderr
     assert time.monotonic() - t0 < 60
     assert len(store.bodies) == 3 and not (tmp_path / "o.jsonl").exists()
+
+
+def test_the_openai_engine_forwards_tools_and_tool_histories_unchanged() -> None:
+    from workers.engines.base import EngineRequest
+    from workers.engines.openai_http import OpenAIHTTPEngine
+
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    history = [
+        {"role": "user", "content": "carbon now?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "212 g/kWh"},
+    ]
+    call = {"model": "m", "messages": history[:1], "tools": tools, "tool_choice": "required"}
+    reply = {"model": "m", "messages": history, "tools": tools, "tool_choice": "none"}
+    store = Store()
+    with serving(store) as base:
+        engine = OpenAIHTTPEngine(base_url=base, max_concurrency=1)
+        engine.load("m", None)
+        first, second = engine.run(
+            [EngineRequest("a", "/v1/chat/completions", call), EngineRequest("b", CHAT, reply)]
+        )
+        engine.close()
+    # the server got the tools, the choice and the history as they were written
+    assert [b["tools"] for b in store.bodies] == [tools, tools]
+    assert [b["tool_choice"] for b in store.bodies] == ["required", "none"]
+    assert store.bodies[1]["messages"] == history
+    # and its tool call comes back in the result, with its finish reason
+    assert first.status_code == 200 and first.body is not None
+    choice = first.body["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["tool_calls"][0]["function"]["name"] == "lookup"
+    assert second.body is not None and second.body["choices"][0]["message"]["content"] == "ok"

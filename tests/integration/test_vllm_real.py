@@ -7,8 +7,10 @@ run-batch comparison (vLLM's own ``run_batch`` runs once, as a subprocess).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,20 +137,110 @@ def test_options_the_engine_cannot_honour_are_refused_not_dropped(engine: VLLMEn
     assert usage["completion_tokens"] == several.output_tokens and 3 <= several.output_tokens <= 12
 
 
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "description": "Look up the grid's carbon intensity",
+            "parameters": {
+                "type": "object",
+                "properties": {"zone": {"type": "string", "maxLength": 8}},
+                "required": ["zone"],
+            },
+        },
+    }
+]
+
+
+def _well_formed(r: object) -> dict:  # type: ignore[type-arg]
+    from workers.engines.base import EngineResult
+
+    assert isinstance(r, EngineResult) and r.status_code == 200 and r.body is not None, r
+    body = dict(r.body)
+    assert body["object"] == "chat.completion" and body["usage"]["completion_tokens"] > 0
+    message = body["choices"][0]["message"]
+    assert message["role"] == "assistant"
+    assert isinstance(message.get("content"), str | None)
+    return body
+
+
+def test_tools_run_on_the_vllm_engine_with_a_tool_parser(engine: VLLMEngine) -> None:
+    from scheduler.errors import EngineError
+    from workers.engines.vllm_tools import AUTO_NEEDS_PARSER
+
+    history = [
+        {"role": "user", "content": "carbon in DE?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "lookup", "arguments": '{"zone": "DE"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "212 g/kWh"},
+    ]
+    named = {"type": "function", "function": {"name": "lookup"}}
+    # Given the model served with vLLM's hermes tool parser and auto tool choice
+    engine.configure_tools("hermes", auto=True)
+    try:
+        none, auto, forced, replay = engine.run(
+            [
+                _req("none", "hi", max_tokens=6, temperature=0, tools=TOOLS, tool_choice="none"),
+                _req("auto", "hi", max_tokens=6, temperature=0, tools=TOOLS),
+                _req("named", "hi", max_tokens=40, temperature=0, tools=TOOLS, tool_choice=named),
+                EngineRequest(
+                    "history",
+                    CHAT,
+                    {"model": "m", "messages": history, "tools": TOOLS, "max_tokens": 6},
+                ),
+            ]
+        )
+        engine.configure_tools("hermes", auto=False)
+        (no_auto,) = engine.run([_req("auto", "hi", max_tokens=6, tools=TOOLS)])
+    finally:
+        engine.configure_tools(None)
+    # Then every tools request is accepted and answered in the chat.completion shape
+    for r in (none, auto, replay):
+        body = _well_formed(r)
+        assert body["choices"][0]["finish_reason"] in ("stop", "length", "tool_calls")
+    assert "tool_calls" not in _well_formed(none)["choices"][0]["message"]
+    # a named function is a tool call to it, its arguments constrained to the tool's schema
+    choice = _well_formed(forced)["choices"][0]
+    call = choice["message"]["tool_calls"][0]
+    assert call["type"] == "function" and call["function"]["name"] == "lookup"
+    assert call["function"]["arguments"].startswith("{") and call["id"]
+    if choice["finish_reason"] == "stop":  # the JSON was completed within max_tokens
+        assert set(json.loads(call["function"]["arguments"])) == {"zone"}
+    # and tool_choice auto without enable_auto_tool_choice is vLLM's own 400
+    assert no_auto.status_code == 400 and no_auto.error is not None
+    assert no_auto.error["message"] == AUTO_NEEDS_PARSER
+    # an unknown parser is a configuration error naming vLLM's parsers
+    with pytest.raises(EngineError, match="hermes"):
+        engine.configure_tools("no-such-parser")
+
+
 def test_run_batch_output_matches_vllms_own_run_batch(
     engine: VLLMEngine, model_dir: Path, tmp_path: Path
 ) -> None:
     from workers.engine_cache import EngineCache
     from workers.run_batch import RunBatchArgs, run_batch
 
-    # Given a file as someone would give `vllm run-batch` (greedy decoding)
+    # Given 20 lines as someone would give `vllm run-batch` (greedy decoding), two of them bad:
+    # line 4 asks to stream, line 12 names a model that is not served
     model = str(model_dir)
     lines = [
         chat_request(f"r{i}", f"Summarise ticket {i}: the grid is cleaner", model, max_tokens=24)
-        for i in range(16)
+        for i in range(20)
     ]
     for line in lines:
         line["body"]["temperature"] = 0
+    lines[3]["body"]["stream"] = True
+    lines[11]["body"]["model"] = "gpt-4o-mini"
     infile = write_jsonl(tmp_path / "in.jsonl", lines)
     # When vLLM's own runner and gridshift run-batch both run it
     theirs = tmp_path / "vllm.jsonl"
@@ -157,7 +249,7 @@ def test_run_batch_output_matches_vllms_own_run_batch(
         + ["-o", str(theirs), "--model", model, *CLI_FLAGS],
         check=True,
         capture_output=True,
-        timeout=240,
+        timeout=400,
     )
     ours = tmp_path / "gridshift.jsonl"
     printed: list[str] = []
@@ -168,20 +260,58 @@ def test_run_batch_output_matches_vllms_own_run_batch(
         echo=printed.append,
         engine_cache=EngineCache(factory=lambda _config: engine),
     )
-    # Then every custom_id is there once, in input order, all 200, with the same texts
+    # Then both wrote 20 lines, the same custom_ids in input order, the same status codes
+    # (the 2 errors in place: 400 for streaming, 404 for the model) and error shapes
     assert code == 0
     a, b = read_jsonl(ours), read_jsonl(theirs)
-    assert [x["custom_id"] for x in a] == [x["custom_id"] for x in lines]
-    assert sorted(x["custom_id"] for x in b) == sorted(x["custom_id"] for x in lines)
-    assert all(x["response"]["status_code"] == 200 for x in a + b)
+    assert (
+        [x["custom_id"] for x in a]
+        == [x["custom_id"] for x in b]
+        == [x["custom_id"] for x in lines]
+    )
+    codes = [x["response"]["status_code"] for x in a]
+    assert codes == [x["response"]["status_code"] for x in b]
+    assert codes[3] == 400 and codes[11] == 404 and codes.count(200) == 18
+    assert a[3]["error"] == b[3]["error"] == "Request must not be sent in stream mode"
+    assert a[11]["error"]["error"]["type"] == b[11]["error"]["error"]["type"] == "NotFoundError"
+    assert a[11]["response"]["body"] is b[11]["response"]["body"] is None
 
     def text(x: dict) -> str:  # type: ignore[type-arg]
         return str(x["response"]["body"]["choices"][0]["message"]["content"])
 
-    theirs_by_id = {x["custom_id"]: text(x) for x in b}
-    assert {x["custom_id"]: text(x) for x in a} == theirs_by_id
+    # and the 18 that ran have the same texts
+    theirs_by_id = {x["custom_id"]: text(x) for x in b if x["response"]["status_code"] == 200}
+    assert {x["custom_id"]: text(x) for x in a if x["response"]["status_code"] == 200} == (
+        theirs_by_id
+    )
     # and the run was booked: energy labelled, CO2 and the signal that priced it printed
     out = "\n".join(printed)
-    assert "16/16 requests (16 ok, 0 errors)" in out
+    assert "20/20 lines answered (18 ok, 2 errors, 2 of them refused before running)" in out
     assert "ESTIMATED" in out or "MEASURED" in out
     assert "g/kWh (signal source: synthetic)" in out
+
+
+def test_a_refused_file_on_the_vllm_engine_exits_instead_of_hanging(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    # Given a file with a line that is not a request (vLLM's run_batch refuses such a file)
+    good = chat_request("a", "hi", str(model_dir), max_tokens=4)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(good) + "\n{not json\n")
+    gridshift = str(Path(sys.executable).parent / "gridshift")
+    # When gridshift run-batch runs it on the vLLM engine (the model loads meanwhile)
+    t0 = time.monotonic()
+    done = subprocess.run(
+        [gridshift, "run-batch", "-i", str(bad), "-o", str(tmp_path / "out.jsonl")]
+        + ["--model", str(model_dir), "--data-dir", str(tmp_path / "gs"), *CLI_FLAGS],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env={**os.environ, "GRIDSHIFT_DATABASE_URL": ""},
+    )
+    # Then it exits 2 naming the line, within a model load's time (it used to hang here until
+    # killed: the engine was never shut down on the refusal path), and writes nothing
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "line 2: not valid JSON" in done.stderr
+    assert time.monotonic() - t0 < 300
+    assert not (tmp_path / "out.jsonl").exists()

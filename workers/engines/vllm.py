@@ -14,24 +14,30 @@ import itertools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from scheduler.engine_options import refusal_message, refused_options
+from scheduler.engine_options import VLLM_TOOLS, refusal_message, refused_options, tool_history
 from scheduler.errors import EngineError, InvalidInput, LeaseLost
 from scheduler.intake.bounds import MAX_CHOICES
 from workers.engines.base import EngineRequest, EngineResult, free_cuda_memory
 from workers.engines.openai_shapes import (
-    Choice,
     Endpoint,
     endpoint_of,
     error_result,
     parse_messages,
     parse_options,
     parse_prompt,
-    response_body,
-    success_result,
 )
-from workers.engines.vllm_params import chat_logprobs, completion_logprobs, sampling_kwargs
+from workers.engines.vllm_outputs import (
+    CompletionOutputLike,
+    RequestOutputLike,
+    choices_of,
+    result_of,
+)
+from workers.engines.vllm_params import sampling_kwargs
+from workers.engines.vllm_tools import ToolPlan, VLLMTools, chat_messages
+
+__all__ = ["CompletionOutputLike", "RequestOutputLike", "VLLMEngine", "choices_of", "result_of"]
 
 log = logging.getLogger(__name__)
 
@@ -69,91 +75,13 @@ WINDOW_PER_SEQ = 4
 DEFAULT_MAX_NUM_SEQS = 256
 
 
-class CompletionOutputLike(Protocol):
-    """The fields of ``vllm.outputs.CompletionOutput`` this engine reads."""
-
-    @property
-    def index(self) -> int:
-        """Position of this choice."""
-
-    @property
-    def text(self) -> str:
-        """Generated text (stop string excluded)."""
-
-    @property
-    def token_ids(self) -> Sequence[int]:
-        """Generated token ids."""
-
-    @property
-    def finish_reason(self) -> str | None:
-        """``stop``, ``length`` or None."""
-
-    @property
-    def logprobs(self) -> Any:
-        """Per generated token: token id -> Logprob, or None when not asked for."""
-
-
-class RequestOutputLike(Protocol):
-    """The fields of ``vllm.outputs.RequestOutput`` this engine reads."""
-
-    @property
-    def prompt_token_ids(self) -> Sequence[int] | None:
-        """Token ids of the (templated) prompt."""
-
-    @property
-    def outputs(self) -> Sequence[CompletionOutputLike]:
-        """One output per choice."""
-
-
 @dataclass(frozen=True, slots=True)
 class _InFlight:
     index: int
     custom_id: str
     endpoint: Endpoint
     top_logprobs: int | None
-
-
-def choices_of(
-    output: RequestOutputLike,
-    *,
-    endpoint: Endpoint = "chat",
-    top_logprobs: int | None = None,
-    decode: Callable[[list[int]], str] = lambda ids: "",
-) -> tuple[int, list[Choice]]:
-    """Return the prompt token count and the choices (by index) of one vLLM request output."""
-    prompt_tokens = len(output.prompt_token_ids or ())
-    shape = chat_logprobs if endpoint == "chat" else completion_logprobs
-    choices = [
-        Choice(
-            text=o.text,
-            finish_reason=o.finish_reason or "stop",
-            completion_tokens=len(o.token_ids),
-            logprobs=(
-                shape(list(o.token_ids), list(o.logprobs), top_logprobs, decode)
-                if top_logprobs is not None and o.logprobs is not None
-                else None
-            ),
-        )
-        for o in sorted(output.outputs, key=lambda o: o.index)
-    ]
-    return prompt_tokens, choices
-
-
-def result_of(
-    custom_id: str,
-    endpoint: Endpoint,
-    output: RequestOutputLike,
-    *,
-    model: str,
-    top_logprobs: int | None = None,
-    decode: Callable[[list[int]], str] = lambda ids: "",
-) -> EngineResult:
-    """Turn one vLLM request output into a 200 result with an OpenAI body and real counts."""
-    prompt_tokens, choices = choices_of(
-        output, endpoint=endpoint, top_logprobs=top_logprobs, decode=decode
-    )
-    body = response_body(endpoint, model=model, choices=choices, prompt_tokens=prompt_tokens)
-    return success_result(custom_id, body)
+    tools: ToolPlan | None = None
 
 
 class VLLMEngine:
@@ -211,6 +139,7 @@ class VLLMEngine:
         self._max_model_len = 0
         self._vocab_size = 0
         self._defaults: dict[str, Any] = {}
+        self._tools: VLLMTools | None = None
 
     def llm_kwargs(self, source: str) -> dict[str, Any]:
         """Keyword arguments of ``vllm.LLM`` for ``source`` (the one place they are built)."""
@@ -254,8 +183,24 @@ class VLLMEngine:
         self._source, self.model_name = source, model
         log.info("vllm engine loaded %s from %s (context %d)", model, source, self._max_model_len)
 
+    def configure_tools(self, parser: str | None, *, auto: bool = False) -> None:
+        """Serve chat tools for the loaded model with vLLM's tool parser ``parser`` (None: no
+        tools); ``auto`` allows ``tool_choice: "auto"`` (the model's fleet.yaml entry sets
+        both: ``tool_call_parser``, ``enable_auto_tool_choice``).
+
+        Raises:
+            EngineError: no model is loaded, or vLLM has no such parser.
+        """
+        if parser is None:
+            self._tools = None
+            return
+        if self._llm is None:
+            raise EngineError("no model loaded: call load(model, weights) before configure_tools")
+        self._tools = VLLMTools(parser, auto=auto, tokenizer=self._llm.get_tokenizer())
+
     def close(self) -> None:
         """Drop the ``LLM`` and free what vLLM lets go of in-process."""
+        self._tools = None
         if self._llm is None:
             return
         llm, self._llm = self._llm, None
@@ -328,11 +273,13 @@ class VLLMEngine:
         body = request.body
         try:
             endpoint = endpoint_of(request.url)
-            refused = refused_options(body, self.kind)
+            kind = VLLM_TOOLS if self._tools is not None else self.kind
+            refused = refused_options(body, kind)
             if refused:
-                raise InvalidInput(refusal_message(refused, self.kind, body))
+                raise InvalidInput(refusal_message(refused, kind, body))
             options = parse_options(body, max_n=self.max_n)
-            engine_input = self._render(endpoint, body)
+            tools = self._tool_plan(endpoint, body)
+            engine_input = self._render(endpoint, body, tools)
             prompt_len = len(engine_input.get("prompt_token_ids") or ())
             max_tokens = self._max_tokens(prompt_len, options.max_tokens, endpoint)
             kwargs = sampling_kwargs(
@@ -341,6 +288,10 @@ class VLLMEngine:
             # the model's generation_config defaults apply where the request is silent (as in
             # vLLM's OpenAI server)
             kwargs.update({k: v for k, v in self._defaults.items() if k not in body})
+            if tools is not None and tools.schema is not None:  # named or required tool choice
+                kwargs["structured_outputs"] = {"json": dict(tools.schema)}
+            if tools is not None and not tools.skip_special_tokens:
+                kwargs["skip_special_tokens"] = False
             if "structured_outputs" in kwargs:
                 kwargs["structured_outputs"] = self._structured_cls(**kwargs["structured_outputs"])
             params = self._params_cls(**kwargs)
@@ -352,13 +303,25 @@ class VLLMEngine:
         except Exception as e:  # vLLM's own validation (VLLMValidationError, jinja, ...)
             return error_result(request.custom_id, f"vLLM rejected this request: {e}")
         top = kwargs.get("logprobs")
-        in_flight[request_id] = _InFlight(index, request.custom_id, endpoint, top)
+        in_flight[request_id] = _InFlight(index, request.custom_id, endpoint, top, tools)
         return None
 
-    def _render(self, endpoint: Endpoint, body: Mapping[str, Any]) -> dict[str, Any]:
+    def _tool_plan(self, endpoint: Endpoint, body: Mapping[str, Any]) -> ToolPlan | None:
+        """How a chat request with tools or a tool history runs (None: it has neither)."""
+        if self._tools is None or endpoint != "chat":
+            return None
+        if not body.get("tools") and not tool_history(body.get("messages")):
+            return None
+        return self._tools.plan(body)
+
+    def _render(
+        self, endpoint: Endpoint, body: Mapping[str, Any], tools: ToolPlan | None = None
+    ) -> dict[str, Any]:
         """The engine input (token ids) of a chat or completions body, as vLLM renders it."""
         llm = self._llm
-        if endpoint == "chat":
+        if tools is not None:
+            rendered = llm._preprocess_chat_one(chat_messages(body), tools=tools.tools)
+        elif endpoint == "chat":
             rendered = llm._preprocess_chat_one(parse_messages(body))
         else:
             rendered = llm._preprocess_cmpl_one(parse_prompt(body))
@@ -384,7 +347,7 @@ class VLLMEngine:
 
     def _result(self, meta: _InFlight, output: RequestOutputLike) -> EngineResult:
         tokenizer = self._llm.get_tokenizer()
-        return result_of(
+        result = result_of(
             meta.custom_id,
             meta.endpoint,
             output,
@@ -392,6 +355,11 @@ class VLLMEngine:
             top_logprobs=meta.top_logprobs,
             decode=tokenizer.decode,
         )
+        if meta.tools is not None and self._tools is not None and result.body is not None:
+            for choice in result.body["choices"]:
+                reason = self._tools.finish(meta.tools, choice["message"], choice["finish_reason"])
+                choice["finish_reason"] = reason
+        return result
 
     @staticmethod
     def _abort(engine: Any, in_flight: Mapping[str, _InFlight]) -> None:
