@@ -151,6 +151,7 @@ def test_cli_runs_a_url_file_with_bad_lines_and_uploads_the_output(tmp_path: Pat
     # Given 20 lines (2 bad) served over http and a real OpenAI-compatible server
     store = Store()
     lines = twenty_lines()
+    lines[0]["body"]["model"] = "alias-b"  # a second served name
     store.files["/files/in.jsonl"] = "".join(json.dumps(x) + "\n" for x in lines).encode()
     with serving(store) as base:
         # When gridshift run-batch reads -i with GET and writes -o with PUT
@@ -263,3 +264,33 @@ def test_the_openai_engine_forwards_tools_and_tool_histories_unchanged() -> None
     assert choice["finish_reason"] == "tool_calls"
     assert choice["message"]["tool_calls"][0]["function"]["name"] == "lookup"
     assert second.body is not None and second.body["choices"][0]["message"]["content"] == "ok"
+
+
+def test_vllm_flags_reach_the_engine_and_every_served_name_is_an_alias(tmp_path: Path) -> None:
+    from workers.engines.vllm import VLLMEngine
+    from workers.run_batch import RunBatchArgs, engine_spec, run_fleet
+
+    flags = {"chat_template": "{{ messages }}", "tokenizer": "tok", "revision": "v2"}
+    tools = {"tool_call_parser": "hermes", "enable_auto_tool_choice": True}
+    args = RunBatchArgs(
+        input_file=tmp_path / "in.jsonl",
+        output_file=tmp_path / "out.jsonl",
+        model="/models/m",
+        engine_options={**flags, **tools, "dtype": None},
+        served_model_names=("m", "m-alias"),
+        metrics_port=9400,
+    )
+    spec = engine_spec(args)
+    # the vLLM flags go to vllm.LLM (stat loggers on for --enable-metrics), unset ones do not
+    assert spec == {"kind": "vllm", **flags, "disable_log_stats": False}
+    kind = spec.pop("kind")
+    assert kind == "vllm"
+    assert VLLMEngine(**spec).llm_kwargs("/models/m") == {"model": "/models/m", **spec}
+    # the tool flags are the model's (per model in a fleet), the other names its aliases
+    fleet = run_fleet(args, args.served[0])
+    assert fleet.models[0].name == "m" and fleet.models[0].weights == "/models/m"
+    assert {k: fleet.models[0].extra[k] for k in tools} == tools
+    assert {a.name: a.model for a in fleet.model_aliases.values()} == {"m-alias": "m"}
+    # the openai engine keeps only what its client needs
+    openai = RunBatchArgs(**{**args.__dict__, "engine": "openai"})
+    assert engine_spec(openai) == {"kind": "openai"}
