@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 GRIDSHIFT = str(Path(sys.executable).parent / "gridshift")  # the console script of this venv
@@ -122,7 +122,10 @@ def main() -> int:  # noqa: D103
         # Due at the end of the slot in progress, so the plan can only run it now: a later
         # deadline lets the plan wait for a cleaner next hour (the sample's synthetic carbon
         # falls through some evenings), and whether it does depends on the hour of the run.
-        now = datetime.now(UTC)
+        # gridshift's clock (GRIDSHIFT_CLOCK, inherited by the servers started above) decides.
+        from scheduler.clock import now_utc
+
+        now = now_utc()
         slot_end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
         if slot_end - now < timedelta(minutes=3):
             time.sleep((slot_end - now).total_seconds() + 1)

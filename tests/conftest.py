@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from scheduler.config import Settings
 from scheduler.store.db import make_engine, session_factory
 from scheduler.store.migrate import upgrade
+from tests.clock_pin import PINNED_AT, pin
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get(
@@ -41,6 +43,24 @@ def shared_dir() -> Path:
     if not (path / "examples" / "planning").is_dir():
         unavailable(f"shared data at {path} (set GRIDSHIFT_SHARED_DIR)")
     return path
+
+
+@pytest.fixture
+def pin_clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[datetime], datetime]:
+    """Pin gridshift's clock for this test: ``pin(at)`` makes it read ``at`` now, ticking.
+
+    It sets ``GRIDSHIFT_CLOCK`` anchored at the real time of the call (``clock.clock_setting``),
+    so this process and every process the test spawns (API, dispatcher, workers: they inherit
+    the environment) compute the same now. Restored after the test.
+    """
+
+    return lambda at: pin(monkeypatch, at)
+
+
+@pytest.fixture
+def pinned_now(pin_clock: Callable[[datetime], datetime]) -> datetime:
+    """gridshift's clock pinned at ``PINNED_AT`` (ticking in real time); returns that instant."""
+    return pin_clock(PINNED_AT)
 
 
 @pytest.fixture

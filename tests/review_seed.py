@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from scheduler.clock import now_utc
 from scheduler.domain import (
     Fleet,
     MeasurementMethod,
@@ -114,7 +115,7 @@ def _plan(problem: PlanningProblem) -> tuple[Plan | None, bool]:
 
 def seed_review_store(sessions: sessionmaker[Session], *, now: datetime | None = None) -> Seeded:
     """Write a coherent review scenario into a migrated store and return its handles."""
-    now = now or datetime.now(UTC)
+    now = now or now_utc()  # gridshift's clock: tests pin it (tests/clock_pin.py)
     slot_now = now.replace(minute=0, second=0, microsecond=0)
     start = slot_now - 14 * SLOT
     slots = tuple(start + i * SLOT for i in range(36))

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.config import Settings
+from scheduler.dispatch.slots import slot_floor
 from scheduler.dispatch.tick import TickReport, tick
 from scheduler.domain import Fleet
 from scheduler.store.db import make_engine
@@ -213,15 +214,27 @@ def plan_and_send_all(
 ) -> tuple[TickReport, TickReport]:
     """Tick now (plans), then tick at the batch's last planned slot so every shard is sent.
 
+    The planning tick already sends the shards the plan put in the slot in progress; the second
+    sends the later ones. Which tick sends a shard depends on the plan (and so on the clock):
+    checked here is that every shard of the batch is sent exactly once by the two together.
+
     Returns:
         The planning tick's report and the sending tick's (no replan), in that order.
     """
     now = now_utc()
     planned = tick(sessions, settings, now, send, fleet=fleet)
     with sessions() as s:
-        due = s.scalar(select(func.max(Shard.slot_start)).where(Shard.batch_id == batch_id))
-    assert due is not None
-    sent = tick(sessions, settings, max(now, due), send, fleet=fleet, allow_replan=False)
+        shards = dict(
+            s.execute(select(Shard.id, Shard.slot_start).where(Shard.batch_id == batch_id)).all()
+        )
+    assert shards, f"the planning tick planned no shard of {batch_id}"
+    sent = tick(
+        sessions, settings, max(now, *shards.values()), send, fleet=fleet, allow_replan=False
+    )
+    queued = planned.queued + sent.queued
+    assert sorted(queued) == sorted(shards), (planned.queued, sent.queued, shards)
+    in_progress = slot_floor(now, fleet.slot_minutes)
+    assert sorted(planned.queued) == sorted(k for k, t in shards.items() if t <= in_progress)
     return planned, sent
 
 

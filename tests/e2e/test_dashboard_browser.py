@@ -91,9 +91,14 @@ def serve_store(data_dir: Path, database_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def server(settings: Settings, sessions: sessionmaker[Session]) -> Iterator[tuple[str, Seeded]]:
-    """``gridshift serve`` in a subprocess on a store seeded with a real plan and ledger."""
-    seeded = seed_review_store(sessions)
+def server(
+    settings: Settings, sessions: sessionmaker[Session], pinned_now: datetime
+) -> Iterator[tuple[str, Seeded]]:
+    """``gridshift serve`` in a subprocess on a store seeded with a real plan and ledger.
+
+    The subprocess inherits the pinned clock (``GRIDSHIFT_CLOCK``) the store was seeded at.
+    """
+    seeded = seed_review_store(sessions, now=pinned_now)
     with serve_store(settings.data_dir, settings.resolved_database_url) as url:
         yield url, seeded
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -19,9 +20,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "service_path.py"
 
 
-def test_readme_service_path_completes_a_batch_and_books_the_plans_pricing(tmp_path: Path) -> None:
+def test_readme_service_path_completes_a_batch_and_books_the_plans_pricing(
+    tmp_path: Path, pinned_now: datetime
+) -> None:
     # Given a fresh data dir and the README's steps with the sample fleet (serve, dispatch,
-    # one worker per pool; the tiny models build themselves), run by the benchmark script
+    # one worker per pool; the tiny models build themselves), run by the benchmark script, all
+    # on the pinned clock (mid-hour: the batch is due at the end of the slot in progress)
     data = tmp_path / "data"
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--json", "--requests", "6", "--data-dir", str(data)],

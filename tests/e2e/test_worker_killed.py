@@ -7,6 +7,7 @@ import os
 import signal
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,7 @@ def e2e_settings(
 
 
 def test_killed_worker_shard_is_rerun_and_every_request_and_joule_is_counted_once(
-    e2e_settings: Settings, tmp_path: Path
+    e2e_settings: Settings, tmp_path: Path, pinned_now: datetime
 ) -> None:
     from openai import OpenAI
 

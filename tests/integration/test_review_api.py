@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from clock_pin import pinned_clock
 from conftest import PG_ADMIN_URL, unavailable
 from fastapi.testclient import TestClient
 from review_seed import Seeded, seed_review_store
@@ -73,10 +74,11 @@ def store(
     engine = make_engine(url)
     upgrade(engine)
     sessions = session_factory(engine)
-    seeded = seed_review_store(sessions)
-    app = create_app(Settings(data_dir=tmp / "data", database_url=url))
-    with TestClient(app) as client:
-        yield Store(client, seeded, sessions)
+    with pinned_clock() as now:  # the seed and every request of the module on one clock
+        seeded = seed_review_store(sessions, now=now)
+        app = create_app(Settings(data_dir=tmp / "data", database_url=url))
+        with TestClient(app) as client:
+            yield Store(client, seeded, sessions)
     engine.dispose()
     if pg:
         next(pg, None)

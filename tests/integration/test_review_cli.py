@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -22,11 +23,14 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def seeded(
-    sessions: sessionmaker[Session], settings: Settings, monkeypatch: pytest.MonkeyPatch
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    pinned_now: datetime,
 ) -> Seeded:
     monkeypatch.setenv("GRIDSHIFT_DATABASE_URL", settings.resolved_database_url)
     monkeypatch.setenv("GRIDSHIFT_DATA_DIR", str(settings.data_dir))
-    return seed_review_store(sessions)
+    return seed_review_store(sessions, now=pinned_now)
 
 
 def test_report_csv_written_to_a_file_holds_every_ledger_row(

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from clock_pin import pinned_clock
 from conftest import PG_ADMIN_URL, _create_pg_database, _drop_pg_database
 from fastapi.testclient import TestClient
 from review_seed import Seeded, seed_review_store
@@ -58,11 +59,12 @@ def served(
     engine = make_engine(url)
     upgrade(engine)
     sessions = session_factory(engine)
-    seeded = seed_review_store(sessions)
-    _per_batch_plan_details(sessions, seeded)
-    app = create_app(Settings(data_dir=tmp / "data", database_url=url))
-    with TestClient(app) as client:
-        yield client, seeded
+    with pinned_clock() as now:  # the seed and every request of the module on one clock
+        seeded = seed_review_store(sessions, now=now)
+        _per_batch_plan_details(sessions, seeded)
+        app = create_app(Settings(data_dir=tmp / "data", database_url=url))
+        with TestClient(app) as client:
+            yield client, seeded
     engine.dispose()
     if pg:
         next(pg, None)

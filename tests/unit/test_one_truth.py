@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import datetime
 
 import pytest
 from sqlalchemy import select
@@ -17,10 +18,10 @@ from tests.review_seed import seed_review_store
 
 
 def test_every_view_of_a_batch_shows_the_same_planned_and_booked_figures(
-    sessions: sessionmaker[Session],
+    sessions: sessionmaker[Session], pinned_now: datetime
 ) -> None:
     # Given the review seed: batches that ran, run, and wait, under one plan
-    seeded = seed_review_store(sessions)
+    seeded = seed_review_store(sessions, now=pinned_now)
     checked = 0
     with sessions() as s:
         for batch_id in seeded.batch_tenant:

@@ -129,10 +129,10 @@ def test_a_tenant_sees_its_own_budget_and_use(sessions: sessionmaker[Session]) -
 
 
 def test_metrics_count_tokens_energy_and_durations_in_base_units(
-    sessions: sessionmaker[Session],
+    sessions: sessionmaker[Session], pinned_now: datetime
 ) -> None:
     # Given one row that ended a minute ago (3000 output tokens) and one long ago
-    now = datetime.now(UTC)
+    now = pinned_now
     with sessions() as s, s.begin():
         s.add(
             _entry(1, "t1", now - timedelta(minutes=11), 10.0, output_tokens=3000, input_tokens=600)

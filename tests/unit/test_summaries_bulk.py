@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -196,8 +196,8 @@ def _add_entry(
 
 
 @pytest.fixture
-def twenty_batches(sessions: sessionmaker[Session]) -> list[str]:
-    seeded = seed_review_store(sessions)
+def twenty_batches(sessions: sessionmaker[Session], pinned_now: datetime) -> list[str]:
+    seeded = seed_review_store(sessions, now=pinned_now)
     ids = list(seeded.batch_tenant) + _add_extra_batches(sessions, seeded)
     assert len(ids) == 20
     return ids
