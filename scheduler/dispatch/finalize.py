@@ -155,7 +155,10 @@ def finalize_batch(
         settings: files directory.
         batch_id: the batch.
         outcome: ``completed``, ``expired`` or ``cancelled``.
-        now: the dispatcher's clock (the file timestamps use the wall clock).
+        now: the clock of the caller that decided the outcome (dispatcher tick or worker): the
+            terminal stamp (``completed_at`` ...) and the shards' ``finished_at`` use it, so a
+            tick that straddles an hour or a deadline stamps the instant it decided at (the
+            output files' own ``created_at`` read ``scheduler.clock``).
 
     Returns:
         True when this call moved the batch to ``outcome``; False if it was already terminal.
@@ -188,7 +191,7 @@ def finalize_batch(
     error_file_id = _save_lines(
         factory, files_dir, err, tenant_id, f"{batch_id}_error.jsonl", err_id, expires_s
     )
-    stamp = now_s()
+    stamp = int(now.timestamp())  # the clock that decided the outcome (see docs/execution.md)
     values: dict[str, Any] = {
         "status": outcome.value,
         "output_file_id": output_file_id,

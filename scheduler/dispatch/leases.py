@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.dispatch.poison import MAX_ATTEMPTS, STORAGE_FAULT, storage_faults_of
@@ -13,7 +13,7 @@ from scheduler.domain import ShardStatus
 from scheduler.errors import LeaseLost
 from scheduler.store.db import transaction
 from scheduler.store.shard_moves import shard_from
-from scheduler.store.tables import Execution, Shard
+from scheduler.store.tables import Batch, Execution, Shard
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +41,14 @@ def claim_shard(
     ``attempts`` and sets the lease; the attempt's ``executions`` row is inserted in the same
     transaction. Two workers racing for one shard: exactly one UPDATE matches.
 
+    No attempt starts at or after the batch's deadline (``now``, the worker's clock): the shard
+    stays unstarted and the dispatcher's next tick expires the batch, as it does when its tick
+    comes first. Without this a shard queued in the last seconds of a slot and picked up after
+    the deadline ran, and the batch completed late or expired depending on which came first.
+
     Returns:
-        The claim, or None when the shard is done, cancelled, or leased by a live worker.
+        The claim, or None when the shard is done, cancelled, leased by a live worker, or its
+        batch is past its deadline.
     """
     expires = now + timedelta(seconds=lease_s)
     with transaction(factory) as s:
@@ -50,6 +56,7 @@ def claim_shard(
             update(Shard)
             .where(
                 Shard.id == shard_id,
+                exists().where(Batch.id == Shard.batch_id, Batch.deadline > now),
                 or_(
                     shard_from(ShardStatus.RUNNING, ShardStatus.QUEUED),
                     and_(
