@@ -27,7 +27,7 @@ from scheduler.intake.targets import (
     LineRules,
     Target,
 )
-from scheduler.store.paging import storable
+from scheduler.store.text import storable
 
 __all__ = ["CONTEXT_LENGTH_EXCEEDED", "UNSUPPORTED_OPTION"]
 

@@ -10,6 +10,9 @@ from sqlalchemy import Select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from scheduler.errors import InvalidInput, LineError
+from scheduler.store.text import storable
+
+__all__ = ["cursor_page", "new_id", "storable"]
 
 T = TypeVar("T")
 
@@ -23,19 +26,6 @@ def new_id(prefix: str) -> str:
     may start in the past, which would sort new rows before old ones and break cursors.
     """
     return f"{prefix}{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
-
-
-def storable(text: str) -> bool:
-    """Whether ``text`` can be stored as a database string: no NUL, no lone surrogate."""
-    if "\x00" in text:
-        return False
-    if text.isascii():
-        return True
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def cursor_page(
