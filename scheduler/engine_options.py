@@ -185,6 +185,11 @@ class OptionCheck:
                 PASSIVE_KEYS.union(frozenset.intersection(*sets)) if sets else None
             )
 
+    def allowed(self, model: str) -> frozenset[str] | None:
+        """The keys every checked engine serving ``model`` honours (None: nothing to check); a
+        body within them needs no ``problem`` call."""
+        return self._allowed.get(model)
+
     def problem(self, model: str, body: Mapping[str, Any]) -> tuple[str, str] | None:
         """``(message, first refused option)`` when an engine that may serve ``model`` refuses."""
         allowed = self._allowed.get(model)

@@ -60,6 +60,7 @@ class Target:
     context: int
     context_model: str
     dimensions_ok: bool
+    allowed: frozenset[str] | None = None  # body keys every engine of the model honours
     index: int = -1
 
 
@@ -107,12 +108,17 @@ class LineRules:
             context_model=widest,
             dimensions_ok=key in self.catalog.dimensions_ok,
         )
+        if self.options is not None:
+            target.allowed = self.options.allowed(target.option_key)
         self.targets[model] = target
         return target
 
     def _generate(self, body: dict[str, Any], target: Target) -> Checked:
         checked = self._body(body)
-        if len(checked) == 3 or self.options is None:
+        allowed = target.allowed
+        if len(checked) == 3 or self.options is None or allowed is None:
+            return checked
+        if allowed.issuperset(body):  # the common line: one set comparison
             return checked
         problem = self.options.problem(target.option_key, body)
         if problem is not None:

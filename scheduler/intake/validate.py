@@ -258,7 +258,6 @@ def scan_lines(
     """
     res = ScanResult()
     rules = LineRules(endpoint, ModelCatalog.coerce(models), min_quality, options)
-    requested: dict[str, None] = {}
     seen: dict[str, int] = {}  # custom_id -> line; insertion order is request order
     offset = 0
     line_no = 0
@@ -274,8 +273,8 @@ def scan_lines(
             raw = raw[3:]
             start += 3
         length = len(raw)
-        if raw[-1:] == b"\n":
-            length -= 2 if raw[-2:] == b"\r\n" else 1
+        if length and raw[-1] == 10:  # "\n"
+            length -= 2 if length > 1 and raw[-2] == 13 else 1  # "\r\n"
         if not length or raw.isspace():
             continue
         try:
@@ -319,14 +318,12 @@ def scan_lines(
             return res
         seen[cid] = line_no
         idx = target.index
-        if idx < 0:
+        if idx < 0:  # the first request naming this model
             idx = _new_part(res, target)
-        if name not in requested:
-            requested[name] = None
+            res.requested.append(name)
         n = obj["body"].get("n") if choices else None
         extend((line_no, start, length, chars // 4 or 1, mt, idx, n or 1))
     res.custom_ids = list(seen)
-    res.requested = list(requested)
     if res.error_count == 0 and not seen:
         add_error(None, EMPTY_FILE, "the file has no requests: add one JSON object per line", None)
     return res
