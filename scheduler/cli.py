@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "scheduler.commands.review",
     "scheduler.commands.ops",
     "scheduler.commands.profiles",
+    "scheduler.commands.webhooks",
     "workers.commands",
 )
 

@@ -135,6 +135,10 @@ class GridshiftClient:
             )
         return body
 
+    def request_json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """Any JSON endpoint under the API root (``path`` such as ``/v1/webhook_endpoints``)."""
+        return self._json(method, path, **kwargs)
+
     def upload_file(
         self, filename: str, content: bytes, *, purpose: str = "batch"
     ) -> dict[str, Any]:

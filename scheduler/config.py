@@ -215,6 +215,26 @@ class Settings(BaseSettings):
         description="Serve /docs and /redoc (their scripts come from a CDN, so off by default).",
     )
 
+    # Webhooks (scheduler/dispatch/webhooks.py); see docs/api.md "Webhooks".
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, description="A webhook receiver must answer within this."
+    )
+    webhook_retry_base_s: float = Field(
+        default=5.0, gt=0, description="First retry delay; it doubles with every failed attempt."
+    )
+    webhook_retry_max_s: float = Field(
+        default=3_600.0, gt=0, description="Longest delay between two attempts of a delivery."
+    )
+    webhook_retry_window_s: float = Field(
+        default=72 * 3_600.0,
+        gt=0,
+        description="A delivery still failing this long after its event is marked failed "
+        "(OpenAI retries for 72 hours).",
+    )
+    webhook_poll_s: float = Field(
+        default=2.0, gt=0, description="How often the dispatcher looks for due deliveries."
+    )
+
     electricitymaps_token: str = ""
     watttime_username: str = ""
     watttime_password: str = ""

@@ -33,6 +33,7 @@ ROUTERS = [
     "scheduler.api.routes.metrics",
     "scheduler.api.routes.dashboard",
     "scheduler.api.routes.keys",
+    "scheduler.api.routes.webhooks",
 ]
 
 

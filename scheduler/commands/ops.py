@@ -32,7 +32,8 @@ def register(app: typer.Typer) -> None:
         ),
         metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", help="Exporter interface."),
     ) -> None:
-        """Run the dispatch tick: queue due shards, re-queue expired leases, finalise batches.
+        """Run the dispatch tick: queue due shards, re-queue expired leases, finalise batches;
+        deliver webhooks (a thread; with --once, one round after the tick).
 
         A plain loop in ONE process (run exactly one dispatcher): each tick is idempotent and
         guarded by compare-and-set updates, so a restart at any moment is safe. Tasks are sent
@@ -68,6 +69,10 @@ def register(app: typer.Typer) -> None:
             from scheduler.dispatch.planner_loop import start_planner_thread
 
             start_planner_thread(sessions, settings, fleet)
+        from scheduler.dispatch.webhooks import deliver_due, start_webhook_thread
+
+        if not once:
+            start_webhook_thread(sessions, settings)  # the outbox, every GRIDSHIFT_WEBHOOK_POLL_S
         while True:
             started = time.monotonic()
             try:
@@ -83,6 +88,7 @@ def register(app: typer.Typer) -> None:
                     raise
                 logging.getLogger(__name__).exception("tick failed: %s", e)
             if once:
+                deliver_due(sessions, settings)
                 return
             time.sleep(max(0.0, period - (time.monotonic() - started)))
 

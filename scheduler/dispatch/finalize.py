@@ -19,6 +19,7 @@ from scheduler.store.db import transaction
 from scheduler.store.files import save_file
 from scheduler.store.shard_moves import shard_from
 from scheduler.store.tables import Batch, BatchRequest, Shard
+from scheduler.store.webhooks import record_batch_event
 
 _OPEN_SHARDS = (ShardStatus.PLANNED.value, ShardStatus.QUEUED.value, ShardStatus.RUNNING.value)
 _STAMP = {
@@ -222,7 +223,10 @@ def finalize_batch(
                 )
                 .values(status=ShardStatus.CANCELLED.value, finished_at=now)
             )
-        return bool(res.rowcount == 1)  # type: ignore[attr-defined]
+        moved = bool(res.rowcount == 1)  # type: ignore[attr-defined]
+        if moved:  # the event commits with the status (once per batch: recorded events skip)
+            record_batch_event(s, batch_id, outcome.value)
+        return moved
 
 
 def begin_finalizing(session: Session, batch_id: str) -> bool:

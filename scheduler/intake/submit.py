@@ -35,6 +35,7 @@ from scheduler.store.batches import (
 from scheduler.store.files import content_path, get_file
 from scheduler.store.paging import storable
 from scheduler.store.tables import Batch
+from scheduler.store.webhooks import record_batch_event
 
 _WINDOW = re.compile(r"^\s*(\d+)\s*([hd])\s*$", re.ASCII)
 MAX_WINDOW_DAYS = 3650
@@ -326,6 +327,8 @@ def store_scan(
     )
     if moved.rowcount != 1:  # type: ignore[attr-defined]
         return False
+    if not scan.ok:  # batch.failed commits with the status
+        record_batch_event(session, batch_id, BatchStatus.FAILED.value)
     if scan.ok:
         batch = session.get(Batch, batch_id)
         assert batch is not None

@@ -16,6 +16,7 @@ from scheduler.errors import InvalidTransition, NotFound
 from scheduler.store.paging import cursor_page, new_id, storable
 from scheduler.store.shard_moves import shard_from
 from scheduler.store.tables import Batch, BatchPart, BatchRequest, Shard
+from scheduler.store.webhooks import record_batch_event
 
 BATCH_PREFIX = "batch_"
 INSERT_CHUNK_ROWS = 5_000
@@ -199,5 +200,7 @@ def cancel_batch(session: Session, tenant_id: str | None, batch_id: str) -> Batc
     )
     if not running:
         transition_batch(batch, BatchStatus.CANCELLED)
+        session.flush()
+        record_batch_event(session, batch.id, BatchStatus.CANCELLED.value)
     session.flush()
     return batch

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 # Routes outside the tenant API: static assets and the Prometheus scrape (fleet aggregates only).
 NOT_TENANT_DATA = re.compile(r"^/(dashboard|openapi\.json|docs|redoc)")
 # Fleet-wide routes that only admin keys may read (a tenant key gets 403).
-ADMIN_ONLY = {"/v1/fleet", "/v1/workers", "/v1/admin/keys"}
+ADMIN_ONLY = {"/v1/fleet", "/v1/workers", "/v1/admin/keys", "/v1/webhook_endpoints"}
 
 
 def _pg_url() -> Iterator[str]:
