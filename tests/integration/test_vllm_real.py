@@ -6,8 +6,10 @@ run-batch comparison (vLLM's own ``run_batch`` runs once, as a subprocess).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from scheduler.config import Settings
 from tests.vllm_helpers import (
@@ -291,6 +294,12 @@ def test_run_batch_output_matches_vllms_own_run_batch(
     assert "g/kWh (signal source: synthetic)" in out
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def test_a_refused_file_on_the_vllm_engine_exits_instead_of_hanging(
     model_dir: Path, tmp_path: Path
 ) -> None:
@@ -299,19 +308,36 @@ def test_a_refused_file_on_the_vllm_engine_exits_instead_of_hanging(
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(good) + "\n{not json\n")
     gridshift = str(Path(sys.executable).parent / "gridshift")
-    # When gridshift run-batch runs it on the vLLM engine (the model loads meanwhile)
+    port = _free_port()
+    # When gridshift run-batch runs it on the vLLM engine (the model loads meanwhile), serving
+    # Prometheus metrics as `vllm run-batch --enable-metrics` does
     t0 = time.monotonic()
-    done = subprocess.run(
+    proc = subprocess.Popen(
         [gridshift, "run-batch", "-i", str(bad), "-o", str(tmp_path / "out.jsonl")]
-        + ["--model", str(model_dir), "--data-dir", str(tmp_path / "gs"), *CLI_FLAGS],
-        capture_output=True,
+        + ["--model", str(model_dir), "--data-dir", str(tmp_path / "gs"), *CLI_FLAGS]
+        + ["--enable-metrics", "--port", str(port), "--host", "127.0.0.1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=400,
         env={**os.environ, "GRIDSHIFT_DATABASE_URL": ""},
     )
+    page = ""
+    while proc.poll() is None and time.monotonic() - t0 < 400:
+        with contextlib.suppress(requests.RequestException):
+            page = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text or page
+        time.sleep(0.5)
+    try:
+        _, stderr = proc.communicate(timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     # Then it exits 2 naming the line, within a model load's time (it used to hang here until
     # killed: the engine was never shut down on the refusal path), and writes nothing
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert "line 2: not valid JSON" in done.stderr
+    assert proc.returncode == 2, stderr[-2000:]
+    assert "line 2: not valid JSON" in stderr
     assert time.monotonic() - t0 < 300
+    # and the metrics were served while it ran, and no longer are
+    assert "python_info" in page
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
     assert not (tmp_path / "out.jsonl").exists()
