@@ -65,14 +65,14 @@ def test_a_vllm_pool_serves_tools_only_for_a_model_with_a_tool_parser() -> None:
     assert kinds["auto"] == {VLLM_TOOLS, "vllm", "transformers", "openai"}
 
 
-def test_intake_refuses_tools_and_tool_histories_only_where_no_engine_serves_them() -> None:
+def test_intake_refuses_tools_only_where_no_engine_serves_them() -> None:
     fleet = _fleet(tool_call_parser="hermes", enable_auto_tool_choice=True)
     lines = [
         _line("a", "parsed", tools=TOOLS, tool_choice="auto"),
         _line("b", "parsed", messages=HISTORY),
         _line("c", "hosted", tools=TOOLS, messages=HISTORY),
         _line("d", "plain", tools=TOOLS),
-        _line("e", "small", messages=HISTORY),
+        _line("e", "small", tools=TOOLS, tool_choice="required", messages=HISTORY),
         _line("f", "plain", tools=[], tool_choice="none"),  # neutral values ask for nothing
     ]
     scan = scan_lines(
@@ -89,8 +89,17 @@ def test_intake_refuses_tools_and_tool_histories_only_where_no_engine_serves_the
     assert sorted(by_line) == [4, 5]
     assert by_line[4].code == UNSUPPORTED_OPTION and by_line[4].param == "body.tools"
     assert "tool_call_parser" in by_line[4].message and "'plain'" in by_line[4].message
-    assert by_line[5].param == "body.messages"
-    assert "tool calls in 'messages'" in by_line[5].message
+    # a refused line names its tool history too
+    assert "'tools', 'tool_choice', tool calls in 'messages'" in by_line[5].message
+
+
+def test_the_option_check_names_a_tool_history_where_it_is_asked() -> None:
+    check = OptionCheck(engine_kinds_by_model(_fleet(tool_call_parser="hermes")))
+    problem = check.problem("small", {"model": "small", "messages": HISTORY})
+    assert problem is not None and problem[1] == "messages"
+    assert "tool calls in 'messages'" in problem[0]
+    assert check.problem("parsed", {"model": "parsed", "messages": HISTORY}) is None
+    assert check.problem("hosted", {"model": "hosted", "messages": HISTORY}) is None
 
 
 def test_engines_without_tools_refuse_a_tool_history_instead_of_dropping_it() -> None:
