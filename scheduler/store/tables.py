@@ -253,7 +253,7 @@ class AssignmentRecord(Base):
     signal_issued_at: Mapped[datetime | None]
     #: provenance of the plan's carbon figure (``SlotSignal.carbon_provider``, ``synthetic``,
     #: ``fallback_reason``): booking copies it, so a row never looks first-hand when the plan's
-    #: signal was not; None for plans made before 0010
+    #: signal was not; None for plans made before 0011
     signal_provider: Mapped[str | None] = mapped_column(String(64))
     signal_synthetic: Mapped[bool | None] = mapped_column(Boolean)
     signal_fallback_reason: Mapped[str | None] = mapped_column(String(500))
@@ -357,7 +357,7 @@ class LedgerEntry(Base):
     model_load_kwh: Mapped[float | None] = mapped_column(Float)
     model_load_method: Mapped[str | None] = mapped_column(String(32))
     #: provenance of the carbon signal booked (docs/pricing.md "Provenance"): the provider
-    #: that supplied it, whether it is synthetic, why a fallback was used; None before 0010
+    #: that supplied it, whether it is synthetic, why a fallback was used; None before 0011
     signal_provider: Mapped[str | None] = mapped_column(String(64))
     signal_synthetic: Mapped[bool | None] = mapped_column(Boolean)
     signal_fallback_reason: Mapped[str | None] = mapped_column(String(500))
