@@ -232,8 +232,18 @@ def run_demo(
     from scheduler.store.migrate import upgrade
     from scheduler.store.tables import replay_clock
     from scheduler.store.tenants import create_api_key
-    from workers.demo_night import STORY_SPAN, forecast_error_note, story_evening
-    from workers.demo_report import print_outcome, print_plan
+    from workers.demo_night import (
+        STORY_SPAN,
+        actuals_lookup,
+        forecast_error_note,
+        story_evening,
+    )
+    from workers.demo_report import (
+        planned_benefit,
+        print_outcome,
+        print_plan,
+        print_realised,
+    )
     from workers.engines.tiny_model import build_tiny_model
 
     t_start = time.monotonic()
@@ -311,6 +321,14 @@ def run_demo(
         time.monotonic() - t_start,
         forecast_note=forecast_error_note(signals, actuals),
     )
+    print_realised(
+        echo,
+        sessions,
+        jobs,
+        fleet,
+        actuals_lookup(actuals),
+        planned_benefit(sessions, plan_id),
+    )
     if serve:
         _keep_serving(echo, server, thread, url, key, root, evening)
     else:
@@ -347,9 +365,9 @@ def _run_night(
 
     cache = EngineCache(weights_override={m.name: str(weights) for m in fleet.models})
     runtime = WorkerRuntime(settings=settings, fleet=fleet, sessions=sessions, engine_cache=cache)
-    runtime.signal_lookup = lambda site, slot: (
-        (actuals[(site, slot)], actuals[(site, slot)].source) if (site, slot) in actuals else None
-    )
+    from workers.demo_night import actuals_lookup
+
+    runtime.signal_lookup = actuals_lookup(actuals)
     queue: list[str] = []
 
     def send(_name: str, *args: Any, queue: str) -> None:

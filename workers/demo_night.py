@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import random
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -173,3 +173,15 @@ def forecast_error_note(
         f"at most {100 * max(pct):.1f} %), the ledger books the night's actuals; the dashboard's "
         "Forecasts tab (`gridshift demo --serve`) shows both"
     )
+
+
+def actuals_lookup(
+    actuals: Mapping[tuple[str, datetime], SlotSignal],
+) -> Callable[[str, datetime], tuple[SlotSignal, str] | None]:
+    """The demo's booking signals: the night's actuals of the slot a shard ran in."""
+
+    def lookup(site: str, slot: datetime) -> tuple[SlotSignal, str] | None:
+        found = actuals.get((site, slot))
+        return None if found is None else (found, found.source)
+
+    return lookup

@@ -264,6 +264,38 @@ def reprice_grid(
     )
 
 
+def reprice_at(
+    piece: PricedPiece,
+    *,
+    carbon_g_per_kwh: float,
+    price_per_kwh: float,
+    renewable_kwh: float,
+) -> PricedPiece:
+    """The same booked piece run in another slot at the same site, with that slot's renewables.
+
+    A realised counterfactual (docs/review.md, "Realised savings"): energy, embodied CO2 and
+    on-site water stay as booked; the other slot's on-site renewables (capped at the facility
+    energy) set its grid energy, which is priced at that slot's carbon intensity and price;
+    off-site water and the market-based figure follow the grid energy at the piece's own
+    factors per grid kWh.
+    """
+    renewable = min(piece.facility_kwh, max(0.0, renewable_kwh))
+    grid = piece.facility_kwh - renewable
+    ratio = grid / piece.grid_kwh if piece.grid_kwh > 0 else None
+    return replace(
+        piece,
+        renewable_kwh=renewable,
+        grid_kwh=grid,
+        carbon_g_per_kwh=carbon_g_per_kwh,
+        co2_location_g=grid * carbon_g_per_kwh,
+        co2_market_g=None
+        if piece.co2_market_g is None or ratio is None
+        else piece.co2_market_g * ratio,
+        water_offsite_l=piece.water_offsite_l if ratio is None else piece.water_offsite_l * ratio,
+        cost=grid * price_per_kwh,
+    )
+
+
 def _where(fleet: Fleet, a: Assignment) -> tuple[Site, Pool, Profile] | None:
     site = next((s for s in fleet.sites if s.name == a.site), None)
     pool = next((p for p in site.pools if p.name == a.pool), None) if site else None

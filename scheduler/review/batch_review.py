@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from scheduler.domain import MeasurementMethod
-from scheduler.optimizer.pricing import PricedPiece, reprice_grid, sum_pieces
+from scheduler.domain import Fleet, MeasurementMethod
+from scheduler.optimizer.pricing import reprice_grid, sum_pieces
+from scheduler.review.realised import booked_piece, realised, window
 from scheduler.review.signals import signal_at
 from scheduler.review.units import si
 from scheduler.review.views import BatchReview, ShardRun, Totals
@@ -46,51 +47,35 @@ def actual_totals(rows: list[LedgerEntry], submitted: datetime) -> Totals:
     )
 
 
-def booked_piece(r: LedgerEntry) -> PricedPiece:
-    """A ledger row as the priced piece it was booked as (``scheduler.optimizer.pricing``)."""
-    return PricedPiece(
-        gpu_hours=r.gpu_hours,
-        it_kwh=r.it_energy_kwh,
-        facility_kwh=r.facility_energy_kwh,
-        renewable_kwh=max(0.0, r.facility_energy_kwh - r.grid_kwh),
-        grid_kwh=r.grid_kwh,
-        carbon_g_per_kwh=r.carbon_g_per_kwh,
-        co2_location_g=r.co2_location_g,
-        co2_market_g=r.co2_market_g,
-        embodied_co2_g=r.embodied_co2_g,
-        water_onsite_l=r.water_onsite_l,
-        water_offsite_l=r.water_offsite_l,
-        cost=r.cost,
-    )
-
-
 def asap_counterfactual(
-    session: Session, rows: list[LedgerEntry], submitted: datetime
+    session: Session, rows: list[LedgerEntry], submitted: datetime, fleet: Fleet | None = None
 ) -> tuple[Totals, dict[str, float | None]]:
-    """Price the booked energy at the signals of the submission slot (same site, run at once).
+    """The rows' work had it run at once at the same site: the realised counterfactual.
 
-    Each row's booked piece is re-priced by ``pricing.reprice_grid``: grid energy, embodied
-    carbon and water stay as booked; only the hour changes, so this is a location-based
-    counterfactual. Sites with no cached intensity (or price) at submission keep their booked
-    figure (no saving is claimed for them).
+    With the fleet, like for like (``scheduler.review.realised``: the submission slot's signals
+    read as booking reads them, the same factor type, the counterfactual's own renewables, only
+    the requests that succeeded). Without it (a caller that has no fleet), each row's grid
+    energy is re-priced at the submission slot's cached intensity and price
+    (``pricing.reprice_grid``), its other figures as booked; sites without a cached signal keep
+    their booked figure (no saving is claimed for them).
 
     Returns:
         The counterfactual totals and the submission-slot intensity per site (``None`` if unknown).
     """
-    intensity: dict[str, float | None] = {}
-    price: dict[str, float | None] = {}
-    for site in sorted({r.site for r in rows}):
-        intensity[site] = signal_at(session, site, "carbon_g_per_kwh", submitted)
-        price[site] = signal_at(session, site, "price_per_kwh", submitted)
-    total = sum_pieces(
-        reprice_grid(
-            booked_piece(r), carbon_g_per_kwh=intensity[r.site], price_per_kwh=price[r.site]
+    longest_h = window(rows).total_seconds() / 3600.0
+    if fleet is not None:
+        _, total, intensity = realised(session, fleet, rows, submitted)
+    else:
+        intensity, price = {}, {}
+        for site in sorted({r.site for r in rows}):
+            intensity[site] = signal_at(session, site, "carbon_g_per_kwh", submitted)
+            price[site] = signal_at(session, site, "price_per_kwh", submitted)
+        total = sum_pieces(
+            reprice_grid(
+                booked_piece(r), carbon_g_per_kwh=intensity[r.site], price_per_kwh=price[r.site]
+            )
+            for r in rows
         )
-        for r in rows
-    )
-    longest_h = max(
-        ((r.ended_at - r.started_at).total_seconds() / 3600.0 for r in rows), default=0.0
-    )
     totals = Totals(
         co2_g=total.co2_g,
         cost=total.cost,
@@ -132,13 +117,16 @@ def _reason(
     return text
 
 
-def batch_review(session: Session, batch_id: str, *, tenant_id: str | None = None) -> BatchReview:
+def batch_review(
+    session: Session, batch_id: str, *, tenant_id: str | None = None, fleet: Fleet | None = None
+) -> BatchReview:
     """Return where, when and why a batch's shards ran, with plan against actual.
 
     Args:
         session: an open session.
         batch_id: the batch.
         tenant_id: the caller's tenant (``None``: admin, any batch).
+        fleet: the fleet, for the realised like-for-like counterfactual (``asap_counterfactual``).
 
     Raises:
         NotFound: the batch does not exist or belongs to another tenant.
@@ -154,7 +142,7 @@ def batch_review(session: Session, batch_id: str, *, tenant_id: str | None = Non
     by_shard: dict[str, list[LedgerEntry]] = defaultdict(list)
     for r in rows:
         by_shard[r.shard_id].append(r)
-    asap, asap_ci = asap_counterfactual(session, list(rows), submitted)
+    asap, asap_ci = asap_counterfactual(session, list(rows), submitted, fleet)
     runs: list[ShardRun] = []
     for s in shards:
         led = by_shard.get(s.id, [])

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from scheduler.domain import Fleet
 from scheduler.review.batch_review import actual_totals, asap_counterfactual, is_estimate
 from scheduler.review.reports import ledger_entries
 from scheduler.review.views import PlanSavings, SavingsRow, SavingsView, Totals
@@ -62,9 +63,15 @@ def _batch_baselines(session: Session, batch_id: str) -> dict[str, Totals | None
     return out
 
 
-def _row(key: str, rows: list[LedgerEntry], session: Session, submitted: datetime) -> SavingsRow:
+def _row(
+    key: str,
+    rows: list[LedgerEntry],
+    session: Session,
+    submitted: datetime,
+    fleet: Fleet | None = None,
+) -> SavingsRow:
     actual = actual_totals(rows, submitted)
-    asap, _ = asap_counterfactual(session, rows, submitted)
+    asap, _ = asap_counterfactual(session, rows, submitted, fleet)
     return SavingsRow(
         key=key,
         actual=actual,
@@ -75,7 +82,12 @@ def _row(key: str, rows: list[LedgerEntry], session: Session, submitted: datetim
 
 
 def savings_view(
-    session: Session, start: datetime, end: datetime, *, tenant_id: str | None = None
+    session: Session,
+    start: datetime,
+    end: datetime,
+    *,
+    tenant_id: str | None = None,
+    fleet: Fleet | None = None,
 ) -> SavingsView:
     """Return realised savings per UTC day and per batch, and planned savings per plan.
 
@@ -90,6 +102,8 @@ def savings_view(
         start: aware UTC start (inclusive), on ledger ``started_at``.
         end: aware UTC end (exclusive).
         tenant_id: only this tenant's work (``None``: all).
+        fleet: the fleet, for the realised like-for-like counterfactual (without it, the
+            submission hour's cached intensity re-prices the booked grid energy).
     """
     rows = ledger_entries(session, start, end, tenant_id=tenant_id)
     batch_ids = sorted({r.batch_id for r in rows})
@@ -108,14 +122,14 @@ def savings_view(
 
     per_batch = []
     for bid in batch_ids:
-        row = _row(bid, by_batch[bid], session, sub(bid))
+        row = _row(bid, by_batch[bid], session, sub(bid), fleet)
         base = _batch_baselines(session, bid)
         row.asap, row.carbon_greedy = base["asap"], base["carbon_greedy"]
         per_batch.append(row)
 
     days: dict[str, SavingsRow] = {}
     for (day, bid), group in sorted(by_day_batch.items()):
-        part = _row(day, group, session, sub(bid))
+        part = _row(day, group, session, sub(bid), fleet)
         if day in days:
             acc = days[day]
             acc.actual = _add(acc.actual, part.actual)

@@ -8,9 +8,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 LOCATION_BASED_CAVEAT = (
-    "Savings are location-based: the same energy priced at the grid-average carbon intensity of "
-    "another hour or site. They are not market-based (contractual instruments) and include "
-    "estimates wherever energy_method is 'estimated'."
+    "Realised savings are location-based and like for like: each ledger row against the same "
+    "booked energy (same model) run at once at the same site, priced as booking prices a slot "
+    "(the submission slot's mean signal, the same average factor type, that slot's own on-site "
+    "renewables), for the requests that succeeded only; no saving is claimed where the "
+    "submission slot has no first-hand signal. Plans' figures are planned benefit (estimates "
+    "against the planner's baselines). Savings are not market-based and include estimates "
+    "wherever energy_method is not measured."
 )
 
 

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from scheduler.cli import EXIT_OK, EXIT_USAGE, build_app
 from scheduler.review.signals import site_signals
+from scheduler.review.units import si
 from scheduler.samples import load_sample_fleet
 from scheduler.store.db import make_engine, session_factory
 from scheduler.store.tables import AssignmentRecord, Batch, LedgerEntry, PlanRecord, now_utc
@@ -57,6 +58,17 @@ def test_demo_plan_moves_work_and_beats_both_baselines(
     assert {(r.site, r.started_at.replace(minute=0, second=0, microsecond=0)) for r in ledger} <= {
         (a.site, a.slot_start) for a in rows
     }
+    # and the demo prints realised savings on the night's actuals (booked against the same work
+    # run at once), their total matching the ledger's booked CO2, with the planned benefit
+    # beside it, labelled as the plan's estimate
+    total = next(line for line in lines if line.startswith("  realised "))
+    assert "%" in total and "by time at the site it ran" in total
+    booked_g = sum(r.co2_location_g + r.embodied_co2_g for r in ledger)
+    assert total.split()[1:3] == si(booked_g, "g").split()
+    assert any(
+        "planned benefit (the plan's ESTIMATE" in line and "vs asap" in line for line in lines
+    )
+    assert any("by model choice" in line for line in lines)
     # and the printed figures carry units, no Python reprs
     text = "\n".join(lines)
     assert "None" not in text and "e-0" not in text

@@ -70,18 +70,20 @@ def get_schedule(
 
 
 @router.get("/batches/{batch_id}/review", response_model=BatchReview, summary="Batch review")
-def get_batch_review(batch_id: str, session: SessionDep, caller: TenantDep) -> BatchReview:
+def get_batch_review(
+    batch_id: str, session: SessionDep, caller: TenantDep, fleet: FleetDep
+) -> BatchReview:
     """Where and when the batch's shards ran and why; energy, CO2, water, cost; plan vs actual."""
-    return batch_review(session, batch_id, tenant_id=scope_of(caller))
+    return batch_review(session, batch_id, tenant_id=scope_of(caller), fleet=fleet)
 
 
 @router.get("/savings", response_model=SavingsView, summary="Savings against baselines")
 def get_savings(
-    session: SessionDep, caller: TenantDep, start: From = None, end: To = None
+    session: SessionDep, caller: TenantDep, fleet: FleetDep, start: From = None, end: To = None
 ) -> SavingsView:
-    """Savings per day and per batch (location-based; see ``caveat``) and per plan."""
+    """Realised savings per day and per batch (like for like; see ``caveat``), planned per plan."""
     lo, hi = check_range(start, end, before=REPORT_BEFORE, after=REPORT_AFTER)
-    return savings_view(session, lo, hi, tenant_id=scope_of(caller))
+    return savings_view(session, lo, hi, tenant_id=scope_of(caller), fleet=fleet)
 
 
 @router.get("/budget", response_model=BudgetView, summary="Carbon budget")
