@@ -65,16 +65,20 @@ def register(app: typer.Typer) -> None:
                 registry, state, host=metrics_host, port=port, stale_after_s=3 * period + 60
             )
             typer.echo(f"dispatch: /metrics and /healthz on http://{metrics_host}:{port}")
+        supervisor = None
         if planner and not once:
-            from scheduler.dispatch.planner_loop import start_planner_thread
+            from scheduler.dispatch.planner_supervisor import PlannerSupervisor
 
-            start_planner_thread(sessions, settings, fleet)
+            supervisor = PlannerSupervisor(sessions, settings, fleet).start()
+            state.planner = supervisor.health
         from scheduler.dispatch.webhooks import deliver_due, start_webhook_thread
 
         if not once:
             start_webhook_thread(sessions, settings)  # the outbox, every GRIDSHIFT_WEBHOOK_POLL_S
         while True:
             started = time.monotonic()
+            if supervisor is not None:
+                supervisor.ensure_alive()  # a planner thread that ended is started again
             try:
                 report = tick(sessions, settings, now_utc(), send, fleet=fleet, allow_replan=once)
                 state.record()

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -33,6 +34,8 @@ class DispatchState:
     ticks_failed: int = 0
     last_ok: float | None = None
     last_error: str | None = None
+    #: the planner thread's state (``PlannerSupervisor.health``) when it runs in this process
+    planner: Callable[[], dict[str, Any]] | None = None
 
     def record(self, error: BaseException | None = None) -> None:
         """Book one tick: good, or failed with ``error``."""
@@ -72,6 +75,32 @@ class DispatchCollector(Collector):
         )
         age.add_metric([], self.state.last_ok_age_s())
         yield age
+        if self.state.planner is not None:
+            yield from _planner_metrics(self.state.planner())
+
+
+def _planner_metrics(health: dict[str, Any]) -> Iterator[Metric]:
+    """The planner thread's families (``PlannerSupervisor.health``)."""
+    up = GaugeMetricFamily(
+        "gridshift_planner_up",
+        "1 while the dispatcher's planner thread runs and is planning or on standby (another "
+        "planner holds the lock), 0 when dead or failing on the database.",
+    )
+    up.add_metric([], 1.0 if health["up"] else 0.0)
+    yield up
+    holding = GaugeMetricFamily(
+        "gridshift_planner_lock_held",
+        "1 while this planner holds the planner lock (checked with the server).",
+    )
+    holding.add_metric([], 1.0 if health["holding_lock"] else 0.0)
+    yield holding
+    for name, key, doc in (
+        ("gridshift_planner_restarts", "restarts", "Planner threads restarted by the dispatcher."),
+        ("gridshift_planner_lock_losses", "lock_losses", "Times the planner lost its lock."),
+    ):
+        counter = CounterMetricFamily(name, doc)
+        counter.add_metric([], float(health[key]))
+        yield counter
 
 
 def dispatcher_registry(
@@ -101,7 +130,7 @@ def start_exporter(
             elif path == "/healthz":
                 age = state.last_ok_age_s()
                 healthy = age <= stale_after_s
-                body = {
+                body: dict[str, Any] = {
                     "status": "ok" if healthy else "stale",
                     "last_tick_age_s": round(age, 1),
                     "stale_after_s": stale_after_s,
@@ -109,6 +138,8 @@ def start_exporter(
                     "ticks_failed": state.ticks_failed,
                     "last_error": state.last_error,
                 }
+                if state.planner is not None:
+                    body["planner"] = state.planner()
                 self._answer(200 if healthy else 503, "application/json", json.dumps(body).encode())
             else:
                 self._answer(404, "text/plain", b"not found: try /metrics or /healthz\n")

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, delete, exists, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from scheduler.dispatch.planner_lock import check_fence
 from scheduler.dispatch.shards import shard_sizes
 from scheduler.domain import BatchStatus, ShardStatus
 from scheduler.store.tables import AssignmentRecord, Batch, BatchRequest, PlanRecord, Shard
@@ -35,11 +36,14 @@ def write_lock(s: Session) -> None:
 
     PostgreSQL: a transaction-level advisory lock. SQLite: take the database write lock now
     (a write that changes nothing), so that the reads that follow see the state the writes act on.
+    In a planner thread, the write is then fenced: ``PlannerFenced`` unless the planner still
+    holds the planner lock (``planner_lock.check_fence``).
     """
     if s.get_bind().dialect.name == "postgresql":
         s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITE_LOCK_KEY})
     else:
         s.execute(update(PlanRecord).where(PlanRecord.id < 0).values(is_current=False))
+    check_fence(s)
 
 
 def _replaceable(now: datetime) -> ColumnElement[bool]:

@@ -12,13 +12,16 @@ process (``gridshift planner``), watches the store and publishes plan versions:
 - a failed or over-budget re-plan leaves the current plan in force, is logged, stored as a
   ``failed`` plan version (``/v1/plans``, dashboard, ``gridshift_plans_total``) and retried
   after ``planner_retry_s``;
-- ``PlannerLock`` keeps to one planner per database (PostgreSQL advisory lock; on SQLite an
-  exclusive lock on a file beside the database).
+- ``PlannerLock`` (``scheduler.dispatch.planner_lock``) keeps to one planner per database
+  (PostgreSQL advisory lock; on SQLite an exclusive lock on a file beside the database); the
+  loop checks it with the server before every step and its plan writes are fenced, so a planner
+  whose lock connection ended stops planning at once;
+- every database call, lock acquisition included, is retried with backoff (1 s doubling to
+  ``DB_BACKOFF_MAX_S``): a database blip delays planning, it never ends the loop.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import threading
 import time
@@ -26,15 +29,19 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import IO, Any
 
-from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.config import Settings
 from scheduler.dispatch.fast_path import add_new_parts
 from scheduler.dispatch.plan_write import any_free
+from scheduler.dispatch.planner_lock import (
+    PLANNER_LOCK_KEY,
+    PlannerFenced,
+    PlannerLock,
+    set_fence,
+)
 from scheduler.dispatch.replan import Planner, default_horizon_signals, replan
 from scheduler.dispatch.signals import HorizonSignals
 from scheduler.dispatch.slots import slots_between
@@ -45,8 +52,17 @@ from scheduler.store.tables import PlanRecord, now_utc
 
 log = logging.getLogger(__name__)
 
-#: PostgreSQL session advisory lock held by the one running planner.
-PLANNER_LOCK_KEY = 0x706C616E  # "plan"
+__all__ = [
+    "PLANNER_LOCK_KEY",
+    "PlannerFenced",
+    "PlannerLock",
+    "PlannerLoop",
+    "PlannerState",
+    "SignalCache",
+]
+
+#: Longest wait (s) between retries while the database is unreachable.
+DB_BACKOFF_MAX_S = 30.0
 
 
 class SignalCache:
@@ -89,62 +105,6 @@ class SignalCache:
         return {k: v for k, v in self._signals.items() if k[1] in wanted}
 
 
-class PlannerLock:
-    """At most one planner per database; ``acquire`` does not block."""
-
-    def __init__(self, engine: Engine) -> None:
-        """Lock for the database behind ``engine``."""
-        self._engine = engine
-        self._conn: Connection | None = None
-        self._file: IO[str] | None = None
-
-    @property
-    def held(self) -> bool:
-        """Whether this instance holds the lock."""
-        return self._conn is not None or self._file is not None
-
-    def acquire(self) -> bool:
-        """Take the lock if free; True when held afterwards."""
-        if self.held:
-            return True
-        if self._engine.dialect.name == "postgresql":
-            conn = self._engine.connect()
-            got = bool(
-                conn.execute(
-                    text("SELECT pg_try_advisory_lock(:k)"), {"k": PLANNER_LOCK_KEY}
-                ).scalar_one()
-            )
-            conn.commit()
-            if got:
-                self._conn = conn
-            else:
-                conn.close()
-            return got
-        path = Path(self._engine.url.database or "gridshift.db")
-        handle = open(f"{path}.planner.lock", "a")  # noqa: SIM115 (held while planning)
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            return False
-        self._file = handle
-        return True
-
-    def release(self) -> None:
-        """Give the lock back (closing its connection or file)."""
-        if self._conn is not None:
-            try:
-                self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PLANNER_LOCK_KEY})
-                self._conn.commit()
-            finally:
-                self._conn.close()
-                self._conn = None
-        if self._file is not None:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
-
-
 @dataclass
 class PlannerState:
     """What the loop did last (logs, tests, the benchmark)."""
@@ -157,6 +117,15 @@ class PlannerState:
     last_full: float = 0.0  # monotonic time of the last full re-plan
     pending_full: bool = False  # fast-path additions since the last full re-plan
     last_fast: float = 0.0  # monotonic time of the last fast-path addition
+    #: ``starting``, ``standby`` (another planner holds the lock), ``planning`` (lock held and
+    #: checked), ``db_error`` (backing off), ``stopped``
+    status: str = "starting"
+    holding: bool = False  # the lock is held and the server said so at the last check
+    fence_pid: int | None = None  # backend holding the lock: plan writes are fenced on it
+    last_error: str | None = None
+    db_errors: int = 0  # consecutive database errors (0 after a good step)
+    lock_losses: int = 0
+    last_ok: float | None = None  # monotonic time of the last step that reached the database
 
 
 class PlannerLoop:
@@ -251,6 +220,8 @@ class PlannerLoop:
                 # fast-path additions made while it solved are not in it: still pending
                 self.state.last_full = mark
                 self.state.pending_full = self.state.last_fast > mark
+        except PlannerFenced:
+            raise  # the lock is lost: the loop stops planning, nothing to record
         except Exception as e:  # any failure: keep the current plan, make it visible, retry
             self.state.last_replan_s = time.perf_counter() - started
             self.state.failures.append(str(e))
@@ -283,54 +254,105 @@ class PlannerLoop:
         )
         signals = dict(self.signals(self.fleet, slots, now))
         result: int | None = self.pool.submit(
-            _full_replan_child, self.settings, self.fleet, now, why, signals
+            _full_replan_child, self.settings, self.fleet, now, why, signals, self.state.fence_pid
         ).result()
         return result
 
-    def _loop(self, stop: threading.Event, mode: str, held: Callable[[], bool]) -> None:
-        while not stop.is_set():
-            if held():
-                try:
-                    self.step(stop, mode)
-                except Exception:  # the trigger query failed (database away): try again
-                    log.exception("planner step (%s) failed; retrying", mode)
-            stop.wait(self.settings.planner_poll_s)
+    def _guarded_step(self, stop: threading.Event, mode: str) -> None:
+        """One fenced ``step``; a lost lock or a database error is recorded, never raised."""
+        set_fence(self.state.fence_pid)
+        try:
+            self.step(stop, mode)
+        except PlannerFenced as e:
+            self._lost(str(e))
+            return
+        except Exception as e:  # the trigger query failed (database away): back off, retry
+            self._db_error(e, mode)
+            return
+        self.state.db_errors, self.state.last_ok = 0, time.monotonic()
+
+    def _loop(self, stop: threading.Event, done: threading.Event, mode: str) -> None:
+        """The fast-path thread: steps while the main thread holds (and checked) the lock."""
+        while not (stop.is_set() or done.is_set()):
+            if self.state.holding:
+                self._guarded_step(stop, mode)
+            stop.wait(self._wait_s())
+
+    def _wait_s(self) -> float:
+        """The poll period, or the database backoff (1 s doubling) after errors."""
+        if self.state.db_errors == 0:
+            return self.settings.planner_poll_s
+        backoff = min(2.0 ** (self.state.db_errors - 1), DB_BACKOFF_MAX_S)
+        return max(self.settings.planner_poll_s, backoff)
+
+    def _db_error(self, error: BaseException, where: str) -> None:
+        self.state.db_errors += 1
+        self.state.last_error = f"{type(error).__name__}: {error}"
+        self.state.status = "db_error"
+        log.warning(
+            "planner (%s): database error, retrying in %.0f s: %s", where, self._wait_s(), error
+        )
+
+    def _lost(self, why: str) -> None:
+        """Stop planning at once: the lock is no longer ours."""
+        if self.state.holding:
+            self.state.lock_losses += 1
+            log.error("planner lost its lock, stopped planning: %s", why)
+        self.state.holding, self.state.fence_pid = False, None
+        self.state.status, self.state.last_error = "standby", why
+
+    def _hold(self, lock: PlannerLock | None) -> bool:
+        """Check the lock with the server, (re)acquire it if free; whether to plan now."""
+        if lock is None:
+            self.state.holding, self.state.status = True, "planning"
+            return True
+        if lock.held and not lock.verify():
+            self._lost("the lock's database connection ended (the server released the lock)")
+        if not lock.held:
+            self.state.holding = False
+            if not lock.acquire():
+                if self.state.status != "standby":
+                    log.warning("another planner holds the lock for this database; waiting")
+                self.state.status = "standby"
+                return False
+            log.info("planner lock acquired (backend %s)", lock.backend_pid)
+        self.state.fence_pid = lock.backend_pid
+        self.state.holding, self.state.status = True, "planning"
+        return True
 
     def run(self, stop: threading.Event, lock: PlannerLock | None = None) -> None:
         """Loop until ``stop`` is set, holding the lock (retrying until it is free).
 
         Two threads: this one runs full re-plans, a second one the fast path for new batches
         (``step`` modes ``full`` and ``fast``); their writes are serialised by the plan write
-        lock, and a full re-plan leaves alone the parts it did not plan.
+        lock, and a full re-plan leaves alone the parts it did not plan. Before each step the
+        lock is checked with the server; every database error (lock acquisition included) is
+        logged and retried with backoff, so only ``stop`` ends the loop.
         """
         if self.settings.planner_full_subprocess and self.planner is None:
             # the full solve holds the GIL for long Python stretches; in a child process it
             # does not slow the fast path's thread down (spawned: no forked locks or sockets)
             self.pool = solver_pool()
+        done = threading.Event()
         fast = threading.Thread(
-            target=self._loop,
-            args=(stop, "fast", lambda: lock is None or lock.held),
-            name="gridshift-planner-fast",
-            daemon=True,
+            target=self._loop, args=(stop, done, "fast"), name="gridshift-planner-fast", daemon=True
         )
-        warned = False
         try:
             while not stop.is_set():
-                if lock is not None and not lock.acquire():
-                    if not warned:
-                        log.warning("another planner holds the lock for this database; waiting")
-                        warned = True
-                    stop.wait(self.settings.planner_poll_s)
-                    continue
-                if not fast.is_alive() and fast.ident is None:
-                    fast.start()
                 try:
-                    self.step(stop, "full")
-                except Exception:  # the trigger query failed (database away): try again
-                    log.exception("planner step failed; retrying")
-                stop.wait(self.settings.planner_poll_s)
+                    holding = self._hold(lock)
+                except Exception as e:  # the database is away: back off and try again
+                    self._db_error(e, "lock")
+                    stop.wait(self._wait_s())
+                    continue
+                if holding:
+                    if fast.ident is None:
+                        fast.start()
+                    self._guarded_step(stop, "full")
+                stop.wait(self._wait_s())
         finally:
-            stop.set()
+            done.set()
+            self.state.holding, self.state.fence_pid, self.state.status = False, None, "stopped"
             if fast.ident is not None:
                 fast.join(timeout=60)
             if self.pool is not None:
@@ -349,9 +371,14 @@ def _full_replan_child(
     now: datetime,
     trigger: str,
     signals: Mapping[tuple[str, datetime], SlotSignal],
+    fence_pid: int | None = None,
 ) -> int | None:
-    """A full re-plan in the planner's child process, on the signals the parent reuses."""
+    """A full re-plan in the planner's child process, on the signals the parent reuses.
+
+    Its plan write is fenced on the parent's lock (``fence_pid``), like the parent's own.
+    """
     global _CHILD_FACTORY
+    set_fence(fence_pid)
     if _CHILD_FACTORY is None:
         from scheduler.store.db import engine_from_settings, session_factory
 
@@ -367,21 +394,3 @@ def _full_replan_child(
         return {k: v for k, v in signals.items() if k[1] in wanted}
 
     return replan(_CHILD_FACTORY, settings, fleet, now, trigger=trigger, signals_for=given)
-
-
-def start_planner_thread(
-    factory: sessionmaker[Session], settings: Settings, fleet: Fleet, **kw: Any
-) -> tuple[threading.Thread, threading.Event, PlannerLoop]:
-    """Run a ``PlannerLoop`` (holding the ``PlannerLock``) in a daemon thread.
-
-    Returns:
-        ``(thread, stop, loop)``: set ``stop`` and join the thread to end it.
-    """
-    loop = PlannerLoop(factory, settings, fleet, **kw)
-    stop = threading.Event()
-    engine = factory.kw["bind"]
-    thread = threading.Thread(
-        target=loop.run, args=(stop, PlannerLock(engine)), name="gridshift-planner", daemon=True
-    )
-    thread.start()
-    return thread, stop, loop

@@ -8,6 +8,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.dispatch.plan_write import any_free
+from scheduler.dispatch.planner_lock import check_fence
 from scheduler.dispatch.slots import slot_floor
 from scheduler.domain import BatchStatus, Fleet
 from scheduler.store.db import transaction
@@ -24,6 +25,7 @@ def record_failure(
     """
     start = slot_floor(now, fleet.slot_minutes)
     with transaction(factory) as s:
+        check_fence(s)  # a planner that lost its lock records nothing either
         record = PlanRecord(
             created_at=now,
             trigger=trigger,
