@@ -58,10 +58,18 @@ def check_url(url: str) -> str:
     Raises:
         InvalidInput: it is not.
     """
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
+    text = url.strip()
+    scheme = host = None
+    if text.isascii() and len(text) <= 2000 and not any(c.isspace() or ord(c) < 32 for c in text):
+        try:
+            parts = urlsplit(text)
+            scheme, host = parts.scheme, parts.hostname
+        except ValueError:  # e.g. a malformed IPv6 literal
+            pass
+    if scheme not in ("http", "https") or not host:
         raise _bad(
-            f"url must be an absolute http(s) URL of at most 2000 characters, got {url[:80]!r}",
+            "url must be an absolute http(s) URL of at most 2000 ASCII characters without "
+            f"spaces, got {url[:80]!r}",
             "url",
         )
     return url.strip()

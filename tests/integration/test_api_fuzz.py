@@ -42,8 +42,18 @@ MAX_FILE_BYTES = 1 << 20
 DERANDOMIZE = os.environ.get("CI") == "true"
 # Deeper local runs: FUZZ_SCALE=10 multiplies every example count; FUZZ_DATABASE=postgresql.
 SCALE = float(os.environ.get("FUZZ_SCALE", "1"))
-FUZZED_PREFIXES = ("/v1/files", "/v1/batches", "/v1/fleet", "/v1/models")
-NOT_FUZZED = {"/v1/batches/{batch_id}/review"}  # review routes belong to the review API tests
+FUZZED_PREFIXES = (
+    "/v1/files",
+    "/v1/batches",
+    "/v1/fleet",
+    "/v1/models",
+    "/v1/uploads",
+    "/v1/webhook_endpoints",
+)
+NOT_FUZZED = {
+    "/v1/batches/{batch_id}/review",  # review routes belong to the review API tests
+    "/v1/webhook_endpoints/{endpoint_id}/test",  # sends HTTP to the URL: tests/integration/test_webhooks.py
+}
 VAGUE_MESSAGES = {"invalid request", "bad request", "error", "not found", "internal server error"}
 
 
@@ -188,6 +198,15 @@ OPERATIONS = [
     ("GET", "/v1/fleet"),
     ("GET", "/v1/models"),
     ("GET", "/v1/models/{model_id}"),
+    ("POST", "/v1/uploads"),
+    ("POST", "/v1/uploads/{upload_id}/parts"),
+    ("POST", "/v1/uploads/{upload_id}/complete"),
+    ("POST", "/v1/uploads/{upload_id}/cancel"),
+    ("POST", "/v1/webhook_endpoints"),
+    ("GET", "/v1/webhook_endpoints"),
+    ("GET", "/v1/webhook_endpoints/{endpoint_id}"),
+    ("DELETE", "/v1/webhook_endpoints/{endpoint_id}"),
+    ("GET", "/v1/webhook_endpoints/{endpoint_id}/deliveries"),
 ]
 
 

@@ -19,7 +19,7 @@ from scheduler.clock import now_s, now_utc
 from scheduler.dispatch.webhooks import http_post, signed_headers
 from scheduler.errors import InvalidInput, LineError, NotFound
 from scheduler.store import webhooks as repo
-from scheduler.store.paging import new_id
+from scheduler.store.paging import new_id, storable
 from scheduler.store.tenants import get_tenant
 from scheduler.store.webhook_tables import WebhookEndpoint
 
@@ -65,7 +65,7 @@ def _public(row: WebhookEndpoint, *, secret: bool = False) -> dict[str, Any]:
 def _tenant_id(session: SessionDep, name: str | None, default: str) -> str:
     if name is None:
         return default
-    tenant = get_tenant(session, name)
+    tenant = get_tenant(session, name) if storable(name) else None
     if tenant is None:
         raise NotFound(f"no tenant {name[:80]!r}: create it with `gridshift keys create --tenant`")
     return tenant.id
