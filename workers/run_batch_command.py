@@ -145,7 +145,7 @@ def register_run_batch(app: typer.Typer) -> None:
         energy (measured or estimated, labelled), the CO2 and the signal that priced it are
         printed.
         """
-        from scheduler.errors import EngineError, InvalidInput
+        from scheduler.errors import ConfigError, EngineError, InvalidInput
         from workers.run_batch import RunBatchArgs, run_batch
         from workers.run_batch_io import UploadFailed, is_url
 
@@ -193,7 +193,7 @@ def register_run_batch(app: typer.Typer) -> None:
         )
         try:
             code = run_batch(settings, args, echo=typer.echo)
-        except (InvalidInput, EngineError) as e:
+        except (InvalidInput, EngineError, ConfigError) as e:
             typer.echo(f"error: {e}", err=True)
             code = 2
         except UploadFailed as e:

@@ -294,3 +294,21 @@ def test_vllm_flags_reach_the_engine_and_every_served_name_is_an_alias(tmp_path:
     # the openai engine keeps only what its client needs
     openai = RunBatchArgs(**{**args.__dict__, "engine": "openai"})
     assert engine_spec(openai) == {"kind": "openai"}
+
+
+def test_cli_auto_tool_choice_without_a_parser_is_a_usage_error(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", twenty_lines()[:1])
+    done = _cli(
+        tmp_path,
+        "-i",
+        str(source),
+        "-o",
+        str(tmp_path / "out.jsonl"),
+        "--engine",
+        "openai",
+        "--base-url",
+        "http://127.0.0.1:9",
+        "--enable-auto-tool-choice",
+    )
+    assert done.returncode == 2 and "needs a tool_call_parser" in done.stderr
+    assert not (tmp_path / "out.jsonl").exists()
