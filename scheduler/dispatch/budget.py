@@ -50,6 +50,17 @@ def month_budget_g(budget: CarbonBudget, day: date) -> float | None:
     return None
 
 
+def day_limited(budget: CarbonBudget, target_g: float) -> float:
+    """The pacer's daily target within the configured daily limit: both limits hold.
+
+    With ``g_per_day`` and ``g_per_month`` both set, today's budget is the lower of the month's
+    pacing target and ``g_per_day`` (the daily limit was never applied before).
+    """
+    if budget.g_per_day is not None and budget.g_per_day > 0:
+        return min(target_g, budget.g_per_day)
+    return target_g
+
+
 def _pacing(s: Session, day: date) -> CarbonPacing | None:
     return s.scalars(
         select(CarbonPacing).where(
@@ -146,7 +157,7 @@ def advance_pacer(factory: sessionmaker[Session], fleet: Fleet, now: datetime) -
             )
             if state is None:
                 return False
-            target = max(0.0, daily_target_g(state))
+            target = day_limited(fleet.carbon_budget, max(0.0, daily_target_g(state)))
             s.add(
                 CarbonPacing(
                     scope=FLEET_SCOPE,
@@ -370,7 +381,8 @@ def carbon_cap(
     """(carbon cap of a new plan in g, pacer price per g) from the fleet budget.
 
     The cap is the pacer's daily target (today's ``carbon_pacing`` row, written by
-    ``advance_pacer`` for day-only, month-only and combined budgets alike): what is left of
+    ``advance_pacer`` for day-only, month-only and combined budgets alike, never above
+    ``g_per_day``): what is left of
     today's target after the CO2 already booked today and the planned CO2 of queued and
     running work, plus the target for each further day the horizon reaches into. No budget
     (or no pacing row yet): no cap.
@@ -379,7 +391,7 @@ def carbon_cap(
     price = pacing.price_per_g if pacing else 0.0
     if fleet.carbon_budget is None or pacing is None:
         return None, price
-    target = max(0.0, pacing.budget_g)
+    target = day_limited(fleet.carbon_budget, max(0.0, pacing.budget_g))
     midnight = _day_start(now.astimezone(UTC).date())
     spent = spent_g(s, midnight, midnight + timedelta(days=1))
     days_after_today = max(0, (horizon_end - midnight - timedelta(seconds=1)).days)

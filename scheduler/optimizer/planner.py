@@ -298,6 +298,12 @@ def _add_back(
     return active, still
 
 
+def _grams(g: float) -> str:
+    """Grams as a budget message says them: whole grams from 100 g, else 3 significant digits
+    (a cap of 0.02 g read "0 g")."""
+    return f"{g:,.0f}" if abs(g) >= 100 else f"{g:.3g}"
+
+
 def _reasons(
     problem: PlanningProblem,
     dropped: list[Candidate],
@@ -312,7 +318,7 @@ def _reasons(
         if _feasible(uncapped, [*active, *dropped], aggregate, backend):
             reason = (
                 f"carbon budget: placing it would push the plan over its carbon cap of "
-                f"{problem.carbon_cap_g:,.0f} g CO2 even on the smallest allowed models and cleanest "
+                f"{_grams(problem.carbon_cap_g)} g CO2 even on the smallest allowed models and cleanest "
                 "slots; raise the budget, lower min_quality or move the deadline later"
             )
             return [(c, reason) for c in dropped]

@@ -47,6 +47,8 @@ def _period(name: str, start: datetime, budget_g: float | None, used_g: float) -
         left_g=left,
         left_fraction=frac,
         state=budget_state(frac).value,
+        breached=used_g > budget_g,
+        overspent_g=max(0.0, used_g - budget_g),
     )
 
 
@@ -100,7 +102,10 @@ def budget_view(
     cfg = _configured(session, fleet, tenant_id)
     day_budget = cfg.g_per_day
     if pacing is not None and pacing.day == day0.date().isoformat():
-        day_budget = pacing.budget_g  # the pacer's target for today is what planning obeys
+        # the pacer's target for today is what planning obeys, never above the daily limit
+        day_budget = (
+            pacing.budget_g if cfg.g_per_day is None else min(pacing.budget_g, cfg.g_per_day)
+        )
     today = _period(
         "today", day0, day_budget, spent_g(session, day0, day0 + timedelta(days=1), tenant_id)
     )
@@ -113,6 +118,7 @@ def budget_view(
         today=today,
         month=month,
         state=budget_state(min(fracs) if fracs else None).value,
+        breached=[p.period for p in (today, month) if p.breached],
         pacing_price_per_g=pacing.price_per_g if pacing else None,
         pacing_day=pacing.day if pacing else None,
     )

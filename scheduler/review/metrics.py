@@ -126,6 +126,8 @@ class StoreCollector(Collector):
             fallbacks.add_metric([str(kind)], n)
         yield fallbacks
 
+        yield budget_breaches(s)
+
         expiries = CounterMetricFamily(
             "gridshift_lease_expiries", "Execution attempts whose lease expired (worker lost)."
         )
@@ -189,6 +191,23 @@ class StoreCollector(Collector):
         yield energy
         yield _merge(co2)
         yield requests
+
+
+def budget_breaches(s: Session) -> CounterMetricFamily:
+    """Days whose booked CO2 exceeded their carbon budget (the pacer's rows, by scope)."""
+    from scheduler.review.budget_breaches import breached_days
+
+    family = CounterMetricFamily(
+        "gridshift_budget_breaches",
+        "Days whose booked CO2 (location-based + embodied) exceeded the day's carbon budget.",
+        labels=["scope"],
+    )
+    counts: dict[str, int] = {}
+    for b in breached_days(s):
+        counts[b.scope] = counts.get(b.scope, 0) + 1
+    for scope, n in sorted(counts.items()):
+        family.add_metric([scope], n)
+    return family
 
 
 def _histogram(

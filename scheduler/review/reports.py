@@ -8,7 +8,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -19,6 +19,7 @@ from scheduler.domain import Fleet
 from scheduler.errors import InvalidInput
 from scheduler.optimizer.pricing import MARKET_LOCATION, MARKET_PARTIAL_FALLBACK
 from scheduler.review.batch_review import is_estimate
+from scheduler.review.budget_breaches import breached_days
 from scheduler.review.esrs import EmissionsTotals, esrs_e1_summary, ghg_scope2
 from scheduler.review.grid_mix import grid_mix_split
 from scheduler.review.provenance import provenance_counts
@@ -307,4 +308,7 @@ def render_report(
             "ghg_scope_2": ghg_scope2(totals),
             "rows": [ledger_row(r).model_dump(mode="json") for r in rows],
         }
+    if session is not None:  # a breach is a report line, not only a negative left_g
+        last = (end - timedelta(microseconds=1)).date() + timedelta(days=1)
+        body["budget_breaches"] = [b.as_dict() for b in breached_days(session, start.date(), last)]
     return json.dumps(body, indent=2), "application/json"

@@ -236,10 +236,14 @@ class BudgetPeriod(BaseModel):
     left_g: float | None
     left_fraction: float | None
     state: str | None
+    breached: bool = Field(
+        default=False, description="more CO2 booked in the period than its budget"
+    )
+    overspent_g: float = Field(default=0.0, description="booked CO2 above the budget, g")
 
 
 class BudgetView(BaseModel):
-    """Carbon budget used and left, its state and the pacing price."""
+    """Carbon budget used and left, its state, the pacing price and any breach."""
 
     scope: str
     today: BudgetPeriod
@@ -247,6 +251,9 @@ class BudgetView(BaseModel):
     state: str
     pacing_price_per_g: float | None
     pacing_day: str | None
+    breached: list[str] = Field(
+        default_factory=list, description="the periods (today, month) whose budget is breached"
+    )
 
 
 class AccuracyPoint(BaseModel):

@@ -156,3 +156,41 @@ def test_metrics_count_tokens_energy_and_durations_in_base_units(
     assert "gridshift_shard_duration_seconds_sum 1200.0" in text
     assert "gridshift_planner_solve_seconds_count 0.0" in text
     assert "gridshift_lease_expiries_total 0.0" in text
+
+
+def test_a_breach_is_an_event_in_the_view_the_metrics_and_the_report(
+    sessions: sessionmaker[Session],
+) -> None:
+    import json
+
+    from scheduler.review.reports import ledger_entries, render_report
+
+    # Given yesterday closed at 1300 g against its 1000 g budget, and today over by 50 g so far
+    yesterday = (NOW - timedelta(days=1)).date().isoformat()
+    with sessions() as s, s.begin():
+        s.add(_entry(1, "t1", NOW - timedelta(days=1), 1300.0))
+        s.add(_entry(2, "t1", NOW - timedelta(hours=2), 1050.0))
+        for day, spent in ((yesterday, 1300.0), (NOW.date().isoformat(), 0.0)):
+            s.add(
+                CarbonPacing(
+                    scope="fleet",
+                    day=day,
+                    budget_g=1000.0,
+                    spent_g=spent,
+                    price_per_g=0.0,
+                    updated_at=NOW,
+                )
+            )
+    # When the budget is viewed, the metrics scraped and a report rendered
+    with sessions() as s:
+        view = budget_view(s, fleet=_fleet(), now=NOW)
+        rows = ledger_entries(s, NOW - timedelta(days=2), NOW + timedelta(hours=1))
+        body = json.loads(render_report(rows, "json", NOW - timedelta(days=2), NOW, session=s)[0])
+    text = generate_latest(make_registry(sessions)).decode()
+    # Then today's breach is a field with the overspend, the metric counts both days, and the
+    # report lists each breached day
+    assert view.breached == ["today"] and view.today.breached
+    assert view.today.overspent_g == 50.0
+    assert 'gridshift_budget_breaches_total{scope="fleet"} 2.0' in text
+    assert [b["day"] for b in body["budget_breaches"]] == [yesterday, NOW.date().isoformat()]
+    assert body["budget_breaches"][0]["overspent_g"] == 300.0

@@ -185,3 +185,22 @@ def test_queued_and_running_work_counts_against_the_cap(
     # Then the queued work's planned CO2 is taken from today's target
     assert committed > 0
     assert cap == pytest.approx(DAY_G - committed)
+
+
+def test_both_the_daily_and_the_monthly_limit_apply(
+    tmp_path: Path, sessions: sessionmaker[Session]
+) -> None:
+    # Given g_per_day 0.002 and g_per_month 0.31 (so the month paces about 0.01 g a day)
+    from scheduler.dispatch.budget import advance_pacer, carbon_cap
+
+    budget = CarbonBudget(g_per_day=0.002, g_per_month=0.31)
+    fleet = dataclasses.replace(_fleet(), carbon_budget=budget)
+    h = _harness(tmp_path, sessions, fleet)
+    advance_pacer(h.sessions, fleet, T0)
+    midnight = T0.replace(hour=0, minute=0)
+    with h.sessions() as s:
+        target = s.scalars(select(CarbonPacing.budget_g)).one()
+        cap, _ = carbon_cap(s, fleet, T0, midnight + timedelta(days=1))
+    # Then today's budget and the plan's cap are the daily limit, not the month's pace
+    assert target == pytest.approx(0.002)
+    assert cap == pytest.approx(0.002)

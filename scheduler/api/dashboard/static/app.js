@@ -370,6 +370,7 @@ async function loadBudget() {
   const head = el("div", { class: "card" });
   head.appendChild(el("span", {}, "Scope " + b.scope + " · state "));
   head.appendChild(el("span", { class: "badge state-" + b.state, id: "budget-state" }, b.state.toUpperCase()));
+  if (b.breached && b.breached.length) head.appendChild(el("span", { class: "badge state-critical", id: "budget-breached" }, "BREACHED: " + b.breached.join(", ")));
   head.appendChild(el("span", { class: "muted" }, " · pacing price " + (b.pacing_price_per_g === null ? "–" : fmt(b.pacing_price_per_g, 6) + " per g (" + b.pacing_day + ")")));
   box.appendChild(head);
   const grid = el("div", { class: "grid2" });
@@ -383,7 +384,7 @@ async function loadBudget() {
       f.style.width = Math.min(100, (100 * p.used_g) / p.budget_g).toFixed(1) + "%";
       if (p.state !== "normal") f.style.background = p.state === "critical" ? "#c0392b" : "#c77c02";
       m.appendChild(f); c.appendChild(m);
-      c.appendChild(el("p", {}, "Used " + fmt(p.used_g) + " g of " + fmt(p.budget_g) + " g · left " + fmt(p.left_g) + " g (" + fmt(100 * p.left_fraction, 0) + " %) · " + p.state.toUpperCase()));
+      c.appendChild(el("p", {}, "Used " + fmt(p.used_g) + " g of " + fmt(p.budget_g) + " g · left " + fmt(p.left_g) + " g (" + fmt(100 * p.left_fraction, 0) + " %) · " + p.state.toUpperCase() + (p.breached ? " · BREACHED by " + fmt(p.overspent_g) + " g" : "")));
     }
     grid.appendChild(c);
   }
