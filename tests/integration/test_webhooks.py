@@ -6,6 +6,10 @@ clock, not sleeps) until a receiver that was down comes back.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -25,7 +29,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner, Result
 
 from scheduler.cli import build_app
-from scheduler.clock import frozen, use_clock
+from scheduler.clock import SETTING as CLOCK_SETTING
+from scheduler.clock import clock_setting, frozen, pinned, use_clock
 from scheduler.config import Settings
 from scheduler.dispatch.finalize import finalize_batch
 from scheduler.dispatch.webhooks import deliver_due
@@ -341,3 +346,42 @@ def test_the_webhooks_cli_adds_lists_tests_and_removes_an_endpoint(
     assert cli("webhooks", "remove", endpoint_id).exit_code == 4  # not found
     bad = cli("webhooks", "add", "ftp://x", "--tenant", api.tenant)
     assert bad.exit_code == 2 and "http(s) URL" in bad.output
+
+
+def test_gridshift_dispatch_delivers_the_outbox(api: Api, receiver: Receiver) -> None:
+    # Given a cancelled batch whose event waits in the outbox for a running receiver
+    receiver.start()
+    admin = api.client(ADMIN_KEY)
+    secret = admin.webhooks.create(
+        url=receiver.url,
+        name="d",
+        event_types=["batch.cancelled"],
+        extra_query={"tenant": api.tenant},
+    ).signing_secret
+    setting = clock_setting(T0)  # the spawned dispatcher's clock agrees with this process's
+    with use_clock(pinned(T0)):
+        batch_id = api.batch([chat_line("r1")])
+        assert api.client().batches.cancel(batch_id).status == "cancelled"
+
+    # When the dispatcher runs one tick as its own process
+    env = {
+        **os.environ,
+        CLOCK_SETTING: setting,
+        "GRIDSHIFT_DATABASE_URL": api.settings.resolved_database_url,
+        "GRIDSHIFT_DATA_DIR": str(api.settings.data_dir),
+        "GRIDSHIFT_FLEET": str(api.settings.fleet),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", "from scheduler.cli import main; main()", "dispatch", "--once"],
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
+
+    # Then the receiver got the signed batch.cancelled
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    ((headers, body),) = receiver.got
+    admin.webhooks.verify_signature(body, headers, secret=secret, tolerance=TOLERANCE_S)
+    assert json.loads(body)["data"] == {"id": batch_id}
+    assert 0 <= int(headers["webhook-timestamp"]) - int(T0.timestamp()) < 300
+    assert [d.status for d in _deliveries(api, batch_id)] == ["delivered"]
