@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from scheduler.config import Settings
+
+log = logging.getLogger(__name__)
 
 
 def broker_url(settings: Settings) -> str:
@@ -85,7 +88,29 @@ class CelerySender:
                 queue.put({"gridshift": "sentinel"})
                 return True
             finally:
+                close_channel_session(queue.channel)
                 queue.close()
+
+
+def close_channel_session(channel: Any) -> None:
+    """Close the database session of a kombu SQLAlchemy-transport channel, if it has one.
+
+    kombu's SQLAlchemy channel opens a session on first use and never closes it, not even when
+    the channel closes; a read (``qsize``) leaves it inside a transaction, holding a pooled
+    connection until the garbage collector breaks the channel's reference cycles. The sentinel
+    check ran once per tick, so the broker engine's pool (5 + 10 overflow) ran dry: after
+    database terminations, ``QueuePool limit of size 5 overflow 10 reached`` tick after tick.
+    Closing the session (rolling back whatever it holds, on error paths too) returns it.
+    """
+    session = getattr(channel, "_session", None)
+    if session is None:
+        return
+    try:
+        session.close()
+    except Exception as e:  # a dead connection: it is invalidated, the pool replaces it
+        log.warning("closing the broker channel's session failed: %r", e)
+    finally:
+        channel._session = None
 
 
 def celery_sender(app: Any) -> CelerySender:
