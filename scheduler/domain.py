@@ -96,11 +96,18 @@ class MeasurementMethod(StrEnum):
     MEASURED_RAPL = "measured-rapl"
     ESTIMATED = "estimated"  # busy time x profile power
     ESTIMATED_PROFILE = "estimated-profile"  # the planner's token model on the actual tokens
+    # a measured window plus a model load estimated outside it: partly estimated, and says so
+    MEASURED_NVML_ESTIMATED_LOAD = "measured-nvml+estimated-load"
+    MEASURED_RAPL_ESTIMATED_LOAD = "measured-rapl+estimated-load"
+
+
+ESTIMATED_LOAD_SUFFIX = "+estimated-load"
 
 
 def is_estimate(method: str) -> bool:
-    """True for every energy method that is not a measurement (``estimated``, ``estimated-*``)."""
-    return not method.startswith("measured")
+    """True for every energy method that is not wholly a measurement (``estimated``,
+    ``estimated-*``, and ``measured-*+estimated-load``: a row with an estimated part)."""
+    return not method.startswith("measured") or "estimated" in method
 
 
 class CarbonFactor(StrEnum):

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from scheduler.domain import Fleet, MeasurementMethod
+from scheduler.domain import Fleet
+from scheduler.domain import is_estimate as domain_is_estimate
 from scheduler.optimizer.pricing import reprice_grid, sum_pieces
 from scheduler.review.realised import booked_piece, realised, window
 from scheduler.review.signals import signal_at
@@ -21,8 +22,8 @@ from scheduler.store.tables import AssignmentRecord, Batch, LedgerEntry, Shard
 
 
 def is_estimate(method: str) -> bool:
-    """Return whether an ``energy_method`` label denotes an estimate rather than a measurement."""
-    return method == MeasurementMethod.ESTIMATED or not method.startswith("measured")
+    """Return whether an ``energy_method`` label is (or has a part that is) an estimate."""
+    return domain_is_estimate(method)
 
 
 def load_batch(session: Session, batch_id: str, tenant_id: str | None) -> Batch:

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from scheduler.domain import Fleet
+from scheduler.domain import ESTIMATED_LOAD_SUFFIX, Fleet
 from scheduler.errors import InvalidInput
 from scheduler.optimizer.pricing import MARKET_LOCATION, MARKET_PARTIAL_FALLBACK
 from scheduler.review.batch_review import is_estimate
@@ -138,6 +138,15 @@ def ledger_entries(
     return list(session.scalars(q.order_by(LedgerEntry.started_at, LedgerEntry.id)).all())
 
 
+def _estimated_facility_kwh(r: LedgerEntry) -> float:
+    """The estimated part of a row's facility energy: all of it, or for a measured window
+    with an estimated model load (``measured-*+estimated-load``) the load's share only."""
+    if r.energy_method.endswith(ESTIMATED_LOAD_SUFFIX) and r.it_energy_kwh > 0:
+        share = min(1.0, (r.model_load_kwh or 0.0) / r.it_energy_kwh)
+        return r.facility_energy_kwh * share
+    return r.facility_energy_kwh
+
+
 def emissions_totals(rows: Sequence[LedgerEntry]) -> EmissionsTotals:
     """Sum ledger rows: energy (kWh), scope 2 location- and market-based CO2 (g), water, cost."""
     est = [r for r in rows if is_estimate(r.energy_method)]
@@ -147,7 +156,7 @@ def emissions_totals(rows: Sequence[LedgerEntry]) -> EmissionsTotals:
         estimated_rows=len(est),
         it_energy_kwh=math.fsum(r.it_energy_kwh for r in rows),
         facility_energy_kwh=math.fsum(r.facility_energy_kwh for r in rows),
-        estimated_facility_energy_kwh=math.fsum(r.facility_energy_kwh for r in est),
+        estimated_facility_energy_kwh=math.fsum(_estimated_facility_kwh(r) for r in est),
         grid_kwh=math.fsum(r.grid_kwh for r in rows),
         onsite_renewable_kwh=math.fsum(max(0.0, r.facility_energy_kwh - r.grid_kwh) for r in rows),
         scope2_location_g=math.fsum(r.co2_location_g for r in rows),

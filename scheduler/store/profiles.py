@@ -20,7 +20,8 @@ def observed_profiles(s: Session, fleet: Fleet) -> dict[tuple[str, str], Observe
     (engine run, model load excluded); measured energy counts only ``measured-*`` rows.
     """
     L = LedgerEntry
-    measured = L.energy_method.like("measured%")
+    # wholly measured rows only: a measured window plus an estimated model load is not
+    measured = L.energy_method.like("measured%") & L.energy_method.not_like("%estimated%")
     rows = s.execute(
         select(
             L.site,

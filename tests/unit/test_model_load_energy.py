@@ -55,6 +55,32 @@ def test_a_load_before_the_window_is_added_even_to_a_measured_shard() -> None:
     after, load = model_load_energy(booked, window, load_s=20.0, in_window=False, profile=PROFILE)
     assert load.method == "estimated" and load.added
     assert after.measurement.energy_kwh == pytest.approx(0.01 + load.kwh)
+    # and the row says it has an estimated part: it is not wholly measured any more
+    assert after.measurement.method == "measured-rapl+estimated-load"
+    assert after.measurement.estimated
+
+
+def test_esrs_counts_only_the_estimated_load_of_a_partly_measured_row_as_estimated() -> None:
+    from datetime import UTC, datetime
+
+    from scheduler.review.reports import emissions_totals
+    from scheduler.store.tables import LedgerEntry
+
+    # Given a row of 0.5 kWh IT (PUE 1.2): 0.3 kWh measured by RAPL plus a 0.2 kWh load estimate
+    t = datetime(2026, 11, 22, tzinfo=UTC)
+    row = LedgerEntry(
+        batch_id="b", shard_id="s", attempt=1, tenant_id="t", site="x", pool="cpu", model="m",
+        started_at=t, ended_at=t, requests_done=1, requests_failed=0, input_tokens=1,
+        output_tokens=1, gpu_hours=0.1, it_energy_kwh=0.5, facility_energy_kwh=0.6,
+        energy_method="measured-rapl+estimated-load", renewable_share=0.0, grid_kwh=0.6,
+        carbon_g_per_kwh=100.0, carbon_source="actual", co2_location_g=60.0, co2_market_g=60.0,
+        embodied_co2_g=0.0, water_onsite_l=0.0, water_offsite_l=0.0, cost=0.0,
+        model_load_kwh=0.2, model_load_method="estimated", created_at=t,
+    )  # fmt: skip
+    # When totalled, Then the row counts as estimated and only the load's share is estimated
+    totals = emissions_totals([row])
+    assert totals.estimated_rows == 1 and totals.measured_rows == 0
+    assert totals.estimated_facility_energy_kwh == pytest.approx(0.6 * 0.2 / 0.5)
 
 
 def test_the_cache_hands_each_load_out_once_and_only_for_the_model_loaded() -> None:

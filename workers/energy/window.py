@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
-from scheduler.domain import MeasurementMethod, ModelSpec, Pool, Profile
+from scheduler.domain import ESTIMATED_LOAD_SUFFIX, MeasurementMethod, ModelSpec, Pool, Profile
 from scheduler.errors import EnergyMeterError
 from workers.energy.base import EnergyMeter, Measurement
 from workers.energy.estimate import BookedEnergy, estimate_from_duration
@@ -110,9 +110,13 @@ def model_load_energy(
         return booked, load
     m = booked.measurement
     note = f"plus model load {load.kwh:.3g} kWh (estimated)"
+    method = m.method
+    if not m.estimated and load.kwh > 0:  # a measured row with an estimated part says so
+        method = MeasurementMethod(f"{m.method}{ESTIMATED_LOAD_SUFFIX}")
     total = replace(
         m,
         energy_kwh=m.energy_kwh + load.kwh,
+        method=method,
         detail=f"{m.detail}; {note}".strip("; "),
     )
     return replace(booked, measurement=total), load
