@@ -7,15 +7,17 @@ import threading
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_shutdown
+from celery.signals import worker_ready, worker_shutdown
 
 from scheduler.config import Settings
 from workers.execute import describe
+from workers.presence import PresenceBeat
 from workers.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
 
 _runtime: WorkerRuntime | None = None
+_presence: PresenceBeat | None = None
 _lock = threading.Lock()
 
 
@@ -52,16 +54,52 @@ def close_runtime(**_: Any) -> None:
             log.warning("closing the engine at worker shutdown failed", exc_info=True)
 
 
+def _start_presence(app: Celery, settings: Settings, node: str) -> None:
+    """Begin the worker's presence beat as ``node`` (once per process, pool workers only)."""
+    global _presence
+    serves: tuple[str, str] | None = getattr(app, "gridshift_serves", None)
+    if serves is None or _presence is not None:
+        return
+    from scheduler.store.db import engine_from_settings, session_factory
+
+    sessions = session_factory(engine_from_settings(settings))
+    _presence = PresenceBeat(sessions, node, serves[0], serves[1], settings.heartbeat_s)
+    _presence.start()
+
+
+def _stop_presence(**_: Any) -> None:
+    """Leave the presence row saying ``stopped`` at a clean shutdown."""
+    if _presence is not None:
+        _presence.stop()
+
+
+def _presence_running(shard_id: str | None) -> None:
+    if _presence is not None:
+        _presence.running(shard_id)
+
+
 def register_tasks(app: Celery) -> None:
     """Register ``gridshift.run_shard`` and ``gridshift.tick`` on ``app``."""
     settings: Settings = app.gridshift_settings
     serves: tuple[str, str] | None = getattr(app, "gridshift_serves", None)
     worker_shutdown.connect(close_runtime, weak=False)
+    worker_shutdown.connect(_stop_presence, weak=False)
+
+    def on_ready(sender: Any = None, **_: Any) -> None:
+        if sender is not None and getattr(sender, "app", None) is app:
+            _start_presence(app, settings, str(sender.hostname))
+
+    worker_ready.connect(on_ready, weak=False)
 
     @app.task(name="gridshift.run_shard", acks_late=True, reject_on_worker_lost=True, bind=True)
     def run_shard_task(self: Any, shard_id: str) -> dict[str, Any]:
         """Run one shard (idempotent: a duplicate message finds it claimed or done)."""
-        outcome = runtime_for(settings, serves, self.request.hostname).run(shard_id)
+        runtime = runtime_for(settings, serves, self.request.hostname)
+        _presence_running(shard_id)
+        try:
+            outcome = runtime.run(shard_id)
+        finally:
+            _presence_running(None)
         return describe(outcome)
 
     @app.task(name="gridshift.tick")

@@ -5,8 +5,11 @@ For each batch the explanation sets the carbon intensity its work got beside run
 option it did not take (site and slot, with the CO2 that option would have cost on the same
 energy) and what limited it, checked in this order against the plan's own inputs:
 
-- ``residency``: a site outside the batch's ``sites`` was cleaner inside the window;
-- ``deadline``: an allowed site was cleaner in a slot after the deadline;
+- ``residency``: it runs in its cleanest allowed slot, and a site outside the batch's ``sites``
+  was cleaner inside the window;
+- ``deadline``: it runs in its cleanest allowed slot, and an allowed site was cleaner in a slot
+  after the deadline (never when a cleaner allowed option inside the window was passed over:
+  then that option's reason is the answer, so the explanation never contradicts its figures);
 - ``capacity``: a cleaner allowed option inside the window had its pool full in the plan;
 - ``water cap`` / ``budget``: the plan's notes say a cap or a budget state bound it;
 - ``none``: it runs in the cleanest allowed slot (on-site solar counted).
@@ -15,8 +18,7 @@ Residency and deadline are checked first on the signals the plan used (the forec
 the LP has no rows for them (cells outside a window or the allowed sites are never built).
 Then, where the plan kept its LP duals (``plans.duals``), the batch did not get its cleanest
 allowed slot, and a binding capacity, water-cap or budget row touches its chosen cells or its
-next-best option, that row is the answer (``dual_reason.py``; ``basis`` is ``lp-duals``; after
-a residency or deadline answer it is added as "within its allowed sites and window").
+next-best option, that row is the answer (``dual_reason.py``; ``basis`` is ``lp-duals``).
 Otherwise (no duals touched; plans made before duals were kept, or by a backend or stage
 without them) the remaining checks run on the signals and stored assignments, and ``basis``
 says so.
@@ -25,6 +27,8 @@ says so.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel
@@ -84,24 +88,138 @@ def _slot(t: datetime, minutes: int) -> datetime:
     return t.replace(minute=t.minute - t.minute % minutes, second=0, microsecond=0)
 
 
-def explain_batch(session: Session, fleet: Fleet, batch: Batch) -> Explanation:
-    """Explain where and when ``batch`` runs in the latest plan that placed it."""
+@dataclass
+class _Signals:
+    """The grid carbon (and on-site solar) the plan saw per (site, slot), and the batch's energy."""
+
+    carbon: dict[tuple[str, datetime], float]
+    solar_kw: dict[tuple[str, datetime], float]
+    energy_kwh: float
+
+    def option(self, site: str, slot: datetime) -> Option:
+        """``site`` at ``slot`` with the CO2 of the batch's energy there."""
+        c = self.carbon[(site, slot)]
+        return Option(site=site, slot_start=slot, carbon_g_per_kwh=c, co2_g=self.energy_kwh * c)
+
+    def best(
+        self,
+        sites: list[str],
+        lo: datetime,
+        hi: datetime,
+        skip: frozenset[tuple[str, datetime]] = frozenset(),
+    ) -> Option | None:
+        """The cleanest option of ``sites`` in ``[lo, hi)`` outside ``skip``."""
+        keys = [k for k in self.carbon if k[0] in sites and lo <= k[1] < hi and k not in skip]
+        return self.option(*min(keys, key=lambda k: self.carbon[k])) if keys else None
+
+
+@dataclass(frozen=True)
+class _Limit:
+    """What the limit decision reads: the options around the batch and what the plan says."""
+
+    placed: bool
+    allowed: tuple[str, ...]
+    moved: bool  # a cleaner allowed option inside the window existed than what it got
+    worst_got: float | None
+    outside: Option | None  # the cleanest option at a site the batch may not use
+    later: Option | None  # the cleanest allowed option after the deadline
+    next_best: Option | None
+    from_duals: tuple[str, str] | None
+    notes: str
+
+
+def _limit(x: _Limit, pool_full: Callable[[Option], bool]) -> tuple[str, str] | None:
+    """(limited_by, because) in the module docstring's order; None: not limited.
+
+    Residency and deadline are THE limit only for work already in its cleanest allowed slot
+    inside its window: when a cleaner allowed option inside the window existed (``moved``),
+    what kept it from there was something else (capacity, a cap, the tolerance), never these.
+    """
+    cleaner = x.worst_got
+    if not x.placed:
+        return "unplaced", "no plan placed it (yet)"
+    if not x.moved and x.outside and cleaner is not None and x.outside.carbon_g_per_kwh < cleaner:
+        o = x.outside
+        return "residency", (
+            f"its data may only go to {', '.join(x.allowed)}; {o.site} was cleaner at "
+            f"{o.carbon_g_per_kwh:.0f} g/kWh ({o.slot_start:%a %H:%M} UTC)"
+        )
+    if not x.moved and x.later and cleaner is not None and x.later.carbon_g_per_kwh < cleaner:
+        o = x.later
+        return "deadline", (
+            f"a cleaner hour came after its deadline: {o.site} {o.slot_start:%a %H:%M} "
+            f"UTC at {o.carbon_g_per_kwh:.0f} g/kWh"
+        )
+    if x.from_duals is not None:
+        return x.from_duals
+    if "water" in x.notes.lower():
+        return "water cap", "the plan notes a binding water cap"
+    if "budget state" in x.notes.lower() and "normal" not in x.notes.lower():
+        return "budget", "the carbon budget's state restricted the models it may use"
+    nb = x.next_best
+    if nb is not None and cleaner is not None and nb.carbon_g_per_kwh < cleaner:
+        if pool_full(nb):
+            return "capacity", f"the cleaner {nb.site} {nb.slot_start:%a %H:%M} UTC slot was full"
+        return (
+            "tolerance",
+            "a cheaper or earlier option within the carbon objective's tolerance won",
+        )
+    return None
+
+
+def _placement(
+    session: Session, batch_id: str
+) -> tuple[int | None, Sequence[AssignmentRecord], PlanRecord | None]:
+    """The latest plan that placed ``batch_id``, its assignment rows there, and the plan."""
     plan_id = session.scalar(
         select(AssignmentRecord.plan_id)
-        .where(AssignmentRecord.batch_id == batch.id)
+        .where(AssignmentRecord.batch_id == batch_id)
         .order_by(AssignmentRecord.plan_id.desc())
         .limit(1)
     )
-    rows = (
-        session.scalars(
-            select(AssignmentRecord).where(
-                AssignmentRecord.batch_id == batch.id, AssignmentRecord.plan_id == plan_id
-            )
-        ).all()
-        if plan_id is not None
-        else []
-    )
-    plan = session.get(PlanRecord, plan_id) if plan_id is not None else None
+    if plan_id is None:
+        return None, [], None
+    rows = session.scalars(
+        select(AssignmentRecord).where(
+            AssignmentRecord.batch_id == batch_id, AssignmentRecord.plan_id == plan_id
+        )
+    ).all()
+    return plan_id, rows, session.get(PlanRecord, plan_id)
+
+
+def _signals(
+    session: Session, sites: list[str], lo: datetime, hi: datetime, energy_kwh: float
+) -> _Signals:
+    """The signals the plan used (the forecast cache) for ``sites`` over ``[lo, hi)``."""
+    carbon: dict[tuple[str, datetime], float] = {}
+    solar_kw: dict[tuple[str, datetime], float] = {}
+    for series in site_signals(session, sites, lo, hi):
+        for p in series.points:
+            if p.carbon_g_per_kwh is not None:
+                carbon[(series.site, p.time.astimezone(UTC))] = p.carbon_g_per_kwh
+            solar_kw[(series.site, p.time.astimezone(UTC))] = p.renewable_kw or 0.0
+    return _Signals(carbon, solar_kw, energy_kwh)
+
+
+def _intensity_got(
+    rows: Sequence[AssignmentRecord], solar_kw: dict[tuple[str, datetime], float], slot_h: float
+) -> tuple[float | None, float | None]:
+    """Grid intensity the work got, energy-weighted, and the same net of on-site solar."""
+    energy = sum(a.energy_kwh for a in rows)
+    if energy <= 0:
+        return None, None
+    grid_g = net_g = 0.0
+    for a in rows:
+        g = a.energy_kwh * (a.carbon_g_per_kwh or 0.0)
+        solar_kwh = solar_kw.get((a.site, a.slot_start.astimezone(UTC)), 0.0) * slot_h
+        grid_g += g
+        net_g += g * (1 - min(1.0, solar_kwh / max(a.energy_kwh, 1e-12)))
+    return grid_g / energy, net_g / energy
+
+
+def explain_batch(session: Session, fleet: Fleet, batch: Batch) -> Explanation:
+    """Explain where and when ``batch`` runs in the latest plan that placed it."""
+    plan_id, rows, plan = _placement(session, batch.id)
     step = timedelta(minutes=fleet.slot_minutes)
     submitted = datetime.fromtimestamp(batch.created_at, UTC)
     deadline = batch.deadline if batch.deadline.tzinfo else batch.deadline.replace(tzinfo=UTC)
@@ -109,61 +227,14 @@ def explain_batch(session: Session, fleet: Fleet, batch: Batch) -> Explanation:
     all_sites = [s.name for s in fleet.sites]
     allowed = list(batch.sites or all_sites)
     horizon_end = max(deadline + timedelta(hours=24), first + step)
-    carbon: dict[tuple[str, datetime], float] = {}
-    solar_kw: dict[tuple[str, datetime], float] = {}
-    for series in site_signals(session, all_sites, first, horizon_end):
-        for p in series.points:
-            if p.carbon_g_per_kwh is not None:
-                carbon[(series.site, p.time.astimezone(UTC))] = p.carbon_g_per_kwh
-            solar_kw[(series.site, p.time.astimezone(UTC))] = p.renewable_kw or 0.0
-    energy = sum(a.energy_kwh for a in rows)
-    slot_h = step.total_seconds() / 3600
-    # grid intensity the work got, weighted by energy; the on-site solar share taken off
-    grid_g = sum(a.energy_kwh * (a.carbon_g_per_kwh or 0.0) for a in rows)
-    net_g = sum(
-        a.energy_kwh
-        * (a.carbon_g_per_kwh or 0.0)
-        * (
-            1
-            - min(
-                1.0,
-                solar_kw.get((a.site, a.slot_start.astimezone(UTC)), 0.0)
-                * slot_h
-                / max(a.energy_kwh, 1e-12),
-            )
-        )
-        for a in rows
-    )
-
-    def option(site: str, slot: datetime) -> Option:
-        c = carbon[(site, slot)]
-        return Option(site=site, slot_start=slot, carbon_g_per_kwh=c, co2_g=energy * c)
-
-    def best(
-        sites: list[str], lo: datetime, hi: datetime, skip: set[tuple[str, datetime]]
-    ) -> Option | None:
-        keys = [k for k in carbon if k[0] in sites and lo <= k[1] < hi and k not in skip]
-        return option(*min(keys, key=lambda k: carbon[k])) if keys else None
-
-    chosen = [
-        option(a.site, a.slot_start.astimezone(UTC))
-        for a in rows
-        if (a.site, a.slot_start.astimezone(UTC)) in carbon
-    ]
-    taken = {(o.site, o.slot_start) for o in chosen}
-    got = grid_g / energy if energy > 0 else None
-    effective = net_g / energy if energy > 0 else None  # on-site solar counted
+    sig = _signals(session, all_sites, first, horizon_end, sum(a.energy_kwh for a in rows))
+    got, effective = _intensity_got(rows, sig.solar_kw, step.total_seconds() / 3600)
+    cells = [(a.site, a.slot_start.astimezone(UTC)) for a in rows]
+    chosen = [sig.option(*c) for c in cells if c in sig.carbon]
     here = chosen[0].site if chosen else (allowed[0] if allowed else None)
-    at_once_here = carbon.get((here, first)) if here else None
-    at_once_best = best(allowed, first, first + step, set())
-    next_best = best(allowed, first, deadline, taken)
-    limited_by, because = "none", "it runs in the cleanest allowed slot before its deadline"
-    outside = best([s for s in all_sites if s not in allowed], first, deadline, set())
-    later = best(allowed, deadline, horizon_end, set())
-    worst_got = effective if chosen else None
-    notes = " ".join(plan.notes or []) if plan is not None and plan.notes else ""
-    basis = BASIS if plan is None or plan.duals is None else BASIS_DUALS_SILENT
-    cleanest = best(allowed, first, deadline, set())
+    at_once_here = sig.carbon.get((here, first)) if here else None
+    next_best = sig.best(allowed, first, deadline, frozenset(cells))
+    cleanest = sig.best(allowed, first, deadline)
     # a batch wholly in its cleanest allowed slot was not limited, whatever binds there
     moved = got is not None and cleanest is not None and got > cleanest.carbon_g_per_kwh + 1e-9
     from_duals = dual_reason(
@@ -171,44 +242,32 @@ def explain_batch(session: Session, fleet: Fleet, batch: Batch) -> Explanation:
         [(a.site, a.pool, a.slot_start.astimezone(UTC)) for a in rows],
         (next_best.site, next_best.slot_start) if next_best is not None else None,
     )
-    if not rows:
-        limited_by, because = "unplaced", "no plan placed it (yet)"
-    elif outside is not None and worst_got is not None and outside.carbon_g_per_kwh < worst_got:
-        limited_by = "residency"
-        because = (
-            f"its data may only go to {', '.join(allowed)}; {outside.site} was cleaner at "
-            f"{outside.carbon_g_per_kwh:.0f} g/kWh ({outside.slot_start:%a %H:%M} UTC)"
-        )
-    elif later is not None and worst_got is not None and later.carbon_g_per_kwh < worst_got:
-        limited_by = "deadline"
-        because = (
-            f"a cleaner hour came after its deadline: {later.site} {later.slot_start:%a %H:%M} "
-            f"UTC at {later.carbon_g_per_kwh:.0f} g/kWh"
-        )
-    elif from_duals is not None:
-        (limited_by, because), basis = from_duals, DUALS_BASIS
-    elif "water" in notes.lower():
-        limited_by, because = "water cap", "the plan notes a binding water cap"
-    elif "budget state" in notes.lower() and "normal" not in notes.lower():
-        limited_by, because = "budget", "the carbon budget's state restricted the models it may use"
-    elif next_best is not None and worst_got is not None and next_best.carbon_g_per_kwh < worst_got:
-        if _pool_full(session, fleet, plan_id, next_best.site, next_best.slot_start):
-            limited_by = "capacity"
-            because = (
-                f"the cleaner {next_best.site} {next_best.slot_start:%a %H:%M} UTC slot was full"
-            )
-        else:
-            limited_by = "tolerance"
-            because = "a cheaper or earlier option within the carbon objective's tolerance won"
-    if limited_by in ("residency", "deadline") and from_duals is not None:
-        # no LP row prices these (their cells are never built); within them, the duals speak
-        because += f"; within its allowed sites and window, {from_duals[1]}"
+    decided = _limit(
+        _Limit(
+            placed=bool(rows),
+            allowed=tuple(allowed),
+            moved=moved,
+            worst_got=effective if chosen else None,
+            outside=sig.best([s for s in all_sites if s not in allowed], first, deadline),
+            later=sig.best(allowed, deadline, horizon_end),
+            next_best=next_best,
+            from_duals=from_duals,
+            notes=" ".join(plan.notes or []) if plan is not None and plan.notes else "",
+        ),
+        lambda o: _pool_full(session, fleet, plan_id, o.site, o.slot_start),
+    )
+    basis = BASIS if plan is None or plan.duals is None else BASIS_DUALS_SILENT
+    if decided is not None and from_duals is not None and decided == from_duals:
+        basis = DUALS_BASIS
+    limited_by, because = decided or (
+        "none",
+        "it runs in the cleanest allowed slot before its deadline",
+    )
     if limited_by == "none" and effective is not None and got is not None and effective < got:
         because += (
             f"; on-site solar covers {100 * (1 - effective / got):.0f} % of its energy "
             f"({effective:.0f} g/kWh net of it)"
         )
-    summary = _summary(batch.id, chosen, got, at_once_here, next_best, limited_by, because)
     return Explanation(
         batch_id=batch.id,
         plan_id=plan_id,
@@ -219,11 +278,11 @@ def explain_batch(session: Session, fleet: Fleet, batch: Batch) -> Explanation:
         got_g_per_kwh=got,
         net_of_solar_g_per_kwh=effective,
         at_once_here_g_per_kwh=at_once_here,
-        at_once_best=at_once_best,
+        at_once_best=sig.best(allowed, first, first + step),
         next_best=next_best,
         limited_by=limited_by,
         because=because,
-        summary=summary,
+        summary=_summary(batch.id, chosen, got, at_once_here, next_best, limited_by, because),
         basis=basis,
     )
 

@@ -36,18 +36,22 @@ def keys_of(sites: Iterable[str]) -> ColumnElement[bool]:
     return or_(*clauses)
 
 
-def _best(rows: Iterable[ForecastPoint]) -> dict[tuple[str, str, datetime], float]:
-    """Pick one value per (site, field, time): an actual beats a forecast, newer beats older."""
-    chosen: dict[tuple[str, str, datetime], tuple[int, datetime, float]] = {}
+def _best(rows: Iterable[ForecastPoint]) -> dict[tuple[str, str, datetime], tuple[float, str]]:
+    """Pick one value per (site, field, time): an actual beats a forecast, newer beats older.
+
+    Returns ``(value, kind)`` with ``kind`` ``actual`` or ``forecast``, so every figure shown
+    says which it is.
+    """
+    chosen: dict[tuple[str, str, datetime], tuple[int, datetime, float, str]] = {}
     for r in rows:
         field = _FIELD_OF.get(r.signal)
         if field is None:
             continue
         k = (site_of(r.key), field, r.time)
-        rank = (_KIND_RANK.get(r.kind, 0), r.fetched_at, r.value)
+        rank = (_KIND_RANK.get(r.kind, 0), r.fetched_at, r.value, r.kind)
         if k not in chosen or rank[:2] > chosen[k][:2]:
             chosen[k] = rank
-    return {k: v[2] for k, v in chosen.items()}
+    return {k: (v[2], v[3]) for k, v in chosen.items()}
 
 
 def site_signals(
@@ -77,9 +81,11 @@ def site_signals(
     ).all()
     best = _best(rows)
     by_site: dict[str, dict[datetime, SignalPoint]] = {s: {} for s in names}
-    for (site, field, time), value in best.items():
+    for (site, field, time), (value, kind) in best.items():
         point = by_site[site].setdefault(time, SignalPoint(time=time))
         setattr(point, field, value)
+        if field == "carbon_g_per_kwh" or point.kind is None:
+            point.kind = kind
     out = []
     for s in names:
         if by_site[s]:
@@ -107,6 +113,7 @@ def booked_signals(session: Session, site: str, start: datetime, end: datetime) 
     ).all():
         points[a.slot_start] = SignalPoint(
             time=a.slot_start,
+            kind="forecast",
             carbon_g_per_kwh=a.carbon_g_per_kwh,
             price_per_kwh=a.cost / a.energy_kwh if a.energy_kwh > 0 else None,
         )
@@ -120,6 +127,7 @@ def booked_signals(session: Session, site: str, start: datetime, end: datetime) 
         time = max(earlier) if earlier else r.started_at
         points[time] = SignalPoint(
             time=time,
+            kind="actual",
             carbon_g_per_kwh=r.carbon_g_per_kwh,
             price_per_kwh=r.cost / r.grid_kwh if r.grid_kwh > 0 else None,
         )
@@ -149,4 +157,4 @@ def signal_at(session: Session, site: str, field: str, when: datetime) -> float 
     if not best:
         return None
     latest = max(k[2] for k in best)
-    return best[(site, field, latest)]
+    return best[(site, field, latest)][0]

@@ -59,6 +59,9 @@ class SignalPoint(BaseModel):
     """One slot of a site's signals; ``None`` where no value is cached."""
 
     time: datetime
+    #: ``actual`` (measured or booked) or ``forecast`` (what the plan saw), for the carbon
+    #: intensity (else the first field) of this point.
+    kind: str | None = None
     carbon_g_per_kwh: float | None = None
     price_per_kwh: float | None = None
     renewable_kw: float | None = None

@@ -1,9 +1,10 @@
 """The workers view: pools, live workers with their heartbeats and leases, retries (what Flower shows).
 
-Workers are known from their execution attempts (``executions.worker``) and the shards they
-lease: a running shard carries its worker's name (``lease_owner``), its last heartbeat and its
-lease expiry. A worker counts as live while it holds an unexpired lease; a retry is a shard that
-needed more than one attempt or recorded an error.
+Workers are known from their own presence beats (``worker_presence``: every worker process,
+idle or busy, every heartbeat), their execution attempts (``executions.worker``) and the shards
+they lease: a running shard carries its worker's name (``lease_owner``), its last heartbeat and
+its lease expiry. A worker counts as live while it holds an unexpired lease or its last presence
+beat is fresh; a retry is a shard that needed more than one attempt or recorded an error.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from scheduler.dispatch.poison import STORAGE_FAULT
 from scheduler.domain import Fleet
+from scheduler.store.presence import presence_rows
 from scheduler.store.tables import Execution, Shard
 
 RECENT_SHARDS = 200
@@ -53,6 +55,11 @@ class WorkerRow(BaseModel):
     attempts_failed: int = 0
     attempts_storage_fault: int = 0  # given back for a full/failing data dir (not counted)
     last_storage_error: str | None = None
+    # From the worker's own presence beat (``worker_presence``): idle, running or stopped.
+    state: str | None = None
+    presence_at: datetime | None = None
+    presence_age_s: float | None = None
+    detail: str | None = None
 
 
 class RetryRow(BaseModel):
@@ -80,8 +87,12 @@ def _aware(t: datetime | None) -> datetime | None:
     return None if t is None else (t if t.tzinfo else t.replace(tzinfo=UTC))
 
 
-def workers_view(session: Session, fleet: Fleet, now: datetime) -> WorkersView:
-    """Pools with shard counts, workers from their latest leases, and retried shards."""
+def workers_view(
+    session: Session, fleet: Fleet, now: datetime, *, stale_after_s: float = 90.0
+) -> WorkersView:
+    """Pools with shard counts, workers from their presence beats and latest leases, and
+    retried shards. A worker is live while it holds an unexpired lease, or while its last
+    presence beat is under ``stale_after_s`` old and did not say ``stopped``."""
     counts: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     for site, pool, status, n in session.execute(
         select(Shard.site, Shard.pool, Shard.status, func.count()).group_by(
@@ -90,6 +101,7 @@ def workers_view(session: Session, fleet: Fleet, now: datetime) -> WorkersView:
     ).all():
         counts[(site, pool)][status] = int(n)
     workers = _workers(session, now)
+    _merge_presence(session, workers, now, stale_after_s)
     live_per_pool = Counter((w.site, w.pool) for w in workers.values() if w.live)
     pools = [
         PoolRow(
@@ -165,3 +177,23 @@ def _workers(session: Session, now: datetime) -> dict[str, WorkerRow]:
         w.heartbeat_age_s = None if beat is None else (now - beat).total_seconds()
         w.lease_left_s = None if expires is None else (expires - now).total_seconds()
     return workers
+
+
+def _merge_presence(
+    session: Session, workers: dict[str, WorkerRow], now: datetime, stale_after_s: float
+) -> None:
+    """Add every worker that sent a presence beat (a worker with no shard yet included)."""
+    for row in presence_rows(session):
+        seen = _aware(row.last_seen_at)
+        w = workers.setdefault(
+            row.worker,
+            WorkerRow(
+                worker=row.worker, site=row.site, pool=row.pool, live=False, last_seen_at=seen
+            ),
+        )
+        age = None if seen is None else (now - seen).total_seconds()
+        w.state, w.presence_at, w.presence_age_s, w.detail = row.state, seen, age, row.detail
+        fresh = age is not None and age <= stale_after_s and row.state != "stopped"
+        w.live = w.live or fresh
+        if w.last_seen_at is None or (seen is not None and seen > w.last_seen_at):
+            w.last_seen_at = seen

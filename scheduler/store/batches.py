@@ -120,10 +120,11 @@ def get_batch(
 
 
 def list_batches(
-    session: Session, tenant_id: str, *, after: str | None = None, limit: int = 20
+    session: Session, tenant_id: str | None, *, after: str | None = None, limit: int = 20
 ) -> tuple[list[Batch], bool]:
-    """One page of the tenant's batches, newest first; returns ``(batches, has_more)``."""
-    stmt = select(Batch).where(Batch.tenant_id == tenant_id)
+    """One page of the tenant's batches (every tenant's with ``None``: admin callers only),
+    newest first; returns ``(batches, has_more)``."""
+    stmt = select(Batch) if tenant_id is None else select(Batch).where(Batch.tenant_id == tenant_id)
     return cursor_page(session, stmt, Batch.id, after=after, limit=limit)
 
 

@@ -420,5 +420,6 @@ class CarbonPacing(Base):
 
 # Tables kept in modules of their own join ``Base.metadata`` whenever this module is imported
 # (migrations and their model comparison see them).
+from scheduler.store import presence as _presence  # noqa: E402, F401
 from scheduler.store import upload_tables as _upload_tables  # noqa: E402, F401
 from scheduler.store import webhook_tables as _webhook_tables  # noqa: E402, F401

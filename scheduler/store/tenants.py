@@ -38,6 +38,13 @@ def get_tenant(session: Session, name: str) -> Tenant | None:
     return session.scalars(select(Tenant).where(Tenant.name == name)).first()
 
 
+def tenant_names(session: Session, ids: set[str]) -> dict[str, str]:
+    """Tenant id -> name for ``ids`` (one query)."""
+    if not ids:
+        return {}
+    return dict(session.execute(select(Tenant.id, Tenant.name).where(Tenant.id.in_(ids))).all())
+
+
 def create_tenant(session: Session, name: str) -> Tenant:
     """Create the tenant ``name`` (or return it if it exists); the caller commits.
 

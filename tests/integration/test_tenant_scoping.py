@@ -136,3 +136,24 @@ def test_admin_key_sees_fleet_wide_plan_details(served: tuple[TestClient, Seeded
     assert set(mine["baselines"]["asap"]["batches"]) == acme
     assert {u["batch"] for u in mine["unplaced"]} == acme
     assert mine["totals"] == {}
+
+
+def test_an_admin_key_of_another_tenant_lists_the_fleets_batches(
+    served: tuple[TestClient, Seeded],
+) -> None:
+    client, seeded = served
+    admin = {"Authorization": f"Bearer {seeded.admin_key}"}  # tenant "ops": no batch of its own
+    tenant = {"Authorization": f"Bearer {seeded.keys['acme']}"}
+    # When the admin lists batches as the OpenAI API does, then the fleet
+    own = client.get("/v1/batches", params={"limit": 100}, headers=admin)
+    fleet = client.get("/v1/batches", params={"limit": 100, "all_tenants": "true"}, headers=admin)
+    # Then the OpenAI listing stays the key's tenant's, and the fleet listing has every batch
+    assert own.status_code == 200 and own.json()["data"] == []
+    assert fleet.status_code == 200, fleet.text
+    rows = fleet.json()["data"]
+    assert {b["id"]: b["gridshift"]["tenant"] for b in rows} == seeded.batch_tenant
+    assert not any(b["gridshift"]["own"] for b in rows)
+    # and a tenant key asking for the fleet is refused, saying why, not silently narrowed
+    refused = client.get("/v1/batches", params={"all_tenants": "true"}, headers=tenant)
+    assert refused.status_code == 403
+    assert "admin key" in refused.json()["error"]["message"]

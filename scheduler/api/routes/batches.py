@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from scheduler.api.deps import FleetDep, SessionDep, SettingsDep, TenantDep
 from scheduler.api.schemas import Batch, BatchCreate, BatchList
 from scheduler.domain import BatchStatus
+from scheduler.errors import PermissionDenied
 from scheduler.intake.expiry import parse_expires_after
 from scheduler.intake.pending import validate_pending
 from scheduler.intake.submit import BatchOptions, create_batch
@@ -18,6 +19,7 @@ from scheduler.store import batches as repo
 from scheduler.store.quotas import check_batch_quota, hold_batch_quota
 from scheduler.store.summaries import batch_summaries, batch_summary
 from scheduler.store.tables import Batch as BatchRow
+from scheduler.store.tenants import tenant_names
 
 router = APIRouter(prefix="/v1", tags=["batches"])
 
@@ -86,10 +88,31 @@ def list_batches(
     caller: TenantDep,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    all_tenants: Annotated[
+        bool, Query(description="Admin keys only: every tenant's batches (the fleet).")
+    ] = False,
 ) -> BatchList:
-    """The caller's batches, newest first, with OpenAI cursor pagination."""
-    rows, has_more = repo.list_batches(session, caller.tenant_id, after=after, limit=limit)
+    """The caller's batches, newest first, with OpenAI cursor pagination.
+
+    ``all_tenants=true`` (an admin key) lists the whole fleet's, each with ``gridshift.tenant``
+    and ``gridshift.own`` (the caller's tenant's: only those can be cancelled with this key);
+    with any other key it is refused (403), never silently narrowed.
+    """
+    if all_tenants and not caller.is_admin:
+        raise PermissionDenied(
+            "all_tenants=true needs an admin key; drop the parameter to list your own batches"
+        )
+    scope = None if all_tenants else caller.tenant_id
+    rows, has_more = repo.list_batches(session, scope, after=after, limit=limit)
     summaries = batch_summaries(session, [r.id for r in rows])
+    if all_tenants:
+        names = tenant_names(session, {r.tenant_id for r in rows})
+        for r in rows:
+            summaries[r.id] = {
+                **summaries[r.id],
+                "tenant": names.get(r.tenant_id, r.tenant_id),
+                "own": r.tenant_id == caller.tenant_id,
+            }
     return BatchList.of([Batch.from_row(r, summaries[r.id]) for r in rows], has_more=has_more)
 
 

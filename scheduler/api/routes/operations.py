@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from scheduler.api.deps import AdminDep, FleetDep, SessionDep, TenantDep
+from scheduler.api.deps import AdminDep, FleetDep, SessionDep, SettingsDep, TenantDep
 from scheduler.errors import ConfigError
 from scheduler.review.batch_review import load_batch
 from scheduler.review.explain import Explanation, explain_batch
@@ -33,8 +33,11 @@ def get_explanation(
 
 
 @router.get("/workers", response_model=WorkersView, summary="Pools, workers, leases, retries")
-def get_workers(session: SessionDep, fleet: FleetDep, _admin: AdminDep) -> WorkersView:
-    """Every pool with its shards by status, workers from their leases, retried shards (admin).
+def get_workers(
+    session: SessionDep, fleet: FleetDep, settings: SettingsDep, _admin: AdminDep
+) -> WorkersView:
+    """Every pool with its shards by status, every worker that sent a presence beat or holds a
+    lease (live: a lease, or a beat within 3 heartbeats), retried shards (admin).
 
     Raises:
         PermissionDenied: not an admin key (403).
@@ -42,4 +45,4 @@ def get_workers(session: SessionDep, fleet: FleetDep, _admin: AdminDep) -> Worke
     """
     if fleet is None:
         raise ConfigError("no fleet is configured: set GRIDSHIFT_FLEET to a fleet.yaml")
-    return workers_view(session, fleet, now_utc())
+    return workers_view(session, fleet, now_utc(), stale_after_s=3 * settings.heartbeat_s)

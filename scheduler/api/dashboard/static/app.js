@@ -42,10 +42,22 @@ function hhmm(t) { return new Date(t).toISOString().slice(11, 16); }
 function dayLabel(t) { return new Date(t).toISOString().slice(0, 10); }
 function when(t) { return t ? new Date(t).toISOString().slice(5, 16).replace("T", " ") : "–"; }
 
+// The API's error as a sentence: OpenAI's {"error": {"message": ...}} shape, else the text.
+async function errorText(res) {
+  const text = await res.text();
+  try {
+    const body = JSON.parse(text);
+    const msg = body && body.error && (body.error.message || body.error.code);
+    if (msg) return String(msg);
+    if (body && body.detail) return typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+  } catch (e) { /* not JSON: the text itself */ }
+  return text || res.statusText || ("HTTP " + res.status);
+}
+
 async function api(path) {
   const res = await fetch(path, { headers: { Authorization: "Bearer " + state.key } });
-  if (res.status === 401) { signOut("That key was not accepted: " + (await res.text())); throw new Error("unauthenticated"); }
-  if (!res.ok) throw new Error(path + ": HTTP " + res.status + " " + (await res.text()));
+  if (res.status === 401) { signOut("That key was not accepted: " + (await errorText(res))); throw new Error("unauthenticated"); }
+  if (!res.ok) throw new Error(path + ": HTTP " + res.status + " " + (await errorText(res)));
   return res.json();
 }
 
@@ -62,6 +74,7 @@ function signOut(message) {
 }
 function signIn(key) {
   state.key = key;
+  state.admin = undefined;  // learnt again for this key (the batch list asks for the fleet)
   sessionStorage.setItem(KEY_STORE, key);
   $("login").hidden = true; $("app").hidden = false; $("signout").hidden = false;
   $("who").textContent = "key " + key.slice(0, 10) + "…";
@@ -77,17 +90,25 @@ function show(view) {
   load().catch((e) => console.error(e));
 }
 
+// "YYYY-MM-DD HH:MM" (24-hour, UTC; a "T" works too) as a Date, or null when it is not one.
+function parseUtc(text) {
+  const m = /^\s*(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2})\s*$/.exec(text || "");
+  if (!m) return null;
+  const d = new Date(Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5]));
+  return Number.isNaN(d.getTime()) || d.getUTCHours() !== +m[4] || d.getUTCDate() !== +m[3] ? null : d;
+}
+
 // The schedule's range: the from/to inputs (UTC) when set, else the window around now.
 function scheduleRange() {
-  const f = $("range-from").value, t = $("range-to").value;
-  if (f && t) return [new Date(f + ":00Z"), new Date(t + ":00Z")];
+  const f = parseUtc($("range-from").value), t = parseUtc($("range-to").value);
+  if (f && t && f < t) return [f, t];
   const hours = Number($("window").value);
   const from = new Date(Date.now() - hours * 0.45 * 3600e3);
   from.setUTCMinutes(0, 0, 0);
   return [from, new Date(from.getTime() + hours * 3600e3)];
 }
 function setRange(from, to) {
-  const iso = (d) => (d ? new Date(d).toISOString().slice(0, 16) : "");
+  const iso = (d) => (d ? new Date(d).toISOString().slice(0, 16).replace("T", " ") : "");
   $("range-from").value = iso(from); $("range-to").value = iso(to);
   const params = new URLSearchParams(location.search);
   if (from && to) { params.set("from", new Date(from).toISOString()); params.set("to", new Date(to).toISOString()); } else { params.delete("from"); params.delete("to"); }
@@ -218,23 +239,29 @@ function drawGantt(data) {
     root.appendChild(svg("text", { x: width - right + 6, y: py + 12, class: "panel-label" }, fmt(hi, hi < 1 ? 3 : 0)));
     root.appendChild(svg("text", { x: width - right + 6, y: py + panelH - 4, class: "panel-label" }, fmt(lo, 0)));
     data.signals.forEach((s, i) => {
+      // Each point holds until the next one: its own resolution (15-minute points are drawn
+      // 15 minutes wide, hourly ones an hour), never the plan's slot length.
+      const res = resolutionMs(s.points, data.slot_minutes);
       let d = "";
       for (const p of s.points) {
         const v = p[sig.field];
         if (v === null || v === undefined) continue;
-        const xx = x(p.time);
-        const xe = x(new Date(Date.parse(p.time) + data.slot_minutes * 60e3).toISOString());
+        const xx = Math.max(left, x(p.time));
+        const xe = x(new Date(Date.parse(p.time) + res).toISOString());
+        if (xe < left) continue;
         d += (d ? "L" : "M") + xx.toFixed(1) + "," + yv(v).toFixed(1) + "L" + Math.min(xe, width - right).toFixed(1) + "," + yv(v).toFixed(1);
       }
       if (d) {
         const path = svg("path", { d, class: sig.cls, stroke: SITE_COLOURS[i % SITE_COLOURS.length], "stroke-dasharray": SITE_DASHES[i % SITE_DASHES.length], "data-site": s.site, "data-source": s.source || "" });
-        path.appendChild(svg("title", {}, `${s.site} · ${sig.label} (${s.source || "forecast"})`));
+        path.setAttribute("data-resolution-min", String(Math.round(res / 60e3)));
+        path.appendChild(svg("title", {}, `${s.site} · ${sig.label} (${sourceLabel(s.source)}, ${Math.round(res / 60e3)}-min points)`));
         root.appendChild(path);
         for (const p of s.points) {  // a hover target per slot: the value in a tooltip
           const v = p[sig.field];
           if (v === null || v === undefined) continue;
           const dot = svg("circle", { cx: x(p.time), cy: yv(v), r: 2.5, class: "signal-dot", fill: SITE_COLOURS[i % SITE_COLOURS.length] });
-          dot.appendChild(svg("title", {}, `${s.site} ${when(p.time)} UTC: ${fmt(v, v < 1 ? 3 : 0)} ${sig.unit}`));
+          dot.setAttribute("data-kind", p.kind || "");
+          dot.appendChild(svg("title", {}, `${s.site} ${when(p.time)} UTC: ${fmt(v, v < 1 ? 3 : 0)} ${sig.unit} (${p.kind || (s.source === "booked" ? "actual" : "forecast")})`));
           root.appendChild(dot);
         }
       }
@@ -249,6 +276,20 @@ function drawGantt(data) {
   }
   box.appendChild(root);
   drawLegend(colours, sites, data.bars);
+}
+
+// The spacing of a series' points (the smallest gap between consecutive ones), else the slot.
+function resolutionMs(points, slotMinutes) {
+  let gap = Infinity;
+  for (let i = 1; i < points.length; i++) {
+    const g = Date.parse(points[i].time) - Date.parse(points[i - 1].time);
+    if (g > 0 && g < gap) gap = g;
+  }
+  return Number.isFinite(gap) ? Math.min(gap, slotMinutes * 60e3) : slotMinutes * 60e3;
+}
+// Whether a signal is the forecast the plan used or what was booked (actual).
+function sourceLabel(source) {
+  return source === "booked" ? "actual, as booked" : "forecast the plan used";
 }
 
 function drawLegend(colours, sites, bars) {
@@ -284,7 +325,12 @@ function drawLegend(colours, sites, bars) {
 async function openBatch(batchId, barId, scroll = true) {
   for (const r of document.querySelectorAll("#bars rect")) r.classList.toggle("selected", r.dataset.batchId === batchId);
   history.replaceState(null, "", location.pathname + location.search + "#batch=" + encodeURIComponent(batchId));
+  // Only the latest call draws: a refresh and a click in flight together must not both append
+  // their panels (the "why" card appeared twice).
+  const token = (state.batchToken = (state.batchToken || 0) + 1);
   const r = await api("/v1/batches/" + encodeURIComponent(batchId) + "/review");
+  const why = await loadWhy(batchId).catch((e) => { console.error(e); return null; });
+  if (token !== state.batchToken) return;
   const box = $("batch");
   box.hidden = false; box.textContent = "";
   box.dataset.batchId = batchId;
@@ -306,9 +352,9 @@ async function openBatch(batchId, barId, scroll = true) {
   kpi("Cost (fleet currency)", money(r.actual.cost), "planned " + money(r.planned.cost));
   kpi("Embodied CO₂", si(r.embodied_co2_g, "g"), r.co2_market_g === null ? "market-based: n/a" : "market-based " + si(r.co2_market_g, "g"));
   box.appendChild(kpis);
-  try { box.appendChild(await loadWhy(batchId)); } catch (e) { console.error(e); }
+  if (why) box.appendChild(why);
   const t = el("table", { id: "batch-shards" });
-  const hdr = ["shard", "site / pool", "model", "status", "slot", "ran", "gCO2/kWh got", "g/kWh at once", "energy", "CO₂", "water", "cost", "plan energy", "plan CO₂"];
+  const hdr = ["shard", "site / pool", "model", "status", "slot", "ran", "g/kWh booked (actual)", "g/kWh at once (actual)", "energy", "CO₂", "water", "cost", "plan energy", "plan CO₂"];
   const tr = el("tr"); hdr.forEach((h, i) => tr.appendChild(el("th", i < 4 ? { class: "l" } : {}, h))); t.appendChild(tr);
   for (const s of r.shards) {
     const row = el("tr", { "data-shard-id": s.shard_id });
@@ -322,7 +368,8 @@ async function openBatch(batchId, barId, scroll = true) {
     for (const [v, c] of cells) row.appendChild(el("td", c ? { class: c } : {}, v));
     t.appendChild(row);
   }
-  box.appendChild(t);
+  const wrap = el("div", { class: "table-wrap" }); wrap.appendChild(t); box.appendChild(wrap);
+  box.appendChild(el("p", { class: "muted" }, "g/kWh booked: the intensity the ledger booked for each shard (actual where the provider reported one); “planned” figures and the “why” card's intensities are the forecast the plan used."));
   if (r.estimated) box.appendChild(el("p", { class: "muted" }, "“est.” marks energy estimated from the model profile (no meter): an estimate, not a measurement."));
   if (scroll) box.scrollIntoView({ behavior: "instant", block: "nearest" });
 }
@@ -429,7 +476,12 @@ function start() {
   $("refresh").addEventListener("click", () => loadSchedule());
   $("window").addEventListener("change", () => { setRange(null, null); loadSchedule(); });
   for (const id of ["range-from", "range-to"]) $(id).addEventListener("change", () => {
-    const [f, t] = scheduleRange(); if ($("range-from").value && $("range-to").value) setRange(f, t); loadSchedule();
+    const f = parseUtc($("range-from").value), t = parseUtc($("range-to").value);
+    const bad = [["from", $("range-from").value, f], ["to", $("range-to").value, t]].filter(([, v, d]) => v && !d);
+    $(id).setCustomValidity(bad.length ? "Use YYYY-MM-DD HH:MM (24-hour, UTC)" : "");
+    if (bad.length) { $("plan-label").textContent = bad.map(([k, v]) => `${k} "${v}" is not YYYY-MM-DD HH:MM (24-hour UTC)`).join("; "); return; }
+    if (f && t) setRange(f, t);
+    loadSchedule();
   });
   $("range-now").addEventListener("click", () => { setRange(null, null); loadSchedule(); });
   $("range-plan").addEventListener("click", async () => {

@@ -46,19 +46,26 @@ async function download(fileId, name) {
 // ------------------------------------------------------------------ batches
 async function loadBatches() {
   const status = $("batch-status").value, q = $("batch-q").value.trim().toLowerCase();
-  const list = await api("/v1/batches?limit=100");
+  // An admin key sees the fleet (every tenant's batches, as the sign-in text says); a tenant
+  // key is refused all_tenants (403) and sees its own.
+  let list, fleet = state.admin !== false;
+  if (fleet) {
+    try { list = await api("/v1/batches?limit=100&all_tenants=true"); state.admin = true; } catch (e) { fleet = false; state.admin = false; }
+  }
+  if (!fleet) list = await api("/v1/batches?limit=100");
   const rows = list.data.filter((b) => (!status || b.status === status)
     && (!q || (b.id + " " + JSON.stringify(b.metadata || {})).toLowerCase().includes(q)));
   const box = $("batches"); box.textContent = "";
   const t = el("table", { id: "batch-list" });
-  const hdr = ["batch", "job", "status", "progress", "deadline (UTC)", "planned CO₂", "booked CO₂", ""];
+  const hdr = ["batch", fleet ? "tenant · job" : "job", "status", "progress", "deadline (UTC)", "planned CO₂ (forecast)", "booked CO₂ (actual)", ""];
   const tr = el("tr"); hdr.forEach((h, i) => tr.appendChild(el("th", i < 3 ? { class: "l" } : {}, h))); t.appendChild(tr);
   for (const b of rows) {
     const g = b.gridshift || {}, c = b.request_counts || {};
     const done = (c.completed || 0) + (c.failed || 0), total = c.total || 0;
     const row = el("tr", { "data-batch-id": b.id, "data-status": b.status });
     row.appendChild(el("td", { class: "l mono" }, b.id));
-    row.appendChild(el("td", { class: "l" }, (b.metadata || {}).gridshift_job || "–"));
+    const job = (b.metadata || {}).gridshift_job || "–";
+    row.appendChild(el("td", { class: "l" }, fleet ? (g.tenant || "–") + " · " + job : job));
     row.appendChild(el("td", { class: "l" })).appendChild(el("span", { class: "badge st-" + b.status }, b.status));
     const prog = el("td", { title: `${c.completed || 0} completed, ${c.failed || 0} failed of ${total}` });
     const m = el("div", { class: "meter small" }); const f = el("div"); f.style.width = (total ? (100 * done) / total : 0).toFixed(0) + "%";
@@ -74,7 +81,7 @@ async function loadBatches() {
     button("why", "why", () => { show("schedule"); openBatch(b.id, null); });
     if (b.output_file_id) button("output", "dl-output", () => download(b.output_file_id, b.id + "_output.jsonl"));
     if (b.error_file_id || (b.errors && b.errors.data && b.errors.data.length)) button("errors", "dl-errors", () => showErrors(b));
-    if (!TERMINAL.includes(b.status) && b.status !== "cancelling") {
+    if (!TERMINAL.includes(b.status) && b.status !== "cancelling" && (!fleet || g.own)) {
       button("cancel", "cancel", async () => {
         if (!window.confirm("Cancel " + b.id + "? Work not started is dropped; finished results are kept.")) return;
         await apiPost("/v1/batches/" + encodeURIComponent(b.id) + "/cancel");
@@ -84,8 +91,8 @@ async function loadBatches() {
     row.appendChild(act);
     t.appendChild(row);
   }
-  box.appendChild(t);
-  $("batch-count").textContent = plural(rows.length, "batch").replace("batchs", "batches") + (list.has_more ? " (newest 100)" : "");
+  const wrap = el("div", { class: "table-wrap" }); wrap.appendChild(t); box.appendChild(wrap);
+  $("batch-count").textContent = plural(rows.length, "batch").replace("batchs", "batches") + (list.has_more ? " (newest 100)" : "") + (fleet ? " · every tenant (admin key)" : "");
 }
 
 // Per-request errors: the batch's own errors (a file that failed validation), then the error file.
@@ -143,16 +150,18 @@ async function loadWorkers() {
     w.pools.map((p) => [p.queue, p.gpu, String(p.count), String(p.live_workers), ...["planned", "queued", "running", "done", "failed"].map((k) => String(p.shards[k] || 0))]),
     "worker-pools", "No pools.");
   const age = (s) => s === null ? "–" : s < 120 ? fmt(s, 0) + " s ago" : s < 7200 ? fmt(s / 60, 0) + " min ago" : fmt(s / 3600, 1) + " h ago";
+  const stateOf = (x) => !x.live ? [x.state === "stopped" ? "stopped" : "gone", "bad"]
+    : x.shard_id || x.state === "running" ? ["live · running", "good"] : ["live · idle", "good"];
   card("Workers", ["worker", "pool", "state", "running shard", "heartbeat", "lease left", "attempts done", "failed"],
-    w.workers.map((x) => [x.worker, x.site + "/" + x.pool, x.live ? ["live", "good"] : ["idle", ""], x.shard_id || "–",
-      x.heartbeat_at ? age(x.heartbeat_age_s) : "last seen " + when(x.last_seen_at),
+    w.workers.map((x) => [x.worker, x.site + "/" + x.pool, stateOf(x), x.shard_id || "–",
+      x.presence_age_s !== null && x.presence_age_s !== undefined ? age(x.presence_age_s) : x.heartbeat_at ? age(x.heartbeat_age_s) : "last seen " + when(x.last_seen_at),
       x.lease_left_s === null ? "–" : [fmt(x.lease_left_s, 0) + " s", x.lease_left_s < 0 ? "bad" : ""],
       String(x.attempts_done), String(x.attempts_failed)]),
-    "worker-list", "No worker has run a shard yet.");
+    "worker-list", "No worker has sent a heartbeat yet: start one with gridshift worker --site S --pool P.");
   card("Retries", ["shard", "batch", "pool", "status", "attempts", "last error"],
     w.retries.map((r) => [r.shard_id, r.batch_id, r.site + "/" + r.pool, r.status, String(r.attempts), r.last_error || "–"]),
     "worker-retries", "No shard needed a retry.");
-  box.appendChild(el("p", { class: "muted" }, "Workers are known from their execution attempts and leases; live = holding an unexpired lease. As of " + when(w.now) + " UTC."));
+  box.appendChild(el("p", { class: "muted" }, "Every worker process beats every heartbeat (idle or running) and is listed from its first beat; live = a fresh beat or an unexpired lease; names are Celery node names, as Flower shows them. As of " + when(w.now) + " UTC."));
 }
 
 // ------------------------------------------------------------------ savings chart
