@@ -192,7 +192,7 @@ def test_console_on_the_demo_night(console: Console, browser: object) -> None:  
     assert len(pools) == 1 + 3
     workers = driver.find_element(By.ID, "worker-list").text  # type: ignore[attr-defined]
     assert "es-madrid/cpu" in workers or "gb-london/cpu" in workers
-    _shot(driver, "console-workers.png")
+    # (the README's Workers picture comes from the live service: test_console_live.py)
 
     # When the savings view is opened, it charts the days with units
     _tab(driver, "savings")

@@ -75,6 +75,7 @@ function signOut(message) {
 function signIn(key) {
   state.key = key;
   state.admin = undefined;  // learnt again for this key (the batch list asks for the fleet)
+  state.skewMs = undefined;
   sessionStorage.setItem(KEY_STORE, key);
   $("login").hidden = true; $("app").hidden = false; $("signout").hidden = false;
   $("who").textContent = "key " + key.slice(0, 10) + "…";
@@ -103,7 +104,7 @@ function scheduleRange() {
   const f = parseUtc($("range-from").value), t = parseUtc($("range-to").value);
   if (f && t && f < t) return [f, t];
   const hours = Number($("window").value);
-  const from = new Date(Date.now() - hours * 0.45 * 3600e3);
+  const from = new Date(serverNow() - hours * 0.45 * 3600e3);
   from.setUTCMinutes(0, 0, 0);
   return [from, new Date(from.getTime() + hours * 3600e3)];
 }
@@ -116,7 +117,15 @@ function setRange(from, to) {
   history.replaceState(null, "", location.pathname + (rest ? "?" + rest : "") + location.hash);
 }
 
+// "Now" is the service's clock (its answers carry it), not this browser's: a service whose
+// clock is pinned (tests, replays) or skewed still opens on its own now.
+function serverNow() { return Date.now() + (state.skewMs || 0); }
+
 async function loadSchedule() {
+  if (state.skewMs === undefined) {  // learn the service's now once per sign-in
+    const probe = await api("/v1/schedule?from=" + encodeURIComponent(new Date().toISOString()) + "&to=" + encodeURIComponent(new Date(Date.now() + 60e3).toISOString()));
+    state.skewMs = Date.parse(probe.now) - Date.now();
+  }
   const [from, to] = scheduleRange();
   const q = "?from=" + encodeURIComponent(from.toISOString()) + "&to=" + encodeURIComponent(to.toISOString());
   const data = await api("/v1/schedule" + q);
