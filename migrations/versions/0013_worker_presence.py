@@ -1,7 +1,7 @@
 """worker_presence: every worker process's heartbeat, state and shard (issue 21)
 
-Revision ID: 0012_worker_presence
-Revises: 0011_ledger_provenance
+Revision ID: 0013_worker_presence
+Revises: 0012_webhooks
 Create Date: 2026-12-08 02:20:00
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0012_worker_presence"
-down_revision: str | None = "0011_ledger_provenance"
+revision: str = "0013_worker_presence"
+down_revision: str | None = "0012_webhooks"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
