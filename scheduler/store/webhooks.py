@@ -100,13 +100,12 @@ def create_endpoint(
     Raises:
         InvalidInput: a bad URL, name or event type.
     """
-    if not name.strip() or len(name) > 200 or not storable(name):
-        raise _bad("name must be 1 to 200 characters", "name")
+    name = _check_name(name)
     stamp = now_s()
     row = WebhookEndpoint(
         id=new_id(ENDPOINT_PREFIX),
         tenant_id=tenant_id,
-        name=name.strip(),
+        name=name,
         url=check_url(url),
         event_types=check_event_types(event_types),
         secret=new_secret(),
@@ -117,6 +116,52 @@ def create_endpoint(
     session.add(row)
     session.flush()
     return row
+
+
+def update_endpoint(
+    session: Session,
+    endpoint_id: str,
+    *,
+    url: str | None = None,
+    name: str | None = None,
+    event_types: Sequence[str] | None = None,
+) -> WebhookEndpoint:
+    """Change an endpoint's URL, name or event types (flushed; the caller commits). Deliveries
+    already recorded keep going to the endpoint, at its new URL.
+
+    Raises:
+        NotFound: no such endpoint.
+        InvalidInput: a bad URL, name or event type.
+    """
+    row = get_endpoint(session, endpoint_id)
+    if name is not None:
+        row.name = _check_name(name)
+    if url is not None:
+        row.url = check_url(url)
+    if event_types is not None:
+        row.event_types = check_event_types(event_types)
+    row.updated_at = now_s()
+    session.flush()
+    return row
+
+
+def rotate_secret(session: Session, endpoint_id: str) -> WebhookEndpoint:
+    """Give an endpoint a new signing secret; the old one stops at once (the caller commits).
+
+    Raises:
+        NotFound: no such endpoint.
+    """
+    row = get_endpoint(session, endpoint_id)
+    row.secret = new_secret()
+    row.updated_at = now_s()
+    session.flush()
+    return row
+
+
+def _check_name(name: str) -> str:
+    if not name.strip() or len(name) > 200 or not storable(name):
+        raise _bad("name must be 1 to 200 characters (no NUL)", "name")
+    return name.strip()
 
 
 def list_endpoints(session: Session, tenant_id: str | None = None) -> list[WebhookEndpoint]:

@@ -205,6 +205,8 @@ OPERATIONS = [
     ("POST", "/v1/webhook_endpoints"),
     ("GET", "/v1/webhook_endpoints"),
     ("GET", "/v1/webhook_endpoints/{endpoint_id}"),
+    ("POST", "/v1/webhook_endpoints/{endpoint_id}"),
+    ("POST", "/v1/webhook_endpoints/{endpoint_id}/rotate_secret"),
     ("DELETE", "/v1/webhook_endpoints/{endpoint_id}"),
     ("GET", "/v1/webhook_endpoints/{endpoint_id}/deliveries"),
 ]

@@ -219,6 +219,24 @@ def test_a_receiver_gets_a_signed_batch_completed_it_verifies_with_the_openai_cl
     assert (result.status_code, result.webhook_endpoint_id) == (200, created.id)
     admin.webhooks.verify_signature(*reversed(receiver.got[-1]), secret=secret, tolerance=300)
 
+    # And update and rotate_secret work as on OpenAI: the next delivery is signed with the new
+    # secret only
+    updated = admin.webhooks.update(created.id, name="renamed", event_types=["batch.completed"])
+    assert (updated.name, updated.event_types, updated.url) == (
+        "renamed",
+        ["batch.completed"],
+        receiver.url,
+    )
+    rotated = admin.webhooks.rotate_secret(created.id)
+    assert rotated.signing_secret.startswith("whsec_") and rotated.signing_secret != secret
+    with pytest.raises(openai.BadRequestError):
+        admin.webhooks.rotate_secret(created.id, keep_old_secret_active_for_24_hours=True)
+    admin.webhooks.test(created.id, event_type="batch.completed")
+    headers, body = receiver.got[-1]
+    admin.webhooks.verify_signature(body, headers, secret=rotated.signing_secret, tolerance=300)
+    with pytest.raises(openai.InvalidWebhookSignatureError):
+        admin.webhooks.verify_signature(body, headers, secret=secret, tolerance=300)
+
     # And deleting the endpoint removes it from the list
     assert admin.webhooks.delete(created.id).deleted is True
     assert list(admin.webhooks.list()) == []

@@ -1,7 +1,7 @@
 """Webhook endpoints with OpenAI's shapes (``client.webhooks.*``), managed with an admin key.
 
 ``/v1/webhook_endpoints``: create (the ``whsec_`` secret is in that answer only), list,
-retrieve, delete, test. An endpoint belongs to one tenant (``tenant`` in the query or the body;
+retrieve, update, rotate_secret, delete, test. An endpoint belongs to one tenant (``tenant`` in the query or the body;
 default the admin's own) and receives that tenant's ``batch.*`` events. Admin-only because a
 registered URL makes the dispatcher send requests from inside the deployment.
 """
@@ -35,6 +35,24 @@ class EndpointCreate(BaseModel):
     name: str = "webhook"
     event_types: list[str] = Field(default_factory=lambda: list(repo.EVENT_TYPES))
     tenant: str | None = None
+
+
+class EndpointUpdate(BaseModel):
+    """Body of ``POST /v1/webhook_endpoints/{id}``: what to change."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    url: str | None = None
+    name: str | None = None
+    event_types: list[str] | None = None
+
+
+class SecretRotation(BaseModel):
+    """Body of ``POST /v1/webhook_endpoints/{id}/rotate_secret``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    keep_old_secret_active_for_24_hours: bool = False
 
 
 class EndpointTest(BaseModel):
@@ -107,6 +125,36 @@ def list_endpoints(
 def retrieve_endpoint(endpoint_id: str, session: SessionDep, _admin: AdminDep) -> dict[str, Any]:
     """One endpoint (never its secret)."""
     return _public(repo.get_endpoint(session, endpoint_id))
+
+
+@router.post("/webhook_endpoints/{endpoint_id}")
+def update_endpoint(
+    endpoint_id: str, body: EndpointUpdate, session: SessionDep, _admin: AdminDep
+) -> dict[str, Any]:
+    """Change the URL, name or event types (``event_types`` is the complete new set)."""
+    row = repo.update_endpoint(
+        session, endpoint_id, url=body.url, name=body.name, event_types=body.event_types
+    )
+    session.commit()
+    return _public(row)
+
+
+@router.post("/webhook_endpoints/{endpoint_id}/rotate_secret")
+def rotate_secret(
+    endpoint_id: str, session: SessionDep, _admin: AdminDep, body: SecretRotation | None = None
+) -> dict[str, Any]:
+    """A new signing secret, in this answer only; the old one stops signing at once."""
+    if body is not None and body.keep_old_secret_active_for_24_hours:
+        msg = (
+            "keep_old_secret_active_for_24_hours is not supported: the old secret stops at once; "
+            "send false (or leave it out) and give the receiver the new secret"
+        )
+        raise InvalidInput(
+            msg, [LineError(None, "invalid_value", msg, "keep_old_secret_active_for_24_hours")]
+        )
+    row = repo.rotate_secret(session, endpoint_id)
+    session.commit()
+    return _public(row, secret=True)
 
 
 @router.get("/webhook_endpoints/{endpoint_id}/deliveries")
