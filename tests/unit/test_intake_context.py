@@ -233,3 +233,13 @@ def test_each_part_keeps_the_context_its_largest_line_needs() -> None:
     need = {r["id"]: r["max_request_tokens"] for r in rows}
     # b: at least 10 prompt tokens + 2000; c: no max_tokens, so its prompt + 1
     assert need == {"batch_1~tiny-chat": 2010, "batch_1~auto@0.4": 1}
+
+
+def test_a_50_mb_single_line_prompt_is_refused_at_intake_on_the_sample_fleet() -> None:
+    # issue 22 item 7: no model of the sample fleet (4,096 tokens) can hold 50 MB of prompt
+    sample = ModelCatalog.of(load_sample_fleet())
+    huge = chat("huge", model="gpt-4o-mini", text="a" * (50 << 20))
+    res = scan([chat("before", model="gpt-4o-mini"), huge], catalog=sample)
+    assert errors(res) == [(2, CONTEXT_LENGTH_EXCEEDED, "body.messages")]
+    assert "52428800 characters" in res.errors[0].message
+    assert len(res.errors[0].message) < 400  # the error names sizes, never echoes the prompt
