@@ -2,7 +2,9 @@
 
 It starts when Celery says the worker is ready (so a worker that has not run a shard yet is
 listed in the console's Workers view and counted live in its pool), says ``running`` and the
-shard while one runs, and ``stopped`` on a clean shutdown. A failed write is logged and retried
+shard while one runs, ``low_disk`` or ``backoff`` (with the free space and storage faults in its
+detail) while its data dir keeps it from claiming (``workers.storage``), and ``stopped`` on a
+clean shutdown. A failed write is logged and retried
 at the next beat: presence is information, never a reason to stop working.
 """
 
@@ -17,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.clock import now_utc
 from scheduler.store.presence import beat
+from workers.storage import StorageGuard
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +40,15 @@ class PresenceBeat(threading.Thread):
         )
         self.shard_id: str | None = None
         self.detail: str | None = None
+        #: the worker's data-dir guard: a full disk or a storage backoff shows in the beat
+        self.storage: StorageGuard | None = None
         self._stop_event = threading.Event()
         self._write_lock = threading.Lock()  # the thread and the task write the same row
 
     def write(self, state: str | None = None) -> None:
         """One beat now: ``state`` or idle/running from the shard in hand."""
-        state = state or ("running" if self.shard_id else "idle")
+        storage_state, storage_detail = self._storage()
+        state = state or ("running" if self.shard_id else storage_state or "idle")
         try:
             with self._write_lock, self.sessions() as s, s.begin():
                 beat(
@@ -55,10 +61,32 @@ class PresenceBeat(threading.Thread):
                     state=state,
                     now=now_utc(),
                     shard_id=self.shard_id,
-                    detail=self.detail,
+                    detail=storage_detail or self.detail,
                 )
         except Exception:  # the database may blip: the next beat tries again
             log.exception("presence beat of %s failed", self.node)
+
+    def _storage(self) -> tuple[str | None, str | None]:
+        """``(low_disk | backoff, what it is)`` while the data dir stops claims, else Nones.
+
+        The guard is checked afresh (free space now), so an idle worker's beat says so too.
+        """
+        guard = self.storage
+        if guard is None:
+            return None, None
+        try:
+            guard.check()
+        except Exception:  # a beat never fails for its detail
+            log.exception("storage check of %s failed", self.node)
+        snap = guard.snapshot()
+        if snap["state"] == "ok":
+            return None, None
+        return str(snap["state"]), (
+            f"storage {snap['state']}: {snap['free_disk_mb']} MiB free in the data dir "
+            f"(GRIDSHIFT_MIN_FREE_DISK_MB={snap['min_free_disk_mb']}); claims no shard; "
+            f"{snap['storage_faults']} storage faults, {snap['deferrals']} shards left queued; "
+            f"last error: {snap['last_error']}"
+        )
 
     def running(self, shard_id: str | None) -> None:
         """The worker took (``shard_id``) or finished (None) a shard: say so at once."""

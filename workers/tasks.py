@@ -64,6 +64,7 @@ def _start_presence(app: Celery, settings: Settings, node: str) -> None:
 
     sessions = session_factory(engine_from_settings(settings))
     _presence = PresenceBeat(sessions, node, serves[0], serves[1], settings.heartbeat_s)
+    _presence.storage = runtime_for(settings, serves, node).storage  # a full disk shows
     _presence.start()
 
 

@@ -20,6 +20,7 @@ from prometheus_client import generate_latest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from scheduler.clock import now_utc
 from scheduler.config import Settings
 from scheduler.dispatch.outputs import read_jsonl, write_jsonl_atomic
 from scheduler.dispatch.poison import MAX_ATTEMPTS, POISON_AFTER
@@ -28,12 +29,14 @@ from scheduler.review.workers_view import workers_view
 from scheduler.store.db import make_engine, session_factory
 from scheduler.store.migrate import upgrade
 from scheduler.store.tables import Batch, Execution, File, LedgerEntry, Shard
+from workers.presence import PresenceBeat
 from workers.storage import StorageGuard, free_disk_mb, is_storage_fault
 
 pytestmark = pytest.mark.integration
 
 REQUESTS = 20
 LEASE_S = 10.0
+FULL_FOR = timedelta(minutes=3)
 
 
 @pytest.fixture(scope="module")
@@ -209,22 +212,37 @@ def test_a_worker_claims_nothing_while_free_space_is_under_the_threshold(
     assert last is not None
     elapsed = max(last - T0, timedelta(0))
     filler = fill(small_disk)
-    for i in range(3):
+    rounds = int(FULL_FOR.total_seconds() // LEASE_S)  # 3 minutes of full disk, a round a lease
+    for i in range(rounds):
         seen = _run_round(h, fake, elapsed + timedelta(seconds=LEASE_S * i))
         assert set(seen) == {"deferred"}, seen
     guard = h.runtime.storage
     assert guard is not None
     snap = guard.snapshot()
-    assert snap["state"] == "low_disk" and snap["deferrals"] == 3 * (REQUESTS // 4)
+    assert snap["state"] == "low_disk" and snap["deferrals"] == rounds * (REQUESTS // 4)
     assert isinstance(snap["free_disk_mb"], float) and snap["free_disk_mb"] < 1
     with h.sessions() as s:
         assert s.scalar(select(func.sum(Shard.attempts))) == 0  # nothing claimed
         assert s.scalar(select(func.count()).select_from(Execution)) == 0
+    # the worker says so in its presence beat: no lease, no attempt, but state low_disk
+    site, pool = h.fleet.sites[0].name, h.fleet.sites[0].pools[0].name
+    presence = PresenceBeat(h.sessions, "w1", site, pool, every_s=60)
+    presence.storage = guard
+    presence.write()
+    with h.sessions() as s:
+        (worker,) = workers_view(s, h.fleet, now_utc()).workers
+    assert worker.worker == "w1" and worker.state == "low_disk" and worker.live
+    assert worker.detail is not None and "MiB free in the data dir" in worker.detail
+    assert f"{rounds * (REQUESTS // 4)} shards left queued" in worker.detail
     filler.unlink()
     for i in range(3):
-        _run_round(h, fake, elapsed + timedelta(seconds=LEASE_S * (3 + i)))
+        _run_round(h, fake, elapsed + timedelta(seconds=LEASE_S * (rounds + i)))
     assert guard.snapshot()["state"] == "ok"
     _assert_every_request_once(h, batch_id)
+    presence.write()  # space is back: the beat says idle again
+    with h.sessions() as s:
+        (worker,) = workers_view(s, h.fleet, now_utc()).workers
+    assert worker.state == "idle" and worker.attempts_done == REQUESTS // 4
 
 
 def test_a_failed_atomic_write_raises_a_storage_fault_and_leaves_no_temporary(

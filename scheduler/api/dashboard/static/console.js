@@ -151,6 +151,7 @@ async function loadWorkers() {
     "worker-pools", "No pools.");
   const age = (s) => s === null ? "–" : s < 120 ? fmt(s, 0) + " s ago" : s < 7200 ? fmt(s / 60, 0) + " min ago" : fmt(s / 3600, 1) + " h ago";
   const stateOf = (x) => !x.live ? [x.state === "stopped" ? "stopped" : "gone", "bad"]
+    : x.state === "low_disk" || x.state === "backoff" ? ["live · " + x.state.replace("_", " ") + " (claims nothing)", "bad"]
     : x.shard_id || x.state === "running" ? ["live · running", "good"] : ["live · idle", "good"];
   card("Workers", ["worker", "pool", "state", "running shard", "heartbeat", "lease left", "attempts done", "failed"],
     w.workers.map((x) => [x.worker, x.site + "/" + x.pool, stateOf(x), x.shard_id || "–",
