@@ -152,7 +152,7 @@ def print_outcome(
         done = f"{batch.request_completed}/{batch.request_total}"
         echo(
             f"  {jobs[batch.id]:<18} {batch.status:<10} {done:>9}  "
-            f"{si(t.planned_energy_kwh, 'kWh'):>10} {si(t.it_energy_kwh, 'kWh'):>10}  "
+            f"{si(t.planned_energy_kwh, 'kWh'):>10} {si(t.facility_energy_kwh, 'kWh'):>10}  "
             f"{si(t.planned_co2_g, 'g'):>10} {si(t.co2_g, 'g'):>10}  "
             f"{plan_tokens:,}/{t.input_tokens + t.output_tokens:,}"
         )

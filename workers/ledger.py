@@ -1,6 +1,6 @@
 """Ledger maths: one execution attempt's energy x the signals of its slot -> ledger values.
 
-Every figure is priced by ``scheduler.optimizer.pricing.price_piece``, the rule the plan uses,
+Every figure is priced by ``scheduler.pricing.price_piece``, the rule the plan uses,
 so a shard that runs as planned (same tokens, slot and signals, energy estimated with the
 planner's token model) books exactly its planned figures; where anything differs the row's
 ``deviations`` say what and by how much.
@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from scheduler.domain import CarbonFactor, Pool, Site, SlotSignal
-from scheduler.optimizer.pricing import PieceEnergy, PricedPiece, market_basis, price_piece
+from scheduler.pricing import PieceEnergy, PricedPiece, market_basis, price_piece
 from scheduler.store.tables import AssignmentRecord
 from workers.energy.base import Measurement
 
@@ -111,7 +111,7 @@ def renewable_allowance_kwh(
     planned: PlannedShare | None = None,
     facility_kwh: float | None = None,
 ) -> float:
-    """Renewable energy one execution may claim (``scheduler.optimizer.pricing``, rule 3).
+    """Renewable energy one execution may claim (``scheduler.pricing``, rule 3).
 
     A shard that runs in its planned site and slot claims the renewables the plan allocated to
     it, scaled by the slot's renewables now known against those planned and by its booked
@@ -160,7 +160,7 @@ def compute_ledger_values(
 ) -> LedgerValues:
     """Book one attempt's IT energy with the signals of the slot it ran in.
 
-    Priced by ``scheduler.optimizer.pricing.price_piece`` (planning-formats.md section 4 with
+    Priced by ``scheduler.pricing.price_piece`` (planning-formats.md section 4 with
     the booked energy in place of the profile's). A marginal or lifecycle signal books its
     figure as ``co2_marginal_g`` / ``co2_lifecycle_g`` only; location-based CO2 then uses
     ``average_g_per_kwh`` (an average direct factor).

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from scheduler.domain import Fleet
 from scheduler.domain import is_estimate as domain_is_estimate
-from scheduler.optimizer.pricing import reprice_grid, sum_pieces
+from scheduler.pricing import reprice_grid, sum_pieces
 from scheduler.review.realised import booked_piece, realised, window
 from scheduler.review.signals import signal_at
 from scheduler.review.units import si

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from scheduler.domain import CarbonFactor, Fleet, SlotSignal
-from scheduler.optimizer.pricing import PricedPiece, reprice_at, sum_pieces
+from scheduler.pricing import PricedPiece, reprice_at, sum_pieces
 from scheduler.store.tables import LedgerEntry
 
 SignalLookup = Callable[[str, datetime], "tuple[SlotSignal, str] | None"]
@@ -68,7 +68,7 @@ def submission_signal(
 
 
 def booked_piece(r: LedgerEntry) -> PricedPiece:
-    """A ledger row as the priced piece it was booked as (``scheduler.optimizer.pricing``)."""
+    """A ledger row as the priced piece it was booked as (``scheduler.pricing``)."""
     return PricedPiece(
         gpu_hours=r.gpu_hours,
         it_kwh=r.it_energy_kwh,

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from scheduler.domain import ESTIMATED_LOAD_SUFFIX, Fleet
 from scheduler.errors import InvalidInput
-from scheduler.optimizer.pricing import MARKET_LOCATION, MARKET_PARTIAL_FALLBACK
+from scheduler.pricing import MARKET_LOCATION, MARKET_PARTIAL_FALLBACK
 from scheduler.review.batch_review import is_estimate
 from scheduler.review.budget_breaches import breached_days
 from scheduler.review.esrs import EmissionsTotals, esrs_e1_summary, ghg_scope2

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from scheduler.domain import MeasurementMethod, Profile
 from scheduler.errors import EnergyMeterError
-from scheduler.optimizer.pricing import energy_from_tokens
+from scheduler.pricing import energy_from_tokens
 from workers.energy.base import Measurement
 
 J_PER_KWH = 3.6e6
@@ -52,7 +52,7 @@ def estimate_from_tokens(
 
     ``gpu_hours = gpus * (I / prefill_tok_s + O / decode_tok_s) / 3600`` and
     ``it_kwh = gpu_hours * power_w / 1000`` (planning-formats.md section 4, computed by
-    ``scheduler.optimizer.pricing.energy_from_tokens``), so the ledger and the planner price
+    ``scheduler.pricing.energy_from_tokens``), so the ledger and the planner price
     the same work the same way.
 
     Args:
