@@ -203,8 +203,13 @@ def current_plan(session: Session, *, tenant_id: str | None = None) -> CurrentPl
                 carbon_g_per_kwh=a.carbon_g_per_kwh
                 if a.carbon_g_per_kwh is not None
                 else (point.carbon_g_per_kwh if point else None),
-                price_per_kwh=point.price_per_kwh if point else None,
-                renewable_kw=point.renewable_kw if point else None,
+                # what the plan used (the slot's mean as the plan priced it), else the cache
+                price_per_kwh=a.price_per_kwh
+                if a.price_per_kwh is not None
+                else (point.price_per_kwh if point else None),
+                renewable_kw=a.renewable_kw
+                if a.renewable_kw is not None
+                else (point.renewable_kw if point else None),
                 signal_issued_at=a.signal_issued_at,
             )
         )

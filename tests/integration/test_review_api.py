@@ -273,6 +273,25 @@ def test_plans_list_versions_with_the_current_one_flagged(store: Store) -> None:
         a["carbon_g_per_kwh"] is not None and a["price_per_kwh"] is not None
         for a in current["assignments"]
     )
+    # and the price and solar shown are those the plan used (its assignment record), not the
+    # cache's first point of the slot
+    first = current["assignments"][0]
+    with store.sessions() as s, s.begin():
+        rec = s.get(AssignmentRecord, first["id"])
+        assert rec is not None
+        saved = (rec.price_per_kwh, rec.renewable_kw)
+        rec.price_per_kwh, rec.renewable_kw = 0.4242, 0.0123
+    try:
+        again = {a["id"]: a for a in store.get("/v1/plans/current")["assignments"]}
+        assert (again[first["id"]]["price_per_kwh"], again[first["id"]]["renewable_kw"]) == (
+            0.4242,
+            0.0123,
+        )
+    finally:
+        with store.sessions() as s, s.begin():
+            rec = s.get(AssignmentRecord, first["id"])
+            assert rec is not None
+            rec.price_per_kwh, rec.renewable_kw = saved
 
 
 def test_metrics_expose_queue_depth_states_and_ledger_totals(store: Store) -> None:
