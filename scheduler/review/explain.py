@@ -55,7 +55,9 @@ BASIS_DUALS_SILENT = (
 
 
 class Option(BaseModel):
-    """A (site, slot) option with its grid carbon intensity and the CO2 on the batch's energy."""
+    """A (site, slot) option with its grid carbon intensity and CO2: for a chosen cell the CO2
+    the plan priced for the batch's share there; for any other option the batch's energy at
+    that intensity (a what-if, as if the whole batch ran there)."""
 
     site: str
     slot_start: datetime
@@ -84,8 +86,10 @@ class Explanation(BaseModel):
 
 
 def _slot(t: datetime, minutes: int) -> datetime:
-    t = t.astimezone(UTC)
-    return t.replace(minute=t.minute - t.minute % minutes, second=0, microsecond=0)
+    # the service's slot rule (slots of more than 60 minutes floor the hour too)
+    from scheduler.dispatch.slots import slot_floor
+
+    return slot_floor(t.astimezone(UTC), minutes)
 
 
 @dataclass
@@ -230,7 +234,16 @@ def explain_batch(session: Session, fleet: Fleet, batch: Batch) -> Explanation:
     sig = _signals(session, all_sites, first, horizon_end, sum(a.energy_kwh for a in rows))
     got, effective = _intensity_got(rows, sig.solar_kw, step.total_seconds() / 3600)
     cells = [(a.site, a.slot_start.astimezone(UTC)) for a in rows]
-    chosen = [sig.option(*c) for c in cells if c in sig.carbon]
+    # a chosen cell shows the CO2 the plan priced for the batch's share there (the pricing
+    # module's figure), not the whole batch's energy at that intensity
+    planned_co2: dict[tuple[str, datetime], float] = {}
+    for a, c in zip(rows, cells, strict=True):
+        planned_co2[c] = planned_co2.get(c, 0.0) + a.co2_g
+    chosen = [
+        sig.option(*c).model_copy(update={"co2_g": planned_co2[c]})
+        for c in dict.fromkeys(cells)
+        if c in sig.carbon
+    ]
     here = chosen[0].site if chosen else (allowed[0] if allowed else None)
     at_once_here = sig.carbon.get((here, first)) if here else None
     next_best = sig.best(allowed, first, deadline, frozenset(cells))

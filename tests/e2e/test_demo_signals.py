@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -172,6 +173,21 @@ def test_explanations_and_workers_of_the_demo_night(demo_run: DemoRun) -> None:
     # and the EU-only job is limited by residency (London's windy night was cleaner)
     tickets = why["ticket-summaries"]
     assert tickets["limited_by"] == "residency" and "gb-london" in tickets["because"]
+    # and each chosen cell shows the CO2 the plan priced for the batch there, not the batch's
+    # whole energy at that intensity
+    with sessions() as s:
+        for job, batch_id in jobs.items():
+            planned = math.fsum(
+                a.co2_g
+                for a in s.scalars(
+                    select(AssignmentRecord).where(
+                        AssignmentRecord.batch_id == batch_id,
+                        AssignmentRecord.plan_id == plan.id,
+                    )
+                )
+            )
+            shown = math.fsum(o["co2_g"] for o in why[job]["chosen"])
+            assert shown == pytest.approx(planned, rel=1e-9), job
     # and the backlog ran where its site's own solar covers it, beside running at once
     backlog = why["backlog-classify"]
     assert backlog["net_of_solar_g_per_kwh"] < backlog["got_g_per_kwh"]
