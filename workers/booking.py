@@ -188,6 +188,7 @@ def book(
                     values=values,
                     renewable_kw=signal.renewable_kw,
                     busy_gpu_s=ran.measurement.duration_s * (profile.gpus if profile else 1),
+                    signal_g_per_kwh=signal.carbon_g_per_kwh,
                 ),
                 created_at=now_utc(),
             )

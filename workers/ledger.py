@@ -223,6 +223,7 @@ def deviations(
     values: LedgerValues,
     renewable_kw: float,
     busy_gpu_s: float | None = None,
+    signal_g_per_kwh: float | None = None,
 ) -> dict[str, Any] | None:
     """What differs between a shard's plan and its booking, and by how much.
 
@@ -232,7 +233,10 @@ def deviations(
         (GPU-seconds the profile implies against those the meter timed), ``energy_kwh``
         (facility), ``energy_method`` (the plan is a token-model estimate), ``carbon_g_per_kwh``,
         ``renewable_kw``, ``grid_kwh``, ``co2_g`` that differ (relative 1e-9); None without a
-        plan, and an empty dict when the booking is exactly the plan.
+        plan, and an empty dict when the booking is exactly the plan. ``carbon_g_per_kwh``
+        compares the plan's signal with the booked slot's signal of the same factor type
+        (``signal_g_per_kwh``; default the row's scope 2 factor); ``co2_g`` compares scope 2
+        figures (the plan's are priced in the ledger's factor type).
     """
     if planned is None:
         return None
@@ -256,7 +260,11 @@ def deviations(
             None if planned.gpu_hours is None or busy_gpu_s is None else planned.gpu_hours * 3600,
             busy_gpu_s if busy_gpu_s is not None else 0.0,
         ),
-        ("carbon_g_per_kwh", planned.carbon_g_per_kwh, values.carbon_g_per_kwh),
+        (
+            "carbon_g_per_kwh",
+            planned.carbon_g_per_kwh,
+            values.carbon_g_per_kwh if signal_g_per_kwh is None else signal_g_per_kwh,
+        ),
         ("renewable_kw", planned.renewable_kw, renewable_kw),
         ("grid_kwh", planned.grid_kwh, values.grid_kwh),
         ("co2_g", planned.co2_g, values.co2_location_g + values.embodied_co2_g),

@@ -29,7 +29,7 @@ from scheduler.dispatch.plan_write import (
     write_assignments,
     write_lock,
 )
-from scheduler.dispatch.signals import HorizonSignals, signal_notes
+from scheduler.dispatch.signals import HorizonSignals, scope2_signals, signal_notes
 from scheduler.dispatch.slots import slot_floor, slot_fraction_left, slots_between
 from scheduler.domain import (
     Assignment,
@@ -153,8 +153,13 @@ def _fixed_loads(
 
 
 def price_assignments(problem: PlanningProblem, plan: Plan) -> list[PricedPiece]:
-    """Planned figures of each assignment (``scheduler.optimizer.pricing``, the one rule)."""
-    return price_problem(problem, plan.assignments)
+    """Planned figures of each assignment (``scheduler.pricing``, the one rule), in the ledger's
+    factor type: a site whose signal is marginal or lifecycle is priced at the average direct
+    factor booking uses for scope 2 (``scope2_signals``), so planned and booked CO2 compare one
+    factor type (deviations, a batch's planned against booked, queued work in the budget cap).
+    The plan's totals stay the solver's, on the signals it steered by."""
+    signals = scope2_signals(problem.fleet, problem.signals)
+    return price_problem(replace(problem, signals=signals), plan.assignments)
 
 
 def baselines_with_batches(

@@ -151,6 +151,25 @@ def signal_notes(signals: Mapping[tuple[str, datetime], SlotSignal]) -> list[str
     return notes
 
 
+def scope2_signals(
+    fleet: Fleet, signals: Mapping[tuple[str, datetime], SlotSignal]
+) -> dict[tuple[str, datetime], SlotSignal]:
+    """The signals with every marginal or lifecycle carbon figure replaced by the average direct
+    factor booking uses for location-based scope 2 (the site's ``average_carbon_g_per_kwh``,
+    else the zone average): planned figures in the ledger's factor type."""
+    out = dict(signals)
+    for key, sig in signals.items():
+        if sig.carbon_factor != CarbonFactor.AVERAGE_DIRECT.value:
+            try:
+                average, _ = _average_fallback(fleet, key[0])
+            except KeyError:
+                continue
+            out[key] = replace(
+                sig, carbon_g_per_kwh=average, carbon_factor=CarbonFactor.AVERAGE_DIRECT.value
+            )
+    return out
+
+
 def carbon_factor_of_site(fleet: Fleet, site_name: str) -> str:
     """The factor type of a site's configured carbon source (average direct without one)."""
     from scheduler.forecasts.base import carbon_factor_of
@@ -272,11 +291,16 @@ def _carbon(
     )
 
 
-def _lookup_booking(found: tuple[SlotSignal, str]) -> BookingSignal:
+def _lookup_booking(fleet: Fleet, site: str, found: tuple[SlotSignal, str]) -> BookingSignal:
     from scheduler.forecasts.provenance import fallback_kind
 
     signal, label = found
-    return BookingSignal(signal, label, fallback_kind(signal.fallback_reason))
+    average, average_fallback = None, None
+    if signal.carbon_factor != CarbonFactor.AVERAGE_DIRECT.value:  # scope 2 needs an average
+        average, average_fallback = _average_fallback(fleet, site)
+    return BookingSignal(
+        signal, label, fallback_kind(signal.fallback_reason), average, average_fallback
+    )
 
 
 def ledger_signal(
@@ -308,7 +332,7 @@ def ledger_signal(
     if lookup is not None:
         found = lookup(site, slot)
         if found is not None:
-            return _lookup_booking(found)
+            return _lookup_booking(fleet, site, found)
     planned = _planned_signal(assignment, site, slot)
     picked = _pick(
         session, fleet, site, slot, CARBON, planned.carbon_g_per_kwh if planned else None

@@ -133,3 +133,36 @@ def test_a_finished_batch_keeps_its_planned_figures_after_a_later_replan(
     assert after["co2_g"] == pytest.approx(before["co2_g"]) == pytest.approx(booked)
     assert after["energy_kwh"] == pytest.approx(before["energy_kwh"])
     assert after["plan_ids"] == before["plan_ids"]
+
+
+def test_a_marginal_site_plans_and_books_one_factor_type(
+    echo_harness: Harness, tmp_path: Path
+) -> None:
+    import dataclasses
+
+    # Given every site steered by marginal rates, with an average factor of 250 g/kWh each
+    h = echo_harness
+    fleet = dataclasses.replace(
+        h.fleet,
+        sites=tuple(dataclasses.replace(s, average_carbon_g_per_kwh=250.0) for s in h.fleet.sites),
+    )
+    # (no on-site solar, so every kWh is from the grid and carbon is at stake)
+    signals = {
+        k: dataclasses.replace(v, carbon_factor="marginal", renewable_kw=0.0)
+        for k, v in h.signals.items()
+    }
+    h.fleet, h.runtime.fleet, h.signals = fleet, fleet, signals
+    h.runtime.signal_lookup = lambda site, slot: (
+        (signals[(site, slot)], "synthetic") if (site, slot) in signals else None
+    )
+    # When a batch is planned on them and runs as planned
+    rows = [r for r in _run_with_estimates(h, tmp_path, 4, 5.0) if r.model_load_kwh is None]
+    # Then the plan's CO2 and the booking's are both scope 2 at the average factor (not the
+    # marginal rate beside the average), and nothing but the wall time differs
+    assert rows
+    for r in rows:
+        assert r.carbon_factor == "marginal" and r.co2_marginal_g is not None
+        assert r.grid_kwh > 0 and r.co2_marginal_g != pytest.approx(r.co2_location_g)
+        assert r.co2_location_g == pytest.approx(r.grid_kwh * 250.0, rel=1e-9)
+        assert r.co2_location_g + r.embodied_co2_g == pytest.approx(r.planned_co2_g, rel=1e-6)
+        assert set(r.deviations) <= {"busy_gpu_s"}
