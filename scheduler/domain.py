@@ -94,11 +94,14 @@ class MeasurementMethod(StrEnum):
 
     MEASURED_NVML = "measured-nvml"
     MEASURED_RAPL = "measured-rapl"
+    # a RAPL package shared with other open windows: each read's delta split among them
+    MEASURED_RAPL_SHARED = "measured-rapl-shared"
     ESTIMATED = "estimated"  # busy time x profile power
     ESTIMATED_PROFILE = "estimated-profile"  # the planner's token model on the actual tokens
     # a measured window plus a model load estimated outside it: partly estimated, and says so
     MEASURED_NVML_ESTIMATED_LOAD = "measured-nvml+estimated-load"
     MEASURED_RAPL_ESTIMATED_LOAD = "measured-rapl+estimated-load"
+    MEASURED_RAPL_SHARED_ESTIMATED_LOAD = "measured-rapl-shared+estimated-load"
 
 
 ESTIMATED_LOAD_SUFFIX = "+estimated-load"

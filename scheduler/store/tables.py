@@ -332,7 +332,7 @@ class LedgerEntry(Base):
     gpu_hours: Mapped[float] = mapped_column(Float)
     it_energy_kwh: Mapped[float] = mapped_column(Float)
     facility_energy_kwh: Mapped[float] = mapped_column(Float)
-    energy_method: Mapped[str] = mapped_column(String(32))
+    energy_method: Mapped[str] = mapped_column(String(64))
     renewable_share: Mapped[float] = mapped_column(Float)
     grid_kwh: Mapped[float] = mapped_column(Float)
     carbon_g_per_kwh: Mapped[float] = mapped_column(Float)

@@ -116,3 +116,39 @@ def test_background_polling_thread_stops_at_end(two_packages: tuple[Path, Path, 
     # Then the thread is gone and the energy counted once
     assert not meter._poller.running
     assert measurement.energy_kwh * UJ_PER_KWH == pytest.approx(5_000_000)
+
+
+def test_two_windows_on_one_package_split_it_and_book_it_once(tmp_path: Path) -> None:
+    # Given two workers' meters on the same CPU package (one host's registry of windows)
+    root = tmp_path / "powercap"
+    p0 = zone(root, "intel-rapl:0", "package-0", 1_000_000)
+    shared = tmp_path / "windows"
+    a = RaplMeter(root=root, poll_in_thread=False, share_dir=shared)
+    b = RaplMeter(root=root, poll_in_thread=False, share_dir=shared)
+    # When A runs alone for 10 J, both for 20 J, then B alone for 6 J
+    a.begin()
+    set_uj(p0, 11_000_000)
+    b.begin()
+    set_uj(p0, 31_000_000)
+    first = a.end()
+    set_uj(p0, 37_000_000)
+    second = b.end()
+    # Then the package's 36 J are booked once: 10 + 20/2 to A, 20/2 + 6 to B, each labelled
+    # shared and saying how it was split
+    assert first.energy_kwh * UJ_PER_KWH == pytest.approx(20_000_000)
+    assert second.energy_kwh * UJ_PER_KWH == pytest.approx(16_000_000)
+    assert (first.energy_kwh + second.energy_kwh) * UJ_PER_KWH == pytest.approx(36_000_000)
+    assert first.method is MeasurementMethod.MEASURED_RAPL_SHARED
+    assert second.method is MeasurementMethod.MEASURED_RAPL_SHARED
+    assert "split equally" in first.detail and "30.0 J read by the package" in first.detail
+
+
+def test_a_window_alone_books_the_whole_package_as_measured_rapl(tmp_path: Path) -> None:
+    root = tmp_path / "powercap"
+    p0 = zone(root, "intel-rapl:0", "package-0", 0)
+    meter = RaplMeter(root=root, poll_in_thread=False, share_dir=tmp_path / "windows")
+    meter.begin()
+    set_uj(p0, 36_000_000)
+    m = meter.end()
+    assert m.method is MeasurementMethod.MEASURED_RAPL
+    assert m.energy_kwh * UJ_PER_KWH == pytest.approx(36_000_000)

@@ -14,6 +14,7 @@ from scheduler.domain import MeasurementMethod
 from scheduler.errors import EnergyMeterError
 from workers.energy.base import Measurement
 from workers.energy.polling import PollingThread
+from workers.energy.shared_package import DEFAULT_DIR, SharedPackage
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class RaplMeter:
         poll_interval_s: float = 60.0,
         poll_in_thread: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        share_dir: Path | None = DEFAULT_DIR,
     ) -> None:
         """Find the readable zones.
 
@@ -102,6 +104,9 @@ class RaplMeter:
             poll_interval_s: How often to read the counters during a window, in seconds.
             poll_in_thread: Read in a background thread (tests call ``poll`` instead).
             clock: Monotonic clock in seconds.
+            share_dir: Where the host's windows register per package, so overlapping
+                windows split what they share (``workers.energy.shared_package``); None reads
+                the package alone (every window books the whole package).
 
         Raises:
             EnergyMeterError: no RAPL zone is readable.
@@ -123,6 +128,15 @@ class RaplMeter:
         self._t0_s: float | None = None
         self._last_uj: list[int] = []
         self._total_uj = 0
+        self._shared = (
+            [
+                SharedPackage(z.path / "energy_uj", z.max_energy_range_uj, share_dir)
+                for z in self.zones
+            ]
+            if share_dir is not None
+            else None
+        )
+        self._windows: list[str] = []
 
     def begin(self) -> None:
         """Start a window: read every zone's counter.
@@ -135,6 +149,10 @@ class RaplMeter:
             self._last_uj = [z.read_uj() for z in self.zones]
             self._total_uj = 0
             self._t0_s = self._clock()
+            if self._shared is not None:
+                self._windows = [
+                    p.begin(uj) for p, uj in zip(self._shared, self._last_uj, strict=True)
+                ]
         if self.poll_in_thread:
             self._poller.start(self.poll_interval_s)
 
@@ -152,6 +170,8 @@ class RaplMeter:
                 self._total_uj += counter_delta_uj(
                     self._last_uj[k], now[k], zone.max_energy_range_uj
                 )
+                if self._shared is not None:
+                    self._shared[k].read(now[k])
             self._last_uj = now
 
     def end(self) -> Measurement:
@@ -168,11 +188,34 @@ class RaplMeter:
             duration_s = max(0.0, self._clock() - self._t0_s)
             total_uj = self._total_uj
             self._t0_s = None
+            shares = (
+                [
+                    p.end(w, uj)
+                    for p, w, uj in zip(self._shared, self._windows, self._last_uj, strict=True)
+                ]
+                if self._shared is not None
+                else []
+            )
         names = ",".join(z.name for z in self.zones)
+        detail = (
+            f"RAPL CPU package energy ({names}); excludes DRAM, GPUs and the rest of "
+            f"the machine; {total_uj / 1e6:.1f} J"
+        )
+        method = self.method
+        booked_uj = float(total_uj)
+        peers = max((sh.peers for sh in shares), default=1)
+        if shares:
+            booked_uj = sum(sh.uj for sh in shares)
+        if peers > 1:
+            method = MeasurementMethod.MEASURED_RAPL_SHARED
+            detail += (
+                f" read by the package, {booked_uj / 1e6:.1f} J booked: shared with up to "
+                f"{peers - 1} other open window(s), each read's delta split equally among the "
+                "windows open over it"
+            )
         return Measurement(
-            energy_kwh=total_uj / UJ_PER_KWH,
+            energy_kwh=booked_uj / UJ_PER_KWH,
             duration_s=duration_s,
-            method=self.method,
-            detail=f"RAPL CPU package energy ({names}); excludes DRAM, GPUs and the rest of "
-            f"the machine; {total_uj / 1e6:.1f} J",
+            method=method,
+            detail=detail,
         )
