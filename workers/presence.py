@@ -48,7 +48,7 @@ class PresenceBeat(threading.Thread):
     def write(self, state: str | None = None) -> None:
         """One beat now: ``state`` or idle/running from the shard in hand."""
         storage_state, storage_detail = self._storage()
-        state = state or ("running" if self.shard_id else storage_state or "idle")
+        state = state or storage_state or ("running" if self.shard_id else "idle")
         try:
             with self._write_lock, self.sessions() as s, s.begin():
                 beat(
