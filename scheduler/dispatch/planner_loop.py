@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.config import Settings
@@ -45,7 +47,7 @@ from scheduler.dispatch.planner_lock import (
 from scheduler.dispatch.replan import Planner, default_horizon_signals, replan
 from scheduler.dispatch.signals import HorizonSignals
 from scheduler.dispatch.slots import slots_between
-from scheduler.dispatch.solver_pool import solver_pool
+from scheduler.dispatch.solver_pool import full_replan_child, solver_pool
 from scheduler.dispatch.triggers import record_failure, replan_trigger
 from scheduler.domain import Fleet, SlotSignal
 from scheduler.store.tables import PlanRecord, now_utc
@@ -63,6 +65,9 @@ __all__ = [
 
 #: Longest wait (s) between retries while the database is unreachable.
 DB_BACKOFF_MAX_S = 30.0
+#: Errors that say the database is away (a terminated backend, a dropped connection, a pool
+#: timeout): retried with the database backoff, not stored as a failed plan version.
+DB_AWAY = (OperationalError, InterfaceError, SATimeoutError)
 
 
 class SignalCache:
@@ -181,7 +186,9 @@ class PlannerLoop:
         full re-plan in progress.
 
         Never raises for a planning failure: it is logged, stored as a ``failed`` plan
-        version and retried after ``planner_retry_s``; the current plan stays in force.
+        version and retried after ``planner_retry_s``; the current plan stays in force. A
+        database that is away (``DB_AWAY``) and a lost lock (``PlannerFenced``) raise: the loop
+        backs off, or stops planning.
         """
         if time.monotonic() < self.state.retry_after:
             return None
@@ -222,6 +229,9 @@ class PlannerLoop:
                 self.state.pending_full = self.state.last_fast > mark
         except PlannerFenced:
             raise  # the lock is lost: the loop stops planning, nothing to record
+        except DB_AWAY as e:  # the database, not the plan: the loop backs off (1 s doubling)
+            self.state.last_replan_s = time.perf_counter() - started
+            raise e
         except Exception as e:  # any failure: keep the current plan, make it visible, retry
             self.state.last_replan_s = time.perf_counter() - started
             self.state.failures.append(str(e))
@@ -254,7 +264,7 @@ class PlannerLoop:
         )
         signals = dict(self.signals(self.fleet, slots, now))
         result: int | None = self.pool.submit(
-            _full_replan_child, self.settings, self.fleet, now, why, signals, self.state.fence_pid
+            full_replan_child, self.settings, self.fleet, now, why, signals, self.state.fence_pid
         ).result()
         return result
 
@@ -360,37 +370,3 @@ class PlannerLoop:
                 self.pool = None
             if lock is not None:
                 lock.release()
-
-
-_CHILD_FACTORY: sessionmaker[Session] | None = None
-
-
-def _full_replan_child(
-    settings: Settings,
-    fleet: Fleet,
-    now: datetime,
-    trigger: str,
-    signals: Mapping[tuple[str, datetime], SlotSignal],
-    fence_pid: int | None = None,
-) -> int | None:
-    """A full re-plan in the planner's child process, on the signals the parent reuses.
-
-    Its plan write is fenced on the parent's lock (``fence_pid``), like the parent's own.
-    """
-    global _CHILD_FACTORY
-    set_fence(fence_pid)
-    if _CHILD_FACTORY is None:
-        from scheduler.store.db import engine_from_settings, session_factory
-
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
-        _CHILD_FACTORY = session_factory(engine_from_settings(settings))
-
-    def given(
-        _f: Fleet, slots: tuple[datetime, ...], _n: datetime
-    ) -> Mapping[tuple[str, datetime], SlotSignal]:
-        wanted = set(slots)
-        return {k: v for k, v in signals.items() if k[1] in wanted}
-
-    return replan(_CHILD_FACTORY, settings, fleet, now, trigger=trigger, signals_for=given)
