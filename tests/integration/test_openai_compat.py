@@ -32,7 +32,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.config import Settings
-from scheduler.dispatch.retention import sweep_retention
+from scheduler.dispatch.retention import FINALISED_GRACE_S, sweep_retention
 from scheduler.dispatch.tick import tick
 from scheduler.domain import Fleet
 from scheduler.forecasts.synthetic import synthetic_signals
@@ -269,8 +269,13 @@ def test_embeddings_and_responses_batches_complete_with_openais_shapes_and_expir
     assert (resp.usage.input_tokens, resp.usage.output_tokens) == usage_sum(lines)
 
     # Retention: past the output's expiry the sweep deletes it, and the API says it expired;
-    # the input of a finished batch goes too, per-shard files are gone already
-    report = sweep_retention(service.sessions, service.settings, now_s=out.created_at + 7201)
+    # the input of a finished batch goes too, per-shard files are gone already. The sweep runs
+    # after the output expired AND after both batches ended plus the shard files' grace: the
+    # batches end at the simulated tick that finalised them (run_until_done steps the clock to
+    # the planned slots), which can be later than the output file's stamp.
+    ended = max(b.completed_at or 0 for b in (emb, resp))
+    sweep_at = max(out.created_at + 7201, ended + FINALISED_GRACE_S + 1)
+    report = sweep_retention(service.sessions, service.settings, now_s=sweep_at)
     assert emb.output_file_id in report.files_expired and emb_file in report.files_expired
     with pytest.raises(openai.NotFoundError, match="expired"):
         client.files.content(emb.output_file_id)

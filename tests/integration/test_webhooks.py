@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import yaml
 from openai import OpenAI
 from openai.types.webhooks import BatchCompletedWebhookEvent
 from sqlalchemy import select, update
@@ -381,13 +382,20 @@ def test_gridshift_dispatch_delivers_the_outbox(api: Api, receiver: Receiver) ->
         batch_id = api.batch([chat_line("r1")])
         assert api.client().batches.cancel(batch_id).status == "cancelled"
 
-    # When the dispatcher runs one tick as its own process
+    # When the dispatcher runs one tick as its own process (its --once tick re-plans inline, so
+    # its fleet needs signals: the session's PostgreSQL database may hold other tests' open
+    # batches to plan)
+    fleet = yaml.safe_load(Path(str(api.settings.fleet)).read_text(encoding="utf-8"))
+    for site in fleet["sites"]:
+        site["signals"] = {"carbon": {"provider": "synthetic"}, "price": {"provider": "synthetic"}}
+    fleet_path = Path(str(api.settings.data_dir)).parent / "dispatch-fleet.yaml"
+    fleet_path.write_text(yaml.safe_dump(fleet), encoding="utf-8")
     env = {
         **os.environ,
         CLOCK_SETTING: setting,
         "GRIDSHIFT_DATABASE_URL": api.settings.resolved_database_url,
         "GRIDSHIFT_DATA_DIR": str(api.settings.data_dir),
-        "GRIDSHIFT_FLEET": str(api.settings.fleet),
+        "GRIDSHIFT_FLEET": str(fleet_path),
     }
     done = subprocess.run(
         [sys.executable, "-c", "from scheduler.cli import main; main()", "dispatch", "--once"],
