@@ -10,39 +10,18 @@ attempt cap do not count, and the worker backs off (1 s doubling to
 
 from __future__ import annotations
 
-import errno
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from scheduler.config import Settings
+from scheduler.store.disk import STORAGE_ERRNOS, free_disk_mb, is_storage_fault
+
+__all__ = ["STORAGE_ERRNOS", "StorageGuard", "free_disk_mb", "is_storage_fault"]
 
 log = logging.getLogger(__name__)
-
-#: errno values that say the storage, not the request, failed.
-STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG})
-
-
-def is_storage_fault(error: BaseException) -> bool:
-    """Whether ``error`` (or its cause) is an ``OSError`` with a storage errno (ENOSPC...)."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno in STORAGE_ERRNOS:
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def free_disk_mb(path: Path) -> float:
-    """Free space (MiB, for unprivileged users) of the file system holding ``path``."""
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    return shutil.disk_usage(probe).free / 2**20
 
 
 @dataclass

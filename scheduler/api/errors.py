@@ -24,6 +24,7 @@ from scheduler.errors import (
     QuotaExceeded,
     Unauthenticated,
 )
+from scheduler.store.disk import is_storage_fault
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,11 @@ ERROR_STATUSES = {
     500: "An unexpected error (reported in the same envelope; the server log has the trace)",
     503: "Not configured, busy, or the store is unavailable (see Retry-After)",
     504: "The request took longer than GRIDSHIFT_REQUEST_TIMEOUT_S",
+    507: "The server's storage is full or failing; nothing was stored (see Retry-After)",
 }
 # Seconds a client should wait after a 503 for an unavailable store.
 STORE_RETRY_AFTER_S = 5
+STORAGE_RETRY_AFTER_S = 60  # a full disk is not freed in seconds
 _NULLABLE_STRING = {"anyOf": [{"type": "string"}, {"type": "null"}]}
 OPENAI_ERROR_SCHEMA: dict[str, Any] = {
     "title": "OpenAIError",
@@ -117,7 +120,8 @@ def map_error(exc: GridshiftError) -> JSONResponse:
 
 def unexpected_error_response(exc: BaseException) -> JSONResponse:
     """The answer to an error no route handled: 503 + Retry-After when the store is unavailable
-    (connection dropped, pool exhausted), 400 when the store refused a value, else a 500; always
+    (connection dropped, pool exhausted), 507 + Retry-After on a storage fault (full disk), 400
+    when the store refused a value, else a 500; always
     in OpenAI's envelope (never plain text)."""
     if isinstance(exc, sa_exc.TimeoutError | sa_exc.OperationalError | sa_exc.InterfaceError):
         log.warning("store unavailable: %s", exc)
@@ -129,6 +133,18 @@ def unexpected_error_response(exc: BaseException) -> JSONResponse:
             "store_unavailable",
         )
         response.headers["Retry-After"] = str(STORE_RETRY_AFTER_S)
+        return response
+    if is_storage_fault(exc):  # full disk, quota, read-only data dir: nothing was stored
+        log.error("storage fault: %r", exc)
+        response = error_response(
+            507,
+            "the server's storage is full or failing right now (the data dir or its temporary "
+            "space); nothing of this request was stored, retry after "
+            f"{STORAGE_RETRY_AFTER_S} seconds",
+            "server_error",
+            "insufficient_storage",
+        )
+        response.headers["Retry-After"] = str(STORAGE_RETRY_AFTER_S)
         return response
     if isinstance(exc, sa_exc.DataError):
         return error_response(
