@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from scheduler.config import Settings
 from scheduler.dispatch.exporter import DispatchState, dispatcher_registry, start_exporter
 from scheduler.store.db import make_engine, session_factory
+from scheduler.store.migrate import upgrade
 from scheduler.store.tenants import create_api_key
 from tests.integration.api_harness import chat_line, free_port, running_server, write_fleet
 
@@ -48,8 +49,19 @@ def _sum(texts: list[str], name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-def replicas(pg_url: str, tmp_path: Path) -> Iterator[tuple[list[str], str]]:
+def own_pg_url(fresh_pg_url: str) -> str:
+    """A migrated PostgreSQL database of this test's own (the session's shared one may gain
+    other tests' batches while the counts are compared)."""
+    engine = make_engine(fresh_pg_url)
+    upgrade(engine)
+    engine.dispose()
+    return fresh_pg_url
+
+
+@pytest.fixture
+def replicas(own_pg_url: str, tmp_path: Path) -> Iterator[tuple[list[str], str]]:
     """Two API replicas (store families off) on one PostgreSQL database, and a tenant key."""
+    pg_url = own_pg_url
     engine = make_engine(pg_url)
     with session_factory(engine)() as s:
         key = create_api_key(s, f"metrics-{uuid.uuid4().hex[:8]}")
@@ -66,8 +78,9 @@ def replicas(pg_url: str, tmp_path: Path) -> Iterator[tuple[list[str], str]]:
 
 
 def test_sum_over_replicas_and_exporter_counts_each_batch_once(
-    replicas: tuple[list[str], str], pg_url: str
+    replicas: tuple[list[str], str], own_pg_url: str
 ) -> None:
+    pg_url = own_pg_url
     # Given two replicas and the dispatcher's exporter on one database
     (url_a, url_b), key = replicas
     engine = make_engine(pg_url)
@@ -128,7 +141,7 @@ def test_sum_over_replicas_and_exporter_counts_each_batch_once(
         assert _samples(text, "python_info")
 
 
-def test_dispatcher_healthz_follows_its_ticks(pg_url: str) -> None:
+def test_dispatcher_healthz_follows_its_ticks() -> None:
     # Given an exporter whose dispatcher has not ticked yet, with a zero staleness allowance
     state = DispatchState()
     port = free_port()
