@@ -27,6 +27,7 @@ from scheduler.cli import (
     EXIT_USAGE,
     build_app,
 )
+from scheduler.clock import now_utc
 from scheduler.config import Settings
 from scheduler.domain import BatchStatus
 from scheduler.store.db import make_engine, session_factory
@@ -315,7 +316,7 @@ def test_download_writes_the_error_file_of_an_expired_batch(server: Server, tmp_
     engine = make_engine(settings.resolved_database_url)
     try:
         assert finalize_batch(
-            session_factory(engine), settings, batch_id, BatchStatus.EXPIRED, now=datetime.now(UTC)
+            session_factory(engine), settings, batch_id, BatchStatus.EXPIRED, now=now_utc()
         )
     finally:
         engine.dispose()

@@ -36,7 +36,7 @@ from scheduler.store.tenants import create_api_key, create_tenant, resolve_key, 
 from tests.integration.api_harness import CHAT, chat_line, running_server, write_fleet
 
 pytestmark = pytest.mark.integration
-NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)  # data stamps only: no product clock reads them
 
 
 @pytest.fixture

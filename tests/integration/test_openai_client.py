@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ import pytest
 from openai import OpenAI
 from sqlalchemy import select
 
+from scheduler.clock import now_s
 from scheduler.config import Settings
 from scheduler.store.db import make_engine, session_factory
 from scheduler.store.migrate import upgrade
@@ -81,7 +81,7 @@ def test_official_client_uploads_creates_retrieves_cancels_and_deletes(api: Api)
         chat_line("r2", text="x" * 400),
         chat_line("r3", model="auto"),
     ]
-    before = int(time.time())
+    before = now_s()
     file = client.files.create(
         file=("requests.jsonl", ("\n".join(lines) + "\n").encode()), purpose="batch"
     )
@@ -118,9 +118,7 @@ def test_official_client_uploads_creates_retrieves_cancels_and_deletes(api: Api)
         batch.request_counts.completed,
         batch.request_counts.failed,
     ) == (3, 0, 0)
-    assert (
-        before <= batch.created_at <= int(time.time()) and batch.in_progress_at == batch.created_at
-    )
+    assert before <= batch.created_at <= now_s() and batch.in_progress_at == batch.created_at
     assert batch.expires_at == deadline and batch.errors is None
     assert batch.output_file_id is None and batch.cancelled_at is None and batch.failed_at is None
     extra = (batch.model_extra or {})["gridshift"]
