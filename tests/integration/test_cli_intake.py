@@ -27,7 +27,7 @@ from scheduler.cli import (
     EXIT_USAGE,
     build_app,
 )
-from scheduler.clock import now_utc
+from scheduler.clock import SETTING, now_utc
 from scheduler.config import Settings
 from scheduler.domain import BatchStatus
 from scheduler.store.db import make_engine, session_factory
@@ -61,7 +61,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("cli-intake") / "data"
     port = _free_port()
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("GRIDSHIFT_")},
+        # a clean gridshift configuration, but the run's clock (GRIDSHIFT_CLOCK) if it has one
+        **{k: v for k, v in os.environ.items() if not k.startswith("GRIDSHIFT_") or k == SETTING},
         "GRIDSHIFT_DATA_DIR": str(data_dir),
         "GRIDSHIFT_API_URL": f"http://127.0.0.1:{port}",
     }
