@@ -6,7 +6,7 @@ import csv
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -286,6 +286,7 @@ def build_problem(
     *,
     time_limit_s: float = 60.0,
     carbon_cap_g: float | None = None,
+    carbon_cap_by_day_g: Mapping[date, float] | None = None,
     carbon_price_per_g: float = 0.0,
     fixed: Sequence[FixedLoad] = (),
 ) -> PlanningProblem:
@@ -354,6 +355,7 @@ def build_problem(
         objectives=objs,
         tolerances=tuple(float(t) for t in tols),
         carbon_cap_g=carbon_cap_g,
+        carbon_cap_by_day_g=dict(carbon_cap_by_day_g or {}),
         carbon_price_per_g=carbon_price_per_g,
         fixed=tuple(fixed),
         time_limit_s=time_limit_s,

@@ -375,25 +375,34 @@ def committed_co2_g(s: Session) -> float:
     return math.fsum(co2 * n / total for n, total, co2 in rows if total)
 
 
-def carbon_cap(
+def carbon_caps(
     s: Session, fleet: Fleet, now: datetime, horizon_end: datetime
-) -> tuple[float | None, float]:
-    """(carbon cap of a new plan in g, pacer price per g) from the fleet budget.
+) -> tuple[dict[date, float] | None, float]:
+    """(carbon cap per UTC day of a new plan's horizon in g, pacer price per g).
 
-    The cap is the pacer's daily target (today's ``carbon_pacing`` row, written by
+    Each day's target is the pacer's (today's ``carbon_pacing`` row, written by
     ``advance_pacer`` for day-only, month-only and combined budgets alike, never above
-    ``g_per_day``): what is left of
-    today's target after the CO2 already booked today and the planned CO2 of queued and
-    running work, plus the target for each further day the horizon reaches into. No budget
-    (or no pacing row yet): no cap.
+    ``g_per_day``). Today gets what is left of it after the CO2 booked today and the planned CO2
+    of queued and running work; each further day the horizon reaches into gets the target, so
+    no day borrows from another's. No budget (or no pacing row yet): no cap.
     """
     pacing = _pacing(s, now.astimezone(UTC).date())
     price = pacing.price_per_g if pacing else 0.0
     if fleet.carbon_budget is None or pacing is None:
         return None, price
     target = day_limited(fleet.carbon_budget, max(0.0, pacing.budget_g))
-    midnight = _day_start(now.astimezone(UTC).date())
+    today = now.astimezone(UTC).date()
+    midnight = _day_start(today)
     spent = spent_g(s, midnight, midnight + timedelta(days=1))
-    days_after_today = max(0, (horizon_end - midnight - timedelta(seconds=1)).days)
-    cap = max(0.0, target - spent - committed_co2_g(s)) + target * days_after_today
-    return cap, price
+    caps = {today: max(0.0, target - spent - committed_co2_g(s))}
+    for i in range(1, max(0, (horizon_end - midnight - timedelta(seconds=1)).days) + 1):
+        caps[today + timedelta(days=i)] = target
+    return caps, price
+
+
+def carbon_cap(
+    s: Session, fleet: Fleet, now: datetime, horizon_end: datetime
+) -> tuple[float | None, float]:
+    """(the horizon's carbon cap in g: the sum of ``carbon_caps``, pacer price per g)."""
+    caps, price = carbon_caps(s, fleet, now, horizon_end)
+    return (None if caps is None else math.fsum(caps.values())), price

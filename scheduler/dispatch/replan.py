@@ -17,7 +17,7 @@ from scheduler.dispatch.budget import (
     BudgetStates,
     advance_pacer,
     budget_states,
-    carbon_cap,
+    carbon_caps,
     defer_parts,
     quality_ceilings,
 )
@@ -227,7 +227,7 @@ def build_problem(
     horizon_end = slots[-1] + timedelta(minutes=fleet.slot_minutes)
     batches, deferred = defer_parts(batches, states, horizon_end)
     signals = signals_for(fleet, slots, now)
-    cap, price = carbon_cap(s, fleet, now, horizon_end)
+    caps, price = carbon_caps(s, fleet, now, horizon_end)
     problem = PlanningProblem(
         fleet=fleet,
         slots=slots,
@@ -235,7 +235,8 @@ def build_problem(
         batches=tuple(batches),
         objectives=fleet.default_objectives,
         tolerances=fleet.default_tolerances,
-        carbon_cap_g=cap,
+        carbon_cap_by_day_g=caps or {},
+        cap_carbon_g_per_kwh=_booked_factors(fleet, signals) if caps else {},
         carbon_price_per_g=price,
         fixed=_fixed_loads(s, fleet, now, all_planned=exclude is not None),
         slot_available={slots[0]: slot_fraction_left(now, fleet.slot_minutes)},
@@ -245,6 +246,19 @@ def build_problem(
         reserved=expected_arrivals(s, settings, now, horizon_end, fleet.slot_minutes),
     )
     return problem, free, deferred
+
+
+def _booked_factors(
+    fleet: Fleet, signals: Mapping[tuple[str, datetime], SlotSignal]
+) -> dict[tuple[str, datetime], float]:
+    """The average direct factor booking charges to the budget, where a signal is marginal or
+    lifecycle (``scope2_signals``): the grid factor of the plan's carbon cap rows."""
+    booked = scope2_signals(fleet, signals)
+    return {
+        k: b.carbon_g_per_kwh
+        for k, b in booked.items()
+        if b.carbon_g_per_kwh != signals[k].carbon_g_per_kwh
+    }
 
 
 def current_cells(s: Session) -> tuple[WarmCell, ...]:

@@ -1,7 +1,8 @@
 """The binding rows of the stage that decided placement, read from the LP's row duals.
 
 Only the capacity (``capacity__SITE__POOL__tT``), water-cap (``water__SITE__dYYYYMMDD``) and
-carbon-budget (``carbon_cap``) rows are kept, and only those with a non-zero dual: their shadow
+carbon-budget (``carbon_cap`` for the horizon, ``carbon_cap__dYYYYMMDD`` per UTC day, kept with
+``start`` = that day) rows are kept, and only those with a non-zero dual: their shadow
 price is what one more unit of the limit would save of the stage's objective (grams of CO2 per
 GPU-hour, per litre, per gram of budget when the stage is carbon). Degenerate LPs (many equal
 slots) have several dual solutions, so a row kept here is *a* binding limit, and a tight row
@@ -40,6 +41,13 @@ def _row_keys(
         "carbon_cap": ("carbon_cap", None, None, None)
     }
     days = sorted({t.astimezone(UTC).date() for t in problem.slots})
+    for day in days:
+        keys[lp_name("carbon_cap", f"d{day:%Y%m%d}")] = (
+            "carbon_cap",
+            None,
+            None,
+            datetime(day.year, day.month, day.day, tzinfo=UTC),
+        )
     for site in problem.fleet.sites:
         for pool in site.pools:
             for t, slot in enumerate(problem.slots):

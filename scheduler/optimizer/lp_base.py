@@ -34,6 +34,7 @@ class Signals:
     fixed_fac_kwh: FloatArray  # [site, slot]
     capacity_gpu_h: FloatArray  # [pool_flat, slot], before fixed load
     days: tuple[date, ...]  # UTC day of each slot start
+    cap_carbon: FloatArray  # [site, slot] grid factor of the carbon cap rows (7)
 
 
 def dense_signals(problem: PlanningProblem, pools: list[tuple[int, int]]) -> Signals:
@@ -45,7 +46,7 @@ def dense_signals(problem: PlanningProblem, pools: list[tuple[int, int]]) -> Sig
     fleet = problem.fleet
     n_s, n_t = len(fleet.sites), len(problem.slots)
     shape = (n_s, n_t)
-    carbon, price, ren, wue = (np.zeros(shape) for _ in range(4))
+    carbon, price, ren, wue, cap_carbon = (np.zeros(shape) for _ in range(5))
     sh = fleet.slot_hours
     for s, site in enumerate(fleet.sites):
         for t, slot in enumerate(problem.slots):
@@ -56,6 +57,9 @@ def dense_signals(problem: PlanningProblem, pools: list[tuple[int, int]]) -> Sig
                     "a signal for every slot of the horizon"
                 )
             carbon[s, t] = sig.carbon_g_per_kwh
+            cap_carbon[s, t] = problem.cap_carbon_g_per_kwh.get(
+                (site.name, slot), sig.carbon_g_per_kwh
+            )
             price[s, t] = sig.price_per_kwh
             ren[s, t] = max(0.0, sig.renewable_kw) * sh
             wue[s, t] = site.wue_l_per_kwh if sig.wue_l_per_kwh is None else sig.wue_l_per_kwh
@@ -78,7 +82,7 @@ def dense_signals(problem: PlanningProblem, pools: list[tuple[int, int]]) -> Sig
     counts = np.array([fleet.sites[s].pools[p].count for s, p in pools], dtype=float)
     capacity = counts[:, None] * sh * avail[None, :]
     days = tuple(_utc_day(slot) for slot in problem.slots)
-    return Signals(carbon, price, ren, wue, fixed_gpu, fixed_fac, capacity, days)
+    return Signals(carbon, price, ren, wue, fixed_gpu, fixed_fac, capacity, days, cap_carbon)
 
 
 def _utc_day(t: datetime) -> date:

@@ -42,7 +42,8 @@ class RowIndex:
     grid_base: int
     negrow: IntArray  # [site, slot] -> gridmax row
     waterrow: IntArray  # [site, slot] -> water row of its day
-    carbon_cap_row: int | None
+    carbon_cap_row: int | None  # the whole horizon's cap row
+    carbon_day_row: IntArray  # [slot] -> carbon cap row of its UTC day, -1 = none
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,12 +129,32 @@ def rows_water(
     return waterrow
 
 
-def row_carbon_cap(rows: Rows, problem: PlanningProblem, fixed_carbon: float) -> int | None:
-    """(7) carbon cap (the budget), with the fixed loads' grid carbon added to its bound."""
-    if problem.carbon_cap_g is None:
-        return None
-    upper = np.array([problem.carbon_cap_g + fixed_carbon])
-    return rows.add(["carbon_cap"], np.array([-math.inf]), upper)
+def rows_carbon_cap(
+    rows: Rows, problem: PlanningProblem, sig: Signals, fixed_grid: FloatArray
+) -> tuple[int | None, IntArray]:
+    """(7) carbon cap (the budget): one row for the horizon (``carbon_cap_g``) and one per
+    capped UTC day (``carbon_cap_by_day_g``, the slots starting that day), each bound raised by
+    the fixed loads' grid carbon it covers. Grid carbon is priced at ``sig.cap_carbon`` (the
+    factor booking charges to the budget). Returns the horizon row (or None) and each slot's
+    day row (-1 = none)."""
+    fixed = fixed_grid * sig.cap_carbon
+    total_row = None
+    if problem.carbon_cap_g is not None:
+        upper = np.array([problem.carbon_cap_g + float(fixed.sum())])
+        total_row = rows.add(["carbon_cap"], np.array([-math.inf]), upper)
+    day_row = np.full(len(problem.slots), -1, dtype=np.int64)
+    names: list[str] = []
+    ub: list[float] = []
+    for day in sorted(set(sig.days)):
+        cap = problem.carbon_cap_by_day_g.get(day)
+        if cap is None:
+            continue
+        ts = [t for t, d in enumerate(sig.days) if d == day]
+        day_row[ts] = len(rows.names) + len(names)
+        names.append(lp_name("carbon_cap", f"d{day:%Y%m%d}"))
+        ub.append(cap + float(fixed[:, ts].sum()))
+    rows.add(names, np.full(len(ub), -math.inf), np.array(ub, dtype=float))
+    return total_row, day_row
 
 
 def placement_columns(
@@ -209,9 +230,9 @@ def constraint_matrix(
 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], FloatArray]:
     """The constraint matrix, column-wise: x entries, then the grid columns' entries."""
     n_x, n_s = len(x.col_group), sig.carbon.shape[0]
-    # Column-wise entries of x: complete, capacity, grid, gridmax, water, carbon cap.
-    xi = np.full((n_x, 6), -1, dtype=np.int64)
-    xv = np.zeros((n_x, 6))
+    # Column-wise entries of x: complete, capacity, grid, gridmax, water, carbon cap, day cap.
+    xi = np.full((n_x, 7), -1, dtype=np.int64)
+    xv = np.zeros((n_x, 7))
     xi[:, 0], xv[:, 0] = x.col_group, 1.0
     xi[:, 1], xv[:, 1] = rows.cap_base + x.opt_pool * n_t + x.col_slot, x.gpu_h
     xi[:, 2], xv[:, 2] = rows.grid_base + x.opt_site * n_t + x.col_slot, x.fac_kwh
@@ -219,16 +240,18 @@ def constraint_matrix(
     xi[:, 4], xv[:, 4] = rows.waterrow[x.opt_site, x.col_slot], x.water
     if rows.carbon_cap_row is not None:
         xi[:, 5], xv[:, 5] = rows.carbon_cap_row, x.carbon
-    # Grid columns: grid balance (-1), gridmax (+1), water (ewif), carbon cap (carbon).
+    xi[:, 6], xv[:, 6] = rows.carbon_day_row[x.col_slot], x.carbon
+    # Grid columns: grid balance (-1), gridmax (+1), water (ewif), carbon caps (cap factor).
     gs = np.repeat(np.arange(n_s), n_t)
     gt = np.tile(np.arange(n_t), n_s)
-    gi = np.full((n_s * n_t, 4), -1, dtype=np.int64)
-    gv = np.zeros((n_s * n_t, 4))
+    gi = np.full((n_s * n_t, 5), -1, dtype=np.int64)
+    gv = np.zeros((n_s * n_t, 5))
     gi[:, 0], gv[:, 0] = rows.grid_base + gs * n_t + gt, -1.0
     gi[:, 1], gv[:, 1] = rows.negrow[gs, gt], 1.0
     gi[:, 2], gv[:, 2] = rows.waterrow[gs, gt], ewif[gs]
     if rows.carbon_cap_row is not None:
-        gi[:, 3], gv[:, 3] = rows.carbon_cap_row, sig.carbon[gs, gt]
+        gi[:, 3], gv[:, 3] = rows.carbon_cap_row, sig.cap_carbon[gs, gt]
+    gi[:, 4], gv[:, 4] = rows.carbon_day_row[gt], sig.cap_carbon[gs, gt]
     return csc([(xi, xv), (gi, gv)])
 
 

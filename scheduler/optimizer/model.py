@@ -25,7 +25,10 @@ Constraints (numbered groups; row names in brackets, [a-z0-9_] only):
     (5) water cap     [water__SITE__dYYYYMMDD], sites with water_cap_l_per_day, per UTC day d:
             sum_{t in d} (sum E x * wue(s,t) + ewif(s) * grid[s,t]) <= cap - fixed water
     (6) grid cap      (column bound) grid[s,t] <= grid_cap_kw(s) * h
-    (7) carbon cap    [carbon_cap]: carbon(x, grid) <= carbon_cap_g + fixed loads' grid carbon
+    (7) carbon cap    [carbon_cap]: carbon(x, grid) <= carbon_cap_g + fixed loads' grid carbon,
+                      and per capped UTC day d [carbon_cap__dYYYYMMDD]:
+            sum_{t in d} carbon(x, grid) <= carbon_cap_by_day_g[d] + fixed grid carbon of d;
+            grid carbon in (7) is priced at cap_carbon_g_per_kwh (booking's factor) where given
     (8) lexicographic [lex__OBJ]: added by ``solve.py`` after each stage.
 
 Windows (t_start >= submitted_at, t_end <= deadline) and residency are enforced by creating
@@ -62,8 +65,8 @@ from scheduler.optimizer.lp_blocks import (
     constraint_matrix,
     objective_vectors,
     placement_columns,
-    row_carbon_cap,
     rows_capacity,
+    rows_carbon_cap,
     rows_complete,
     rows_grid,
     rows_gridmax,
@@ -163,7 +166,7 @@ def build_model(
 
     One function per numbered constraint group, in row order: ``rows_complete`` (1),
     ``rows_capacity`` (2), ``rows_grid`` (3), ``rows_gridmax`` (4), ``rows_water`` (5),
-    the grid cap (6) as column bounds here, ``row_carbon_cap`` (7); (8) is added by
+    the grid cap (6) as column bounds here, ``rows_carbon_cap`` (7); (8) is added by
     ``solve.py``. Capacity, water and grid caps are scaled by ``1 - headroom`` (see
     ``HEADROOM``); the planner rebuilds with ``headroom=0`` when the scaled model cannot place
     everything.
@@ -178,12 +181,18 @@ def build_model(
     fixed_grid = np.maximum(sig.fixed_fac_kwh - sig.renewable_kwh, 0.0)
     rows = Rows()
     rows_complete(rows, len(groups))
+    cap_base = rows_capacity(rows, problem, pools, sig, headroom)
+    grid_base = rows_grid(rows, problem, sig)
+    negrow = rows_gridmax(rows, problem, sig)
+    waterrow = rows_water(rows, problem, sig, fixed_grid, headroom)
+    carbon_cap_row, carbon_day_row = rows_carbon_cap(rows, problem, sig, fixed_grid)
     index = RowIndex(
-        cap_base=rows_capacity(rows, problem, pools, sig, headroom),
-        grid_base=rows_grid(rows, problem, sig),
-        negrow=rows_gridmax(rows, problem, sig),
-        waterrow=rows_water(rows, problem, sig, fixed_grid, headroom),
-        carbon_cap_row=row_carbon_cap(rows, problem, float((fixed_grid * sig.carbon).sum())),
+        cap_base=cap_base,
+        grid_base=grid_base,
+        negrow=negrow,
+        waterrow=waterrow,
+        carbon_cap_row=carbon_cap_row,
+        carbon_day_row=carbon_day_row,
     )
     x = placement_columns(problem, groups, pools, sig)
     ewif = np.array([site.ewif_l_per_kwh for site in fleet.sites])

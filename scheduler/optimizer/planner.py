@@ -304,6 +304,18 @@ def _grams(g: float) -> str:
     return f"{g:,.0f}" if abs(g) >= 100 else f"{g:.3g}"
 
 
+def _cap_words(problem: PlanningProblem) -> str:
+    """The plan's carbon caps in words: the horizon's, then each capped UTC day's."""
+    parts = []
+    if problem.carbon_cap_g is not None:
+        parts.append(f"{_grams(problem.carbon_cap_g)} g CO2")
+    parts += [
+        f"{_grams(g)} g CO2 on {day:%Y-%m-%d}"
+        for day, g in sorted(problem.carbon_cap_by_day_g.items())
+    ]
+    return " and ".join(parts)
+
+
 def _reasons(
     problem: PlanningProblem,
     dropped: list[Candidate],
@@ -313,12 +325,12 @@ def _reasons(
 ) -> list[tuple[Candidate, str]]:
     if not dropped:
         return []
-    if problem.carbon_cap_g is not None:
-        uncapped = dataclasses.replace(problem, carbon_cap_g=None)
+    if problem.carbon_cap_g is not None or problem.carbon_cap_by_day_g:
+        uncapped = dataclasses.replace(problem, carbon_cap_g=None, carbon_cap_by_day_g={})
         if _feasible(uncapped, [*active, *dropped], aggregate, backend):
             reason = (
                 f"carbon budget: placing it would push the plan over its carbon cap of "
-                f"{_grams(problem.carbon_cap_g)} g CO2 even on the smallest allowed models and cleanest "
+                f"{_cap_words(problem)} even on the smallest allowed models and cleanest "
                 "slots; raise the budget, lower min_quality or move the deadline later"
             )
             return [(c, reason) for c in dropped]

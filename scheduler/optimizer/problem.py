@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from scheduler.domain import Fleet, Objective, PlanningBatch, SlotSignal
 
@@ -39,6 +39,14 @@ class PlanningProblem:
         objectives: lexicographic order.
         tolerances: relative slack per stage, same length as ``objectives``.
         carbon_cap_g: optional cap on ``co2_g`` of this plan (the budget left for its horizon).
+        carbon_cap_by_day_g: optional cap per UTC day of the horizon on the CO2 of the slots
+            starting that day (the service: today's budget left for today, each later day's
+            target for that day), so that no day borrows from another day's budget. One LP row
+            per capped day; days not in the map are not capped per day. Both caps may be set.
+        cap_carbon_g_per_kwh: the grid carbon factor the cap rows use per ``(site, slot)``
+            where it differs from the signal's (the service: the average direct factor of a
+            marginal or lifecycle site, the factor booking charges to the budget); missing
+            keys use ``signals[...].carbon_g_per_kwh``. The objectives keep the signal's factor.
         carbon_price_per_g: pacing price added to the carbon stage (primal-dual pacer); 0 = off.
         fixed: work already committed, which consumes capacity and caps.
         slot_available: optional fraction (0..1] of a slot still usable (the slot in progress
@@ -68,6 +76,8 @@ class PlanningProblem:
     objectives: tuple[Objective, ...] = (Objective.CARBON, Objective.COST, Objective.DELAY)
     tolerances: tuple[float, ...] = (0.0, 0.0, 0.0)
     carbon_cap_g: float | None = None
+    carbon_cap_by_day_g: Mapping[date, float] = field(default_factory=dict)
+    cap_carbon_g_per_kwh: Mapping[tuple[str, datetime], float] = field(default_factory=dict)
     carbon_price_per_g: float = 0.0
     fixed: tuple[FixedLoad, ...] = ()
     slot_available: Mapping[datetime, float] = field(default_factory=dict)

@@ -4,7 +4,8 @@ The planner keeps the rows with a non-zero dual of the stage that decided placem
 (``scheduler/optimizer/duals.py``): pool capacity per slot, a site's daily water cap, the
 carbon budget. A batch is limited by such a row when one of its chosen cells or its next-best
 option touches it: the capacity of the same site (and pool, when known) in the same slot, the
-water cap of the same site on the same UTC day, or the budget (every cell counts against it).
+water cap of the same site on the same UTC day, or the budget (every cell counts against the
+horizon's cap; a day's cap, ``start`` = that UTC day, only the cells of that day).
 Deadline and residency have no rows (cells outside a window or the allowed sites are never
 built), so they are never answered here; degenerate LPs have several dual solutions, so a row
 named is *a* binding limit, and a tight row with a zero dual is not proven slack.
@@ -31,7 +32,7 @@ def _start(row: dict[str, Any]) -> datetime | None:
 def _touches(row: dict[str, Any], site: str, pool: str | None, slot: datetime) -> bool:
     kind, start = row.get("kind"), _start(row)
     if kind == "carbon_cap":
-        return True
+        return start is None or start.date() == slot.astimezone(UTC).date()
     if row.get("site") != site or start is None:
         return False
     if kind == "capacity":
@@ -47,6 +48,8 @@ def _words(row: dict[str, Any]) -> str:
         return f"capacity of {row['site']}/{row['pool']} at {start:%a %H:%M} UTC was full: {price}"
     if kind == "water" and start is not None:
         return f"the water cap of {row['site']} on {start:%a %d %b} was reached: {price}"
+    if kind == "carbon_cap" and start is not None:
+        return f"the carbon budget of {start:%a %d %b} (its daily carbon cap) was reached: {price}"
     return f"the carbon budget (carbon cap) was reached: {price}"
 
 

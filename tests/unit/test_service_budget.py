@@ -204,3 +204,27 @@ def test_both_the_daily_and_the_monthly_limit_apply(
     # Then today's budget and the plan's cap are the daily limit, not the month's pace
     assert target == pytest.approx(0.002)
     assert cap == pytest.approx(0.002)
+
+
+def test_the_planners_caps_are_per_day_so_today_cannot_borrow_from_tomorrow(
+    tmp_path: Path, sessions: sessionmaker[Session]
+) -> None:
+    # Given a month-only budget pacing 1 kg a day and 200 g booked today
+    from scheduler.dispatch.budget import advance_pacer, carbon_cap, carbon_caps
+
+    fleet = dataclasses.replace(_fleet(), carbon_budget=CarbonBudget(g_per_month=30 * DAY_G))
+    h = _harness(tmp_path, sessions, fleet)
+    advance_pacer(h.sessions, fleet, T0)
+    book_co2(h, T0 - timedelta(minutes=20), 200.0)
+    # When the caps of a plan whose horizon reaches 06:00 tomorrow are computed
+    midnight = T0.replace(hour=0, minute=0)
+    with h.sessions() as s:
+        caps, _ = carbon_caps(s, fleet, T0, midnight + timedelta(days=1, hours=6))
+        total, _ = carbon_cap(s, fleet, T0, midnight + timedelta(days=1, hours=6))
+    # Then today keeps what is left of its target and tomorrow gets its own target, apart
+    assert caps is not None
+    assert caps == {
+        midnight.date(): pytest.approx(DAY_G - 200.0),
+        midnight.date() + timedelta(days=1): pytest.approx(DAY_G),
+    }
+    assert total == pytest.approx(2 * DAY_G - 200.0)
