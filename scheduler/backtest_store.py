@@ -32,13 +32,13 @@ from sqlalchemy.orm import Session
 from scheduler.contract.inputs import format_time
 from scheduler.contract.vintages import Vintages
 from scheduler.dispatch.expected import history_before
-from scheduler.dispatch.slots import slot_floor
 from scheduler.domain import BatchStatus, Fleet, PlanningBatch, SlotSignal
 from scheduler.errors import InvalidInput
 from scheduler.forecasts.base import ACTUAL, CARBON, PRICE, SOLAR, WUE
 from scheduler.forecasts.cache import load_points
 from scheduler.forecasts.history import Slotted, onto_slots, sources, store_issues
 from scheduler.optimizer.arrivals import ArrivalProfile
+from scheduler.slots import slot_floor
 from scheduler.store.part_rows import part_rows, planning_batch
 from scheduler.store.tables import Batch, BatchPart, LedgerEntry
 

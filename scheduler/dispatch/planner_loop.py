@@ -46,10 +46,10 @@ from scheduler.dispatch.planner_lock import (
 )
 from scheduler.dispatch.replan import Planner, default_horizon_signals, replan
 from scheduler.dispatch.signals import HorizonSignals
-from scheduler.dispatch.slots import slots_between
 from scheduler.dispatch.solver_pool import full_replan_child, solver_pool
 from scheduler.dispatch.triggers import record_failure, replan_trigger
 from scheduler.domain import Fleet, SlotSignal
+from scheduler.slots import slots_between
 from scheduler.store.tables import PlanRecord, now_utc
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,6 @@ from scheduler.dispatch.plan_write import (
     write_lock,
 )
 from scheduler.dispatch.signals import HorizonSignals, scope2_signals, signal_notes
-from scheduler.dispatch.slots import slot_floor, slot_fraction_left, slots_between
 from scheduler.domain import (
     Assignment,
     BatchStatus,
@@ -46,6 +45,7 @@ from scheduler.optimizer.coverage import check_coverage
 from scheduler.optimizer.duals import rows_json
 from scheduler.optimizer.pricing import PricedPiece, price_problem
 from scheduler.optimizer.problem import FixedLoad, PlanningProblem, WarmCell
+from scheduler.slots import slot_floor, slot_fraction_left, slots_between
 from scheduler.store.db import transaction
 from scheduler.store.part_rows import part_rows, planning_batch
 from scheduler.store.tables import (

@@ -170,17 +170,6 @@ def scope2_signals(
     return out
 
 
-def carbon_factor_of_site(fleet: Fleet, site_name: str) -> str:
-    """The factor type of a site's configured carbon source (average direct without one)."""
-    from scheduler.forecasts.base import carbon_factor_of
-    from scheduler.forecasts.service import ALIASES, site_source
-
-    source = site_source(fleet.site(site_name), CARBON)
-    if source is None:
-        return CarbonFactor.AVERAGE_DIRECT.value
-    return carbon_factor_of(ALIASES.get(source.provider, source.provider), source.options)
-
-
 def _average_fallback(fleet: Fleet, site_name: str) -> tuple[float, str]:
     configured = fleet.site(site_name).average_carbon_g_per_kwh
     if configured is not None:

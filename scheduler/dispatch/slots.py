@@ -1,30 +1,5 @@
-"""Slot arithmetic shared by dispatch, re-planning and execution (slots aligned to midnight UTC)."""
+"""Kept for existing imports: slot arithmetic lives in ``scheduler.slots`` (a leaf module)."""
 
-from __future__ import annotations
+from scheduler.slots import slot_floor, slot_fraction_left, slots_between
 
-from datetime import datetime, timedelta
-
-
-def slot_floor(t: datetime, slot_minutes: int) -> datetime:
-    """Start of the slot containing ``t`` (an aware UTC datetime)."""
-    midnight = t.replace(hour=0, minute=0, second=0, microsecond=0)
-    minutes = int((t - midnight).total_seconds() // 60)
-    return midnight + timedelta(minutes=minutes - minutes % slot_minutes)
-
-
-def slots_between(start: datetime, end: datetime, slot_minutes: int) -> tuple[datetime, ...]:
-    """Slot starts from the slot containing ``start`` up to (excluding) ``end``."""
-    step = timedelta(minutes=slot_minutes)
-    t = slot_floor(start, slot_minutes)
-    out = []
-    while t < end:
-        out.append(t)
-        t += step
-    return tuple(out)
-
-
-def slot_fraction_left(now: datetime, slot_minutes: int) -> float:
-    """Fraction (0..1] of the slot in progress that is still ahead of ``now``."""
-    start = slot_floor(now, slot_minutes)
-    used_s = (now - start).total_seconds()
-    return max(1e-6, 1.0 - used_s / (slot_minutes * 60.0))
+__all__ = ["slot_floor", "slot_fraction_left", "slots_between"]

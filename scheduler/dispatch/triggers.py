@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.dispatch.plan_write import any_free
 from scheduler.dispatch.planner_lock import check_fence
-from scheduler.dispatch.slots import slot_floor
 from scheduler.domain import BatchStatus, Fleet
+from scheduler.slots import slot_floor
 from scheduler.store.db import transaction
 from scheduler.store.tables import AssignmentRecord, Batch, BatchPart, PlanRecord, Shard
 

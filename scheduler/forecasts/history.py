@@ -19,12 +19,11 @@ from sqlalchemy.orm import Session
 
 from scheduler.contract.inputs import format_time
 from scheduler.contract.vintages import Vintages, ceil_to_slot
-from scheduler.dispatch.signals import carbon_factor_of_site
 from scheduler.domain import Fleet, Site, SlotSignal
 from scheduler.errors import InvalidInput
 from scheduler.forecasts.base import CARBON, PRICE, SOLAR, WUE, Series, cache_key, resample
 from scheduler.forecasts.issues import load_issues
-from scheduler.forecasts.service import ALIASES, site_source
+from scheduler.forecasts.service import ALIASES, carbon_factor_of_site, site_source
 from scheduler.store.tables import ForecastIssue, ForecastPoint
 
 KINDS = (CARBON, PRICE, SOLAR, WUE)

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from scheduler.config import Settings
-from scheduler.domain import Fleet, SignalSource, Site, SlotSignal
+from scheduler.domain import CarbonFactor, Fleet, SignalSource, Site, SlotSignal
 from scheduler.errors import ForecastUnavailable
 from scheduler.forecasts.base import (
     ACTUAL,
@@ -25,6 +25,7 @@ from scheduler.forecasts.base import (
     ProviderError,
     Series,
     cache_key,
+    carbon_factor_of,
     infer_step,
     resample,
     utc,
@@ -117,6 +118,14 @@ def site_source(site: Site, kind: str) -> SignalSource | None:
         if SIGNAL_ALIASES.get(name, name) == kind:
             return source
     return None
+
+
+def carbon_factor_of_site(fleet: Fleet, site_name: str) -> str:
+    """The factor type of a site's configured carbon source (average direct without one)."""
+    source = site_source(fleet.site(site_name), CARBON)
+    if source is None:
+        return CarbonFactor.AVERAGE_DIRECT.value
+    return carbon_factor_of(ALIASES.get(source.provider, source.provider), source.options)
 
 
 def fallback_source(source: SignalSource) -> SignalSource | None:

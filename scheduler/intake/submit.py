@@ -13,7 +13,6 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from scheduler.dispatch.slots import slot_floor
 from scheduler.domain import BatchStatus, Fleet
 from scheduler.engine_options import OptionCheck, engine_kinds_by_model
 from scheduler.errors import ConfigError, InvalidInput, LineError
@@ -26,6 +25,7 @@ from scheduler.intake.validate import (
     ScanResult,
     scan_file,
 )
+from scheduler.slots import slot_floor
 from scheduler.store.batches import (
     insert_parts,
     insert_requests,

@@ -87,7 +87,7 @@ class Explanation(BaseModel):
 
 def _slot(t: datetime, minutes: int) -> datetime:
     # the service's slot rule (slots of more than 60 minutes floor the hour too)
-    from scheduler.dispatch.slots import slot_floor
+    from scheduler.slots import slot_floor
 
     return slot_floor(t.astimezone(UTC), minutes)
 

@@ -147,7 +147,7 @@ def realised(
     Returns:
         (booked, counterfactual, intensity per site at submission or None when unknown).
     """
-    from scheduler.dispatch.slots import slot_floor
+    from scheduler.slots import slot_floor
 
     slot = slot_floor(submitted, fleet.slot_minutes)
     known = {s.name for s in fleet.sites}
