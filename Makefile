@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3.11
 
-.PHONY: install install-vllm check lint typecheck test demo clean
+.PHONY: install install-vllm check lint typecheck test test-fast demo clean
 
 STAMP := $(VENV)/.installed
 VLLM_STAMP := $(VENV)/.vllm-installed
@@ -39,8 +39,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
-test: $(VLLM_STAMP)  ## The README's test command
+test: $(VLLM_STAMP)  ## Every test: what CI runs
 	$(PY) -m pytest -q
+
+# Pure unit tests (no database server, no process started, no model built): under a minute.
+# tests/lane_markers.py marks the rest and fails a test that would slip into this lane.
+FAST_LANE := -m "not integration and not e2e and not slow"
+test-fast: $(STAMP)  ## The one-minute lane: unit tests only
+	$(PY) -m pytest -q $(FAST_LANE) tests/unit tests/examples
 
 demo: $(STAMP)  ## The main job on the embedded default (SQLite, in-process broker, tiny CPU model)
 	$(VENV)/bin/gridshift demo

@@ -1,17 +1,24 @@
 """Shared fixtures: settings on a temporary data dir, migrated SQLite and PostgreSQL, Redis.
 
 Real servers: unreachable means skip locally and FAIL under ``CI=true``.
+
+Lanes (``make test-fast`` runs ``-m "not integration and not e2e and not slow"``): the lane
+markers are applied here, by directory and by the fixtures a test uses (``lanes``), and a test
+left in the fast lane that starts a process, builds a model or reaches PostgreSQL or Redis fails
+at once saying which marker it needs (``_fast_lane_guard``), so nothing slow enters it silently.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+from lane_markers import apply_lane_markers, fast_lane_guard
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -19,6 +26,15 @@ from scheduler.config import Settings
 from scheduler.store.db import make_engine, session_factory
 from scheduler.store.migrate import upgrade
 from tests.clock_pin import PINNED_AT, pin
+
+_fast_lane_guard = fast_lane_guard
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Lane markers before ``-m`` selects (see tests/lane_markers.py)."""
+    apply_lane_markers(config, items)
+
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get(
@@ -69,11 +85,30 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'gs.db'}")
 
 
-@pytest.fixture
-def sqlite_engine(settings: Settings) -> Iterator[Engine]:
-    """A migrated SQLite database (fresh per test)."""
-    engine = make_engine(settings.resolved_database_url)
+@pytest.fixture(scope="session")
+def migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SQLite file migrated to head once per session; ``sqlite_engine`` copies it per test.
+
+    A byte copy of a migrated database is that database: the tests get the same schema and
+    ``alembic_version`` as a per-test ``upgrade`` without paying for the migrations each time.
+    """
+    path = tmp_path_factory.mktemp("sqlite-template") / "migrated.db"
+    engine = make_engine(f"sqlite:///{path}")
     upgrade(engine)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    engine.dispose()
+    return path
+
+
+@pytest.fixture
+def sqlite_engine(settings: Settings, migrated_sqlite_template: Path) -> Iterator[Engine]:
+    """A migrated SQLite database (fresh per test: a copy of the session's migrated template)."""
+    url = settings.resolved_database_url
+    target = Path(url.split("///", 1)[1])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(migrated_sqlite_template, target)
+    engine = make_engine(url)
     yield engine
     engine.dispose()
 

@@ -37,6 +37,7 @@ def _compose_command() -> list[str] | None:
     return None
 
 
+@pytest.mark.slow  # starts processes
 def test_compose_file_is_accepted_by_docker_compose_config() -> None:
     # Given docker compose on this machine (.ci/run installs one; locally: skip, under CI: fail)
     command = _compose_command()

@@ -285,7 +285,11 @@ def test_negative_price_is_earned_only_on_grid_energy_the_work_needs() -> None:
     assert plan.totals.cost == pytest.approx(-0.1)
 
 
-@pytest.mark.parametrize("backend", ["pulp-highs", "pulp-cbc", "highs", "highs-colgen"])
+@pytest.mark.parametrize(
+    "backend",
+    # CBC runs as a subprocess of PuLP: slow lane
+    ["pulp-highs", pytest.param("pulp-cbc", marks=pytest.mark.slow), "highs", "highs-colgen"],
+)
 def test_every_backend_finds_the_same_optimum(backend: str) -> None:
     # Given a problem with a trade-off between two sites and three hours
     p = problem(

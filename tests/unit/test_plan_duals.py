@@ -18,7 +18,12 @@ from scheduler.optimizer.duals import rows_json
 from scheduler.optimizer.planner import plan_problem
 from scheduler.review.dual_reason import dual_reason
 
-BACKENDS = ["pulp-highs", "pulp-cbc", "highs", "highs-colgen"]
+BACKENDS = [
+    "pulp-highs",
+    pytest.param("pulp-cbc", marks=pytest.mark.slow),  # CBC runs as a subprocess of PuLP
+    "highs",
+    "highs-colgen",
+]
 
 
 def _plan(gpu_hours: float, backend: str, **kw: object) -> Plan:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from execution_helpers import T0, Harness, chat_line, fixed_signals, make_harness
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -347,6 +348,7 @@ def test_a_new_batch_is_placed_while_a_full_replan_is_still_solving(
     assert any(p.startswith(c) for p in parts)
 
 
+@pytest.mark.slow  # starts processes
 def test_the_planner_loop_runs_fast_path_and_full_replans_in_a_child_process(
     settings: Settings, sessions: sessionmaker[Session], tmp_path: Path, pinned_now: datetime
 ) -> None:

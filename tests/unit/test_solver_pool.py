@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 PARENT = """
 import os, sys, time
 from scheduler.dispatch.solver_pool import solver_pool
@@ -27,6 +29,7 @@ def _alive(pid: int) -> bool:
         return "zombie" not in f.read()
 
 
+@pytest.mark.slow  # starts processes
 def test_the_solver_child_exits_when_the_planner_is_killed() -> None:
     # Given a planner-like process holding a spawned solver child
     parent = subprocess.Popen(
