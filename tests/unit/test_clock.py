@@ -54,6 +54,7 @@ def test_bad_setting_says_what_is_expected(monkeypatch: pytest.MonkeyPatch, valu
         clock.now_utc()
 
 
+@pytest.mark.slow  # starts a process
 def test_spawned_process_agrees_with_the_anchor() -> None:
     setting = clock.clock_setting(AT)
     code = "from scheduler.clock import now_utc; print(now_utc().isoformat())"

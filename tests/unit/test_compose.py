@@ -249,6 +249,7 @@ def test_vllm_server_image_matches_the_engine_release(services: dict[str, Any]) 
     assert tuple(int(x) for x in vllm_pin.split(".")[:2]) >= minimum
 
 
+@pytest.mark.slow  # starts a process
 @pytest.mark.parametrize(
     ("auth", "expected"), [("", []), ("ops:s3cret", ["--basic-auth=ops:s3cret"])]
 )

@@ -216,6 +216,7 @@ def test_unknown_engine_option_is_rejected_with_the_known_ones() -> None:
         build_engine(EngineConfig(kind="transformers", options={"max_batchsize": 4}))
 
 
+@pytest.mark.slow  # loads torch and transformers (about 9 s)
 def test_missing_weights_directory_is_an_engine_error(tmp_path: Path) -> None:
     # Given weights that do not exist (and no hub access)
     engine = TransformersEngine(device="cpu", local_files_only=True)

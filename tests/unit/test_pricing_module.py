@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import scheduler.pricing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +42,7 @@ def test_pricing_imports_only_the_domain() -> None:
     assert third_party == set()
 
 
+@pytest.mark.slow  # starts a fresh interpreter
 def test_booking_and_realised_savings_load_no_solver() -> None:
     # When a fresh interpreter imports pricing, the ledger maths and the realised savings
     code = (
