@@ -8,7 +8,7 @@ rest of the horizon, each carbon value the actual times ``exp(e)`` with
 per site and slot (the error every issue shares, which shrinks as the slot nears) and ``b``
 fresh per issue; price is the actual (no error). On-site solar can be forecast from REAL data
 (``scenarios.solar_forecast``): Solcast's own forecast for the coming hour
-(``forecasts/solcast_vessim``), day-ahead persistence beyond its 65-minute horizon, with
+(``forecasts/solcast_vessim``), persistence of the latest day known at the issue beyond its 65-minute horizon, with
 ``--solar forecast``; by default it is the actual (the issue's scenario: carbon error only).
 The script prints the measured carbon MAPE by lead time, the solar error, the replay's wall
 time and every strategy's regret.
@@ -140,7 +140,7 @@ def solar_error(v: Vintages, actuals: dict[tuple[str, datetime], SlotSignal]) ->
     mean = statistics.mean(a.renewable_kw for a in actuals.values())
     return (
         f"solar MAE {statistics.mean(err[True]):.2f} kW for the coming hour (Solcast's forecast), "
-        f"{statistics.mean(err[False]):.2f} kW beyond (day-ahead persistence); mean output "
+        f"{statistics.mean(err[False]):.2f} kW beyond (persistence of the latest day known at the issue); mean output "
         f"{mean:.2f} kW"
     )
 
@@ -171,7 +171,7 @@ def main() -> None:
         choices=("forecast", "actual"),
         default="actual",
         help="on-site solar in the vintages: the actuals (the issue's scenario: carbon error "
-        "only), or forecast: real Solcast for the coming hour + day-ahead persistence",
+        "only), or forecast: real Solcast for the coming hour + persistence of the latest day known at the issue",
     )
     ap.add_argument("--history-cycles", type=int, default=3, help="earlier cycles learned from")
     ap.add_argument(

@@ -128,8 +128,10 @@ def solar_forecast(shared: Path, sites: int) -> Any:
 
     REAL where it exists: the slot of the issue's own hour takes Solcast's forecast for the
     coming hour (``_solar_next_hour``); later slots, beyond Solcast's 65-minute horizon, take
-    day-ahead persistence (the actual output 24 h before the slot, known at the issue), the
-    usual baseline. The site's city, hour shift and peak kW are the actuals' (``SITES``).
+    persistence: the actual output at the slot's hour of day on the latest day whose hour had
+    ended by the issue (``persistence_hour``: 24 h before the slot at leads under 24 h, 48 h
+    before at 24-47 h, ...), the usual baseline that never peeks past the issue. The site's
+    city, hour shift and peak kW are the actuals' (``SITES``).
     """
     actual = _solar_by_city(shared)
     ahead = _solar_next_hour(shared)
@@ -141,9 +143,24 @@ def solar_forecast(shared: Path, sites: int) -> Any:
         i = (slot_h - shift) % len(pv)
         if slot_h == issued_h and i in ahead[city]:
             return round(kwp * ahead[city][i], 4)
-        return round(kwp * pv[(i - 24) % len(pv)], 4)
+        past = persistence_hour(issued_h, slot_h) - shift
+        return round(kwp * pv[past % len(pv)], 4)
 
     return kw
+
+
+def persistence_hour(issued_h: int, slot_h: int) -> int:
+    """The trace hour whose actual a persistence forecast issued at ``issued_h`` gives for
+    ``slot_h``: the same hour of day, whole days back, on the latest day whose hour had ended
+    by the issue (its end, one hour later, at or before ``issued_h``). At leads of 24 h or more
+    that is two or more days back, never the day 24 h earlier (part of it lies after the issue).
+    """
+    if slot_h < issued_h:
+        raise ValueError(
+            f"slot hour {slot_h} is before the issue hour {issued_h}: forecasts look ahead"
+        )
+    days = (slot_h - issued_h) // 24 + 1
+    return slot_h - 24 * days
 
 
 def _profiles(shared: Path) -> dict[str, dict[str, dict[str, Any]]]:
