@@ -123,13 +123,86 @@ def piece_gpu_hours(profile: Profile, input_tokens: float, output_tokens: float)
     )
 
 
+def energy_from_gpu_hours(profile: Profile, pue: float, gpu_hours: float) -> PieceEnergy:
+    """IT energy ``gpu_hours * power_w / 1000`` and facility energy ``it_kwh * pue``."""
+    return energy_from_it(gpu_hours, gpu_hours * profile.power_w / 1000.0, pue)
+
+
+def energy_from_it(gpu_hours: float, it_kwh: float, pue: float) -> PieceEnergy:
+    """A piece with a known (e.g. measured) IT energy: facility energy ``it_kwh * pue``."""
+    return PieceEnergy(gpu_hours=gpu_hours, it_kwh=it_kwh, facility_kwh=it_kwh * pue)
+
+
 def energy_from_tokens(
     profile: Profile, pue: float, input_tokens: float, output_tokens: float
 ) -> PieceEnergy:
     """The planner's token model: GPU-hours, IT and facility energy of a piece."""
-    g = piece_gpu_hours(profile, input_tokens, output_tokens)
-    it_kwh = g * profile.power_w / 1000.0
-    return PieceEnergy(gpu_hours=g, it_kwh=it_kwh, facility_kwh=it_kwh * pue)
+    return energy_from_gpu_hours(
+        profile, pue, piece_gpu_hours(profile, input_tokens, output_tokens)
+    )
+
+
+def busy_it_kwh(gpus: int, power_w: float, seconds: float) -> float:
+    """Busy-time IT energy estimate: ``gpus * power_w * seconds`` in kWh."""
+    return gpus * power_w * seconds / 3_600_000.0
+
+
+def embodied_g(pool: Pool, gpu_hours: float) -> float:
+    """Embodied CO2 of ``gpu_hours`` on ``pool``: ``gpu_hours * embodied_g_per_gpu_hour``."""
+    return gpu_hours * pool.embodied_g_per_gpu_hour
+
+
+def grid_co2_g(grid_kwh: float, g_per_kwh: float) -> float:
+    """CO2 of grid energy at a factor of any type (``grid_kwh * g_per_kwh``)."""
+    return grid_kwh * g_per_kwh
+
+
+def onsite_water_l(site: Site, facility_kwh: float, wue_l_per_kwh: float) -> float:
+    """On-site water of a load known by its facility energy: ``facility / pue * wue``."""
+    return facility_kwh / site.pue * wue_l_per_kwh
+
+
+def offsite_water_l(site: Site, grid_kwh: float) -> float:
+    """Off-site water of grid energy: ``grid_kwh * ewif_l_per_kwh``."""
+    return grid_kwh * site.ewif_l_per_kwh
+
+
+def committed_water_l(
+    site: Site, wue_l_per_kwh: float, facility_kwh: float, grid_kwh: float
+) -> float:
+    """Water of committed (fixed) load: on-site from its IT energy plus off-site from its grid."""
+    return onsite_water_l(site, facility_kwh, wue_l_per_kwh) + offsite_water_l(site, grid_kwh)
+
+
+def renewable_over_kwh(renewable_kw: float, hours: float) -> float:
+    """Panel output over ``hours`` at ``renewable_kw`` (negative power and time count as 0)."""
+    return max(0.0, renewable_kw) * max(0.0, hours)
+
+
+def renewable_allowance(
+    renewable_kw: float,
+    *,
+    duration_h: float,
+    slot_hours: float,
+    already_booked_kwh: float,
+    planned: tuple[float, float, float] | None = None,
+    facility_kwh: float | None = None,
+) -> float:
+    """Rule 3: renewables one execution may claim (``workers.ledger.renewable_allowance_kwh``).
+
+    ``planned`` is ``(renewable_kwh, renewable_kw, facility_kwh)`` the plan gave the piece in
+    its planned site-slot: it claims those renewables scaled by the slot's renewables now known
+    against planned and by its booked facility energy against planned. Otherwise it claims the
+    panel output over its run. Never more than the slot's renewables left after other attempts.
+    """
+    left = max(0.0, renewable_over_kwh(renewable_kw, slot_hours) - max(0.0, already_booked_kwh))
+    if planned is None:
+        return min(renewable_over_kwh(renewable_kw, duration_h), left)
+    planned_kwh, planned_kw, planned_facility = planned
+    want = planned_kwh * (max(0.0, renewable_kw) / planned_kw) if planned_kw > 0 else 0.0
+    if facility_kwh is not None and planned_facility > 0:
+        want *= max(0.0, facility_kwh) / planned_facility
+    return min(want, left)
 
 
 def slot_renewable_kwh(signal: SlotSignal, slot_hours: float) -> float:

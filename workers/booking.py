@@ -20,6 +20,7 @@ from scheduler.dispatch.leases import Claim, mark_done
 from scheduler.dispatch.signals import SignalLookup, ledger_signal
 from scheduler.dispatch.slots import slot_floor
 from scheduler.domain import Fleet, Profile
+from scheduler.pricing import energy_from_it
 from scheduler.store.db import transaction
 from scheduler.store.tables import Batch, LedgerEntry, now_utc
 from workers.attempt import Ran, Work
@@ -120,7 +121,7 @@ def book(
                 s, site.name, slot, slot + timedelta(minutes=fleet.slot_minutes)
             ),
             planned=in_planned_slot,
-            facility_kwh=energy.measurement.energy_kwh * site.pue,
+            facility_kwh=energy_from_it(0.0, energy.measurement.energy_kwh, site.pue).facility_kwh,
         )
         values = compute_ledger_values(
             energy.measurement,

@@ -14,7 +14,14 @@ from datetime import datetime
 from typing import Any
 
 from scheduler.domain import CarbonFactor, Pool, Site, SlotSignal
-from scheduler.pricing import PieceEnergy, PricedPiece, market_basis, price_piece
+from scheduler.pricing import (
+    PricedPiece,
+    energy_from_it,
+    grid_co2_g,
+    market_basis,
+    price_piece,
+    renewable_allowance,
+)
 from scheduler.store.tables import AssignmentRecord
 from workers.energy.base import Measurement
 
@@ -134,16 +141,16 @@ def renewable_allowance_kwh(
     Returns:
         The renewable allowance in kWh (>= 0).
     """
-    renewable_kw = max(0.0, signal.renewable_kw)
-    left_in_slot_kwh = max(0.0, renewable_kw * slot_hours - max(0.0, already_booked_kwh))
-    if planned is not None and planned.renewable_kwh is not None:
-        planned_kw = planned.renewable_kw or 0.0
-        want = planned.renewable_kwh * (renewable_kw / planned_kw) if planned_kw > 0 else 0.0
-        if facility_kwh is not None and planned.energy_kwh > 0:
-            want *= max(0.0, facility_kwh) / planned.energy_kwh
-    else:
-        want = renewable_kw * max(0.0, duration_s) / 3600.0
-    return min(want, left_in_slot_kwh)
+    return renewable_allowance(
+        signal.renewable_kw,
+        duration_h=max(0.0, duration_s) / 3600.0,
+        slot_hours=slot_hours,
+        already_booked_kwh=already_booked_kwh,
+        planned=None
+        if planned is None or planned.renewable_kwh is None
+        else (planned.renewable_kwh, planned.renewable_kw or 0.0, planned.energy_kwh),
+        facility_kwh=facility_kwh,
+    )
 
 
 def compute_ledger_values(
@@ -194,10 +201,10 @@ def compute_ledger_values(
         site=site,
         pool=pool,
         signal=scope2,
-        energy=PieceEnergy(gpu_hours, it_kwh, it_kwh * site.pue),
+        energy=energy_from_it(gpu_hours, it_kwh, site.pue),
         renewable_kwh=renewable_allowance_kwh,
     )
-    own = priced.grid_kwh * signal.carbon_g_per_kwh  # the signal's own factor type
+    own = grid_co2_g(priced.grid_kwh, signal.carbon_g_per_kwh)  # the signal's own factor type
     return LedgerValues(
         **{f.name: getattr(priced, f.name) for f in dataclasses.fields(PricedPiece)},
         energy_method=str(measurement.method),

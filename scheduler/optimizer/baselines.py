@@ -24,7 +24,6 @@ from collections.abc import Callable
 from datetime import datetime
 
 from scheduler.domain import Assignment, BaselineTotals, ModelSpec, PlanningBatch, Pool, Site
-from scheduler.optimizer.pricing import energy_from_tokens, piece_gpu_hours
 from scheduler.optimizer.problem import PlanningProblem
 from scheduler.optimizer.validate import (
     allowed_models,
@@ -34,6 +33,13 @@ from scheduler.optimizer.validate import (
     in_window,
     price,
     slot_capacity_gpu_hours,
+)
+from scheduler.pricing import (
+    embodied_g,
+    energy_from_gpu_hours,
+    energy_from_tokens,
+    grid_co2_g,
+    piece_gpu_hours,
 )
 
 BASELINES = ("asap", "carbon_greedy")
@@ -147,7 +153,7 @@ def _carbon_order(
             model.profiles[pool.gpu], site.pue, batch.input_tokens, batch.output_tokens
         )
         carbon = problem.signals[(site.name, slot)].carbon_g_per_kwh
-        return e.facility_kwh * carbon + e.gpu_hours * pool.embodied_g_per_gpu_hour
+        return grid_co2_g(e.facility_kwh, carbon) + embodied_g(pool, e.gpu_hours)
 
     return sorted(options, key=score)  # stable: ties keep time, site, pool order
 
@@ -182,8 +188,7 @@ def _place(
     for (site, pool, slot), n, per_request in taken:
         remaining[(site.name, pool.name, slot)] -= n * per_request
         profile = model.profiles[pool.gpu]
-        g = n * per_request
-        it_kwh = g * profile.power_w / 1000.0  # the token model, per request x n
+        energy = energy_from_gpu_hours(profile, site.pue, n * per_request)  # per request x n
         pieces.append(
             Assignment(
                 batch=batch.id,
@@ -194,8 +199,8 @@ def _place(
                 requests=n,
                 input_tokens=batch.input_tokens * n / batch.requests,
                 output_tokens=batch.output_tokens * n / batch.requests,
-                gpu_hours=g,
-                energy_kwh=it_kwh * site.pue,
+                gpu_hours=energy.gpu_hours,
+                energy_kwh=energy.facility_kwh,
             )
         )
     return pieces

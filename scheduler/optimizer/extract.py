@@ -12,7 +12,16 @@ import numpy as np
 from scheduler.domain import Assignment, PlanningBatch, PlanTotals
 from scheduler.optimizer.aggregate import Option
 from scheduler.optimizer.model import FloatArray, LinearModel, Signals
+from scheduler.optimizer.pricing import price_problem
 from scheduler.optimizer.problem import PlanningProblem
+from scheduler.pricing import (
+    embodied_g,
+    energy_from_tokens,
+    grid_co2_g,
+    offsite_water_l,
+    onsite_water_l,
+    sum_pieces,
+)
 
 _SHARE_EPS = 1e-9
 _CAP_REL = 1e-9
@@ -65,7 +74,7 @@ def extract(model: LinearModel, values: FloatArray, first_objective: str) -> Ext
         else set()
     )
     assignments = tuple(_assignment(model.problem, p) for p in kept)
-    totals = price_pieces(model.problem, model.signals, kept)
+    totals = price_plan(model.problem, kept, assignments)
     return Extraction(assignments, totals, tuple(notes), tuple(overflow))
 
 
@@ -75,14 +84,8 @@ def _per_request(model: LinearModel, b: PlanningBatch, o: Option) -> tuple[float
     pool = site.pools[o.pool]
     prof = fleet.models[o.model].profiles[pool.gpu]
     n = max(b.requests, 1)
-    gpu_h = (
-        prof.gpus
-        * (b.input_tokens / prof.prefill_tok_s + b.output_tokens / prof.decode_tok_s)
-        / 3600.0
-        / n
-    )
-    it = gpu_h * prof.power_w / 1000.0
-    return gpu_h, it, it * site.pue
+    e = energy_from_tokens(prof, site.pue, b.input_tokens / n, b.output_tokens / n)
+    return e.gpu_hours, e.it_kwh, e.facility_kwh
 
 
 def _round(model: LinearModel, values: FloatArray) -> list[Piece]:
@@ -123,7 +126,10 @@ class _Usage:
         self.fac = self.sig.fixed_fac_kwh.copy()
         self.it_water = np.array(
             [
-                [self.sig.fixed_fac_kwh[s, t] / site.pue * self.sig.wue[s, t] for t in range(n_t)]
+                [
+                    onsite_water_l(site, self.sig.fixed_fac_kwh[s, t], self.sig.wue[s, t])
+                    for t in range(n_t)
+                ]
                 for s, site in enumerate(fleet.sites)
             ]
         ).reshape(len(fleet.sites), n_t)
@@ -131,7 +137,7 @@ class _Usage:
             None if s.grid_cap_kw is None else s.grid_cap_kw * fleet.slot_hours for s in fleet.sites
         ]
         self.water_cap = [s.water_cap_l_per_day for s in fleet.sites]
-        self.ewif = [s.ewif_l_per_kwh for s in fleet.sites]
+        self.sites = fleet.sites
         self.day_slots: dict[object, list[int]] = defaultdict(list)
         for t, d in enumerate(self.sig.days):
             self.day_slots[d].append(t)
@@ -160,7 +166,8 @@ class _Usage:
 
     def water(self, s: int, t: int) -> float:
         day = self.day_slots[self.sig.days[t]]
-        return float(sum(self.it_water[s, u] + self.grid(s, u) * self.ewif[s] for u in day))
+        site = self.sites[s]
+        return float(sum(self.it_water[s, u] + offsite_water_l(site, self.grid(s, u)) for u in day))
 
     def water_ok(self, s: int, t: int) -> bool:
         cap = self.water_cap[s]
@@ -202,12 +209,14 @@ def _score(model: LinearModel, objective: str, p: Piece, o: Option, t: int) -> f
         return float(p.fac_kwh_per_req * sig.price[s, t])
     if objective == "water":
         return float(
-            p.it_kwh_per_req * sig.wue[s, t] + p.fac_kwh_per_req * fleet.sites[s].ewif_l_per_kwh
+            p.it_kwh_per_req * sig.wue[s, t] + offsite_water_l(fleet.sites[s], p.fac_kwh_per_req)
         )
     if objective == "delay":
         return float(t)
-    emb = fleet.sites[s].pools[o.pool].embodied_g_per_gpu_hour
-    return float(p.gpu_h_per_req * emb + p.fac_kwh_per_req * sig.carbon[s, t])
+    pool = fleet.sites[s].pools[o.pool]
+    return float(
+        embodied_g(pool, p.gpu_h_per_req) + grid_co2_g(p.fac_kwh_per_req, sig.carbon[s, t])
+    )
 
 
 def _repair(model: LinearModel, pieces: list[Piece], usage: _Usage, objective: str) -> list[str]:
@@ -294,49 +303,39 @@ def _assignment(problem: PlanningProblem, p: Piece) -> Assignment:
     )
 
 
-def price_pieces(problem: PlanningProblem, sig: Signals, pieces: Iterable[Piece]) -> PlanTotals:
-    """Totals of planning-formats.md section 4 for whole-request pieces.
+def price_plan(
+    problem: PlanningProblem, pieces: Iterable[Piece], assignments: Iterable[Assignment]
+) -> PlanTotals:
+    """Totals of planning-formats.md section 4, priced by ``scheduler.pricing`` (the one rule).
 
-    Grid energy per site and slot is the plan's increment over committed (fixed) load:
-    ``max(0, F_fixed + F_plan - R h) - max(0, F_fixed - R h)``.
+    Each assignment is priced from its tokens with the problem's fixed loads as committed load,
+    so a site-slot's grid energy is the plan's increment over it:
+    ``max(0, F_fixed + F_plan - R h) - max(0, F_fixed - R h)``; the validator re-prices with
+    the same function and gets the same figures. The delay is the token-weighted completion
+    time per batch, times its priority.
     """
-    fleet = problem.fleet
-    fac = np.zeros_like(sig.carbon)
-    water_it = embodied = 0.0
+    total = sum_pieces(price_problem(problem, assignments))
     delay_num: dict[str, float] = defaultdict(float)
     tokens: dict[str, float] = defaultdict(float)
     batches: dict[str, PlanningBatch] = {}
-    slot_end_h = fleet.slot_hours
+    slot_end_h = problem.fleet.slot_hours
     for p in pieces:
-        s, t = p.option.site, p.slot
-        fac[s, t] += p.fac_kwh_per_req * p.requests
-        water_it += p.it_kwh_per_req * p.requests * sig.wue[s, t]
-        embodied += (
-            p.gpu_h_per_req
-            * p.requests
-            * fleet.sites[s].pools[p.option.pool].embodied_g_per_gpu_hour
-        )
         b = p.batch
         batches[b.id] = b
         share = p.requests / b.requests if b.requests else 0.0
         tok = (b.input_tokens + b.output_tokens) * share
-        end = problem.slots[t]
-        hours = (end - b.submitted_at).total_seconds() / 3600.0 + slot_end_h
+        hours = (problem.slots[p.slot] - b.submitted_at).total_seconds() / 3600.0 + slot_end_h
         delay_num[b.id] += tok * hours
         tokens[b.id] += tok
-    base = np.maximum(sig.fixed_fac_kwh - sig.renewable_kwh, 0.0)
-    grid = np.maximum(sig.fixed_fac_kwh + fac - sig.renewable_kwh, 0.0) - base
-    operational = float((grid * sig.carbon).sum())
-    ewif = np.array([s.ewif_l_per_kwh for s in fleet.sites])
     delay = sum(batches[k].priority * delay_num[k] / tokens[k] for k in delay_num if tokens[k] > 0)
     return PlanTotals(
-        co2_g=operational + float(embodied),
-        operational_co2_g=operational,
-        embodied_co2_g=float(embodied),
-        cost=float((grid * sig.price).sum()),
-        water_l=float(water_it) + float((grid * ewif[:, None]).sum()),
-        energy_kwh=float(fac.sum()),
-        grid_kwh=float(grid.sum()),
+        co2_g=total.co2_g,
+        operational_co2_g=total.co2_location_g,
+        embodied_co2_g=total.embodied_co2_g,
+        cost=total.cost,
+        water_l=total.water_l,
+        energy_kwh=total.facility_kwh,
+        grid_kwh=total.grid_kwh,
         delay_h=float(delay),
     )
 

@@ -13,6 +13,7 @@ from scheduler.domain import Objective
 from scheduler.optimizer.aggregate import BatchGroup, Option
 from scheduler.optimizer.lp_base import FloatArray, IntArray, Signals, lp_name
 from scheduler.optimizer.problem import PlanningProblem
+from scheduler.pricing import offsite_water_l, onsite_water_l, piece_gpu_hours
 
 PLACED = "placed"
 
@@ -122,8 +123,8 @@ def rows_water(
             ts = [t for t in range(n_t) if sig.days[t] == day]
             waterrow[s, ts] = len(rows.names) + len(names)
             names.append(lp_name("water", site.name, f"d{day:%Y%m%d}"))
-            fixed_it = float(sum(sig.fixed_fac_kwh[s, t] / site.pue * sig.wue[s, t] for t in ts))
-            fixed_gw = float(sum(fixed_grid[s, t] for t in ts)) * site.ewif_l_per_kwh
+            fixed_it = sum(onsite_water_l(site, sig.fixed_fac_kwh[s, t], sig.wue[s, t]) for t in ts)
+            fixed_gw = offsite_water_l(site, float(sum(fixed_grid[s, t] for t in ts)))
             water_ub.append(max(site.water_cap_l_per_day * (1 - headroom) - fixed_it, fixed_gw))
     rows.add(names, np.full(len(water_ub), -math.inf), np.array(water_ub, dtype=float))
     return waterrow
@@ -172,11 +173,7 @@ def placement_columns(
         n_w = g.slot_hi - g.slot_lo
         for o in g.options:
             prof = fleet.models[o.model].profiles[fleet.sites[o.site].pools[o.pool].gpu]
-            cell_gpu_h = (
-                prof.gpus
-                * (g.input_tokens / prof.prefill_tok_s + g.output_tokens / prof.decode_tok_s)
-                / 3600.0
-            )
+            cell_gpu_h = piece_gpu_hours(prof, g.input_tokens, g.output_tokens)
             go_idx.append(np.full(n_w, len(col_option), dtype=np.int64))
             col_option.append(o)
             g_idx.append(np.full(n_w, k, dtype=np.int64))

@@ -30,6 +30,7 @@ from scheduler.optimizer.pricing import (
     sum_pieces,
 )
 from scheduler.optimizer.problem import PlanningProblem
+from scheduler.pricing import committed_water_l
 
 TOTALS_REL_TOL = 0.002  # totals within 0.2 % (contract section 5)
 CAP_REL_TOL = 1e-4  # capacity and caps within 0.01 %
@@ -167,9 +168,7 @@ def price(problem: PlanningProblem, assignments: Iterable[Assignment]) -> Pricin
         fixed_grid = committed_grid_kwh(signal, h, fixed_kwh)
         wue = signal.wue_l_per_kwh if signal.wue_l_per_kwh is not None else site.wue_l_per_kwh
         grid[key] += fixed_grid
-        water_day[(site_name, slot.date())] += (
-            fixed_kwh / site.pue * wue + fixed_grid * site.ewif_l_per_kwh
-        )
+        water_day[(site_name, slot.date())] += committed_water_l(site, wue, fixed_kwh, fixed_grid)
     total = sum_pieces(priced)
     delay = sum(
         batches[b].priority * delay_num[b] / delay_den[b] for b in delay_num if delay_den[b] > 0

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from scheduler.domain import CarbonFactor, Fleet, SlotSignal
-from scheduler.pricing import PricedPiece, reprice_at, sum_pieces
+from scheduler.pricing import PricedPiece, renewable_over_kwh, reprice_at, sum_pieces
 from scheduler.store.tables import LedgerEntry
 
 SignalLookup = Callable[[str, datetime], "tuple[SlotSignal, str] | None"]
@@ -123,7 +123,7 @@ def counterfactual_piece(r: LedgerEntry, sig: SubmissionSignal) -> PricedPiece:
         booked.scaled(share),
         carbon_g_per_kwh=carbon,
         price_per_kwh=price,
-        renewable_kwh=sig.renewable_kw * duration_h * share,
+        renewable_kwh=renewable_over_kwh(sig.renewable_kw, duration_h) * share,
     )
     return sum_pieces([moved, booked.scaled(1.0 - share)])
 

@@ -8,10 +8,8 @@ from dataclasses import dataclass
 
 from scheduler.domain import MeasurementMethod, Profile
 from scheduler.errors import EnergyMeterError
-from scheduler.pricing import energy_from_tokens
+from scheduler.pricing import busy_it_kwh, energy_from_tokens
 from workers.energy.base import Measurement
-
-J_PER_KWH = 3.6e6
 
 
 def estimate_from_duration(
@@ -34,7 +32,7 @@ def estimate_from_duration(
         )
     detail = f"estimated: {gpus} GPU x {power_w:g} W (profile) x {duration_s:.1f} s busy time"
     return Measurement(
-        energy_kwh=gpus * power_w * duration_s / J_PER_KWH,
+        energy_kwh=busy_it_kwh(gpus, power_w, duration_s),
         duration_s=duration_s,
         method=MeasurementMethod.ESTIMATED,
         detail=f"{detail}; {reason}" if reason else detail,
