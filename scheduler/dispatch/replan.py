@@ -21,6 +21,7 @@ from scheduler.dispatch.budget import (
     defer_parts,
     quality_ceilings,
 )
+from scheduler.dispatch.budget_notes import after_placement_notes, planned_today_g
 from scheduler.dispatch.expected import expected_arrivals
 from scheduler.dispatch.plan_write import (
     ShardLimits,
@@ -403,7 +404,12 @@ def replan(
             baselines=baselines,
             unplaced=[{"batch": u.batch, "reason": u.reason} for u in plan.unplaced] + deferred,
             stage_optima=dict(plan.stage_optima),
-            notes=list(plan.notes) + states.notes() + signal_notes(problem.signals),
+            notes=list(plan.notes)
+            + states.notes()
+            + after_placement_notes(
+                s, fleet, now, states, planned_today_g(plan.assignments, priced, now)
+            )
+            + signal_notes(problem.signals),
             duals=rows_json(plan.duals),
             solve_s=plan.solve_s,
             fallback_signals=plan.fallback_signals

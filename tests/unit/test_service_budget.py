@@ -228,3 +228,29 @@ def test_the_planners_caps_are_per_day_so_today_cannot_borrow_from_tomorrow(
         midnight.date() + timedelta(days=1): pytest.approx(DAY_G),
     }
     assert total == pytest.approx(2 * DAY_G - 200.0)
+
+
+def test_plan_notes_say_the_state_planned_under_and_the_state_after_its_placement(
+    tmp_path: Path, sessions: sessionmaker[Session]
+) -> None:
+    # Given the CO2 an auto batch's plan places today, measured under the ample 1 kg budget
+    h = _harness(tmp_path, sessions, _fleet())
+    _submit_auto(h, tmp_path, "acme")
+    first = replan(h.sessions, h.settings, h.fleet, T0, trigger="manual", signals_for=h.signals_for)
+    with h.sessions() as s:
+        rows = s.scalars(select(AssignmentRecord).where(AssignmentRecord.plan_id == first)).all()
+        today = sum(r.co2_g for r in rows if r.slot_start.astimezone(UTC).date() == T0.date())
+    assert 0 < today < DAY_G / 2
+    # When it is planned again under a daily limit of that CO2 / 0.95 (NORMAL: nothing booked)
+    fleet = dataclasses.replace(h.fleet, carbon_budget=CarbonBudget(g_per_day=today / 0.95))
+    plan_id = replan(h.sessions, h.settings, fleet, T0, trigger="manual", signals_for=h.signals_for)
+    # Then the notes keep the state it was planned under and add the state after placement:
+    # 5 % of today's target left, CRITICAL
+    with h.sessions() as s:
+        plan = s.get(PlanRecord, plan_id)
+        assert plan is not None
+        notes = plan.notes or []
+    assert "carbon budget state (fleet): normal" in notes
+    (after,) = [n for n in notes if n.startswith("carbon budget state (fleet) after this plan")]
+    assert after.startswith("carbon budget state (fleet) after this plan: critical (5 % "), after
+    assert after.endswith("planned under: normal")
