@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from scheduler.config import Settings
 from scheduler.dispatch.outputs import EXPIRED_MESSAGE, jsonl_line, read_jsonl, unexecuted_line
 from scheduler.domain import BatchStatus, ShardStatus
+from scheduler.store.batch_moves import batch_from
 from scheduler.store.batches import now_s
 from scheduler.store.db import transaction
 from scheduler.store.files import save_file
@@ -208,7 +209,7 @@ def finalize_batch(
             update(Batch)
             .where(
                 Batch.id == batch_id,
-                Batch.status.in_([x.value for x in sources]),
+                batch_from(outcome, *sources),
                 Batch.output_file_id.is_(None),
                 Batch.error_file_id.is_(None),
             )
@@ -239,7 +240,7 @@ def begin_finalizing(session: Session, batch_id: str) -> bool:
         return False
     res = session.execute(
         update(Batch)
-        .where(Batch.id == batch_id, Batch.status == BatchStatus.IN_PROGRESS.value)
+        .where(Batch.id == batch_id, batch_from(BatchStatus.FINALIZING, BatchStatus.IN_PROGRESS))
         .values(status=BatchStatus.FINALIZING.value, finalizing_at=now_s())
     )
     return bool(res.rowcount == 1)  # type: ignore[attr-defined]

@@ -26,6 +26,7 @@ from scheduler.intake.validate import (
     scan_file,
 )
 from scheduler.slots import slot_floor
+from scheduler.store.batch_moves import batch_from
 from scheduler.store.batches import (
     insert_parts,
     insert_requests,
@@ -321,7 +322,10 @@ def store_scan(
         }
     moved = session.execute(
         update(Batch)
-        .where(Batch.id == batch_id, Batch.status == BatchStatus.VALIDATING.value)
+        .where(
+            Batch.id == batch_id,
+            batch_from(BatchStatus(values["status"]), BatchStatus.VALIDATING),
+        )
         .values(**values)
         .execution_options(synchronize_session=False)
     )
