@@ -44,6 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.neso_error import error_at, error_trajectories  # noqa: E402
 from benchmarks.scenarios import solar_forecast, write_scenario  # noqa: E402
 from scheduler.backtest import backtest, missed_batches, replay  # noqa: E402
 from scheduler.contract import build_problem, read_batches, read_forecasts  # noqa: E402
@@ -64,14 +65,18 @@ def synthetic_vintages(
     slope: float,
     seed: int,
     solar: Callable[[str, int, int], float] | None = None,
+    carbon: Callable[[int, int, int], float] | None = None,
 ) -> Vintages:
     """Hourly issues of the actual carbon with a lead-time-growing error (see the docstring);
     with ``solar`` (``scenarios.solar_forecast``: site, issue hour, slot hour -> kW) the on-site
-    solar of each issue is that forecast instead of the actual."""
+    solar of each issue is that forecast instead of the actual; with ``carbon`` (site number,
+    issue hour, lead hour -> log error, ``neso_error.error_at``) the carbon error is that real
+    one instead of the synthetic."""
     rng = random.Random(seed)
     sites = sorted({s for s, _ in actuals})
     shared = {(s, t): rng.gauss(0, 1) for s in sites for t in slots}
     issues: dict[datetime, dict[tuple[str, datetime], SlotSignal]] = {}
+    numbers = {s: n for n, s in enumerate(sites)}
     for i, issued in enumerate(slots):
         issue: dict[tuple[str, datetime], SlotSignal] = {}
         for t in slots[i:]:
@@ -79,6 +84,8 @@ def synthetic_vintages(
             sigma = base + slope * lead_h
             for s in sites:
                 e = sigma * (shared[(s, t)] + 0.3 * rng.gauss(0, 1)) / 1.04
+                if carbon is not None:
+                    e = carbon(numbers[s], i, int(lead_h))
                 a = actuals[(s, t)]
                 kw = a.renewable_kw if solar is None else solar(s, i, i + int(lead_h))
                 issue[(s, t)] = dataclasses.replace(
@@ -132,16 +139,28 @@ def _sized(history: list[PlanningBatch], factor: float) -> list[PlanningBatch]:
 
 
 def solar_error(v: Vintages, actuals: dict[tuple[str, datetime], SlotSignal]) -> str:
-    """Mean absolute error of on-site solar at lead 0 and beyond, against the mean output."""
-    err: dict[bool, list[float]] = {True: [], False: []}
+    """Mean absolute error of on-site solar at lead 0 (Solcast) and by 12 h lead band
+    (persistence), as kW and as a share of the mean output (a normalised MAE: solar is 0 at
+    night, so a per-slot percentage error is undefined)."""
+    now: list[float] = []
+    bands: dict[int, list[float]] = {}
     for issued in v.issue_times:
         for key, sig in v.issues[issued].items():
-            err[key[1] == issued].append(abs(sig.renewable_kw - actuals[key].renewable_kw))
+            e = abs(sig.renewable_kw - actuals[key].renewable_kw)
+            if key[1] == issued:
+                now.append(e)
+            else:
+                bands.setdefault(int((key[1] - issued) / timedelta(hours=12)) * 12, []).append(e)
     mean = statistics.mean(a.renewable_kw for a in actuals.values())
     return (
-        f"solar MAE {statistics.mean(err[True]):.2f} kW for the coming hour (Solcast's forecast), "
-        f"{statistics.mean(err[False]):.2f} kW beyond (persistence of the latest day known at the issue); mean output "
-        f"{mean:.2f} kW"
+        f"solar MAE {statistics.mean(now):.2f} kW ({100 * statistics.mean(now) / mean:.0f} % of "
+        f"the mean output) for the coming hour (Solcast's forecast); beyond it (persistence of "
+        f"the latest day known at the issue) by lead band "
+        + ", ".join(
+            f"{k}-{k + 11} h {statistics.mean(e):.2f} kW ({100 * statistics.mean(e) / mean:.0f} %)"
+            for k, e in sorted(bands.items())
+        )
+        + f"; mean output {mean:.2f} kW a site"
     )
 
 
@@ -155,6 +174,12 @@ def mape_by_lead(v: Vintages, actuals: dict[tuple[str, datetime], SlotSignal]) -
                 band = int((key[1] - issued) / timedelta(hours=12)) * 12
                 err.setdefault(band, []).append(abs(sig.carbon_g_per_kwh - real) / real)
     return {k: statistics.mean(v) for k, v in sorted(err.items())}
+
+
+def _neso(shared: Path) -> Callable[[int, int, int], float]:
+    """``(site number, issue hour, lead hour) -> log error`` resampled from NESO's real issues."""
+    trajectories = error_trajectories(shared)
+    return lambda n, i, lead: error_at(trajectories, n, i, lead)
 
 
 def main() -> None:
@@ -173,6 +198,13 @@ def main() -> None:
         help="on-site solar in the vintages: the actuals (the issue's scenario: carbon error "
         "only), or forecast: real Solcast for the coming hour + persistence of the latest day known at the issue",
     )
+    ap.add_argument(
+        "--carbon",
+        choices=("synthetic", "neso"),
+        default="synthetic",
+        help="carbon error in the vintages: synthetic (--error-base/--error-slope), or neso: "
+        "real relative error trajectories of NESO's GB issues by lead time (neso_error.py)",
+    )
     ap.add_argument("--history-cycles", type=int, default=3, help="earlier cycles learned from")
     ap.add_argument(
         "--sensitivity",
@@ -188,12 +220,14 @@ def main() -> None:
         slope=args.error_slope,
         seed=args.seed,
         solar=solar_forecast(SHARED, args.sites) if args.solar == "forecast" else None,
+        carbon=_neso(SHARED) if args.carbon == "neso" else None,
     )
     mape = mape_by_lead(vintages, actuals)
     all_err = statistics.mean(mape.values())
     print(
         f"scenario: {args.sites} sites x {args.hours} h, {len(batches)} batches arriving online; "
-        f"SYNTHETIC carbon forecast error (hourly issues), MAPE by lead band "
+        f"{'NESO-RESAMPLED' if args.carbon == 'neso' else 'SYNTHETIC'} carbon forecast error "
+        f"(hourly issues), MAPE by lead band "
         + ", ".join(f"{k}-{k + 11} h {100 * v:.1f} %" for k, v in mape.items())
         + f" (mean of bands {100 * all_err:.1f} %)"
     )
