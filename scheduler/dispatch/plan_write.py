@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -131,6 +131,27 @@ def _key(slot: datetime, site: str, pool: str, model: str) -> tuple[datetime, st
     return (slot, site, pool, model)
 
 
+Key = tuple[datetime, str, str, str]
+"""(slot start, site, pool, model): where a shard runs."""
+
+Wanted = dict[str, list[tuple[Key, int, int, Mapping[str, Any]]]]
+"""part -> the shards the plan wants: (key, size, assignment id, assignment row)."""
+
+Existing = dict[str, list[tuple[Key, int, str]]]
+"""part -> its replaceable shards in the store: (key, size, shard id)."""
+
+
+@dataclass
+class ShardChanges:
+    """What bringing the shards in line with a plan writes (``apply_changes`` writes it)."""
+
+    kept: list[dict[str, object]] = field(default_factory=list)
+    new_shards: list[dict[str, object]] = field(default_factory=list)
+    request_rows: list[dict[str, object]] = field(default_factory=list)
+    drop: list[str] = field(default_factory=list)
+    freed: list[str] = field(default_factory=list)
+
+
 def write_assignments(
     s: Session,
     rows: Sequence[Mapping[str, Any]],
@@ -147,7 +168,9 @@ def write_assignments(
     ``rows`` are ``assignments`` rows (``plan_id`` set). Must run inside the transaction that
     holds ``write_lock``. Parts whose free requests differ from ``free`` (the tick queued one of
     their shards during the solve) are left as they are, with their existing shards, and
-    counted in ``stale_parts``.
+    counted in ``stale_parts``. Four steps: insert the assignments, cut them into the shards
+    the plan wants, compare with the shards the store has (``diff_shards``), write the
+    difference (``apply_changes``).
     """
     stats = WriteStats()
     current = load_free(s, now)
@@ -158,6 +181,20 @@ def write_assignments(
         key=lambda r: (r["slot_start"], r["site"], r["pool"]),
     )
     plan_id = rows[0]["plan_id"] if rows else 0
+    ids = insert_assignments(s, rows)
+    stats.assignments = len(ids)
+    wanted = wanted_shards(ids, rows, limits)
+    existing = existing_shards(s, now, skip=stale, only=only)
+    changes = diff_shards(wanted, existing, free, plan_id=plan_id, now=now)
+    apply_changes(s, changes)
+    stats.shards_kept, stats.shards_new = len(changes.kept), len(changes.new_shards)
+    stats.shards_deleted = len(changes.drop)
+    stats.requests = len(changes.request_rows) + len(changes.freed)
+    return stats
+
+
+def insert_assignments(s: Session, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Insert the assignment rows in chunks; their ids, in the order of ``rows``."""
     ids: list[int] = []
     for i in range(0, len(rows), _CHUNK):
         ids += list(
@@ -168,9 +205,14 @@ def write_assignments(
                 rows[i : i + _CHUNK],
             )
         )
-    stats.assignments = len(ids)
-    # part -> [(key, size, assignment id, row)]
-    wanted: dict[str, list[tuple[Any, int, int, Mapping[str, Any]]]] = defaultdict(list)
+    return ids
+
+
+def wanted_shards(
+    ids: Sequence[int], rows: Sequence[Mapping[str, Any]], limits: ShardLimits
+) -> Wanted:
+    """Each assignment cut into shards within ``limits``, per part."""
+    wanted: Wanted = defaultdict(list)
     for aid, row in zip(ids, rows, strict=True):
         key = _key(row["slot_start"], row["site"], row["pool"], row["model"])
         for size in shard_sizes(
@@ -180,7 +222,14 @@ def write_assignments(
             max_gpu_minutes=limits.max_gpu_minutes,
         ):
             wanted[row["part_id"]].append((key, size, aid, row))
-    existing: dict[str, list[tuple[tuple[datetime, str, str, str], int, str]]] = defaultdict(list)
+    return wanted
+
+
+def existing_shards(
+    s: Session, now: datetime, *, skip: set[str], only: set[str] | None
+) -> Existing:
+    """The store's replaceable shards of open batches, per part (``skip``ped parts left out)."""
+    existing: Existing = defaultdict(list)
     for sid, part, site, pool, model, slot, n in s.execute(
         select(
             Shard.id,
@@ -194,13 +243,22 @@ def write_assignments(
         .join(Batch, Batch.id == Shard.batch_id)
         .where(_open_batch(now), _replaceable(now))
     ):
-        if part not in stale and (only is None or part in only):
+        if part not in skip and (only is None or part in only):
             existing[part].append((_key(slot, site, pool, model), n, sid))
-    kept: list[dict[str, object]] = []
-    new_shards: list[dict[str, object]] = []
-    request_rows: list[dict[str, object]] = []
-    drop: list[str] = []
-    freed: list[str] = []
+    return existing
+
+
+def diff_shards(
+    wanted: Wanted,
+    existing: Existing,
+    free: Mapping[str, list[int]],
+    *,
+    plan_id: int,
+    now: datetime,
+) -> ShardChanges:
+    """Per part: the same shards (key and size) are kept and re-pointed at the new plan;
+    otherwise the old ones are dropped and new ones take the part's free requests in order."""
+    out = ShardChanges()
     for part in set(wanted) | set(existing):
         want, have = wanted.get(part, []), existing.get(part, [])
         if want and Counter((k, n) for k, n, _, _ in want) == Counter((k, n) for k, n, _ in have):
@@ -211,36 +269,53 @@ def write_assignments(
                 by_key[(k, n)].append((aid, row))
             for k, n, sid in have:
                 aid, row = by_key[(k, n)].pop()
-                kept.append(_shard_figures(sid, plan_id, aid, row, n))
+                out.kept.append(_shard_figures(sid, plan_id, aid, row, n))
             continue
-        drop += [sid for _, _, sid in have]
+        out.drop += [sid for _, _, sid in have]
         if not want:
-            freed += [sid for _, _, sid in have]
+            out.freed += [sid for _, _, sid in have]
             continue
         request_ids, start = free.get(part, []), 0
         for _k, size, aid, row in want:
             sid = f"shard_{uuid.uuid4().hex[:24]}"
-            new_shards.append(
-                {
-                    "id": sid,
-                    "batch_id": row["batch_id"],
-                    "part_id": part,
-                    "site": row["site"],
-                    "pool": row["pool"],
-                    "model": row["model"],
-                    "slot_start": row["slot_start"],
-                    "status": ShardStatus.PLANNED.value,
-                    "attempts": 0,
-                    "created_at": now,
-                    "requests_done": 0,
-                    "requests_failed": 0,
-                    **_shard_figures(sid, plan_id, aid, row, size),
-                }
-            )
-            request_rows += [
+            out.new_shards.append(_new_shard(sid, part, row, now, plan_id, aid, size))
+            out.request_rows += [
                 {"id": rid, "shard_id": sid} for rid in request_ids[start : start + size]
             ]
             start += size
+    return out
+
+
+def _new_shard(
+    sid: str,
+    part: str,
+    row: Mapping[str, Any],
+    now: datetime,
+    plan_id: int,
+    aid: int,
+    size: int,
+) -> dict[str, object]:
+    return {
+        "id": sid,
+        "batch_id": row["batch_id"],
+        "part_id": part,
+        "site": row["site"],
+        "pool": row["pool"],
+        "model": row["model"],
+        "slot_start": row["slot_start"],
+        "status": ShardStatus.PLANNED.value,
+        "attempts": 0,
+        "created_at": now,
+        "requests_done": 0,
+        "requests_failed": 0,
+        **_shard_figures(sid, plan_id, aid, row, size),
+    }
+
+
+def apply_changes(s: Session, changes: ShardChanges) -> None:
+    """Write ``changes``: free requests of dropped parts, delete replaced planned shards,
+    re-point kept ones, insert new ones and point their requests at them (in chunks)."""
+    freed, drop = changes.freed, changes.drop
     for i in range(0, len(freed), _CHUNK):
         s.execute(
             update(BatchRequest)
@@ -254,16 +329,12 @@ def write_assignments(
             .where(Shard.id.in_(drop[i : i + _CHUNK]), Shard.status == ShardStatus.PLANNED.value)
             .execution_options(synchronize_session=False)
         )
-    if kept:
-        s.execute(update(Shard), kept)
-    if new_shards:
-        for i in range(0, len(new_shards), _CHUNK):
-            s.execute(insert(Shard), new_shards[i : i + _CHUNK])
-    if request_rows:
-        s.execute(update(BatchRequest), request_rows)
-    stats.shards_kept, stats.shards_new = len(kept), len(new_shards)
-    stats.shards_deleted, stats.requests = len(drop), len(request_rows) + len(freed)
-    return stats
+    if changes.kept:
+        s.execute(update(Shard), changes.kept)
+    for i in range(0, len(changes.new_shards), _CHUNK):
+        s.execute(insert(Shard), changes.new_shards[i : i + _CHUNK])
+    if changes.request_rows:
+        s.execute(update(BatchRequest), changes.request_rows)
 
 
 def _shard_figures(
