@@ -6,21 +6,13 @@ import ast
 from pathlib import Path
 
 import pytest
+from status_updates import status_updates
 
 from scheduler.domain import BATCH_TRANSITIONS, TERMINAL_BATCH_STATUSES, BatchStatus
 from scheduler.errors import InvalidTransition
 from scheduler.store.batch_moves import batch_from
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _chain(node: ast.expr) -> list[ast.Call]:
-    """The calls of a method chain, outermost first (``update(X).where(...).values(...)``)."""
-    calls = []
-    while isinstance(node, ast.Call):
-        calls.append(node)
-        node = node.func.value if isinstance(node.func, ast.Attribute) else node.func
-    return calls
 
 
 def _may_set_status(values: ast.Call) -> bool:
@@ -37,31 +29,7 @@ def _guarded(where: ast.Call) -> bool:
 
 
 def _status_updates_of_batches() -> list[tuple[str, int, bool]]:
-    found = []
-    for path in [*ROOT.glob("scheduler/**/*.py"), *ROOT.glob("workers/**/*.py")]:
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if not (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "values"
-                and _may_set_status(node)
-            ):
-                continue
-            calls = _chain(node)
-            root = calls[-1]
-            if not (
-                isinstance(root.func, ast.Name)
-                and root.func.id == "update"
-                and root.args
-                and isinstance(root.args[0], ast.Name)
-                and root.args[0].id == "Batch"
-            ):
-                continue
-            wheres = [
-                c for c in calls if isinstance(c.func, ast.Attribute) and c.func.attr == "where"
-            ]
-            found.append((str(path.relative_to(ROOT)), node.lineno, any(map(_guarded, wheres))))
-    return found
+    return status_updates("Batch", _may_set_status, _guarded)
 
 
 def test_every_batch_status_update_is_a_checked_compare_and_set() -> None:

@@ -6,6 +6,7 @@ import ast
 from pathlib import Path
 
 import pytest
+from status_updates import status_updates
 
 from scheduler.domain import SHARD_TRANSITIONS, ShardStatus
 from scheduler.errors import InvalidTransition
@@ -13,15 +14,6 @@ from scheduler.store.shard_moves import shard_from
 
 ROOT = Path(__file__).resolve().parents[2]
 GUARDS = {"shard_from", "lease_guard"}
-
-
-def _chain(node: ast.expr) -> list[ast.Call]:
-    """The calls of a method chain, outermost first (``update(X).where(...).values(...)``)."""
-    calls = []
-    while isinstance(node, ast.Call):
-        calls.append(node)
-        node = node.func.value if isinstance(node.func, ast.Attribute) else node.func
-    return calls
 
 
 def _guarded(where: ast.Call) -> bool:
@@ -36,33 +28,9 @@ def _guarded(where: ast.Call) -> bool:
 
 
 def _status_updates_of_shards() -> list[tuple[str, int, bool]]:
-    found = []
-    for path in [*ROOT.glob("scheduler/**/*.py"), *ROOT.glob("workers/**/*.py")]:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            if not (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "values"
-                and any(k.arg == "status" for k in node.keywords)
-            ):
-                continue
-            calls = _chain(node)
-            root = calls[-1]
-            if not (
-                isinstance(root.func, ast.Name)
-                and root.func.id == "update"
-                and root.args
-                and isinstance(root.args[0], ast.Name)
-                and root.args[0].id == "Shard"
-            ):
-                continue
-            wheres = [
-                c for c in calls if isinstance(c.func, ast.Attribute) and c.func.attr == "where"
-            ]
-            rel = str(path.relative_to(ROOT))
-            found.append((rel, node.lineno, any(_guarded(w) for w in wheres)))
-    return found
+    return status_updates(
+        "Shard", lambda values: any(k.arg == "status" for k in values.keywords), _guarded
+    )
 
 
 def test_every_shard_status_update_is_a_checked_compare_and_set() -> None:
