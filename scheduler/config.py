@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -188,6 +189,35 @@ class Settings(BaseSettings):
     )
     tenant_max_batches_in_flight: int = Field(
         default=1_000, ge=1, description="Unfinished batches a tenant may have."
+    )
+    max_concurrent_uploads: int = Field(
+        default=32,
+        ge=1,
+        description="Upload bodies received at once (spooled to the data dir outside the request "
+        "slots, so slow uploads cannot starve reads, /healthz or authentication).",
+    )
+    limits_store: Literal["auto", "memory", "redis", "database"] = Field(
+        default="auto",
+        description="Where tenant rate limits and in-flight caps are counted: auto = Redis when "
+        "GRIDSHIFT_LIMITS_REDIS_URL or a redis:// broker is set, else the database when it is "
+        "PostgreSQL (shared by all API replicas), else this process's memory.",
+    )
+    limits_redis_url: str = Field(
+        default="", description="A dedicated Redis for the shared limits (default: the broker's)."
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A connection that has not sent a complete request head within this is closed.",
+    )
+    keep_alive_s: int = Field(
+        default=5, ge=1, description="Idle keep-alive connections are closed after this."
+    )
+    max_connections: int = Field(
+        default=10_000,
+        ge=16,
+        description="Open connections and requests at once (uvicorn's limit_concurrency); beyond, "
+        "503. Keep it under the open-file limit (`gridshift serve` raises the soft limit).",
     )
     metrics_public: bool = Field(
         default=True,

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from scheduler.api.errors import install_error_handlers
 from scheduler.api.guard import install_guard
 from scheduler.api.http_metrics import install_http_metrics
+from scheduler.api.limits import limits_from_settings
 from scheduler.config import Settings
 from scheduler.review.metrics import make_registry
 from scheduler.store.db import engine_from_settings, session_factory
@@ -60,6 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.limits.aclose()
             engine.dispose()
 
     app = FastAPI(
@@ -74,6 +76,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.engine = engine
     app.state.sessions = sessions
     app.state.fleet = load_configured_fleet(settings)
+    app.state.limits = limits_from_settings(settings, engine)
     install_error_handlers(app)
     install_guard(app, settings, lambda session, key: authenticate(session, settings, key))
     # /metrics: process and HTTP families always; the store's only where this API exports them.

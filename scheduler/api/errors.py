@@ -63,7 +63,7 @@ ERROR_STATUSES = {
     504: "The request took longer than GRIDSHIFT_REQUEST_TIMEOUT_S",
     507: "The server's storage is full or failing; nothing was stored (see Retry-After)",
 }
-# Seconds a client should wait after a 503 for an unavailable store.
+# Seconds a client should wait after a 503 for an unavailable store, a 507 for a full disk.
 STORE_RETRY_AFTER_S = 5
 STORAGE_RETRY_AFTER_S = 60  # a full disk is not freed in seconds
 _NULLABLE_STRING = {"anyOf": [{"type": "string"}, {"type": "null"}]}

@@ -3,127 +3,77 @@
 Order of the checks for one HTTP request, each answered in OpenAI's error envelope:
 
 1. A query string with a NUL or a byte sequence that is not UTF-8 is a 400 (no store can hold it).
-2. ``/v1/*``: the bearer key is resolved BEFORE any byte of the body is read (401 otherwise), so
-   an anonymous client cannot make the server read, buffer or spool anything.
-3. The caller's tenant is rate limited (token bucket) and its requests in flight are capped:
-   429 with ``Retry-After``.
-4. At most ``max_concurrent_requests`` requests run at once (the database pool is sized to
+2. ``/healthz`` (liveness) is answered at once: no slot, no database, never queued behind work.
+3. ``/v1/*``: the bearer key is resolved BEFORE any byte of the body is read (401 otherwise), so
+   an anonymous client cannot make the server read, buffer or spool anything. The lookup has its
+   own few threads and waits at most ``queue_wait_s`` for one (503 + ``Retry-After``).
+4. The caller's tenant is rate limited (token bucket) and its requests in flight are capped,
+   counted in the store every replica shares (``scheduler/api/limits.py``): 429 + ``Retry-After``.
+5. An upload body (``POST /v1/files``) is received into the data directory's spool holding an
+   upload slot, not a request slot (``scheduler/api/spool.py``): 413 past the limit, 507 when the
+   disk is full, 504 when it does not arrive within ``request_timeout_s``.
+6. At most ``max_concurrent_requests`` requests run at once (the database pool is sized to
    match); a request that waits longer than ``queue_wait_s`` for a turn gets 503 + ``Retry-After``.
-5. The body is byte-counted as it arrives: a declared ``Content-Length`` over the limit is a 413
-   before reading, and a chunked body is refused with 413 the moment it crosses the limit
-   (``max_json_bytes`` for JSON, ``max_file_bytes`` plus the multipart envelope for uploads,
-   ``max_upload_part_bytes`` plus the envelope for a part of ``/v1/uploads``).
-6. A request that has not started its answer after ``request_timeout_s`` gets a 504.
+   ``/readyz`` has two slots of its own.
+7. Other bodies are byte-counted as they arrive: a declared ``Content-Length`` over the limit is
+   a 413 before reading, and a chunked body is refused with 413 the moment it crosses the limit
+   (``max_json_bytes`` for JSON, ``max_upload_part_bytes`` plus the envelope for a part of
+   ``/v1/uploads``).
+8. A request that has not started its answer after ``request_timeout_s`` gets a 504.
 
-Every answer also carries the security headers (``SECURITY_HEADERS``).
+Every answer carries the security headers (``SECURITY_HEADERS``); ``/v1`` answers also carry
+``Cache-Control: no-store``.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 import anyio
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from scheduler.api.errors import error_response
+from scheduler.api.errors import STORAGE_RETRY_AFTER_S
+from scheduler.api.guard_http import NO_STORE, SECURITY_HEADERS, answer, bad_query, bearer, retry
+from scheduler.api.limits import MemoryLimits, TenantLimits, Turn
+from scheduler.api.spool import (
+    SPOOL_STATE,
+    Outcome,
+    consumed,
+    free_bytes,
+    receive_to_spool,
+    remove_spool,
+    spool_path,
+)
 from scheduler.config import Settings
 from scheduler.errors import GridshiftError
 from scheduler.store.tenants import Caller
+
+log = logging.getLogger(__name__)
 
 # Room for the multipart envelope around the file (headers, boundaries, the purpose field).
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 CALLER_STATE = "gridshift_caller"
 UPLOAD_PATH = "/v1/files"
 PARTS_PREFIX = "/v1/uploads/"  # POST /v1/uploads/{id}/parts: one part of a multipart upload
-
-# The dashboard ships its own script and style (no inline code, no CDN), so 'self' suffices.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
-    "form-action 'self'; frame-ancestors 'none'"
-)
-SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
-    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
-    (b"x-content-type-options", b"nosniff"),
-    (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"cross-origin-opener-policy", b"same-origin"),
-)
+LIVENESS_PATHS = frozenset({"/healthz"})
+PROBE_PATHS = frozenset({"/readyz"})
+# Threads (and database connections) for key lookups, and slots for readiness probes.
+AUTH_SLOTS = 4
+PROBE_SLOTS = 2
+# A shared limits store answers within this, else this process's own limits decide.
+LIMITS_TIMEOUT_S = 2.0
+LIMITS_WARN_EVERY_S = 60.0
 
 Authenticate = Callable[[Session, str], Caller]
 
 
 class _Refused(Exception):
     """Raised inside the wrapped ``receive`` once the guard has answered on the app's behalf."""
-
-
-@dataclass
-class TenantLimiter:
-    """Per-tenant token bucket (requests per minute) and cap on requests in flight.
-
-    In memory, per server process: with several ``serve`` processes each enforces its share.
-    """
-
-    per_minute: int
-    max_in_flight: int
-    _tokens: dict[str, tuple[float, float]] = field(default_factory=dict)
-    _in_flight: dict[str, int] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def acquire(self, tenant: str) -> float:
-        """Take a turn for ``tenant``; return 0 if granted, else the seconds to wait."""
-        now = time.monotonic()
-        rate = self.per_minute / 60.0
-        with self._lock:
-            if self._in_flight.get(tenant, 0) >= self.max_in_flight:
-                return 1.0
-            tokens, last = self._tokens.get(tenant, (float(self.per_minute), now))
-            tokens = min(float(self.per_minute), tokens + (now - last) * rate)
-            if tokens < 1.0:
-                self._tokens[tenant] = (tokens, now)
-                return (1.0 - tokens) / rate
-            self._tokens[tenant] = (tokens - 1.0, now)
-            self._in_flight[tenant] = self._in_flight.get(tenant, 0) + 1
-            return 0.0
-
-    def release(self, tenant: str) -> None:
-        """End a turn taken with ``acquire``."""
-        with self._lock:
-            left = self._in_flight.get(tenant, 1) - 1
-            if left <= 0:
-                self._in_flight.pop(tenant, None)
-            else:
-                self._in_flight[tenant] = left
-
-
-def bad_query(query_string: bytes) -> str | None:
-    """Why a raw query string cannot be accepted (NUL, not UTF-8), or None if it is fine."""
-    if not query_string:
-        return None
-    raw = unquote_to_bytes(query_string.replace(b"+", b" "))
-    if b"\x00" in raw:
-        return "a query parameter contains a NUL character (%00); remove it"
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return "a query parameter is not valid UTF-8 once percent-decoded; encode it as UTF-8"
-    return None
-
-
-def _bearer(headers: dict[bytes, bytes]) -> str | None:
-    scheme, _, key = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-    key = key.strip()
-    return key if scheme.lower() == "bearer" and key else None
-
-
-def _retry(seconds: float) -> dict[str, str]:
-    return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
 class RequestGuard:
@@ -136,58 +86,114 @@ class RequestGuard:
         settings: Settings,
         sessions: sessionmaker[Session],
         authenticate: Authenticate,
+        limits: TenantLimits | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
         self.sessions = sessions
         self.authenticate = authenticate
-        self.tenants = TenantLimiter(
+        self.local = MemoryLimits(
             settings.tenant_requests_per_minute, settings.tenant_max_concurrent
         )
+        self.limits: TenantLimits = limits or self.local
         self.slots = anyio.CapacityLimiter(settings.max_concurrent_requests)
+        self.auth_slots = anyio.CapacityLimiter(AUTH_SLOTS)
+        self.probe_slots = anyio.CapacityLimiter(PROBE_SLOTS)
+        self.upload_slots = anyio.CapacityLimiter(settings.max_concurrent_uploads)
+        self._warned_at = -math.inf
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path: str = scope["path"]
+        tenant_data = path.startswith("/v1/")
 
         async def send_secure(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+                headers = [*message.get("headers", []), *SECURITY_HEADERS]
+                if tenant_data and not any(k.lower() == NO_STORE[0] for k, _ in headers):
+                    headers.append(NO_STORE)
+                message["headers"] = headers
             await send(message)
 
         problem = bad_query(scope.get("query_string", b""))
         if problem:
-            await self._answer(scope, receive, send_secure, 400, problem, "invalid_request")
+            await answer(scope, receive, send_secure, 400, problem, "invalid_request")
+        elif path in LIVENESS_PATHS:
+            await self.app(scope, receive, send_secure)
+        elif not tenant_data:
+            slots = self.probe_slots if path in PROBE_PATHS else self.slots
+            await self._run(scope, receive, send_secure, slots)
+        else:
+            await self._tenant_request(scope, receive, send_secure)
+
+    async def _tenant_request(self, scope: Scope, receive: Receive, send: Send) -> None:
+        caller = await self._caller(scope, receive, send)
+        if caller is None:
             return
-        caller: Caller | None = None
-        if scope["path"].startswith("/v1/"):
-            caller = await self._caller(scope, receive, send_secure)
-            if caller is None:
-                return
-            wait = self.tenants.acquire(caller.tenant_id)
-            if wait:
-                message = (
-                    f"tenant {caller.tenant_name!r} is over its request rate or concurrency "
-                    f"limit (GRIDSHIFT_TENANT_REQUESTS_PER_MINUTE="
-                    f"{self.settings.tenant_requests_per_minute}, "
-                    f"GRIDSHIFT_TENANT_MAX_CONCURRENT={self.settings.tenant_max_concurrent}); "
-                    "retry after the Retry-After header's seconds"
-                )
-                await self._answer(
-                    scope, receive, send_secure, 429, message, "rate_limit_exceeded", _retry(wait)
-                )
-                return
+        turn, store = await self._turn(caller.tenant_id)
+        if not turn.granted:
+            message = (
+                f"tenant {caller.tenant_name!r} is over its request rate or concurrency "
+                f"limit (GRIDSHIFT_TENANT_REQUESTS_PER_MINUTE="
+                f"{self.settings.tenant_requests_per_minute}, "
+                f"GRIDSHIFT_TENANT_MAX_CONCURRENT={self.settings.tenant_max_concurrent}); "
+                "retry after the Retry-After header's seconds"
+            )
+            await answer(
+                scope, receive, send, 429, message, "rate_limit_exceeded", retry(turn.wait_s)
+            )
+            return
         try:
-            await self._run(scope, receive, send_secure)
+            if scope["method"] == "POST" and scope["path"] == UPLOAD_PATH:
+                await self._upload(scope, receive, send)
+            else:
+                await self._run(scope, receive, send, self.slots)
         finally:
-            if caller is not None:
-                self.tenants.release(caller.tenant_id)
+            with anyio.CancelScope(shield=True), anyio.move_on_after(LIMITS_TIMEOUT_S):
+                try:
+                    await store.release(caller.tenant_id, turn.token)
+                except Exception as exc:  # the turn's lease ends it
+                    self._warn(store, exc)
+
+    def _warn(self, store: TenantLimits, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= LIMITS_WARN_EVERY_S:
+            self._warned_at = now
+            log.warning(
+                "tenant limits store %r did not answer (%r): this process counts its own "
+                "requests until it does (warned at most every %g s)",
+                store.name,
+                exc,
+                LIMITS_WARN_EVERY_S,
+            )
+
+    async def _turn(self, tenant: str) -> tuple[Turn, TenantLimits]:
+        if self.limits is self.local:
+            return self.local.take(tenant), self.local
+        try:
+            with anyio.fail_after(LIMITS_TIMEOUT_S):
+                return await self.limits.acquire(tenant), self.limits
+        except Exception as exc:
+            self._warn(self.limits, exc)
+            return self.local.take(tenant), self.local
+
+    async def _busy(self, scope: Scope, receive: Receive, send: Send, what: str) -> None:
+        await answer(
+            scope,
+            receive,
+            send,
+            503,
+            f"the server is at its limit of {what}; retry after Retry-After seconds",
+            "server_busy",
+            retry(2),
+        )
 
     async def _caller(self, scope: Scope, receive: Receive, send: Send) -> Caller | None:
-        key = _bearer(dict(scope["headers"]))
+        key = bearer(dict(scope["headers"]))
         if key is None:
-            await self._answer(
+            await answer(
                 scope,
                 receive,
                 send,
@@ -202,33 +208,96 @@ class RequestGuard:
             with self.sessions() as session:
                 return self.authenticate(session, key)
 
-        try:
-            caller = await anyio.to_thread.run_sync(resolve, limiter=self.slots)
-        except GridshiftError as exc:
-            from scheduler.api.errors import map_error
+        from scheduler.api.errors import map_error, unexpected_error_response
 
+        try:
+            with anyio.fail_after(self.settings.queue_wait_s):
+                caller = await anyio.to_thread.run_sync(resolve, limiter=self.auth_slots)
+        except TimeoutError:
+            await self._busy(scope, receive, send, f"{AUTH_SLOTS} key lookups at once")
+            return None
+        except GridshiftError as exc:
             await map_error(exc)(scope, receive, send)
             return None
         except Exception as exc:  # the store is down: the error handlers' 503 rule applies
-            from scheduler.api.errors import unexpected_error_response
-
             await unexpected_error_response(exc)(scope, receive, send)
             return None
         scope.setdefault("state", {})[CALLER_STATE] = caller
         return caller
 
+    async def _no_space(self, scope: Scope, receive: Receive, send: Send) -> None:
+        free_mb = free_bytes(self.settings.files_dir) // (1024 * 1024)
+        await answer(
+            scope,
+            receive,
+            send,
+            507,
+            f"the server's storage for uploads is full ({free_mb} MiB free on the data "
+            f"directory's file system, GRIDSHIFT_MIN_FREE_DISK_MB="
+            f"{self.settings.min_free_disk_mb}); nothing of this upload was stored: retry after "
+            "Retry-After seconds (the operator must free space)",
+            "insufficient_storage",
+            retry(STORAGE_RETRY_AFTER_S),
+        )
+
+    async def _upload(self, scope: Scope, receive: Receive, send: Send) -> None:
+        settings = self.settings
+        limit = settings.max_file_bytes + MULTIPART_OVERHEAD_BYTES
+        too_large = (
+            f"the upload exceeds the file limit of {settings.max_file_bytes} bytes "
+            "(GRIDSHIFT_MAX_FILE_BYTES); split the requests into several files, or send "
+            "a larger file in parts (POST /v1/uploads)"
+        )
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        declared = int(length) if length.isdigit() else 0
+        if declared > limit:
+            await answer(scope, receive, send, 413, too_large, "file_too_large", param="file")
+            return
+        settings.files_dir.mkdir(parents=True, exist_ok=True)
+        if free_bytes(settings.files_dir) - declared < settings.min_free_disk_mb * 1024 * 1024:
+            await self._no_space(scope, receive, send)
+            return
+        try:
+            with anyio.fail_after(settings.queue_wait_s):
+                await self.upload_slots.acquire()
+        except TimeoutError:
+            what = f"{settings.max_concurrent_uploads} uploads (GRIDSHIFT_MAX_CONCURRENT_UPLOADS)"
+            await self._busy(scope, receive, send, what)
+            return
+        path = spool_path(settings.files_dir)
+        try:
+            try:
+                with anyio.fail_after(settings.request_timeout_s):
+                    spooled = await receive_to_spool(receive, path, limit)
+            except TimeoutError:
+                await self._timeout(scope, receive, send)
+                return
+            finally:
+                self.upload_slots.release()
+            if spooled.outcome is Outcome.TOO_LARGE:
+                await answer(scope, receive, send, 413, too_large, "file_too_large", param="file")
+            elif spooled.outcome is Outcome.NO_SPACE:
+                await self._no_space(scope, receive, send)
+            elif spooled.outcome is Outcome.COMPLETE:
+                scope.setdefault("state", {})[SPOOL_STATE] = path
+                await self._run(scope, consumed(), send, self.slots, spooled=True)
+        finally:
+            remove_spool(path)
+
+    async def _timeout(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await answer(
+            scope,
+            receive,
+            send,
+            504,
+            f"the request took longer than {self.settings.request_timeout_s:g} s "
+            "(GRIDSHIFT_REQUEST_TIMEOUT_S); retry, or send less per request",
+            "timeout",
+        )
+
     def _limit(self, scope: Scope) -> tuple[int, str, str, str | None]:
-        """The body limit of this request, what to say over it, its error code and param."""
+        """The body limit of a request run in a slot, what to say over it, its code and param."""
         path = scope["path"]
-        if scope["method"] == "POST" and path == UPLOAD_PATH:
-            return (
-                self.settings.max_file_bytes + MULTIPART_OVERHEAD_BYTES,
-                f"the upload exceeds the file limit of {self.settings.max_file_bytes} bytes "
-                "(GRIDSHIFT_MAX_FILE_BYTES); split the requests into several files, or send "
-                "a larger file in parts (POST /v1/uploads)",
-                "file_too_large",
-                "file",
-            )
         if scope["method"] == "POST" and path.startswith(PARTS_PREFIX) and path.endswith("/parts"):
             return (
                 self.settings.max_upload_part_bytes + MULTIPART_OVERHEAD_BYTES,
@@ -244,11 +313,21 @@ class RequestGuard:
         )
         return limit, what, "request_too_large", None
 
-    async def _run(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _run(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        slots: anyio.CapacityLimiter,
+        *,
+        spooled: bool = False,
+    ) -> None:
+        """Run the app in one of ``slots`` with the JSON body limit (not for a ``spooled``
+        body, already counted) and the request timeout."""
         limit, what, code, param = self._limit(scope)
         length = dict(scope["headers"]).get(b"content-length", b"")
-        if length.isdigit() and int(length) > limit:
-            await self._answer(scope, receive, send, 413, what, code, param=param)
+        if not spooled and length.isdigit() and int(length) > limit:
+            await answer(scope, receive, send, 413, what, code, param=param)
             return
         started = False
         refused = False
@@ -261,10 +340,10 @@ class RequestGuard:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > limit:
+                if received > limit and not spooled:
                     refused = True
                     if not started:
-                        await self._answer(scope, receive, send, 413, what, code, param=param)
+                        await answer(scope, receive, send, 413, what, code, param=param)
                     raise _Refused
             return message
 
@@ -279,18 +358,15 @@ class RequestGuard:
 
         try:
             with anyio.fail_after(self.settings.queue_wait_s):
-                await self.slots.acquire()
+                await slots.acquire()
         except TimeoutError:
-            await self._answer(
-                scope,
-                receive,
-                send,
-                503,
-                f"the server is at its limit of {self.settings.max_concurrent_requests} requests "
-                "in progress (GRIDSHIFT_MAX_CONCURRENT_REQUESTS); retry after Retry-After seconds",
-                "server_busy",
-                _retry(2),
+            what_slots = (
+                f"{self.settings.max_concurrent_requests} requests in progress "
+                "(GRIDSHIFT_MAX_CONCURRENT_REQUESTS)"
+                if slots is self.slots
+                else f"{PROBE_SLOTS} readiness probes at once"
             )
+            await self._busy(scope, receive, send, what_slots)
             return
         try:
             with anyio.CancelScope() as cancel:
@@ -303,43 +379,18 @@ class RequestGuard:
                     if not refused:
                         raise
             if cancel.cancelled_caught and not started:
-                await self._answer(
-                    scope,
-                    receive,
-                    send,
-                    504,
-                    f"the request took longer than {self.settings.request_timeout_s:g} s "
-                    "(GRIDSHIFT_REQUEST_TIMEOUT_S); retry, or send less per request",
-                    "timeout",
-                )
+                await self._timeout(scope, receive, send)
         finally:
-            self.slots.release()
-
-    @staticmethod
-    async def _answer(
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        status: int,
-        message: str,
-        code: str,
-        headers: dict[str, str] | None = None,
-        *,
-        param: str | None = None,
-    ) -> None:
-        type_ = "invalid_request_error" if status < 500 else "server_error"
-        if status == 429:
-            type_ = "rate_limit_error" if code == "rate_limit_exceeded" else type_
-        response = error_response(status, message, type_, code, param)
-        for name, value in (headers or {}).items():
-            response.headers[name] = value
-        if status == 413:
-            response.headers["Connection"] = "close"  # the rest of the body is not read
-        await response(scope, receive, send)
+            slots.release()
 
 
 def install_guard(app: Any, settings: Settings, authenticate: Authenticate) -> None:
-    """Put ``RequestGuard`` outermost in ``app`` (a FastAPI app with ``state.sessions``)."""
+    """Put ``RequestGuard`` outermost in ``app`` (a FastAPI app with ``state.sessions`` and
+    ``state.limits``, the shared tenant limits)."""
     app.add_middleware(
-        RequestGuard, settings=settings, sessions=app.state.sessions, authenticate=authenticate
+        RequestGuard,
+        settings=settings,
+        sessions=app.state.sessions,
+        authenticate=authenticate,
+        limits=app.state.limits,
     )

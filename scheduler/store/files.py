@@ -9,9 +9,7 @@ temporary file or an unreferenced content file, which ``sweep_files`` removes at
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,25 +20,18 @@ from sqlalchemy.orm import Session
 
 from scheduler.clock import filesystem_time
 from scheduler.domain import TERMINAL_BATCH_STATUSES
-from scheduler.errors import InvalidTransition, LimitExceeded, NotFound
+from scheduler.errors import InvalidTransition, NotFound
 from scheduler.store.paging import cursor_page, new_id, storable
+from scheduler.store.staging import TMP_DIR as TMP_DIR
+from scheduler.store.staging import StagedContent as StagedContent
+from scheduler.store.staging import Stager
 from scheduler.store.tables import Batch, File, now_utc
 
 CHUNK_BYTES = 1 << 20
-TMP_DIR = ".tmp"
 FILE_PREFIX = "file-"
 PURPOSES = ("batch", "batch_output")
 
 Source = BinaryIO | Iterable[bytes] | Path
-
-
-@dataclass(frozen=True, slots=True)
-class StagedContent:
-    """Content written to a temporary path, not yet visible (see ``add_file``)."""
-
-    tmp_path: Path
-    bytes: int
-    sha256: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,28 +70,14 @@ def stage_content(
     Raises:
         LimitExceeded: the content is larger than ``max_bytes`` (nothing is left behind).
     """
-    tmp_dir = files_dir / TMP_DIR
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    tmp_path = tmp_dir / f"{uuid.uuid4().hex}.part"
-    digest = hashlib.sha256()
-    size = 0
+    stager = Stager(files_dir, max_bytes)
     try:
-        with tmp_path.open("wb") as out:
-            for chunk in _chunks(source):
-                size += len(chunk)
-                if max_bytes is not None and size > max_bytes:
-                    raise LimitExceeded(
-                        f"file is larger than the limit of {max_bytes} bytes "
-                        f"(GRIDSHIFT_MAX_FILE_BYTES); split the requests into several files"
-                    )
-                digest.update(chunk)
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+        for chunk in _chunks(source):
+            stager.write(chunk)
+        return stager.finish()
     except BaseException:
-        tmp_path.unlink(missing_ok=True)
+        stager.discard()
         raise
-    return StagedContent(tmp_path=tmp_path, bytes=size, sha256=digest.hexdigest())
 
 
 def add_file(
@@ -210,8 +187,37 @@ def save_file(
         existing = session.get(File, file_id)
         if existing is not None:
             return existing
-    fid = file_id or new_id(FILE_PREFIX)
     staged = stage_content(files_dir, source, max_bytes=max_bytes)
+    return save_staged(
+        session,
+        files_dir,
+        staged,
+        tenant_id=tenant_id,
+        filename=filename,
+        purpose=purpose,
+        file_id=file_id,
+        expires_at=expires_at,
+        expires_after_s=expires_after_s,
+        before_commit=before_commit,
+    )
+
+
+def save_staged(
+    session: Session,
+    files_dir: Path,
+    staged: StagedContent,
+    *,
+    tenant_id: str,
+    filename: str,
+    purpose: str,
+    file_id: str | None = None,
+    expires_at: int | None = None,
+    expires_after_s: int | None = None,
+    before_commit: Callable[[Session, File], None] | None = None,
+) -> File:
+    """``save_file`` for content already staged (``Stager``): move it into place, insert the
+    row, run ``before_commit``, COMMIT; on any failure nothing is left (see ``save_file``)."""
+    fid = file_id or new_id(FILE_PREFIX)
     try:
         row = add_file(
             session,

@@ -418,6 +418,27 @@ class CarbonPacing(Base):
     updated_at: Mapped[datetime]
 
 
+# --------------------------------------------------------------------------- shared API limits
+
+
+class ApiRateBucket(Base):
+    """A tenant's request-rate token bucket, shared by API replicas (``limits_db.py``)."""
+
+    __tablename__ = "api_rate_buckets"
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    filled_at: Mapped[float] = mapped_column(Float)  # the database's epoch seconds
+
+
+class ApiTurn(Base):
+    """A request in flight of a tenant, until it ends or ``expires_at`` (epoch seconds)."""
+
+    __tablename__ = "api_turns"
+    token: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
 # Tables kept in modules of their own join ``Base.metadata`` whenever this module is imported
 # (migrations and their model comparison see them).
 from scheduler.store import presence as _presence  # noqa: E402, F401

@@ -246,3 +246,22 @@ def test_a_tenant_key_sees_only_its_own_bars(server: tuple[str, Seeded], browser
     driver.get(f"{url}/dashboard")  # type: ignore[attr-defined]
     _wait(driver, "#keyerror:not([hidden])")
     assert driver.find_element(By.ID, "keyform").is_displayed()  # type: ignore[attr-defined]
+
+
+def test_an_invalid_range_in_the_address_falls_back_with_a_visible_note(
+    server: tuple[str, Seeded], browser: object
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    url, seeded = server
+    driver = browser
+    # Given a shared link whose range is not a date (it used to throw a RangeError in setRange
+    # and leave the console blank)
+    driver.get(f"{url}/dashboard?from=abc&to=2026-01-01T00:00Z")  # type: ignore[attr-defined]
+    _sign_in(driver, seeded.keys["acme"])
+    # Then the console still draws the schedule around now and says what it ignored
+    note = _wait(driver, "#range-error:not([hidden])")[0]
+    assert "from=abc" in note.text and "window around now" in note.text  # type: ignore[attr-defined]
+    _wait(driver, "#bars rect")
+    assert driver.find_element(By.ID, "range-from").get_attribute("value") == ""  # type: ignore[attr-defined]
+    assert "from=" not in driver.current_url  # type: ignore[attr-defined]

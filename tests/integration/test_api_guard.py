@@ -275,11 +275,17 @@ def test_a_lost_database_answers_503_with_retry_after(fresh_pg_url: str, tmp_pat
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         # Then requests get a 503 with Retry-After in OpenAI's envelope, not a plain-text 500
-        for path in ("/v1/batches", "/v1/files", "/healthz"):
+        for path in ("/v1/batches", "/v1/files"):
             response = api.call("GET", path)
             assert response.status_code == 503, (path, response.text)
             assert int(response.headers["Retry-After"]) >= 1
             assert response.json()["error"]["code"] == "store_unavailable"
+        # and readiness says why, while liveness stays up (a probe must not restart the API)
+        ready = api.call("GET", "/readyz")
+        assert ready.status_code == 503 and int(ready.headers["Retry-After"]) >= 1
+        assert ready.json()["error"]["code"] == "not_ready"
+        assert ready.json()["checks"]["database"]["ok"] is False
+        assert api.call("GET", "/healthz").json() == {"status": "ok"}
 
 
 def test_admin_api_creates_lists_and_revokes_keys_at_once(pg_url: str, tmp_path: Path) -> None:

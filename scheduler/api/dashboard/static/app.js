@@ -108,7 +108,20 @@ function scheduleRange() {
   from.setUTCMinutes(0, 0, 0);
   return [from, new Date(from.getTime() + hours * 3600e3)];
 }
+// A range is two valid instants, from before to; anything else (a shared link with ?from=abc)
+// falls back to the window around now with a visible note instead of throwing a RangeError.
+function validRange(from, to) {
+  const f = new Date(from), t = new Date(to);
+  return !Number.isNaN(f.getTime()) && !Number.isNaN(t.getTime()) && f < t;
+}
 function setRange(from, to) {
+  let note = "";
+  if ((from || to) && !(from && to && validRange(from, to))) {
+    note = `Ignored the range from=${String(from).slice(0, 40)} to=${String(to).slice(0, 40)}: ` +
+      "it is not two UTC date-times with from before to (e.g. ?from=2026-01-01T00:00Z&to=2026-01-02T00:00Z); showing the window around now.";
+    from = null; to = null;
+  }
+  $("range-error").hidden = !note; $("range-error").textContent = note;
   const iso = (d) => (d ? new Date(d).toISOString().slice(0, 16).replace("T", " ") : "");
   $("range-from").value = iso(from); $("range-to").value = iso(to);
   const params = new URLSearchParams(location.search);
@@ -504,7 +517,7 @@ function start() {
   $("keyform").addEventListener("submit", (e) => { e.preventDefault(); signIn($("keyinput").value.trim()); });
   window.addEventListener("resize", () => { if (state.schedule && state.view === "schedule") drawGantt(state.schedule); });
   const params = new URLSearchParams(location.search);
-  if (params.has("from") && params.has("to")) setRange(params.get("from"), params.get("to"));  // a shared range
+  if (params.has("from") || params.has("to")) setRange(params.get("from"), params.get("to"));  // a shared range
   const inUrl = params.has("key");
   if (inUrl) {  // refused: a link must not sign anyone in or replace the stored key
     params.delete("key");
