@@ -145,17 +145,33 @@ class RequestGuard:
                 scope, receive, send, 429, message, "rate_limit_exceeded", retry(turn.wait_s)
             )
             return
-        try:
-            if scope["method"] == "POST" and scope["path"] == UPLOAD_PATH:
-                await self._upload(scope, receive, send)
-            else:
-                await self._run(scope, receive, send, self.slots)
-        finally:
+        ended = False
+
+        async def end_turn() -> None:
+            nonlocal ended
+            if ended:
+                return
+            ended = True
             with anyio.CancelScope(shield=True), anyio.move_on_after(LIMITS_TIMEOUT_S):
                 try:
                     await store.release(caller.tenant_id, turn.token)
                 except Exception as exc:  # the turn's lease ends it
                     self._warn(store, exc)
+
+        async def send_ending(message: Message) -> None:
+            # The turn ends before the answer's last bytes leave, so nothing of the request
+            # (a shared store's round trip) runs after the client has its answer.
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                await end_turn()
+            await send(message)
+
+        try:
+            if scope["method"] == "POST" and scope["path"] == UPLOAD_PATH:
+                await self._upload(scope, receive, send_ending)
+            else:
+                await self._run(scope, receive, send_ending, self.slots)
+        finally:
+            await end_turn()
 
     def _warn(self, store: TenantLimits, exc: BaseException) -> None:
         now = time.monotonic()
@@ -233,8 +249,7 @@ class RequestGuard:
             send,
             507,
             f"the server's storage for uploads is full ({free_mb} MiB free on the data "
-            f"directory's file system, GRIDSHIFT_MIN_FREE_DISK_MB="
-            f"{self.settings.min_free_disk_mb}); nothing of this upload was stored: retry after "
+            "directory's file system); nothing of this upload was stored: retry after "
             "Retry-After seconds (the operator must free space)",
             "insufficient_storage",
             retry(STORAGE_RETRY_AFTER_S),
@@ -254,7 +269,7 @@ class RequestGuard:
             await answer(scope, receive, send, 413, too_large, "file_too_large", param="file")
             return
         settings.files_dir.mkdir(parents=True, exist_ok=True)
-        if free_bytes(settings.files_dir) - declared < settings.min_free_disk_mb * 1024 * 1024:
+        if free_bytes(settings.files_dir) < declared:  # it cannot fit: refuse before reading
             await self._no_space(scope, receive, send)
             return
         try:
