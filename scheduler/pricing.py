@@ -370,6 +370,27 @@ def reprice_at(
     )
 
 
+def on_model(
+    piece: PricedPiece, ran: Profile, other: Profile, input_tokens: float, output_tokens: float
+) -> PricedPiece:
+    """The same piece run on another model's profile (same site, slot and signals).
+
+    Energy, renewables, grid, CO2, water and cost scale by the token model's IT-energy ratio
+    ``it_kwh(other) / it_kwh(ran)`` on the piece's tokens; GPU-hours and embodied CO2 by the
+    GPU-hour ratio. A piece whose tokens price to no energy on ``ran`` is returned unchanged.
+    """
+    was = energy_from_tokens(ran, 1.0, input_tokens, output_tokens)
+    now = energy_from_tokens(other, 1.0, input_tokens, output_tokens)
+    if was.it_kwh <= 0.0 or was.gpu_hours <= 0.0:
+        return piece
+    gpu_ratio = now.gpu_hours / was.gpu_hours
+    return replace(
+        piece.scaled(now.it_kwh / was.it_kwh),
+        gpu_hours=piece.gpu_hours * gpu_ratio,
+        embodied_co2_g=piece.embodied_co2_g * gpu_ratio,
+    )
+
+
 def _where(fleet: Fleet, a: Assignment) -> tuple[Site, Pool, Profile] | None:
     site = next((s for s in fleet.sites if s.name == a.site), None)
     pool = next((p for p in site.pools if p.name == a.pool), None) if site else None

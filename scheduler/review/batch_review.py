@@ -11,7 +11,13 @@ from sqlalchemy.orm import Session
 from scheduler.domain import Fleet
 from scheduler.domain import is_estimate as domain_is_estimate
 from scheduler.pricing import reprice_grid, sum_pieces
-from scheduler.review.realised import booked_piece, realised, window
+from scheduler.review.realised import (
+    asap_for_batch,
+    booked_piece,
+    realised,
+    realised_split,
+    window,
+)
 from scheduler.review.signals import signal_at
 from scheduler.review.units import si
 from scheduler.review.views import BatchReview, ShardRun, Totals
@@ -85,6 +91,25 @@ def asap_counterfactual(
         delay_h=longest_h,
     )
     return totals, intensity
+
+
+def saved_split(
+    session: Session,
+    fleet: Fleet | None,
+    batch_id: str,
+    rows: list[LedgerEntry],
+    submitted: datetime,
+) -> tuple[float | None, float | None]:
+    """Realised CO2 saved (g) by place and time and by model choice
+    (``scheduler.review.realised.realised_split``); (None, None) without a fleet or rows."""
+    if fleet is None or not rows:
+        return None, None
+    asap = asap_for_batch(session, fleet, batch_id)
+    split = realised_split(session, fleet, rows, submitted, asap)
+    return (
+        split.at_once.co2_g - split.booked.co2_g,
+        split.at_once_asap_model.co2_g - split.at_once.co2_g,
+    )
 
 
 def _reason(
@@ -182,6 +207,7 @@ def batch_review(
     planned = planned_totals(session, batch_id)
     actual = actual_totals(list(rows), submitted)
     methods = sorted({r.energy_method for r in rows})
+    by_place, by_model = saved_split(session, fleet, batch_id, list(rows), submitted)
     return BatchReview(
         batch_id=batch.id,
         tenant_id=batch.tenant_id,
@@ -197,6 +223,8 @@ def batch_review(
         energy_methods=methods,
         estimated=any(is_estimate(m) for m in methods),
         reason=_reason(batch, runs, actual, asap, submitted),
+        saved_co2_g_by_place_and_time=by_place,
+        saved_co2_g_by_model_choice=by_model,
     )
 
 

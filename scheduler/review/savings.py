@@ -10,7 +10,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scheduler.domain import Fleet
-from scheduler.review.batch_review import actual_totals, asap_counterfactual, is_estimate
+from scheduler.review.batch_review import (
+    actual_totals,
+    asap_counterfactual,
+    is_estimate,
+    saved_split,
+)
 from scheduler.review.reports import ledger_entries
 from scheduler.review.views import PlanSavings, SavingsRow, SavingsView, Totals
 from scheduler.store.tables import AssignmentRecord, Batch, LedgerEntry, PlanRecord
@@ -63,20 +68,28 @@ def _batch_baselines(session: Session, batch_id: str) -> dict[str, Totals | None
     return out
 
 
+def _plus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a + b
+
+
 def _row(
     key: str,
     rows: list[LedgerEntry],
     session: Session,
     submitted: datetime,
     fleet: Fleet | None = None,
+    batch_id: str = "",
 ) -> SavingsRow:
     actual = actual_totals(rows, submitted)
     asap, _ = asap_counterfactual(session, rows, submitted, fleet)
+    by_place, by_model = saved_split(session, fleet, batch_id, rows, submitted)
     return SavingsRow(
         key=key,
         actual=actual,
         asap_counterfactual=asap,
         saved_co2_g_vs_asap=asap.co2_g - actual.co2_g,
+        saved_co2_g_by_place_and_time=by_place,
+        saved_co2_g_by_model_choice=by_model,
         estimated=any(is_estimate(r.energy_method) for r in rows),
     )
 
@@ -122,19 +135,25 @@ def savings_view(
 
     per_batch = []
     for bid in batch_ids:
-        row = _row(bid, by_batch[bid], session, sub(bid), fleet)
+        row = _row(bid, by_batch[bid], session, sub(bid), fleet, bid)
         base = _batch_baselines(session, bid)
         row.asap, row.carbon_greedy = base["asap"], base["carbon_greedy"]
         per_batch.append(row)
 
     days: dict[str, SavingsRow] = {}
     for (day, bid), group in sorted(by_day_batch.items()):
-        part = _row(day, group, session, sub(bid), fleet)
+        part = _row(day, group, session, sub(bid), fleet, bid)
         if day in days:
             acc = days[day]
             acc.actual = _add(acc.actual, part.actual)
             acc.asap_counterfactual = _add(acc.asap_counterfactual, part.asap_counterfactual)
             acc.saved_co2_g_vs_asap += part.saved_co2_g_vs_asap
+            acc.saved_co2_g_by_place_and_time = _plus(
+                acc.saved_co2_g_by_place_and_time, part.saved_co2_g_by_place_and_time
+            )
+            acc.saved_co2_g_by_model_choice = _plus(
+                acc.saved_co2_g_by_model_choice, part.saved_co2_g_by_model_choice
+            )
             acc.estimated = acc.estimated or part.estimated
         else:
             days[day] = part

@@ -192,6 +192,17 @@ class BatchReview(BaseModel):
     energy_methods: list[str]
     estimated: bool = Field(description="True when any energy figure is an estimate.")
     reason: str
+    saved_co2_g_by_place_and_time: float | None = Field(
+        None,
+        description="Realised: the same work run at once on the model it ran, minus booked "
+        "(location-based CO2 + embodied, g); None without a fleet.",
+    )
+    saved_co2_g_by_model_choice: float | None = Field(
+        None,
+        description="Realised: the same work run at once on asap's model (the model the batch "
+        "named, else the largest allowed) minus run at once on the model it ran (g); None "
+        "without a fleet.",
+    )
 
 
 class SavingsRow(BaseModel):
@@ -201,6 +212,8 @@ class SavingsRow(BaseModel):
     actual: Totals
     asap_counterfactual: Totals
     saved_co2_g_vs_asap: float
+    saved_co2_g_by_place_and_time: float | None = None  # realised, same model (g)
+    saved_co2_g_by_model_choice: float | None = None  # realised, asap's model vs the one run (g)
     asap: Totals | None = None
     carbon_greedy: Totals | None = None
     estimated: bool = False

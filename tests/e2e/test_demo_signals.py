@@ -69,7 +69,11 @@ def test_demo_plan_moves_work_and_beats_both_baselines(
     assert any(
         "planned benefit (the plan's ESTIMATE" in line and "vs asap" in line for line in lines
     )
-    assert any("by model choice" in line for line in lines)
+    # and the realised savings are split: by place and time, and by model choice (the auto job
+    # ran the smaller model where asap would have run the larger one at once)
+    assert any(line.startswith("  by place and time: ") and "%" in line for line in lines)
+    model_line = next(line for line in lines if line.startswith("  by model choice: "))
+    assert "tiny-chat-mini instead of asap's tiny-chat" in model_line and "%" in model_line
     # and the printed figures carry units, no Python reprs
     text = "\n".join(lines)
     assert "None" not in text and "e-0" not in text

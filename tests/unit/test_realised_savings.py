@@ -13,8 +13,9 @@ from scheduler.dispatch.signals import ledger_signal
 from scheduler.domain import Fleet, MeasurementMethod, SignalSource
 from scheduler.forecasts.base import ACTUAL, CARBON, PRICE, SOLAR, cache_key
 from scheduler.forecasts.cache import SqlForecastCache
+from scheduler.pricing import energy_from_tokens
 from scheduler.review.batch_review import asap_counterfactual
-from scheduler.review.realised import realised
+from scheduler.review.realised import asap_model, realised, realised_split
 from scheduler.samples import load_sample_fleet
 from scheduler.store.tables import LedgerEntry
 from workers.energy.base import Measurement
@@ -194,3 +195,53 @@ def test_no_saving_is_claimed_against_a_missing_signal(sessions: sessionmaker[Se
     # Then the zone average is not used as a counterfactual: the row keeps its booked figure
     assert intensity[SITE] is None
     assert counter.co2_g == booked.co2_g
+
+
+def test_asap_model_is_the_named_model_else_the_largest_allowed_on_the_pool() -> None:
+    fleet = load_sample_fleet()
+    # Given an auto batch at the sample fleet's floor: asap runs the larger chat model
+    assert asap_model(fleet, None, 0.4, "CPU") == "tiny-chat"
+    # And a named model is what asap runs; no model above a floor of 0.7 means none
+    assert asap_model(fleet, "tiny-chat-mini", None, "CPU") == "tiny-chat-mini"
+    assert asap_model(fleet, None, 0.7, "CPU") is None
+
+
+def test_savings_split_by_place_and_time_and_by_model_choice(
+    sessions: sessionmaker[Session],
+) -> None:
+    # Given a row that ran on the smaller model 4 hours after submission in a cleaner slot,
+    # where asap would have run the larger model at once
+    fleet = _fleet()
+    slot0 = SUBMITTED.replace(minute=0)
+    ran = slot0 + timedelta(hours=4)
+    _cache(sessions, fleet, CARBON, {slot0: 500.0, ran: 100.0})
+    _cache(sessions, fleet, PRICE, {slot0: 0.3, ran: 0.1})
+    row = _book(sessions, fleet, ran)
+    row.model = "tiny-chat-mini"
+    # When the realised savings are split
+    with sessions() as s:
+        split = realised_split(s, fleet, [row], SUBMITTED, lambda r: "tiny-chat")
+        booked, counter, _ = realised(s, fleet, [row], SUBMITTED)
+    # Then "by place and time" is the same model run at once: the realised figure as before
+    assert split.at_once.co2_g == counter.co2_g and split.booked.co2_g == booked.co2_g
+    assert split.at_once.co2_g - split.booked.co2_g == pytest.approx(
+        booked.grid_kwh * (500.0 - 100.0), rel=1e-9
+    )
+    # And "by model choice" runs the same tokens on asap's model at once: its energy scales by
+    # the token model's ratio, its embodied CO2 by the GPU-hour ratio
+    big, small = (
+        energy_from_tokens(fleet.model(m).profiles["CPU"], 1.0, 100, 100)
+        for m in ("tiny-chat", "tiny-chat-mini")
+    )
+    asap, same = split.at_once_asap_model, split.at_once
+    assert asap.facility_kwh == pytest.approx(same.facility_kwh * big.it_kwh / small.it_kwh)
+    assert asap.co2_location_g == pytest.approx(same.co2_location_g * big.it_kwh / small.it_kwh)
+    assert asap.embodied_co2_g == pytest.approx(
+        same.embodied_co2_g * big.gpu_hours / small.gpu_hours
+    )
+    assert asap.co2_g > same.co2_g
+    assert split.model_changes == (("tiny-chat", "tiny-chat-mini"),)
+    # And a row that ran asap's own model has no model-choice line
+    with sessions() as s:
+        none = realised_split(s, fleet, [row], SUBMITTED, lambda r: r.model)
+    assert none.at_once_asap_model == none.at_once and none.model_changes == ()

@@ -50,6 +50,13 @@ def test_a_real_replan_stores_per_batch_baselines_and_savings_shows_them_per_bat
                 )
         # and the savings view returns a per-batch row with both baselines for each batch
         view = savings_view(s, T0 - timedelta(days=1), now + timedelta(days=2))
+        realised = savings_view(s, T0 - timedelta(days=1), now + timedelta(days=2), fleet=h.fleet)
+    # and with the fleet the realised saving is split: by place and time is the like-for-like
+    # saving on the model each row ran; both batches named their models, so no model choice
+    for r in [*realised.per_batch, *realised.per_day]:
+        assert r.saved_co2_g_by_place_and_time == pytest.approx(r.saved_co2_g_vs_asap, abs=1e-12)
+        assert r.saved_co2_g_by_model_choice == 0.0
+    assert all(r.saved_co2_g_by_model_choice is None for r in view.per_batch)  # no fleet
     rows = {r.key: r for r in view.per_batch}
     assert set(rows) == {first, second}
     for r in rows.values():
