@@ -33,13 +33,30 @@ def register(app: typer.Typer) -> None:
         upgrade_db: bool = typer.Option(True, help="Run `db upgrade` first."),
     ) -> None:
         """Run the HTTP API (OpenAI Batch API, gridshift endpoints, dashboard)."""
+        import asyncio
+
         import uvicorn
 
         from scheduler.api.app import create_app
+        from scheduler.api.serving import AcceptErrorLog, raise_open_file_limit, uvicorn_options
         from scheduler.store.db import engine_from_settings
         from scheduler.store.migrate import upgrade
 
         settings = get_settings()
         if upgrade_db:
             upgrade(engine_from_settings(settings))
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        raise_open_file_limit()
+        config = uvicorn.Config(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_level="info",
+            **uvicorn_options(settings),
+        )
+        server = uvicorn.Server(config)
+
+        async def main() -> None:
+            asyncio.get_running_loop().set_exception_handler(AcceptErrorLog())
+            await server.serve()
+
+        asyncio.run(main())
