@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.dispatch.finalize import begin_finalizing
 from scheduler.dispatch.leases import Claim, mark_done
-from scheduler.dispatch.signals import SignalLookup, ledger_signal
+from scheduler.dispatch.signals import BookingSignal, SignalLookup, ledger_signal
 from scheduler.dispatch.slots import slot_floor
 from scheduler.domain import Fleet, Profile
 from scheduler.pricing import energy_from_it
@@ -27,6 +27,8 @@ from workers.attempt import Ran, Work
 from workers.energy.estimate import BookedEnergy, booked_energy
 from workers.energy.window import LoadEnergy, model_load_energy
 from workers.ledger import (
+    LedgerValues,
+    PlannedShare,
     compute_ledger_values,
     deviations,
     planned_share,
@@ -74,6 +76,15 @@ def _renewable_booked_kwh(s: Session, site: str, slot: datetime, slot_end: datet
     return float(booked)
 
 
+@dataclass(frozen=True, slots=True)
+class _Priced:
+    """The attempt priced: the signal it was booked with, its planned share, its figures."""
+
+    booking: BookingSignal
+    planned: PlannedShare | None
+    values: LedgerValues
+
+
 def book(
     factory: sessionmaker[Session],
     claim: Claim,
@@ -88,11 +99,14 @@ def book(
 ) -> bool:
     """Commit the attempt in one transaction guarded by its lease; whether the batch finishes.
 
+    In that transaction: the shard is marked done under its lease, the attempt is priced with
+    the signal of the slot it ran in (``_price``), its ledger row is added (``_entry``), the
+    batch's request counts move, and the batch begins finalizing when it was the last shard.
+
     Raises:
         LeaseLost: the lease was lost (nothing committed).
         Exception: a database error (nothing committed).
     """
-    site, pool, model, shard = ran.site, ran.pool, ran.model, work.shard
     done, failed = ran.done, ran.failed
     started = ended - timedelta(seconds=ran.measurement.duration_s)
     slot = slot_floor(started, fleet.slot_minutes)
@@ -106,94 +120,8 @@ def book(
             output_path=str(outputs[0]),
             error_path=str(outputs[1]),
         )
-        booking = ledger_signal(s, fleet, site.name, slot, work.assignment, lookup=signal_lookup)
-        signal = booking.signal
-        planned = planned_share(work.assignment, shard.request_count)
-        in_planned_slot = (
-            planned if planned and (planned.site, planned.slot) == (site.name, slot) else None
-        )
-        profile, energy, load_energy = metered.profile, metered.energy, metered.load_energy
-        allowance = renewable_allowance_kwh(
-            signal,
-            duration_s=ran.measurement.duration_s,
-            slot_hours=fleet.slot_hours,
-            already_booked_kwh=_renewable_booked_kwh(
-                s, site.name, slot, slot + timedelta(minutes=fleet.slot_minutes)
-            ),
-            planned=in_planned_slot,
-            facility_kwh=energy_from_it(0.0, energy.measurement.energy_kwh, site.pue).facility_kwh,
-        )
-        values = compute_ledger_values(
-            energy.measurement,
-            site=site,
-            pool=pool,
-            gpus_per_replica=profile.gpus if profile else 1,
-            signal=signal,
-            carbon_source=booking.source,
-            renewable_allowance_kwh=allowance,
-            gpu_hours=energy.gpu_hours,
-            average_g_per_kwh=booking.average_g_per_kwh,
-        )
-        s.add(
-            LedgerEntry(
-                batch_id=work.batch_id,
-                shard_id=shard.id,
-                attempt=claim.attempt,
-                tenant_id=work.tenant_id,
-                site=site.name,
-                pool=pool.name,
-                model=model.name,
-                started_at=started,
-                ended_at=ended,
-                requests_done=len(done),
-                requests_failed=len(failed),
-                input_tokens=metered.input_tokens,
-                output_tokens=metered.output_tokens,
-                gpu_hours=values.gpu_hours,
-                it_energy_kwh=values.it_energy_kwh,
-                facility_energy_kwh=values.facility_energy_kwh,
-                energy_method=values.energy_method,
-                renewable_share=values.renewable_share,
-                grid_kwh=values.grid_kwh,
-                carbon_g_per_kwh=values.carbon_g_per_kwh,
-                carbon_source=values.carbon_source,
-                co2_location_g=values.co2_location_g,
-                co2_market_g=values.co2_market_g,
-                embodied_co2_g=values.embodied_co2_g,
-                water_onsite_l=values.water_onsite_l,
-                water_offsite_l=values.water_offsite_l,
-                cost=values.cost,
-                planned_energy_kwh=planned.energy_kwh if planned else None,
-                planned_co2_g=planned.co2_g if planned else None,
-                planned_water_l=planned.water_l if planned else None,
-                planned_cost=planned.cost if planned else None,
-                planned_grid_kwh=planned.grid_kwh if planned else None,
-                carbon_factor=values.carbon_factor,
-                signal_fallback=booking.fallback or booking.average_fallback,
-                signal_provider=signal.carbon_provider,
-                signal_synthetic=signal.synthetic,
-                signal_fallback_reason=signal.fallback_reason,
-                price_fallback=booking.price_fallback,
-                co2_marginal_g=values.co2_marginal_g,
-                co2_lifecycle_g=values.co2_lifecycle_g,
-                market_basis=values.market_basis,
-                busy_estimate_kwh=energy.busy_estimate_kwh,
-                model_load_kwh=load_energy.kwh if load_energy else None,
-                model_load_method=load_energy.method if load_energy else None,
-                deviations=deviations(
-                    planned,
-                    site=site.name,
-                    slot=slot,
-                    input_tokens=metered.input_tokens,
-                    output_tokens=metered.output_tokens,
-                    values=values,
-                    renewable_kw=signal.renewable_kw,
-                    busy_gpu_s=ran.measurement.duration_s * (profile.gpus if profile else 1),
-                    signal_g_per_kwh=signal.carbon_g_per_kwh,
-                ),
-                created_at=now_utc(),
-            )
-        )
+        priced = _price(s, fleet, work, ran, metered, slot, signal_lookup)
+        s.add(_entry(claim, work, ran, metered, priced, started=started, ended=ended, slot=slot))
         s.execute(
             update(Batch)
             .where(Batch.id == work.batch_id)
@@ -203,3 +131,120 @@ def book(
             )
         )
         return begin_finalizing(s, work.batch_id)
+
+
+def _price(
+    s: Session,
+    fleet: Fleet,
+    work: Work,
+    ran: Ran,
+    metered: Metered,
+    slot: datetime,
+    signal_lookup: SignalLookup | None,
+) -> _Priced:
+    """Price the attempt with the signal the planner used for the slot it ran in and the
+    renewables left in that slot (``scheduler.pricing`` through ``workers.ledger``)."""
+    site, pool = ran.site, ran.pool
+    booking = ledger_signal(s, fleet, site.name, slot, work.assignment, lookup=signal_lookup)
+    signal = booking.signal
+    planned = planned_share(work.assignment, work.shard.request_count)
+    in_planned_slot = (
+        planned if planned and (planned.site, planned.slot) == (site.name, slot) else None
+    )
+    profile, energy = metered.profile, metered.energy
+    allowance = renewable_allowance_kwh(
+        signal,
+        duration_s=ran.measurement.duration_s,
+        slot_hours=fleet.slot_hours,
+        already_booked_kwh=_renewable_booked_kwh(
+            s, site.name, slot, slot + timedelta(minutes=fleet.slot_minutes)
+        ),
+        planned=in_planned_slot,
+        facility_kwh=energy_from_it(0.0, energy.measurement.energy_kwh, site.pue).facility_kwh,
+    )
+    values = compute_ledger_values(
+        energy.measurement,
+        site=site,
+        pool=pool,
+        gpus_per_replica=profile.gpus if profile else 1,
+        signal=signal,
+        carbon_source=booking.source,
+        renewable_allowance_kwh=allowance,
+        gpu_hours=energy.gpu_hours,
+        average_g_per_kwh=booking.average_g_per_kwh,
+    )
+    return _Priced(booking, planned, values)
+
+
+def _entry(
+    claim: Claim,
+    work: Work,
+    ran: Ran,
+    metered: Metered,
+    priced: _Priced,
+    *,
+    started: datetime,
+    ended: datetime,
+    slot: datetime,
+) -> LedgerEntry:
+    """The attempt's ledger row: its figures, their provenance, the plan beside them."""
+    booking, planned, values = priced.booking, priced.planned, priced.values
+    signal, profile, load = booking.signal, metered.profile, metered.load_energy
+    return LedgerEntry(
+        batch_id=work.batch_id,
+        shard_id=work.shard.id,
+        attempt=claim.attempt,
+        tenant_id=work.tenant_id,
+        site=ran.site.name,
+        pool=ran.pool.name,
+        model=ran.model.name,
+        started_at=started,
+        ended_at=ended,
+        requests_done=len(ran.done),
+        requests_failed=len(ran.failed),
+        input_tokens=metered.input_tokens,
+        output_tokens=metered.output_tokens,
+        gpu_hours=values.gpu_hours,
+        it_energy_kwh=values.it_energy_kwh,
+        facility_energy_kwh=values.facility_energy_kwh,
+        energy_method=values.energy_method,
+        renewable_share=values.renewable_share,
+        grid_kwh=values.grid_kwh,
+        carbon_g_per_kwh=values.carbon_g_per_kwh,
+        carbon_source=values.carbon_source,
+        co2_location_g=values.co2_location_g,
+        co2_market_g=values.co2_market_g,
+        embodied_co2_g=values.embodied_co2_g,
+        water_onsite_l=values.water_onsite_l,
+        water_offsite_l=values.water_offsite_l,
+        cost=values.cost,
+        planned_energy_kwh=planned.energy_kwh if planned else None,
+        planned_co2_g=planned.co2_g if planned else None,
+        planned_water_l=planned.water_l if planned else None,
+        planned_cost=planned.cost if planned else None,
+        planned_grid_kwh=planned.grid_kwh if planned else None,
+        carbon_factor=values.carbon_factor,
+        signal_fallback=booking.fallback or booking.average_fallback,
+        signal_provider=signal.carbon_provider,
+        signal_synthetic=signal.synthetic,
+        signal_fallback_reason=signal.fallback_reason,
+        price_fallback=booking.price_fallback,
+        co2_marginal_g=values.co2_marginal_g,
+        co2_lifecycle_g=values.co2_lifecycle_g,
+        market_basis=values.market_basis,
+        busy_estimate_kwh=metered.energy.busy_estimate_kwh,
+        model_load_kwh=load.kwh if load else None,
+        model_load_method=load.method if load else None,
+        deviations=deviations(
+            planned,
+            site=ran.site.name,
+            slot=slot,
+            input_tokens=metered.input_tokens,
+            output_tokens=metered.output_tokens,
+            values=values,
+            renewable_kw=signal.renewable_kw,
+            busy_gpu_s=ran.measurement.duration_s * (profile.gpus if profile else 1),
+            signal_g_per_kwh=signal.carbon_g_per_kwh,
+        ),
+        created_at=now_utc(),
+    )

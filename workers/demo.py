@@ -225,11 +225,7 @@ def run_demo(
     Raises:
         ConfigError: the data dir holds a store the demo did not make.
     """
-    from scheduler.client import GridshiftClient
-    from scheduler.jobs import build_batch_file, create_options, load_job
     from scheduler.samples import load_sample_fleet
-    from scheduler.store.db import make_engine, session_factory
-    from scheduler.store.migrate import upgrade
     from scheduler.store.tables import replay_clock
     from scheduler.store.tenants import create_api_key
     from workers.demo_night import (
@@ -250,26 +246,8 @@ def run_demo(
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     root = (data_dir or base.data_dir).resolve()
-    db_path = reset_demo_store(root)
-    settings = base.model_copy(
-        update={
-            "data_dir": root,
-            "database_url": "",
-            "broker_url": "",
-            "fleet": None,
-            "http_timeout_s": min(base.http_timeout_s, 3.0),
-        }
-    )
-    engine = make_engine(settings.resolved_database_url)
-    upgrade(engine)
-    sessions = session_factory(engine)
+    settings, sessions = _open_store(base, root, echo)
     fleet = load_sample_fleet()
-    echo(f"gridshift demo: store {db_path} (SQLite, no server; broker and worker in-process)")
-    if base.database_url and base.database_url != settings.resolved_database_url:
-        echo(
-            "  note: GRIDSHIFT_DATABASE_URL is set, so `gridshift schedule` and `report` read "
-            f"that store, not this one; unset it or set it to sqlite:///{db_path}"
-        )
     weights = build_tiny_model(root / "models" / "tiny-chat", max_position_embeddings=DEMO_CONTEXT)
     echo(
         f"model: a tiny random-weight Llama built at {weights} ({DEMO_CONTEXT}-token context) "
@@ -295,19 +273,8 @@ def run_demo(
         with sessions() as s, s.begin():
             key = create_api_key(s, "demo", admin=True)  # the operator sees the whole fleet
         url, server, thread = _serve_api(settings, _serve_port(base) if serve else 0)
-        batch_ids: list[str] = []
-        jobs: dict[str, str] = {}
-        with GridshiftClient(url, key) as client:
-            for spec_path in job_paths or sorted(JOBS_DIR.glob("*.yaml")):
-                job = load_job(spec_path)
-                batch_file = build_batch_file(job, spec_path.parent)
-                uploaded = client.upload_file(f"{job.name}.jsonl", batch_file.content)
-                batch = client.create_batch(
-                    uploaded["id"], endpoint=job.endpoint, options=create_options(job, clock())
-                )
-                batch_ids.append(batch["id"])
-                jobs[batch["id"]] = job.name
-        echo(f"submitted {len(batch_ids)} nightly jobs through the API at {url}")
+        jobs = _submit_jobs(url, key, job_paths or sorted(JOBS_DIR.glob("*.yaml")), clock)
+        echo(f"submitted {len(jobs)} nightly jobs through the API at {url}")
         shards_run, plan_id = _run_night(
             settings, fleet, sessions, signals, actuals, weights, clock
         )
@@ -339,6 +306,53 @@ def run_demo(
             "`gridshift demo --serve` keeps the API and the dashboard up on this night"
         )
     return code
+
+
+def _open_store(base: Settings, root: Path, echo: Echo) -> tuple[Settings, Any]:
+    """A fresh demo store in ``root`` (SQLite, migrated) and the demo's settings on it."""
+    from scheduler.store.db import make_engine, session_factory
+    from scheduler.store.migrate import upgrade
+
+    db_path = reset_demo_store(root)
+    settings = base.model_copy(
+        update={
+            "data_dir": root,
+            "database_url": "",
+            "broker_url": "",
+            "fleet": None,
+            "http_timeout_s": min(base.http_timeout_s, 3.0),
+        }
+    )
+    engine = make_engine(settings.resolved_database_url)
+    upgrade(engine)
+    echo(f"gridshift demo: store {db_path} (SQLite, no server; broker and worker in-process)")
+    if base.database_url and base.database_url != settings.resolved_database_url:
+        echo(
+            "  note: GRIDSHIFT_DATABASE_URL is set, so `gridshift schedule` and `report` read "
+            f"that store, not this one; unset it or set it to sqlite:///{db_path}"
+        )
+    return settings, session_factory(engine)
+
+
+def _submit_jobs(
+    url: str, key: str, spec_paths: Sequence[Path], now: Callable[[], datetime]
+) -> dict[str, str]:
+    """Upload each job spec's batch file and create its batch through the API at ``now``
+    (simulated); batch id -> job name, in submission order."""
+    from scheduler.client import GridshiftClient
+    from scheduler.jobs import build_batch_file, create_options, load_job
+
+    jobs: dict[str, str] = {}
+    with GridshiftClient(url, key) as client:
+        for spec_path in spec_paths:
+            job = load_job(spec_path)
+            batch_file = build_batch_file(job, spec_path.parent)
+            uploaded = client.upload_file(f"{job.name}.jsonl", batch_file.content)
+            batch = client.create_batch(
+                uploaded["id"], endpoint=job.endpoint, options=create_options(job, now())
+            )
+            jobs[batch["id"]] = job.name
+    return jobs
 
 
 def _run_night(
