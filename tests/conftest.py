@@ -206,6 +206,36 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_weights(tiny_model_dir: Path) -> Path:
+    """The tiny chat model's weights (``tiny_model_dir``), under the name worker tests use."""
+    return tiny_model_dir
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs mounted for this test (storage faults), unmounted after it.
+
+    Mounting needs root (CI runs as root): elsewhere it skips locally and fails under CI.
+    """
+    import subprocess
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        unavailable(f"a tmpfs mount ({done.stderr.strip()}): needs root")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture(scope="session")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> object:
     """One ``gridshift demo`` run per session, offline, in a fresh data dir (about 20 s).
 

@@ -41,6 +41,7 @@ from scheduler.store.tables import (
     Shard,
 )
 from scheduler.store.tenants import create_api_key
+from tests.factories import ledger_entry
 from workers.energy.base import Measurement
 from workers.ledger import compute_ledger_values
 
@@ -505,7 +506,8 @@ def _ledger(
         renewable_allowance_kwh=r * 0.5,
         gpu_hours=rec.gpu_hours * frac,
     )
-    row = LedgerEntry(
+    row = ledger_entry(
+        v,
         batch_id=rec.batch_id,
         shard_id=shard.id,
         attempt=1,
@@ -519,25 +521,10 @@ def _ledger(
         requests_failed=shard.requests_failed,
         input_tokens=int(rec.input_tokens * frac),
         output_tokens=int(rec.output_tokens * frac),
-        gpu_hours=v.gpu_hours,
-        it_energy_kwh=v.it_energy_kwh,
-        facility_energy_kwh=v.facility_energy_kwh,
-        energy_method=v.energy_method,
-        renewable_share=v.renewable_share,
-        grid_kwh=v.grid_kwh,
-        carbon_g_per_kwh=v.carbon_g_per_kwh,
-        carbon_source=v.carbon_source,
-        co2_location_g=v.co2_location_g,
-        co2_market_g=v.co2_market_g,
-        embodied_co2_g=v.embodied_co2_g,
-        water_onsite_l=v.water_onsite_l,
-        water_offsite_l=v.water_offsite_l,
-        cost=v.cost,
         planned_energy_kwh=rec.energy_kwh * frac,
         planned_co2_g=rec.co2_g * frac,
         planned_water_l=rec.water_l * frac,
         planned_cost=rec.cost * frac,
-        carbon_factor=v.carbon_factor,
         created_at=shard.finished_at,
     )
     s.add(row)

@@ -236,15 +236,3 @@ def plan_and_send_all(
     in_progress = slot_floor(now, fleet.slot_minutes)
     assert sorted(planned.queued) == sorted(k for k, t in shards.items() if t <= in_progress)
     return planned, sent
-
-
-def tiny_weights_dir(request: Any, tmp_path_factory: Any) -> Path:
-    """The shared ``tiny_model_dir`` fixture if present, else a tiny model built once here."""
-    import pytest
-
-    try:
-        return Path(request.getfixturevalue("tiny_model_dir"))
-    except pytest.FixtureLookupError:
-        from workers.engines.tiny_model import build_tiny_model
-
-        return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-chat")

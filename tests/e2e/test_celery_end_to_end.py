@@ -20,7 +20,6 @@ from e2e_helpers import (
     start_worker,
     stop_worker,
     submit_batch,
-    tiny_weights_dir,
     wait_for,
     worker_env,
 )
@@ -35,11 +34,6 @@ from scheduler.store.tables import Execution, LedgerEntry, Shard
 from scheduler.store.tenants import create_api_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_weights_dir(request, tmp_path_factory)
 
 
 @pytest.fixture

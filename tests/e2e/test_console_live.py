@@ -32,7 +32,6 @@ from e2e_helpers import (
     migrated_settings,
     start_worker,
     stop_worker,
-    tiny_weights_dir,
     wait_for,
     worker_env,
 )
@@ -47,11 +46,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
 GRIDSHIFT = Path(sys.executable).parent / "gridshift"
 TWENTY_FOUR_HOUR = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}$")
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_weights_dir(request, tmp_path_factory)
 
 
 @contextmanager

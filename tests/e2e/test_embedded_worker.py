@@ -12,7 +12,6 @@ from e2e_helpers import (
     plan_and_send_all,
     start_worker,
     stop_worker,
-    tiny_weights_dir,
     wait_for,
     write_fleet,
 )
@@ -28,11 +27,6 @@ from scheduler.store.tables import Batch
 from scheduler.store.tenants import create_tenant
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_weights_dir(request, tmp_path_factory)
 
 
 def test_worker_process_runs_a_batch_over_the_sqlalchemy_broker_on_sqlite(

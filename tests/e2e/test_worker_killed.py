@@ -19,7 +19,6 @@ from e2e_helpers import (
     start_worker,
     stop_worker,
     submit_batch,
-    tiny_weights_dir,
     wait_for,
 )
 from sqlalchemy import func, select
@@ -36,11 +35,6 @@ from scheduler.store.tenants import create_api_key
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
 N = 16
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_weights_dir(request, tmp_path_factory)
 
 
 @pytest.fixture

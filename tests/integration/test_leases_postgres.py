@@ -13,7 +13,8 @@ from scheduler.dispatch.leases import Claim, claim_shard, mark_done, requeue_exp
 from scheduler.errors import LeaseLost
 from scheduler.store.db import make_engine, session_factory, transaction
 from scheduler.store.migrate import upgrade
-from scheduler.store.tables import Batch, File, Shard, Tenant
+from scheduler.store.tables import Shard
+from tests.factories import one_queued_shard
 
 pytestmark = pytest.mark.integration
 
@@ -25,50 +26,7 @@ def pg_sessions(fresh_pg_url: str) -> Iterator[sessionmaker[Session]]:
     engine = make_engine(fresh_pg_url, pool_size=12)
     upgrade(engine)
     factory = session_factory(engine)
-    with transaction(factory) as s:
-        s.add(Tenant(id="t1", name="t1", created_at=NOW))
-        s.flush()
-        s.add(
-            File(
-                id="f1",
-                tenant_id="t1",
-                filename="in",
-                purpose="batch",
-                bytes=0,
-                sha256="",
-                path="/dev/null",
-                created_at=0,
-            )
-        )
-        s.flush()
-        s.add(
-            Batch(
-                id="b1",
-                tenant_id="t1",
-                endpoint="/v1/chat/completions",
-                input_file_id="f1",
-                completion_window="24h",
-                status="in_progress",
-                created_at=0,
-                deadline=NOW + timedelta(days=1),
-            )
-        )
-        s.flush()
-        s.add(
-            Shard(
-                id="s1",
-                batch_id="b1",
-                part_id="b1~m",
-                site="x",
-                pool="p",
-                model="m",
-                slot_start=NOW,
-                status="queued",
-                request_count=1,
-                attempts=0,
-                created_at=NOW,
-            )
-        )
+    one_queued_shard(factory, NOW)
     yield factory
     engine.dispose()
 

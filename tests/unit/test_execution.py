@@ -23,17 +23,6 @@ from scheduler.store.db import transaction
 from scheduler.store.tables import Batch, BatchRequest, File, LedgerEntry, Shard
 
 
-@pytest.fixture(scope="session")
-def tiny_weights(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shared ``tiny_model_dir`` fixture if present, else a tiny model built here once."""
-    try:
-        return Path(request.getfixturevalue("tiny_model_dir"))
-    except pytest.FixtureLookupError:
-        from workers.engines.tiny_model import build_tiny_model
-
-        return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-chat")
-
-
 @pytest.fixture
 def harness(tmp_path: Path, sessions: sessionmaker[Session], tiny_weights: Path) -> Harness:
     settings = Settings(

@@ -10,74 +10,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from scheduler.dispatch.leases import claim_shard, requeue_expired
 from scheduler.dispatch.poison import MAX_ATTEMPTS, POISON_AFTER
 from scheduler.store.db import transaction
-from scheduler.store.tables import Batch, BatchRequest, File, Shard, Tenant
+from scheduler.store.tables import Batch, BatchRequest, Shard
+from tests.factories import one_queued_shard
 
 NOW = datetime(2026, 11, 22, 3, tzinfo=UTC)
 LEASE_S = 5
 
 
 def _seed(sessions: sessionmaker[Session], requests: int) -> None:
-    with transaction(sessions) as s:
-        s.add(Tenant(id="t1", name="t1", created_at=NOW))
-        s.flush()
-        s.add(
-            File(
-                id="f1",
-                tenant_id="t1",
-                filename="in",
-                purpose="batch",
-                bytes=0,
-                sha256="",
-                path="/dev/null",
-                created_at=0,
-            )
-        )
-        s.flush()
-        s.add(
-            Batch(
-                id="b1",
-                tenant_id="t1",
-                endpoint="/v1/chat/completions",
-                input_file_id="f1",
-                completion_window="24h",
-                status="in_progress",
-                created_at=0,
-                deadline=NOW + timedelta(days=1),
-                request_total=requests,
-            )
-        )
-        s.flush()
-        s.add(
-            Shard(
-                id="s1",
-                batch_id="b1",
-                part_id="b1~m",
-                site="x",
-                pool="p",
-                model="m",
-                slot_start=NOW,
-                status="queued",
-                request_count=requests,
-                attempts=0,
-                created_at=NOW,
-                planned_energy_kwh=1.0,
-            )
-        )
-        s.flush()
-        for i in range(requests):
-            s.add(
-                BatchRequest(
-                    batch_id="b1",
-                    part_id="b1~m",
-                    line_no=i + 1,
-                    custom_id=f"r{i}",
-                    byte_offset=0,
-                    byte_len=0,
-                    input_tokens_est=1,
-                    max_tokens=8,
-                    shard_id="s1",
-                )
-            )
+    one_queued_shard(sessions, NOW, requests=requests, request_rows=True, planned_energy_kwh=1.0)
 
 
 def _die(sessions: sessionmaker[Session], shard_id: str, t: datetime) -> list[str]:

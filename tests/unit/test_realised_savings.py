@@ -18,6 +18,7 @@ from scheduler.review.batch_review import asap_counterfactual
 from scheduler.review.realised import asap_model, realised, realised_split
 from scheduler.samples import load_sample_fleet
 from scheduler.store.tables import LedgerEntry
+from tests.factories import ledger_entry
 from workers.energy.base import Measurement
 from workers.ledger import compute_ledger_values
 
@@ -70,7 +71,8 @@ def _book(
         renewable_allowance_kwh=booking.signal.renewable_kw * seconds / 3600.0,
         average_g_per_kwh=booking.average_g_per_kwh,
     )
-    return LedgerEntry(
+    return ledger_entry(
+        v,
         batch_id="b",
         shard_id="s",
         attempt=1,
@@ -84,21 +86,6 @@ def _book(
         requests_failed=failed,
         input_tokens=100,
         output_tokens=100,
-        gpu_hours=v.gpu_hours,
-        it_energy_kwh=v.it_energy_kwh,
-        facility_energy_kwh=v.facility_energy_kwh,
-        energy_method=v.energy_method,
-        renewable_share=v.renewable_share,
-        grid_kwh=v.grid_kwh,
-        carbon_g_per_kwh=v.carbon_g_per_kwh,
-        carbon_source=v.carbon_source,
-        co2_location_g=v.co2_location_g,
-        co2_market_g=v.co2_market_g,
-        embodied_co2_g=v.embodied_co2_g,
-        water_onsite_l=v.water_onsite_l,
-        water_offsite_l=v.water_offsite_l,
-        cost=v.cost,
-        carbon_factor=v.carbon_factor,
         co2_marginal_g=v.co2_marginal_g,
         created_at=started,
     )

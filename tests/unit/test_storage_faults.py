@@ -8,7 +8,6 @@ freed and every request must complete exactly once, none failed, none split as p
 from __future__ import annotations
 
 import errno
-import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
@@ -37,36 +36,6 @@ pytestmark = pytest.mark.integration
 REQUESTS = 20
 LEASE_S = 10.0
 FULL_FOR = timedelta(minutes=3)
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shared ``tiny_model_dir`` fixture if present, else a tiny model built here once."""
-    try:
-        return Path(request.getfixturevalue("tiny_model_dir"))
-    except pytest.FixtureLookupError:
-        from workers.engines.tiny_model import build_tiny_model
-
-        return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-chat")
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs (unmounted after the test)."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): needs root")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 @pytest.fixture
