@@ -200,6 +200,9 @@ def test_console_on_the_demo_night(console: Console, browser: object) -> None:  
     days = driver.find_element(By.ID, "savings-days").text  # type: ignore[attr-defined]
     assert re.search(r"\d [mµk]?g\b", days) and re.search(r"\d [mµk]?Wh\b", days)
     assert "e-0" not in days
+    # and the realised saving is split by place and time and by model choice (labelled)
+    assert "by place and time" in days and "by model choice" in days
+    assert "(planned)" in driver.find_element(By.ID, "savings-batches").text  # type: ignore[attr-defined]
     _shot(driver, "console-savings.png")
     # and nothing came from anywhere but this server (offline, no CDN)
     resources = driver.execute_script(

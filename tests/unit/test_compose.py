@@ -172,6 +172,11 @@ def test_every_long_running_service_has_a_healthcheck(services: dict[str, Any]) 
         assert test and test[0] in ("CMD", "CMD-SHELL"), name
 
 
+def test_api_healthcheck_is_readiness(services: dict[str, Any]) -> None:
+    # Given the API / Then compose waits on readiness (database, disk), not bare liveness
+    assert "127.0.0.1:8080/readyz" in " ".join(services["api"]["healthcheck"]["test"])
+
+
 def test_dispatch_healthcheck_reads_its_own_exporter(services: dict[str, Any]) -> None:
     # Given the dispatcher's command / Then its exporter port is the one the healthcheck reads
     command = services["dispatch"]["command"]
