@@ -211,6 +211,21 @@ def tiny_weights(tiny_model_dir: Path) -> Path:
     return tiny_model_dir
 
 
+def fill_disk(disk: Path) -> Path:
+    """Fill ``disk`` (a ``small_disk``) to its last byte with one file; return the file."""
+    import errno
+
+    filler = disk / "filler"
+    with filler.open("wb", buffering=0) as fh:
+        for size in (65536, 4096):
+            try:
+                while True:
+                    fh.write(b"\0" * size)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
+    return filler
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs mounted for this test (storage faults), unmounted after it.

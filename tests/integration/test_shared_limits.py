@@ -3,17 +3,21 @@ its limit once across both, not once per server; a revoked key is refused by bot
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
 import requests
 
 from scheduler.config import Settings
-from tests.integration.api_harness import running_server, write_fleet
+from tests.integration.api_harness import free_port, running_server, write_fleet
 from tests.integration.test_api_guard import _keys
 
 pytestmark = pytest.mark.integration
@@ -119,3 +123,71 @@ def test_a_revoked_key_is_refused_by_both_servers_within_a_second(
         for u in urls:
             assert requests.get(u + "/v1/files", headers=new, timeout=30).status_code == 401
         assert time.monotonic() - revoked_at < 1.0
+
+
+@contextmanager
+def _serve_processes(settings: Settings, n: int, tmp_path: Path) -> Iterator[list[str]]:
+    """``n`` real ``gridshift serve`` processes on ``settings`` (as replicas run them)."""
+    env = {
+        **os.environ,
+        "GRIDSHIFT_DATABASE_URL": settings.database_url,
+        "GRIDSHIFT_DATA_DIR": str(settings.data_dir),
+        "GRIDSHIFT_FLEET": str(settings.fleet),
+        "GRIDSHIFT_LIMITS_STORE": settings.limits_store,
+        "GRIDSHIFT_LIMITS_REDIS_URL": settings.limits_redis_url,
+        "GRIDSHIFT_TENANT_REQUESTS_PER_MINUTE": str(settings.tenant_requests_per_minute),
+    }
+    exe = Path(sys.executable).with_name("gridshift")
+    procs, urls = [], []
+    try:
+        for i in range(n):
+            port = free_port()
+            log = (tmp_path / f"serve{i}.log").open("wb")
+            procs.append(
+                subprocess.Popen(
+                    [str(exe), "serve", "--port", str(port), "--no-upgrade-db"],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+            urls.append(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 60
+        for proc, url in zip(procs, urls, strict=True):
+            while True:
+                try:
+                    if requests.get(url + "/healthz", timeout=2).ok:
+                        break
+                except requests.ConnectionError:
+                    pass
+                assert proc.poll() is None and time.monotonic() < deadline, url
+                time.sleep(0.2)
+        yield urls
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def test_two_gridshift_serve_processes_share_the_rate_limit(
+    pg_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    # Given two `gridshift serve` replicas (separate processes) on one PostgreSQL and one Redis
+    key, _ = _keys(pg_url)
+    settings = _store_settings(
+        "redis", pg_url, tmp_path, redis_url, tenant_requests_per_minute=PER_MINUTE
+    )
+    with _serve_processes(settings, 2, tmp_path) as urls:
+        headers = {"Authorization": f"Bearer {key}"}
+        # When one tenant sends 3 x its per-minute limit, alternating between the replicas
+        statuses = [
+            requests.get(urls[i % 2] + "/v1/models", headers=headers, timeout=30).status_code
+            for i in range(3 * PER_MINUTE)
+        ]
+    # Then the tenant got its limit once (+5 % and the refill during the loop), not twice
+    assert set(statuses) <= {200, 429}, statuses
+    assert PER_MINUTE <= statuses.count(200) <= PER_MINUTE * 1.05 + 2, statuses

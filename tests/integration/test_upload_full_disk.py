@@ -6,12 +6,12 @@ database PostgreSQL.
 
 from __future__ import annotations
 
-import errno
 import uuid
 from pathlib import Path
 
 import pytest
 import requests
+from conftest import fill_disk
 from sqlalchemy import func, select
 
 from scheduler.config import Settings
@@ -22,18 +22,6 @@ from scheduler.store.tenants import create_api_key
 from tests.integration.api_harness import chat_line, running_server, write_fleet
 
 pytestmark = pytest.mark.integration
-
-
-def _fill(disk: Path) -> Path:
-    filler = disk / "filler"
-    with filler.open("wb", buffering=0) as fh:
-        for size in (65536, 4096):
-            try:
-                while True:
-                    fh.write(b"\0" * size)
-            except OSError as e:
-                assert e.errno == errno.ENOSPC
-    return filler
 
 
 def test_an_upload_on_a_full_disk_answers_507_and_stores_nothing(
@@ -50,7 +38,7 @@ def test_an_upload_on_a_full_disk_answers_507_and_stores_nothing(
     auth = {"Authorization": f"Bearer {key}"}
     try:
         with running_server(settings) as base:
-            filler = _fill(small_disk)
+            filler = fill_disk(small_disk)
             # When a file is uploaded while the data dir is full
             full = requests.post(
                 f"{base}/v1/files",

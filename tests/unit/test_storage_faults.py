@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from conftest import fill_disk
 from execution_helpers import T0, Harness, chat_line, make_harness
 from prometheus_client import generate_latest
 from sqlalchemy import func, select
@@ -44,19 +45,6 @@ def pg_sessions(fresh_pg_url: str) -> Iterator[sessionmaker[Session]]:
     upgrade(engine)
     yield session_factory(engine)
     engine.dispose()
-
-
-def fill(disk: Path) -> Path:
-    """Fill ``disk`` to its last byte with one file; the file."""
-    filler = disk / "filler"
-    with filler.open("wb", buffering=0) as fh:
-        for size in (65536, 4096):
-            try:
-                while True:
-                    fh.write(b"\0" * size)
-            except OSError as e:
-                assert e.errno == errno.ENOSPC
-    return filler
 
 
 class FakeTime:
@@ -137,7 +125,7 @@ def test_full_disk_faults_are_not_counted_and_every_request_completes_once_space
         last = s.scalar(select(func.max(Shard.slot_start)))
     assert first is not None and last is not None
     start = max(first, T0) - T0
-    filler = fill(small_disk)
+    filler = fill_disk(small_disk)
     assert free_disk_mb(small_disk) < 0.1
     rounds = MAX_ATTEMPTS + 3  # more faults than the attempt cap and the poison threshold
     elapsed = max(last - T0, start)
@@ -180,7 +168,7 @@ def test_a_worker_claims_nothing_while_free_space_is_under_the_threshold(
         last = s.scalar(select(func.max(Shard.slot_start)))
     assert last is not None
     elapsed = max(last - T0, timedelta(0))
-    filler = fill(small_disk)
+    filler = fill_disk(small_disk)
     rounds = int(FULL_FOR.total_seconds() // LEASE_S)  # 3 minutes of full disk, a round a lease
     for i in range(rounds):
         seen = _run_round(h, fake, elapsed + timedelta(seconds=LEASE_S * i))
@@ -217,7 +205,7 @@ def test_a_worker_claims_nothing_while_free_space_is_under_the_threshold(
 def test_a_failed_atomic_write_raises_a_storage_fault_and_leaves_no_temporary(
     small_disk: Path,
 ) -> None:
-    fill(small_disk)
+    fill_disk(small_disk)
     target = small_disk / "out.jsonl"
     with pytest.raises(OSError) as info:
         write_jsonl_atomic(target, ({"n": i, "pad": "x" * 1000} for i in range(100)))
