@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.store.db import make_engine, session_factory, transaction
+from scheduler.store.migrate import upgrade
 from scheduler.store.tables import Batch, BatchRequest, File, LedgerEntry, Shard, Tenant
 from scheduler.store.tenants import create_api_key
 
@@ -120,10 +121,12 @@ def ledger_entry(values: Any, **columns: Any) -> LedgerEntry:
 
 
 def tenant_keys(database_url: str, *names: str, admin: bool = False) -> list[str]:
-    """One API key per tenant name (each name made unique with a suffix), in order."""
+    """One API key per tenant name (each name made unique with a suffix), in order, on the
+    database at ``database_url`` (migrated first: a no-op when it already is)."""
     suffix = uuid.uuid4().hex[:8]
     engine = make_engine(database_url)
     try:
+        upgrade(engine)
         with session_factory(engine)() as s:
             keys = [create_api_key(s, f"{name}-{suffix}", admin=admin) for name in names]
             s.commit()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +15,8 @@ from sqlalchemy import select
 from scheduler.clock import now_s
 from scheduler.config import Settings
 from scheduler.store.db import make_engine, session_factory
-from scheduler.store.migrate import upgrade
 from scheduler.store.tables import BatchRequest
-from scheduler.store.tenants import create_api_key
+from tests.factories import tenant_keys
 from tests.integration.api_harness import CHAT, chat_line, running_server, write_fleet
 
 pytestmark = pytest.mark.integration
@@ -61,14 +59,7 @@ def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Api]:
         admin_key=ADMIN_KEY,
         max_file_bytes=MAX_FILE_BYTES,
     )
-    engine = make_engine(url)
-    upgrade(engine)
-    suffix = uuid.uuid4().hex[:8]
-    with session_factory(engine)() as s:
-        key_a = create_api_key(s, f"acme-{suffix}")
-        key_b = create_api_key(s, f"globex-{suffix}")
-        s.commit()
-    engine.dispose()
+    key_a, key_b = tenant_keys(url, "acme", "globex")
     with running_server(settings) as base_url:
         yield Api(base_url=base_url, key_a=key_a, key_b=key_b, tmp=tmp_path, database_url=url)
 

@@ -7,7 +7,6 @@ parts assembled in the order given, cancel, a wrong part id, another tenant's up
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +16,8 @@ import pytest
 from openai import OpenAI
 
 from scheduler.config import Settings
-from scheduler.store.db import make_engine, session_factory
-from scheduler.store.migrate import upgrade
-from scheduler.store.tenants import create_api_key
 from scheduler.store.uploads import UPLOADS_DIR
+from tests.factories import tenant_keys
 from tests.integration.api_harness import CHAT, chat_line, running_server, write_fleet
 
 pytestmark = pytest.mark.integration
@@ -58,14 +55,7 @@ def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Api]:
         max_upload_part_bytes=2 * PART_BYTES,
         max_upload_bytes=16 * PART_BYTES,
     )
-    engine = make_engine(url)
-    upgrade(engine)
-    suffix = uuid.uuid4().hex[:8]
-    with session_factory(engine)() as s:
-        key_a = create_api_key(s, f"acme-{suffix}")
-        key_b = create_api_key(s, f"globex-{suffix}")
-        s.commit()
-    engine.dispose()
+    key_a, key_b = tenant_keys(url, "acme", "globex")
     with running_server(settings) as base_url:
         yield Api(base_url, key_a, key_b, tmp_path, settings.files_dir)
 
